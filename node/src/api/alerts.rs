@@ -1,0 +1,691 @@
+//! Issue, update, cancel, get, history and list.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use tocsin_proto::limits::{Limit, MAX_TITLE_BYTES};
+use tocsin_proto::{
+    AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert, Tlp,
+    FORMAT_VERSION,
+};
+
+use super::error::{limit_error, ApiError};
+use super::view::alert_json;
+use super::{ApiState, MAX_REQUEST_BYTES};
+use crate::store::{
+    AlertState, Insert, Query as StoreQuery, Receipt, StoredAlert, MAX_QUERY_LIMIT,
+};
+
+/// A handler's JSON answer with its status.
+pub(super) type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// The fields of an issue or update request. `None` = not given (or JSON `null`).
+#[derive(Debug, Default)]
+pub(super) struct AlertFields {
+    pub severity: Option<Severity>,
+    pub tlp: Option<Tlp>,
+    pub title: Option<String>,
+    pub text: Option<String>,
+    pub recipients: Option<Vec<PublicKey>>,
+    pub indicators: Option<Vec<Indicator>>,
+    pub tags: Option<Vec<String>>,
+    pub references: Option<Vec<String>>,
+    pub expires: Option<Expiry>,
+}
+
+/// When an alert expires, as given in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// `expires_in`: a duration after issue.
+    In(Duration),
+    /// `expires_at`: unix milliseconds.
+    At(u64),
+}
+
+impl Expiry {
+    fn resolve(self, issued_at: u64) -> u64 {
+        match self {
+            Expiry::In(d) => {
+                issued_at.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+            Expiry::At(at) => at,
+        }
+    }
+}
+
+/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`] before parsing.
+pub(super) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                format!(
+                    "the request body exceeds the limit MAX_REQUEST_BYTES = {MAX_REQUEST_BYTES}"
+                ),
+            )
+        })
+}
+
+/// Parses a JSON object body; an empty body is an empty object.
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn string(v: Value, field: &str) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(ApiError::bad(field, format!("{field} must be a string"))),
+    }
+}
+
+fn array(v: Value, field: &str, limit: Limit) -> Result<Vec<Value>, ApiError> {
+    match v {
+        Value::Array(items) => {
+            // The count limit is checked before any element is looked at.
+            limit
+                .check(items.len())
+                .map_err(|e| ApiError::from_proto(&e))?;
+            Ok(items)
+        }
+        _ => Err(ApiError::bad(field, format!("{field} must be an array"))),
+    }
+}
+
+fn strings(v: Value, field: &str, limit: Limit) -> Result<Vec<String>, ApiError> {
+    array(v, field, limit)?
+        .into_iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(s),
+            _ => Err(ApiError::bad(
+                field,
+                format!("{field} must be an array of strings"),
+            )),
+        })
+        .collect()
+}
+
+fn indicator(v: Value) -> Result<Indicator, ApiError> {
+    let proto = |e: tocsin_proto::Error| ApiError::from_proto(&e);
+    match v {
+        Value::String(spec) => Indicator::parse(&spec).map_err(proto),
+        Value::Object(mut obj) => {
+            let kind = obj
+                .remove("type")
+                .ok_or_else(|| ApiError::bad("indicators", "an indicator object needs \"type\""))
+                .and_then(|t| string(t, "indicators"))?;
+            let value = obj
+                .remove("value")
+                .ok_or_else(|| ApiError::bad("indicators", "an indicator object needs \"value\""))
+                .and_then(|t| string(t, "indicators"))?;
+            if let Some(extra) = obj.keys().next() {
+                return Err(ApiError::bad(
+                    "indicators",
+                    format!("unknown indicator field {extra:?} (expected \"type\" and \"value\")"),
+                ));
+            }
+            let kind: IndicatorType = kind.parse().map_err(proto)?;
+            Indicator::new(kind, value).map_err(proto)
+        }
+        _ => Err(ApiError::bad(
+            "indicators",
+            "an indicator is \"TYPE:VALUE\" or {\"type\": …, \"value\": …}",
+        )),
+    }
+}
+
+/// Parses the fields of an issue or update request, naming the field at fault.
+pub(super) fn parse_alert_fields(bytes: &[u8]) -> Result<AlertFields, ApiError> {
+    let mut f = AlertFields::default();
+    for (key, value) in parse_object(bytes)? {
+        if value.is_null() {
+            continue;
+        }
+        let k = key.as_str();
+        match k {
+            "severity" => {
+                f.severity = Some(
+                    string(value, k)?
+                        .parse()
+                        .map_err(|e| ApiError::from_proto(&e))?,
+                )
+            }
+            "tlp" => {
+                f.tlp = Some(
+                    string(value, k)?
+                        .parse()
+                        .map_err(|e| ApiError::from_proto(&e))?,
+                )
+            }
+            "title" => f.title = Some(string(value, k)?),
+            "text" => f.text = Some(string(value, k)?),
+            "recipients" => {
+                let keys = strings(value, k, Limit::Recipients)?
+                    .iter()
+                    .map(|s| {
+                        PublicKey::from_hex(s).map_err(|_| {
+                            ApiError::bad(
+                                "recipients",
+                                format!("recipient {s:?} is not a node key (64 hex characters)"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                f.recipients = Some(keys);
+            }
+            "indicators" => {
+                f.indicators = Some(
+                    array(value, k, Limit::Indicators)?
+                        .into_iter()
+                        .map(indicator)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            "tags" => f.tags = Some(strings(value, k, Limit::Tags)?),
+            "references" => f.references = Some(strings(value, k, Limit::References)?),
+            "expires_in" => {
+                if f.expires.is_some() {
+                    return Err(both_expiries());
+                }
+                let s = string(value, k)?;
+                let d = humantime::parse_duration(&s).map_err(|e| {
+                    ApiError::bad(
+                        k,
+                        format!("expires_in {s:?} is not a duration such as \"24h\": {e}"),
+                    )
+                })?;
+                if d.is_zero() {
+                    return Err(ApiError::bad(k, "expires_in must be longer than zero"));
+                }
+                f.expires = Some(Expiry::In(d));
+            }
+            "expires_at" => {
+                if f.expires.is_some() {
+                    return Err(both_expiries());
+                }
+                let at = value.as_u64().ok_or_else(|| {
+                    ApiError::bad(k, "expires_at must be unix milliseconds (an integer)")
+                })?;
+                f.expires = Some(Expiry::At(at));
+            }
+            _ => {
+                return Err(ApiError::bad(k, format!("unknown field {k:?}")));
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn both_expiries() -> ApiError {
+    ApiError::bad("expires_in", "give expires_in or expires_at, not both")
+}
+
+/// Parses an alert id from the path.
+fn parse_id(id: Result<Path<String>, PathRejection>) -> Result<AlertId, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad("id", e.body_text()))?;
+    AlertId::from_hex(&id).map_err(|_| {
+        ApiError::bad(
+            "id",
+            format!("{id:?} is not an alert id (64 hex characters)"),
+        )
+    })
+}
+
+fn no_such_alert(id: &AlertId) -> ApiError {
+    ApiError::not_found(format!("no alert with id {id}"))
+}
+
+/// Signs, stores (awaiting the durable commit) and publishes a body issued here.
+async fn commit(st: &ApiState, body: AlertBody) -> Answer {
+    let alert = SignedAlert::sign(body, &st.key).map_err(|e| ApiError::from_proto(&e))?;
+    let id = alert.id();
+    let receipt = Receipt {
+        received_at: crate::now_ms(),
+        from: None,
+        hops: 0,
+    };
+    match st.store.insert(alert.clone(), receipt).await? {
+        Insert::Inserted { seq } => {
+            tracing::info!(id = %id.fmt_short(), seq, kind = ?alert.body().kind, "alert issued");
+            if let Some(net) = &st.net {
+                net.publish(alert, seq).await;
+            }
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({"id": id.to_string(), "seq": seq, "duplicate": false})),
+            ))
+        }
+        Insert::Duplicate { seq } => Ok((
+            StatusCode::OK,
+            Json(json!({"id": id.to_string(), "seq": seq, "duplicate": true})),
+        )),
+    }
+}
+
+/// `POST /v1/alerts`
+pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer {
+    let f = parse_alert_fields(&read_body(body).await?)?;
+    let severity = f.severity.ok_or_else(|| ApiError::missing("severity"))?;
+    let tlp = f.tlp.ok_or_else(|| ApiError::missing("tlp"))?;
+    let title = f.title.ok_or_else(|| ApiError::missing("title"))?;
+    let now = crate::now_ms();
+    let body = AlertBody {
+        v: FORMAT_VERSION,
+        origin: crate::keys::public_key(&st.key),
+        issued_at: now,
+        expires_at: f.expires.map(|e| e.resolve(now)),
+        kind: Kind::New,
+        replaces: None,
+        severity,
+        tlp,
+        recipients: f.recipients.unwrap_or_default(),
+        title,
+        text: f.text.unwrap_or_default(),
+        indicators: f.indicators.unwrap_or_default(),
+        tags: f.tags.unwrap_or_default(),
+        references: f.references.unwrap_or_default(),
+    };
+    commit(&st, body).await
+}
+
+/// The alert `id`, if this node may update or cancel it: it exists (404), this node is
+/// its origin (403), and it is the live end of its chain (409).
+fn own_alert(st: &ApiState, id: &AlertId, verb: &str) -> Result<StoredAlert, ApiError> {
+    let stored = st.store.get(id)?.ok_or_else(|| no_such_alert(id))?;
+    let body = stored.alert.body();
+    let me = crate::keys::public_key(&st.key);
+    if body.origin != me {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            None,
+            format!(
+                "alert {id} was issued by node {}, not by this node ({}); only its origin can {verb} it",
+                body.origin, me
+            ),
+        ));
+    }
+    if body.kind == Kind::Cancel {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            None,
+            format!("alert {id} is a cancel; a cancel cannot be updated or cancelled"),
+        ));
+    }
+    match stored.state {
+        AlertState::Cancelled => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            None,
+            format!("alert {id} was cancelled; a cancel is final"),
+        )),
+        AlertState::Superseded => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            None,
+            match stored.replaced_by {
+                Some(next) => format!(
+                    "alert {id} was superseded by {next}; {verb} the latest version instead"
+                ),
+                None => format!("alert {id} was superseded; {verb} the latest version instead"),
+            },
+        )),
+        _ => Ok(stored),
+    }
+}
+
+/// `issued_at` for an alert replacing one issued at `previous`: now, but never earlier
+/// than the alert it replaces (a clock step back must not make an update look older).
+fn issued_after(previous: u64) -> u64 {
+    crate::now_ms().max(previous.saturating_add(1))
+}
+
+/// `POST /v1/alerts/{id}/update`
+pub(super) async fn update(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Answer {
+    let id = parse_id(id)?;
+    let f = parse_alert_fields(&read_body(body).await?)?;
+    let orig = own_alert(&st, &id, "update")?;
+    let ob = orig.alert.body();
+    if let Some(tlp) = f.tlp {
+        if tlp != ob.tlp {
+            return Err(ApiError::bad(
+                "tlp",
+                format!(
+                    "an update keeps the TLP of the alert it replaces ({}); issue a new alert to change it",
+                    ob.tlp.as_str()
+                ),
+            ));
+        }
+    }
+    if let Some(recipients) = &f.recipients {
+        let given: BTreeSet<_> = recipients.iter().collect();
+        let original: BTreeSet<_> = ob.recipients.iter().collect();
+        if given != original {
+            return Err(ApiError::bad(
+                "recipients",
+                "an update keeps the recipients of the alert it replaces; issue a new alert to change them",
+            ));
+        }
+    }
+    let now = issued_after(ob.issued_at);
+    let body = AlertBody {
+        v: FORMAT_VERSION,
+        origin: ob.origin,
+        issued_at: now,
+        expires_at: match f.expires {
+            Some(e) => Some(e.resolve(now)),
+            None => ob.expires_at,
+        },
+        kind: Kind::Update,
+        replaces: Some(id),
+        severity: f.severity.unwrap_or(ob.severity),
+        tlp: ob.tlp,
+        recipients: ob.recipients.clone(),
+        title: f.title.unwrap_or_else(|| ob.title.clone()),
+        text: f.text.unwrap_or_else(|| ob.text.clone()),
+        indicators: f.indicators.unwrap_or_else(|| ob.indicators.clone()),
+        tags: f.tags.unwrap_or_else(|| ob.tags.clone()),
+        references: f.references.unwrap_or_else(|| ob.references.clone()),
+    };
+    commit(&st, body).await
+}
+
+/// Truncates `s` to at most `max` bytes on a character boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `POST /v1/alerts/{id}/cancel`
+pub(super) async fn cancel(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Answer {
+    let id = parse_id(id)?;
+    let mut reason = None;
+    for (key, value) in parse_object(&read_body(body).await?)? {
+        match key.as_str() {
+            "reason" if !value.is_null() => reason = Some(string(value, "reason")?),
+            "reason" => {}
+            other => return Err(ApiError::bad(other, format!("unknown field {other:?}"))),
+        }
+    }
+    let reason = reason.ok_or_else(|| ApiError::missing("reason"))?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::bad("reason", "reason must not be empty"));
+    }
+    Limit::TextBytes
+        .check(reason.len())
+        .map_err(|_| limit_error(Limit::TextBytes, reason.len(), Some("reason")))?;
+    let orig = own_alert(&st, &id, "cancel")?;
+    let ob = orig.alert.body();
+    let now = issued_after(ob.issued_at);
+    let title = format!("Cancelled: {}", ob.title);
+    let body = AlertBody {
+        v: FORMAT_VERSION,
+        origin: ob.origin,
+        issued_at: now,
+        // A cancel lives as long as what it cancels; one for an expired alert has no
+        // expiry of its own (an expiry must be later than the issue time).
+        expires_at: ob.expires_at.filter(|&e| e > now),
+        kind: Kind::Cancel,
+        replaces: Some(id),
+        severity: ob.severity,
+        tlp: ob.tlp,
+        recipients: ob.recipients.clone(),
+        title: truncate_bytes(&title, MAX_TITLE_BYTES).to_owned(),
+        text: reason,
+        indicators: Vec::new(),
+        tags: ob.tags.clone(),
+        references: Vec::new(),
+    };
+    commit(&st, body).await
+}
+
+/// Runs blocking store reads (and signature checks) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+}
+
+/// `GET /v1/alerts/{id}`
+pub(super) async fn get(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let id = parse_id(id)?;
+    let stored = st.store.get(&id)?.ok_or_else(|| no_such_alert(&id))?;
+    Ok((StatusCode::OK, Json(alert_json(&stored))))
+}
+
+/// `GET /v1/alerts/{id}/history`
+pub(super) async fn history(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let id = parse_id(id)?;
+    let store = st.store.clone();
+    let views = blocking(move || {
+        let chain = store.history(&id)?;
+        if chain.is_empty() {
+            return Err(no_such_alert(&id));
+        }
+        Ok(chain.iter().map(alert_json).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok((StatusCode::OK, Json(json!({ "alerts": views }))))
+}
+
+fn parse_u64(v: &str, field: &str, what: &str) -> Result<u64, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError::bad(field, format!("{field} {v:?} is not {what}")))
+}
+
+/// Parses the list filters, naming the parameter at fault. Empty values are ignored.
+pub(super) fn parse_list_query(params: Vec<(String, String)>) -> Result<StoreQuery, ApiError> {
+    let mut q = StoreQuery::default();
+    for (key, v) in params {
+        if v.is_empty() {
+            continue;
+        }
+        let k = key.as_str();
+        match k {
+            "since" => q.since = Some(parse_u64(&v, k, "unix milliseconds")?),
+            "until" => q.until = Some(parse_u64(&v, k, "unix milliseconds")?),
+            "origin" => {
+                q.origin = Some(PublicKey::from_hex(&v).map_err(|_| {
+                    ApiError::bad(k, format!("origin {v:?} is not a node key (64 hex characters)"))
+                })?)
+            }
+            "min_severity" => {
+                let s: Severity = v.parse().map_err(|e: tocsin_proto::Error| {
+                    ApiError::bad(k, e.to_string().replacen("severity", "min_severity", 1))
+                })?;
+                q.min_severity = Some(s);
+            }
+            "tlp" => q.tlp = Some(v.parse().map_err(|e| ApiError::from_proto(&e))?),
+            "tag" => q.tag = Some(v),
+            "indicator" => q.indicator = Some(v),
+            "text" => q.text = Some(v),
+            "state" => {
+                q.state = Some(serde_json::from_value(Value::String(v.clone())).map_err(|_| {
+                    ApiError::bad(
+                        k,
+                        format!(
+                            "state {v:?} is not one of active, superseded, cancelled, expired"
+                        ),
+                    )
+                })?)
+            }
+            "limit" => {
+                let n: usize = v.parse().map_err(|_| {
+                    ApiError::bad(k, format!("limit {v:?} is not a positive integer"))
+                })?;
+                if n == 0 || n > MAX_QUERY_LIMIT {
+                    return Err(ApiError::bad(
+                        k,
+                        format!(
+                            "limit {n} is not between 1 and MAX_QUERY_LIMIT = {MAX_QUERY_LIMIT}"
+                        ),
+                    ));
+                }
+                q.limit = Some(n);
+            }
+            "cursor" => q.cursor = Some(v),
+            _ => return Err(ApiError::bad(k, format!("unknown query parameter {k:?}"))),
+        }
+    }
+    if let (Some(since), Some(until)) = (q.since, q.until) {
+        if since > until {
+            return Err(ApiError::bad("since", "since is later than until"));
+        }
+    }
+    Ok(q)
+}
+
+/// `GET /v1/alerts?…`
+pub(super) async fn list(
+    State(st): State<Arc<ApiState>>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Answer {
+    let Query(params) = params.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            format!("bad query string: {}", e.body_text()),
+        )
+    })?;
+    let q = parse_list_query(params)?;
+    let store = st.store.clone();
+    let (views, next) = blocking(move || {
+        let page = store.query(&q)?;
+        Ok((
+            page.alerts.iter().map(alert_json).collect::<Vec<_>>(),
+            page.next,
+        ))
+    })
+    .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "alerts": views, "next": next })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<AlertFields, ApiError>) -> String {
+        r.unwrap_err().body.field.unwrap_or_default()
+    }
+
+    #[test]
+    fn fields_parse_both_indicator_forms() {
+        let f = parse_alert_fields(
+            br#"{"severity":"high","tlp":"AMBER+STRICT","title":"t",
+                 "indicators":["ipv4:192.0.2.1",{"type":"domain","value":"evil.example"}],
+                 "expires_in":"24h"}"#,
+        )
+        .unwrap();
+        assert_eq!(f.severity, Some(Severity::High));
+        assert_eq!(f.tlp, Some(Tlp::AmberStrict));
+        assert_eq!(f.indicators.unwrap().len(), 2);
+        assert_eq!(f.expires, Some(Expiry::In(Duration::from_secs(86400))));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert_eq!(field_of(parse_alert_fields(br#"{"severity":"bad"}"#)), "severity");
+        assert_eq!(field_of(parse_alert_fields(br#"{"tlp":"PINK"}"#)), "tlp");
+        assert_eq!(field_of(parse_alert_fields(br#"{"title":5}"#)), "title");
+        assert_eq!(
+            field_of(parse_alert_fields(br#"{"indicators":["nope"]}"#)),
+            "indicators"
+        );
+        assert_eq!(
+            field_of(parse_alert_fields(br#"{"recipients":["abc"]}"#)),
+            "recipients"
+        );
+        assert_eq!(field_of(parse_alert_fields(br#"{"colour":"x"}"#)), "colour");
+        assert_eq!(
+            field_of(parse_alert_fields(br#"{"expires_in":"1h","expires_at":5}"#)),
+            "expires_in"
+        );
+        let many = format!(
+            r#"{{"tags":[{}]}}"#,
+            vec!["\"a\""; 40].join(",")
+        );
+        let err = parse_alert_fields(many.as_bytes()).unwrap_err();
+        assert_eq!(err.body.field.as_deref(), Some("tags"));
+        assert!(err.body.error.contains("MAX_TAGS = 32"), "{}", err.body.error);
+    }
+
+    #[test]
+    fn list_query_names_bad_parameters() {
+        let p = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        for (k, v) in [
+            ("since", "yesterday"),
+            ("origin", "xyz"),
+            ("min_severity", "urgent"),
+            ("tlp", "PINK"),
+            ("state", "alive"),
+            ("limit", "0"),
+            ("limit", "100000"),
+            ("bogus", "1"),
+        ] {
+            let err = parse_list_query(p(k, v)).unwrap_err();
+            assert_eq!(err.body.field.as_deref(), Some(k), "{k}={v}");
+        }
+        let q = parse_list_query(vec![
+            ("min_severity".into(), "high".into()),
+            ("state".into(), "active".into()),
+            ("limit".into(), "10".into()),
+            ("tag".into(), "".into()),
+        ])
+        .unwrap();
+        assert_eq!(q.min_severity, Some(Severity::High));
+        assert!(matches!(q.state, Some(AlertState::Active)));
+        assert_eq!(q.limit, Some(10));
+        assert_eq!(q.tag, None);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_bytes("abc", 5), "abc");
+    }
+}

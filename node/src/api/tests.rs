@@ -1,0 +1,539 @@
+//! The API served on a real Unix socket (and TCP) in a temp dir, spoken to with plain
+//! HTTP/1.0 so that what is tested is the bytes a client sees.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::oneshot;
+use tocsin_proto::SigningKey;
+
+use super::*;
+use crate::store::Store;
+
+/// A served API over a fresh store.
+struct Harness {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    state: Arc<ApiState>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn harness_with(tcp: Option<std::net::SocketAddr>, token: Option<&str>) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _writer) = Store::open(&dir.path().join("alerts.redb")).unwrap();
+    let key = SigningKey::from_bytes(&[42u8; 32]);
+    let pk = crate::keys::public_key(&key);
+    let state = Arc::new(ApiState {
+        key: Arc::new(key),
+        store,
+        net: None,
+        started: Instant::now(),
+        peer_id: crate::keys::peer_id_string(&pk),
+        token: token.map(str::to_owned),
+    });
+    let socket = dir.path().join("tocsind.sock");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let (state, socket) = (state.clone(), socket.clone());
+        async move {
+            serve(state, &socket, tcp, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    // Wait for the socket to answer.
+    let deadline = Instant::now() + TIMEOUT;
+    while UnixStream::connect(&socket).await.is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Harness {
+        _dir: dir,
+        socket,
+        stop: Some(stop),
+        server,
+        state,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(None, None).await
+}
+
+impl Harness {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let stream = UnixStream::connect(&self.socket).await.unwrap();
+        http(stream, method, path, body, &[]).await
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(TIMEOUT, &mut self.server)
+            .await
+            .expect("graceful shutdown timed out")
+            .unwrap()
+            .unwrap();
+        assert!(!self.socket.exists(), "socket file left behind");
+    }
+}
+
+/// One HTTP/1.0 request; returns the status and the JSON body.
+async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response timed out")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
+    (status, json)
+}
+
+fn green(title: &str) -> Value {
+    json!({"severity": "high", "tlp": "GREEN", "title": title,
+           "indicators": ["ipv4:192.0.2.1", {"type": "domain", "value": "evil.example"}],
+           "tags": ["phishing"], "expires_in": "24h"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_get_list_history() {
+    let h = harness().await;
+    let (status, issued) = h.call("POST", "/v1/alerts", Some(green("Phishing wave"))).await;
+    assert_eq!(status, 201, "{issued}");
+    let id = issued["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 64);
+
+    let (status, view) = h.call("GET", &format!("/v1/alerts/{id}"), None).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["id"], id.as_str());
+    assert_eq!(view["seq"], issued["seq"]);
+    assert_eq!(view["state"], "active");
+    assert_eq!(view["signature"], "valid");
+    assert_eq!(view["alert"]["title"], "Phishing wave");
+    assert_eq!(view["alert"]["tlp"], "GREEN");
+    assert_eq!(view["alert"]["kind"], "new");
+    assert_eq!(
+        view["alert"]["origin"],
+        crate::keys::public_key(&h.state.key).to_string()
+    );
+    assert_eq!(view["alert"]["indicators"][1]["type"], "domain");
+    let issued_at = view["alert"]["issued_at"].as_u64().unwrap();
+    assert_eq!(
+        view["alert"]["expires_at"].as_u64().unwrap(),
+        issued_at + 86_400_000
+    );
+    assert_eq!(view["provenance"]["from"], Value::Null);
+    assert_eq!(view["provenance"]["hops"], 0);
+
+    let (status, list) = h.call("GET", "/v1/alerts?tag=phishing&min_severity=medium", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(list["alerts"][0]["id"], id.as_str());
+    let (_, none) = h.call("GET", "/v1/alerts?min_severity=critical", None).await;
+    assert_eq!(none["alerts"].as_array().unwrap().len(), 0);
+
+    // Update: unspecified fields are copied, TLP is kept.
+    let (status, upd) = h
+        .call(
+            "POST",
+            &format!("/v1/alerts/{id}/update"),
+            Some(json!({"severity": "critical"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{upd}");
+    let upd_id = upd["id"].as_str().unwrap().to_string();
+    let (_, uview) = h.call("GET", &format!("/v1/alerts/{upd_id}"), None).await;
+    assert_eq!(uview["alert"]["kind"], "update");
+    assert_eq!(uview["alert"]["replaces"], id.as_str());
+    assert_eq!(uview["alert"]["severity"], "critical");
+    assert_eq!(uview["alert"]["title"], "Phishing wave");
+    assert_eq!(uview["alert"]["tags"], json!(["phishing"]));
+    let (_, old) = h.call("GET", &format!("/v1/alerts/{id}"), None).await;
+    assert_eq!(old["state"], "superseded");
+    assert_eq!(old["replaced_by"], upd_id.as_str());
+
+    // A different TLP is refused, naming the field; so is updating the superseded one.
+    let (status, err) = h
+        .call(
+            "POST",
+            &format!("/v1/alerts/{upd_id}/update"),
+            Some(json!({"tlp": "CLEAR"})),
+        )
+        .await;
+    assert_eq!((status, err["field"].as_str()), (400, Some("tlp")), "{err}");
+    let (status, err) = h
+        .call("POST", &format!("/v1/alerts/{id}/update"), Some(json!({})))
+        .await;
+    assert_eq!(status, 409, "{err}");
+
+    // Cancel.
+    let (status, c) = h
+        .call(
+            "POST",
+            &format!("/v1/alerts/{upd_id}/cancel"),
+            Some(json!({"reason": "false positive"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let (_, cview) = h
+        .call("GET", &format!("/v1/alerts/{}", c["id"].as_str().unwrap()), None)
+        .await;
+    assert_eq!(cview["alert"]["kind"], "cancel");
+    assert_eq!(cview["alert"]["title"], "Cancelled: Phishing wave");
+    assert_eq!(cview["alert"]["text"], "false positive");
+    let (_, cancelled) = h.call("GET", &format!("/v1/alerts/{upd_id}"), None).await;
+    assert_eq!(cancelled["state"], "cancelled");
+
+    let (status, hist) = h
+        .call("GET", &format!("/v1/alerts/{id}/history"), None)
+        .await;
+    assert_eq!(status, 200, "{hist}");
+    assert!(hist["alerts"].as_array().unwrap().len() >= 2, "{hist}");
+
+    let (status, st) = h.call("GET", "/v1/status", None).await;
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(st["alerts"], 3);
+    assert_eq!(st["peer_id"], h.state.peer_id.as_str());
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_names_the_field() {
+    let h = harness().await;
+    let cases = [
+        (
+            json!({"severity": "high", "tlp": "RED", "title": "t"}),
+            "recipients",
+        ),
+        (
+            json!({"severity": "high", "tlp": "GREEN", "title": "t", "indicators": ["ipv4:999.0.0.1"]}),
+            "indicators",
+        ),
+        (
+            json!({"severity": "high", "tlp": "GREEN", "title": "t", "text": "x".repeat(40000)}),
+            "text",
+        ),
+        (json!({"severity": "high", "tlp": "GREEN"}), "title"),
+        (json!({"severity": "loud", "tlp": "GREEN", "title": "t"}), "severity"),
+        (
+            json!({"severity": "high", "tlp": "GREEN", "title": "t", "expires_in": "soon"}),
+            "expires_in",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, err) = h.call("POST", "/v1/alerts", Some(body)).await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["field"], field, "{err}");
+    }
+    let (_, err) = h
+        .call(
+            "POST",
+            "/v1/alerts",
+            Some(json!({"severity": "high", "tlp": "GREEN", "title": "t", "text": "x".repeat(40000)})),
+        )
+        .await;
+    assert_eq!(
+        err["error"],
+        "text is 40000 bytes, exceeds the limit MAX_TEXT_BYTES = 32768"
+    );
+    let (status, err) = h.call("GET", "/v1/alerts?since=yesterday", None).await;
+    assert_eq!((status, err["field"].as_str()), (400, Some("since")));
+    let (status, err) = h.call("GET", "/v1/alerts/not-hex", None).await;
+    assert_eq!((status, err["field"].as_str()), (400, Some("id")));
+    let (_, st) = h.call("GET", "/v1/status", None).await;
+    assert_eq!(st["alerts"], 0, "nothing was stored");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_and_paths_are_404_and_foreign_alerts_403() {
+    let h = harness().await;
+    let missing = "ab".repeat(32);
+    let (status, err) = h.call("GET", &format!("/v1/alerts/{missing}"), None).await;
+    assert_eq!(status, 404);
+    assert!(err["error"].as_str().unwrap().contains(&missing), "{err}");
+    let (status, _) = h
+        .call("POST", &format!("/v1/alerts/{missing}/cancel"), Some(json!({"reason": "x"})))
+        .await;
+    assert_eq!(status, 404);
+    let (status, err) = h.call("GET", "/v2/nothing", None).await;
+    assert_eq!(status, 404, "{err}");
+
+    // An alert from another origin, as if received from a peer.
+    let other = SigningKey::from_bytes(&[7u8; 32]);
+    let body = tocsin_proto::AlertBody {
+        v: tocsin_proto::FORMAT_VERSION,
+        origin: crate::keys::public_key(&other),
+        issued_at: crate::now_ms(),
+        expires_at: None,
+        kind: tocsin_proto::Kind::New,
+        replaces: None,
+        severity: tocsin_proto::Severity::Low,
+        tlp: tocsin_proto::Tlp::Clear,
+        recipients: vec![],
+        title: "theirs".into(),
+        text: String::new(),
+        indicators: vec![],
+        tags: vec![],
+        references: vec![],
+    };
+    let alert = tocsin_proto::SignedAlert::sign(body, &other).unwrap();
+    let id = alert.id();
+    h.state
+        .store
+        .insert(
+            alert,
+            crate::store::Receipt {
+                received_at: crate::now_ms(),
+                from: Some(crate::keys::public_key(&other)),
+                hops: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let (status, err) = h
+        .call("POST", &format!("/v1/alerts/{id}/cancel"), Some(json!({"reason": "x"})))
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("only its origin"), "{err}");
+    let (_, view) = h.call("GET", &format!("/v1/alerts/{id}"), None).await;
+    assert_eq!(view["provenance"]["hops"], 1);
+    assert_eq!(
+        view["provenance"]["from"],
+        crate::keys::public_key(&other).to_string()
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_requires_the_bearer_token() {
+    // Refused outright without a token.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _writer) = Store::open(&dir.path().join("a.redb")).unwrap();
+    let state = Arc::new(ApiState {
+        key: Arc::new(SigningKey::from_bytes(&[1u8; 32])),
+        store,
+        net: None,
+        started: Instant::now(),
+        peer_id: String::new(),
+        token: None,
+    });
+    let err = serve(
+        state,
+        &dir.path().join("s.sock"),
+        Some("127.0.0.1:0".parse().unwrap()),
+        async {},
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("api.token"), "{err}");
+
+    // Find a free port, then serve on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = harness_with(Some(port), Some("s3cret")).await;
+    let deadline = Instant::now() + TIMEOUT;
+    let connect = || async {
+        loop {
+            if let Ok(s) = TcpStream::connect(port).await {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "TCP API did not come up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (status, err) = http(connect().await, "GET", "/v1/status", None, &[]).await;
+    assert_eq!(status, 401, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("Bearer"), "{err}");
+    let (status, _) = http(
+        connect().await,
+        "GET",
+        "/v1/status",
+        None,
+        &[("Authorization", "Bearer wrong")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, st) = http(
+        connect().await,
+        "GET",
+        "/v1/status",
+        None,
+        &[("Authorization", "Bearer s3cret")],
+    )
+    .await;
+    assert_eq!(status, 200, "{st}");
+    // The Unix socket needs no token.
+    let (status, _) = h.call("GET", "/v1/status", None).await;
+    assert_eq!(status, 200);
+    h.shutdown().await;
+}
+
+/// Reads SSE events (`id`, `data`) from a stream until `n` alert events arrived.
+async fn read_events(stream: &mut UnixStream, n: usize) -> Vec<(u64, Value)> {
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while events.len() < n {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("events timed out")
+            .unwrap();
+        assert!(read > 0, "stream closed early: {buf}");
+        buf.push_str(std::str::from_utf8(&chunk[..read]).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut data, mut event) = (None, None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = Some(v.to_string());
+                }
+            }
+            if event.as_deref() == Some("alert") {
+                events.push((id.unwrap(), data.unwrap()));
+            }
+        }
+    }
+    events
+}
+
+async fn open_stream(socket: &Path, path: &str, headers: &str) -> UnixStream {
+    let mut s = UnixStream::connect(socket).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n").as_bytes())
+        .await
+        .unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_replays_from_seq_then_follows() {
+    let h = harness().await;
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        let (status, r) = h.call("POST", "/v1/alerts", Some(green(&format!("a{i}")))).await;
+        assert_eq!(status, 201);
+        seqs.push(r["seq"].as_u64().unwrap());
+    }
+    // Replay everything after the first, then see a new one live.
+    let mut s = open_stream(&h.socket, &format!("/v1/stream?from={}", seqs[0]), "").await;
+    let replayed = read_events(&mut s, 2).await;
+    assert_eq!(
+        replayed.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![seqs[1], seqs[2]]
+    );
+    assert_eq!(replayed[0].1["alert"]["title"], "a1");
+    assert_eq!(replayed[1].1["seq"], seqs[2]);
+    let (_, r) = h.call("POST", "/v1/alerts", Some(green("live"))).await;
+    let live = read_events(&mut s, 1).await;
+    assert_eq!(live[0].0, r["seq"].as_u64().unwrap());
+    assert_eq!(live[0].1["alert"]["title"], "live");
+
+    // Last-Event-ID wins over `from`.
+    let mut s2 = open_stream(
+        &h.socket,
+        "/v1/stream?from=0",
+        &format!("Last-Event-ID: {}\r\n", seqs[2]),
+    )
+    .await;
+    let resumed = read_events(&mut s2, 1).await;
+    assert_eq!(resumed[0].1["alert"]["title"], "live");
+
+    // Open streams do not hold up a graceful shutdown.
+    h.shutdown().await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut rest)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_socket_is_replaced_and_mode_is_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tocsind.sock");
+    // A socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let (store, _writer) = Store::open(&dir.path().join("a.redb")).unwrap();
+    let state = Arc::new(ApiState {
+        key: Arc::new(SigningKey::from_bytes(&[1u8; 32])),
+        store,
+        net: None,
+        started: Instant::now(),
+        peer_id: String::new(),
+        token: None,
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let path = path.clone();
+        async move {
+            serve(state, &path, None, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while UnixStream::connect(&path).await.is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A second server on the same live socket is refused.
+    let (store2, _w2) = Store::open(&dir.path().join("b.redb")).unwrap();
+    let state2 = Arc::new(ApiState {
+        key: Arc::new(SigningKey::from_bytes(&[2u8; 32])),
+        store: store2,
+        net: None,
+        started: Instant::now(),
+        peer_id: String::new(),
+        token: None,
+    });
+    let err = serve(state2, &path, None, async {}).await.unwrap_err();
+    assert!(err.to_string().contains("already running"), "{err}");
+    let _ = stop.send(());
+    tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

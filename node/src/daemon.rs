@@ -1,0 +1,222 @@
+//! Wiring: `tocsind init` and `tocsind run`, logging, signals and graceful shutdown.
+//!
+//! Shutdown is an input: SIGINT or SIGTERM flips a watch channel; the API stops
+//! accepting and finishes in-flight requests, the network actor stops, then the store
+//! writer commits what is queued, and only then does the process exit 0.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::{Config, LogFormat, CONFIG_FILE, TEMPLATE};
+use crate::keys;
+use crate::net::{NetActor, NetHandle};
+use crate::store::Store;
+
+/// How often expired alerts past retention are pruned.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// What `tocsind init` created.
+#[derive(Debug, serde::Serialize)]
+pub struct InitOutput {
+    pub public_key: String,
+    pub peer_id: String,
+    pub key_file: PathBuf,
+    pub config_file: PathBuf,
+}
+
+/// Creates the data directory (0700), the node key (0600) and a commented config.
+/// Refuses to overwrite an existing key. `listen` replaces the default listen
+/// addresses in the written config when not empty.
+pub fn init(data_dir: &Path, listen: &[String]) -> Result<InitOutput> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let key_file = data_dir.join(keys::KEY_FILE);
+    let key = keys::generate_key(&key_file)?;
+    let config_file = data_dir.join(CONFIG_FILE);
+    if !config_file.exists() {
+        let abs = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        let mut text = TEMPLATE.replace("{data_dir}", &abs.display().to_string());
+        if !listen.is_empty() {
+            let list = listen
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            text = text.replace(
+                r#"listen = ["/ip4/0.0.0.0/tcp/7400", "/ip4/0.0.0.0/udp/7400/quic-v1"]"#,
+                &format!("listen = [{list}]"),
+            );
+        }
+        // Validate what we write, so init never leaves a config that `run` refuses.
+        let parsed: Config = toml::from_str(&text).context("generated config does not parse")?;
+        parsed.validate()?;
+        std::fs::write(&config_file, text)
+            .with_context(|| format!("cannot write {}", config_file.display()))?;
+        std::fs::set_permissions(&config_file, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot chmod {}", config_file.display()))?;
+    }
+    let pk = keys::public_key(&key);
+    Ok(InitOutput {
+        public_key: pk.to_string(),
+        peer_id: keys::peer_id_string(&pk),
+        key_file,
+        config_file,
+    })
+}
+
+/// Finds the config: `--config FILE`, else `<data-dir>/config.toml` if present, else
+/// defaults with that data dir.
+pub fn load_config(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Config> {
+    if let Some(path) = config {
+        return Ok(Config::load(path)?);
+    }
+    let dir = data_dir.context("give --data-dir DIR or --config FILE")?;
+    let path = dir.join(CONFIG_FILE);
+    if path.exists() {
+        let mut cfg = Config::load(&path)?;
+        cfg.data_dir = dir.to_owned();
+        Ok(cfg)
+    } else {
+        let cfg = Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Installs the tracing subscriber: level from `RUST_LOG` (default `info`), format from
+/// `TOCSIN_LOG_FORMAT` or the config.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = match std::env::var("TOCSIN_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") => LogFormat::Text,
+        _ => format,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+            }
+        }
+        _ => {
+            warn!("cannot install signal handlers; use SIGKILL to stop");
+            futures::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs the node until SIGINT/SIGTERM.
+pub async fn run(cfg: Config) -> Result<()> {
+    let key = keys::load_key(&cfg.key_path())?;
+    let pk = keys::public_key(&key);
+    info!(public_key = %pk, peer_id = %keys::peer_id_string(&pk), data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting tocsind");
+
+    let (store, writer) = Store::open(&cfg.db_path())
+        .with_context(|| format!("cannot open the database {}", cfg.db_path().display()))?;
+    let registry = Arc::new(Mutex::new(Registry::with_prefix("")));
+    let (net, commands) = NetHandle::channel();
+    let actor = NetActor::new(cfg.clone(), &key, store.clone(), commands, registry.clone())?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let actor_task = tokio::spawn(actor.run(stopped(stop_rx.clone())));
+    let prune_task = tokio::spawn(prune_loop(
+        store.clone(),
+        cfg.store.retention_days,
+        stopped(stop_rx.clone()),
+    ));
+
+    let api_state = Arc::new(crate::api::ApiState {
+        key: Arc::new(key),
+        store: store.clone(),
+        net: Some(net.clone()),
+        started: Instant::now(),
+        peer_id: keys::peer_id_string(&pk),
+        token: cfg.api.token.clone(),
+    });
+    let app = crate::api::router(api_state).merge(crate::control::router(
+        crate::control::ControlState {
+            net,
+            store: store.clone(),
+            registry,
+            test_control: cfg.test_control,
+        },
+    ));
+    if cfg.test_control {
+        warn!("test_control is enabled: partition endpoints are live (never in production)");
+    }
+    let sig_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        signal().await;
+        let _ = sig_tx.send(true);
+    });
+    let served = crate::api::serve_router(
+        app,
+        cfg.api.token.clone(),
+        &cfg.socket_path(),
+        cfg.api.tcp,
+        stopped(stop_rx.clone()),
+    )
+    .await;
+    // Whether the API ended by signal or by error, stop everything in order.
+    let _ = stop_tx.send(true);
+    let _ = actor_task.await;
+    let _ = prune_task.await;
+    store.shutdown().await;
+    drop(store);
+    let _ = writer.await;
+    info!("tocsind stopped; all pending writes committed");
+    served
+}
+
+async fn prune_loop(store: Store, retention_days: u64, stop: impl std::future::Future<Output = ()>) {
+    if retention_days == 0 {
+        return stop.await;
+    }
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                let before = crate::now_ms().saturating_sub(retention_days.saturating_mul(86_400_000));
+                match store.prune_expired(before).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(pruned = n, "pruned alerts expired past retention"),
+                    Err(e) => warn!(error = %e, "pruning expired alerts failed"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1053 @@
+//! The gossip engine: protocol logic with no I/O inside.
+//!
+//! [`Engine::handle`] takes an [`Event`] and the current time (ms) and returns the
+//! [`Action`]s to carry out: send a frame, store an alert, set a timer, disconnect a
+//! peer, save a catch-up cursor. There are no sockets, clocks or databases in here, so
+//! the same engine runs in the daemon's network actor and in the deterministic
+//! simulator ([`sim`]).
+//!
+//! # Dissemination
+//! PlumTree-style: a newly accepted alert is pushed in full to *eager* peers and
+//! announced by id to *lazy* peers, each only when [`tocsin_proto::policy::may_send`]
+//! allows it for that peer. A duplicate full push turns the link lazy (`Prune`); an
+//! announced id that does not arrive within `graft_timeout_ms` is requested
+//! (`Want { graft: true }`), which turns the link eager again. Bodies therefore travel
+//! about once per receiving node, and ids fill the gaps.
+//!
+//! # Catch-up
+//! On connect both sides send `Hello { epoch, head }`. Each side asks the other for its
+//! log after the cursor it saved for that peer (`SyncRequest`), gets pages of ids the
+//! policy lets it see (`SyncPage`), asks for the ids it lacks (`Want`), and saves the
+//! cursor only once every wanted alert of the page has been committed or refused. A
+//! different epoch (the peer's database was recreated) restarts from 0.
+//!
+//! # Validation order (cheapest first)
+//! Frame limits and decode, duplicate, sending peer's level, origin not blocked, TLP
+//! scope, hop limit, expiry, signature. The four policy steps are
+//! [`tocsin_proto::policy::check_inbound`]. Invalid data is penalised; benign cases
+//! (duplicate, expired, blocked origin) are not.
+
+pub mod sim;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
+use tocsin_proto::policy::{self, Scope, TrustLevel};
+use tocsin_proto::{AlertId, Frame, Kind, PublicKey, SignedAlert, Tlp};
+
+/// Most ids remembered as "announced but not yet received". Bounds what announce
+/// floods can make a node hold; beyond it, catch-up recovers the rest.
+pub const MAX_MISSING: usize = 100_000;
+/// Log entries scanned to answer one `SyncRequest` (a page). Bounds work per request.
+pub const SYNC_PAGE_SCAN: usize = 512;
+/// How long a catch-up page may take before it is requested again, ms.
+pub const SYNC_TIMEOUT_MS: u64 = 5_000;
+/// Penalty points for each kind of invalid data.
+pub const PENALTY_MALFORMED: u32 = 10;
+/// A signature that does not verify.
+pub const PENALTY_BAD_SIGNATURE: u32 = 20;
+/// Policy violations (relayed AMBER/RED, RED to non-recipient, public peer relaying).
+pub const PENALTY_POLICY: u32 = 20;
+/// An update or cancel signed by a key that is not the original's origin.
+pub const PENALTY_NOT_ORIGIN: u32 = 20;
+/// Penalty points forgiven per second.
+pub const PENALTY_DECAY_PER_SEC: u32 = 1;
+
+/// Engine settings (from `[net]` in the config).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Flush queued announces this often, ms.
+    pub announce_interval_ms: u64,
+    /// Wait this long for a body after an announce before asking for it, ms.
+    pub graft_timeout_ms: u64,
+    /// Token bucket for alerts from one peer: rate per second and burst.
+    pub peer_alerts_per_sec: u32,
+    pub peer_alert_burst: u32,
+    /// Token bucket for bytes from one peer: rate per second and burst.
+    pub peer_bytes_per_sec: u64,
+    pub peer_byte_burst: u64,
+    /// Penalty score at which a peer is disconnected and refused.
+    pub penalty_threshold: u32,
+    /// How long a penalised peer is refused, ms.
+    pub ban_ms: u64,
+    /// Envelopes kept in memory to answer `Want` without a disk read.
+    pub envelope_cache: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            announce_interval_ms: 20,
+            graft_timeout_ms: 250,
+            peer_alerts_per_sec: 200,
+            peer_alert_burst: 2_000,
+            peer_bytes_per_sec: 4 * 1024 * 1024,
+            peer_byte_burst: 16 * 1024 * 1024,
+            penalty_threshold: 100,
+            ban_ms: 600_000,
+            envelope_cache: 20_000,
+        }
+    }
+}
+
+/// What the engine knows about an alert it holds.
+#[derive(Debug, Clone)]
+pub struct KnownAlert {
+    pub id: AlertId,
+    pub origin: PublicKey,
+    pub tlp: Tlp,
+    pub recipients: Vec<PublicKey>,
+    pub expires_at: Option<u64>,
+    pub kind: Kind,
+    pub replaces: Option<AlertId>,
+    /// Hops from the origin when we got it (0 = issued here).
+    pub hops: u8,
+    /// The peer that delivered it (None = issued here).
+    pub from: Option<PublicKey>,
+}
+
+impl KnownAlert {
+    /// The metadata of a signed alert received at `hops` from `from`.
+    pub fn of(alert: &SignedAlert, hops: u8, from: Option<PublicKey>) -> Self {
+        let b = alert.body();
+        KnownAlert {
+            id: alert.id(),
+            origin: b.origin,
+            tlp: b.tlp,
+            recipients: b.recipients.clone(),
+            expires_at: b.expires_at,
+            kind: b.kind,
+            replaces: b.replaces,
+            hops,
+            from,
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            origin: &self.origin,
+            tlp: self.tlp,
+            recipients: &self.recipients,
+        }
+    }
+
+    fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// Timers the engine asks for; the runtime feeds them back as [`Event::Timer`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Send queued announces.
+    FlushAnnounces,
+    /// Check whether an announced alert has arrived; if not, ask for it.
+    Graft(AlertId),
+    /// Check that a catch-up page from this peer has completed.
+    Sync(PublicKey),
+}
+
+/// Inputs.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one event at a time; boxing buys nothing
+pub enum Event {
+    /// A connection to a peer is up (the runtime has checked it is allowed to connect).
+    PeerConnected(PublicKey),
+    /// The last connection to a peer closed.
+    PeerDisconnected(PublicKey),
+    /// A frame (the CBOR bytes after the length prefix) arrived from a peer.
+    Frame { peer: PublicKey, bytes: Vec<u8> },
+    /// An alert issued here and already committed at `seq`.
+    Local { alert: SignedAlert, seq: u64 },
+    /// The store committed these alerts (received from peers) at these sequence numbers.
+    Committed(Vec<(u64, AlertId)>),
+    /// The store refused these alerts (e.g. disk full); they are forgotten so that a
+    /// later copy or catch-up can deliver them again.
+    StoreFailed(Vec<AlertId>),
+    /// A timer fired.
+    Timer(Timer),
+    /// A trust entry changed (None: removed).
+    Trust {
+        key: PublicKey,
+        level: Option<TrustLevel>,
+    },
+}
+
+/// Outputs.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send a frame to a connected peer.
+    Send { peer: PublicKey, frame: Frame },
+    /// Send these alerts to the peer as `Frame::Alert { hops, envelope }`, loading the
+    /// envelopes from the store (they were not in the engine's cache).
+    SendStored {
+        peer: PublicKey,
+        alerts: Vec<(AlertId, u8)>,
+    },
+    /// Store an accepted, verified alert; report back with [`Event::Committed`].
+    Store {
+        alert: Box<SignedAlert>,
+        from: PublicKey,
+        hops: u8,
+    },
+    /// Call back with [`Event::Timer`] at `at` (ms).
+    SetTimer { at: u64, timer: Timer },
+    /// Close connections to the peer; refuse it until `until` (ms) if set.
+    Disconnect {
+        peer: PublicKey,
+        until: Option<u64>,
+        reason: &'static str,
+    },
+    /// Persist the catch-up cursor for a peer.
+    SaveCursor { peer: PublicKey, epoch: u64, seq: u64 },
+}
+
+/// Counters per peer, kept across reconnections.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStats {
+    /// Alerts accepted from this peer.
+    pub alerts_in: u64,
+    /// Full alerts sent to this peer.
+    pub alerts_out: u64,
+    /// Frame bytes received from this peer.
+    pub bytes_in: u64,
+    /// Duplicate full alerts received (benign; drives pruning).
+    pub duplicates: u64,
+    /// Frames or alerts dropped by the rate limits.
+    pub rate_limited: u64,
+    /// Rejections by reason.
+    pub rejections: BTreeMap<&'static str, u64>,
+    /// Current penalty score (decays over time).
+    pub penalty: u32,
+    /// Refused until this time (ms), after crossing the penalty threshold.
+    pub banned_until: Option<u64>,
+    #[serde(skip)]
+    penalty_at: u64,
+    #[serde(skip)]
+    alert_bucket: Bucket,
+    #[serde(skip)]
+    byte_bucket: Bucket,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    tokens: f64,
+    at: u64,
+    primed: bool,
+}
+
+impl Bucket {
+    fn take(&mut self, now: u64, rate: f64, burst: f64, n: f64) -> bool {
+        if !self.primed {
+            self.tokens = burst;
+            self.at = now;
+            self.primed = true;
+        }
+        let elapsed = now.saturating_sub(self.at) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// The peer's log epoch, from its Hello.
+    epoch: u64,
+    /// The cursor the current page was requested from.
+    after: u64,
+    /// Where the current page ends, once it has arrived.
+    page_next: Option<u64>,
+    page_done: bool,
+    /// Wanted ids of the current page not yet committed or refused.
+    waiting: HashSet<AlertId>,
+    /// Set once the peer's log has been read to its head.
+    complete: bool,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    /// Push full alerts to this peer (tree link) rather than announcing ids.
+    eager: bool,
+    lazy: Vec<AlertId>,
+    sync: Option<SyncState>,
+}
+
+#[derive(Debug)]
+struct Missing {
+    announcers: VecDeque<PublicKey>,
+}
+
+/// Why an alert or frame was refused, as counted per peer.
+pub fn reason_name(r: policy::Rejection) -> &'static str {
+    r.as_str()
+}
+
+/// A peer's row for the API's `peers` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerReport {
+    pub key: PublicKey,
+    pub connected: bool,
+    pub eager: bool,
+    pub catching_up: bool,
+    #[serde(flatten)]
+    pub stats: PeerStats,
+}
+
+/// The engine. See the module docs.
+pub struct Engine {
+    me: PublicKey,
+    cfg: EngineConfig,
+    epoch: u64,
+    trust: HashMap<PublicKey, TrustLevel>,
+    peers: HashMap<PublicKey, PeerState>,
+    stats: HashMap<PublicKey, PeerStats>,
+    known: HashMap<AlertId, KnownAlert>,
+    /// Ids of alerts cancelled by their origin.
+    cancelled: HashSet<AlertId>,
+    /// Cancels whose target has not arrived yet: target → cancel's origin.
+    early_cancels: HashMap<AlertId, Vec<PublicKey>>,
+    /// Accepted and handed to the store, not yet committed.
+    uncommitted: HashSet<AlertId>,
+    cache: HashMap<AlertId, Arc<Vec<u8>>>,
+    cache_order: VecDeque<AlertId>,
+    missing: HashMap<AlertId, Missing>,
+    /// Our append log (seq → id), for answering catch-up.
+    log: BTreeMap<u64, AlertId>,
+    cursors: HashMap<PublicKey, (u64, u64)>,
+    flush_pending: bool,
+    actions: Vec<Action>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("me", &self.me)
+            .field("peers", &self.peers.len())
+            .field("known", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A new engine for node `me`, whose log epoch is `epoch`.
+    pub fn new(me: PublicKey, epoch: u64, cfg: EngineConfig) -> Self {
+        Engine {
+            me,
+            cfg,
+            epoch,
+            trust: HashMap::new(),
+            peers: HashMap::new(),
+            stats: HashMap::new(),
+            known: HashMap::new(),
+            cancelled: HashSet::new(),
+            early_cancels: HashMap::new(),
+            uncommitted: HashSet::new(),
+            cache: HashMap::new(),
+            cache_order: VecDeque::new(),
+            missing: HashMap::new(),
+            log: BTreeMap::new(),
+            cursors: HashMap::new(),
+            flush_pending: false,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Loads a stored alert at start-up (seq in our log).
+    pub fn load_alert(&mut self, seq: u64, meta: KnownAlert) {
+        self.log.insert(seq, meta.id);
+        self.note_replacement(&meta);
+        self.known.insert(meta.id, meta);
+    }
+
+    /// Loads a saved catch-up cursor at start-up.
+    pub fn load_cursor(&mut self, peer: PublicKey, epoch: u64, seq: u64) {
+        self.cursors.insert(peer, (epoch, seq));
+    }
+
+    /// Sets a trust entry without side effects (start-up).
+    pub fn load_trust(&mut self, key: PublicKey, level: TrustLevel) {
+        self.trust.insert(key, level);
+    }
+
+    /// This node's key.
+    pub fn me(&self) -> PublicKey {
+        self.me
+    }
+
+    /// Whether the engine holds this alert.
+    pub fn knows(&self, id: &AlertId) -> bool {
+        self.known.contains_key(id)
+    }
+
+    /// Number of alerts known.
+    pub fn known_count(&self) -> usize {
+        self.known.len()
+    }
+
+    /// The trust level of a key.
+    pub fn trust_of(&self, key: &PublicKey) -> Option<TrustLevel> {
+        self.trust.get(key).copied()
+    }
+
+    /// Whether a peer may connect now (trusted, not banned).
+    pub fn may_connect(&self, key: &PublicKey, now: u64) -> bool {
+        TrustLevel::may_connect(self.trust_of(key))
+            && self
+                .stats
+                .get(key)
+                .and_then(|s| s.banned_until)
+                .is_none_or(|u| u <= now)
+    }
+
+    /// Per-peer state for every peer that is trusted or has stats.
+    pub fn peer_reports(&self) -> Vec<PeerReport> {
+        let mut keys: Vec<PublicKey> = self.trust.keys().chain(self.stats.keys()).copied().collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|k| {
+                let p = self.peers.get(&k);
+                PeerReport {
+                    key: k,
+                    connected: p.is_some(),
+                    eager: p.is_some_and(|p| p.eager),
+                    catching_up: p
+                        .and_then(|p| p.sync.as_ref())
+                        .is_some_and(|s| !s.complete),
+                    stats: self.stats.get(&k).cloned().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Connected peers.
+    pub fn connected(&self) -> impl Iterator<Item = &PublicKey> {
+        self.peers.keys()
+    }
+
+    /// Handles one event at time `now` (ms) and returns the actions to carry out.
+    pub fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
+        match event {
+            Event::PeerConnected(peer) => self.on_connected(peer, now),
+            Event::PeerDisconnected(peer) => {
+                self.peers.remove(&peer);
+            }
+            Event::Frame { peer, bytes } => self.on_frame(peer, &bytes, now),
+            Event::Local { alert, seq } => self.on_local(alert, seq, now),
+            Event::Committed(entries) => self.on_committed(entries, now),
+            Event::StoreFailed(ids) => {
+                for id in ids {
+                    self.uncommitted.remove(&id);
+                    self.known.remove(&id);
+                    self.cache.remove(&id);
+                    self.settle_waiting(&id, now);
+                }
+            }
+            Event::Timer(t) => self.on_timer(t, now),
+            Event::Trust { key, level } => self.on_trust(key, level, now),
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    fn send(&mut self, peer: PublicKey, frame: Frame) {
+        self.actions.push(Action::Send { peer, frame });
+    }
+
+    fn stats_mut(&mut self, peer: PublicKey) -> &mut PeerStats {
+        self.stats.entry(peer).or_default()
+    }
+
+    fn on_connected(&mut self, peer: PublicKey, now: u64) {
+        if !self.may_connect(&peer, now) {
+            self.actions.push(Action::Disconnect {
+                peer,
+                until: None,
+                reason: "not allowed to connect",
+            });
+            return;
+        }
+        self.peers.insert(
+            peer,
+            PeerState {
+                eager: true,
+                lazy: Vec::new(),
+                sync: None,
+            },
+        );
+        let head = self.log.keys().next_back().copied().unwrap_or(0);
+        self.send(
+            peer,
+            Frame::Hello {
+                epoch: self.epoch,
+                head,
+            },
+        );
+    }
+
+    fn on_trust(&mut self, key: PublicKey, level: Option<TrustLevel>, now: u64) {
+        match level {
+            Some(l) => {
+                self.trust.insert(key, l);
+            }
+            None => {
+                self.trust.remove(&key);
+            }
+        }
+        if self.peers.contains_key(&key) && !self.may_connect(&key, now) {
+            self.peers.remove(&key);
+            self.actions.push(Action::Disconnect {
+                peer: key,
+                until: None,
+                reason: "trust withdrawn",
+            });
+        }
+    }
+
+    /// Adds penalty points; past the threshold the peer is disconnected and banned.
+    fn penalise(&mut self, peer: PublicKey, points: u32, reason: &'static str, now: u64) {
+        let threshold = self.cfg.penalty_threshold;
+        let ban_ms = self.cfg.ban_ms;
+        let s = self.stats_mut(peer);
+        *s.rejections.entry(reason).or_default() += 1;
+        let decay = (now.saturating_sub(s.penalty_at) / 1000) as u32 * PENALTY_DECAY_PER_SEC;
+        s.penalty = s.penalty.saturating_sub(decay).saturating_add(points);
+        s.penalty_at = now;
+        if s.penalty >= threshold {
+            let until = now + ban_ms;
+            s.banned_until = Some(until);
+            s.penalty = 0;
+            self.peers.remove(&peer);
+            self.actions.push(Action::Disconnect {
+                peer,
+                until: Some(until),
+                reason: "penalty threshold reached",
+            });
+        }
+    }
+
+    fn count(&mut self, peer: PublicKey, reason: &'static str) {
+        *self.stats_mut(peer).rejections.entry(reason).or_default() += 1;
+    }
+
+    fn on_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
+        if !self.peers.contains_key(&peer) {
+            // Not (or no longer) an accepted connection: drop without work.
+            self.count(peer, "not_connected");
+            return;
+        }
+        let (rate, burst) = (self.cfg.peer_bytes_per_sec as f64, self.cfg.peer_byte_burst as f64);
+        let s = self.stats_mut(peer);
+        s.bytes_in += bytes.len() as u64;
+        if !s.byte_bucket.take(now, rate, burst, bytes.len() as f64) {
+            s.rate_limited += 1;
+            return;
+        }
+        let frame = match Frame::decode(bytes) {
+            Ok(f) => f,
+            Err(_) => {
+                self.penalise(peer, PENALTY_MALFORMED, "malformed_frame", now);
+                return;
+            }
+        };
+        match frame {
+            Frame::Hello { epoch, head: _ } => self.on_hello(peer, epoch, now),
+            Frame::Alert { hops, envelope } => self.on_alert(peer, hops, envelope, now),
+            Frame::Announce { ids } => self.on_announce(peer, ids, now),
+            Frame::Want { ids, graft } => self.on_want(peer, ids, graft, now),
+            Frame::Prune => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.eager = false;
+                }
+            }
+            Frame::SyncRequest { epoch, after } => self.on_sync_request(peer, epoch, after, now),
+            Frame::SyncPage {
+                epoch,
+                ids,
+                next,
+                done,
+            } => self.on_sync_page(peer, epoch, ids, next, done, now),
+        }
+    }
+
+    fn on_hello(&mut self, peer: PublicKey, epoch: u64, now: u64) {
+        let after = match self.cursors.get(&peer) {
+            Some((e, seq)) if *e == epoch => *seq,
+            _ => 0,
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.sync = Some(SyncState {
+                epoch,
+                after,
+                ..SyncState::default()
+            });
+        }
+        self.send(peer, Frame::SyncRequest { epoch, after });
+        self.actions.push(Action::SetTimer {
+            at: now + SYNC_TIMEOUT_MS,
+            timer: Timer::Sync(peer),
+        });
+    }
+
+    fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) {
+        // A cursor from another epoch of our log means nothing: start from the beginning.
+        let after = if epoch == self.epoch { after } else { 0 };
+        let level = self.trust_of(&peer);
+        let mut ids = Vec::new();
+        let mut next = after;
+        let mut done = true;
+        for (scanned, (&seq, id)) in self.log.range(after.saturating_add(1)..).enumerate() {
+            if scanned == SYNC_PAGE_SCAN || ids.len() == MAX_IDS_PER_FRAME {
+                done = false;
+                break;
+            }
+            next = seq;
+            if let Some(k) = self.known.get(id) {
+                if self.shareable(k, &peer, level, now) && k.from != Some(peer) {
+                    ids.push(*id);
+                }
+            }
+        }
+        self.send(
+            peer,
+            Frame::SyncPage {
+                epoch: self.epoch,
+                ids,
+                next,
+                done,
+            },
+        );
+    }
+
+    /// Whether we may give this alert to `peer` (push, announce, catch-up or on request).
+    fn shareable(&self, k: &KnownAlert, peer: &PublicKey, level: Option<TrustLevel>, now: u64) -> bool {
+        !k.expired(now)
+            && !self.cancelled.contains(&k.id)
+            && policy::may_send(&self.me, peer, level, k.scope(), k.hops)
+    }
+
+    fn on_sync_page(
+        &mut self,
+        peer: PublicKey,
+        epoch: u64,
+        ids: Vec<AlertId>,
+        next: u64,
+        done: bool,
+        now: u64,
+    ) {
+        let wanted: Vec<AlertId> = ids
+            .into_iter()
+            .filter(|id| !self.known.contains_key(id))
+            .collect();
+        let Some(sync) = self.peers.get_mut(&peer).and_then(|p| p.sync.as_mut()) else {
+            return;
+        };
+        if sync.epoch != epoch || sync.page_next.is_some() {
+            return; // stale or unsolicited page
+        }
+        sync.page_next = Some(next);
+        sync.page_done = done;
+        sync.waiting = wanted.iter().copied().collect();
+        if !wanted.is_empty() {
+            for chunk in wanted.chunks(MAX_IDS_PER_FRAME) {
+                self.send(
+                    peer,
+                    Frame::Want {
+                        ids: chunk.to_vec(),
+                        graft: false,
+                    },
+                );
+            }
+        }
+        self.advance_sync(peer, now);
+    }
+
+    /// If the current page is complete, saves the cursor and asks for the next page.
+    fn advance_sync(&mut self, peer: PublicKey, now: u64) {
+        let Some(sync) = self.peers.get_mut(&peer).and_then(|p| p.sync.as_mut()) else {
+            return;
+        };
+        let Some(next) = sync.page_next else { return };
+        if !sync.waiting.is_empty() {
+            return;
+        }
+        let epoch = sync.epoch;
+        let done = sync.page_done;
+        sync.after = next;
+        sync.page_next = None;
+        sync.complete = done;
+        self.cursors.insert(peer, (epoch, next));
+        self.actions.push(Action::SaveCursor {
+            peer,
+            epoch,
+            seq: next,
+        });
+        if !done {
+            self.send(peer, Frame::SyncRequest { epoch, after: next });
+            self.actions.push(Action::SetTimer {
+                at: now + SYNC_TIMEOUT_MS,
+                timer: Timer::Sync(peer),
+            });
+        }
+    }
+
+    /// An id we waited for was committed or refused.
+    fn settle_waiting(&mut self, id: &AlertId, now: u64) {
+        let peers: Vec<PublicKey> = self
+            .peers
+            .iter_mut()
+            .filter_map(|(k, p)| {
+                let s = p.sync.as_mut()?;
+                s.waiting.remove(id).then_some(*k)
+            })
+            .collect();
+        for peer in peers {
+            self.advance_sync(peer, now);
+        }
+    }
+
+    fn on_announce(&mut self, peer: PublicKey, ids: Vec<AlertId>, now: u64) {
+        for id in ids {
+            if self.known.contains_key(&id) {
+                continue;
+            }
+            if let Some(m) = self.missing.get_mut(&id) {
+                if !m.announcers.contains(&peer) {
+                    m.announcers.push_back(peer);
+                }
+                continue;
+            }
+            if self.missing.len() >= MAX_MISSING {
+                continue;
+            }
+            self.missing.insert(
+                id,
+                Missing {
+                    announcers: VecDeque::from([peer]),
+                },
+            );
+            self.actions.push(Action::SetTimer {
+                at: now + self.cfg.graft_timeout_ms,
+                timer: Timer::Graft(id),
+            });
+        }
+    }
+
+    fn on_want(&mut self, peer: PublicKey, ids: Vec<AlertId>, graft: bool, now: u64) {
+        let level = self.trust_of(&peer);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if graft {
+                p.eager = true;
+            }
+        }
+        let mut from_store = Vec::new();
+        for id in ids {
+            let Some(k) = self.known.get(&id) else { continue };
+            if !self.shareable(k, &peer, level, now) {
+                continue;
+            }
+            let hops = k.hops.saturating_add(1);
+            match self.cache.get(&id) {
+                Some(env) => {
+                    let envelope = env.as_ref().clone();
+                    self.stats_mut(peer).alerts_out += 1;
+                    self.send(peer, Frame::Alert { hops, envelope });
+                }
+                None => from_store.push((id, hops)),
+            }
+        }
+        if !from_store.is_empty() {
+            self.stats_mut(peer).alerts_out += from_store.len() as u64;
+            self.actions.push(Action::SendStored {
+                peer,
+                alerts: from_store,
+            });
+        }
+    }
+
+    fn on_alert(&mut self, peer: PublicKey, hops: u8, envelope: Vec<u8>, now: u64) {
+        let (rate, burst) = (
+            f64::from(self.cfg.peer_alerts_per_sec),
+            f64::from(self.cfg.peer_alert_burst),
+        );
+        let s = self.stats_mut(peer);
+        if !s.alert_bucket.take(now, rate, burst, 1.0) {
+            s.rate_limited += 1;
+            return;
+        }
+        // 1. limits and decode
+        let alert = match SignedAlert::decode(&envelope) {
+            Ok(a) => a,
+            Err(_) => {
+                self.penalise(peer, PENALTY_MALFORMED, "malformed_alert", now);
+                return;
+            }
+        };
+        let id = alert.id();
+        // 2. duplicate
+        if self.known.contains_key(&id) {
+            self.stats_mut(peer).duplicates += 1;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.eager && hops > 1 {
+                    p.eager = false;
+                    self.send(peer, Frame::Prune);
+                }
+            }
+            return;
+        }
+        let body = alert.body();
+        // 3–6. sending peer's level, origin not blocked, TLP scope, hop limit
+        let scope = Scope {
+            origin: &body.origin,
+            tlp: body.tlp,
+            recipients: &body.recipients,
+        };
+        if let Err(r) = policy::check_inbound(
+            &self.me,
+            &peer,
+            self.trust_of(&peer),
+            self.trust_of(&body.origin),
+            scope,
+            hops,
+        ) {
+            if r.penalised() {
+                self.penalise(peer, PENALTY_POLICY, r.as_str(), now);
+            } else {
+                self.count(peer, r.as_str());
+            }
+            self.drop_wanted(&id, now);
+            return;
+        }
+        // 7. expiry
+        if body.is_expired(now) {
+            self.count(peer, "expired");
+            self.drop_wanted(&id, now);
+            return;
+        }
+        // Only the origin may update or cancel its alert.
+        if let Some(target) = body.replaces.and_then(|t| self.known.get(&t)) {
+            if target.origin != body.origin {
+                self.penalise(peer, PENALTY_NOT_ORIGIN, "not_origin", now);
+                self.drop_wanted(&id, now);
+                return;
+            }
+        }
+        // 8. signature
+        if alert.verify().is_err() {
+            self.penalise(peer, PENALTY_BAD_SIGNATURE, "bad_signature", now);
+            self.drop_wanted(&id, now);
+            return;
+        }
+        self.stats_mut(peer).alerts_in += 1;
+        let meta = KnownAlert::of(&alert, hops, Some(peer));
+        self.accept(meta, Arc::new(envelope), now);
+        self.uncommitted.insert(id);
+        self.actions.push(Action::Store {
+            alert: Box::new(alert),
+            from: peer,
+            hops,
+        });
+        self.relay(id, Some(peer), now);
+    }
+
+    /// An alert we asked for was refused: stop waiting for it.
+    fn drop_wanted(&mut self, id: &AlertId, now: u64) {
+        self.missing.remove(id);
+        self.settle_waiting(id, now);
+    }
+
+    fn note_replacement(&mut self, meta: &KnownAlert) {
+        if meta.kind == Kind::Cancel {
+            if let Some(target) = meta.replaces {
+                match self.known.get(&target) {
+                    Some(t) if t.origin == meta.origin => {
+                        self.cancelled.insert(target);
+                    }
+                    Some(_) => {}
+                    None => self.early_cancels.entry(target).or_default().push(meta.origin),
+                }
+            }
+        }
+        if let Some(origins) = self.early_cancels.remove(&meta.id) {
+            if origins.contains(&meta.origin) {
+                self.cancelled.insert(meta.id);
+            }
+        }
+    }
+
+    fn accept(&mut self, meta: KnownAlert, envelope: Arc<Vec<u8>>, _now: u64) {
+        let id = meta.id;
+        self.missing.remove(&id);
+        self.note_replacement(&meta);
+        self.known.insert(id, meta);
+        if self.cfg.envelope_cache > 0 {
+            self.cache.insert(id, envelope);
+            self.cache_order.push_back(id);
+            while self.cache_order.len() > self.cfg.envelope_cache {
+                if let Some(old) = self.cache_order.pop_front() {
+                    self.cache.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn on_local(&mut self, alert: SignedAlert, seq: u64, now: u64) {
+        let id = alert.id();
+        self.log.insert(seq, id);
+        if self.known.contains_key(&id) {
+            return;
+        }
+        let meta = KnownAlert::of(&alert, 0, None);
+        self.accept(meta, Arc::new(alert.to_envelope()), now);
+        self.relay(id, None, now);
+    }
+
+    fn on_committed(&mut self, entries: Vec<(u64, AlertId)>, now: u64) {
+        for (seq, id) in entries {
+            self.log.insert(seq, id);
+            self.uncommitted.remove(&id);
+            self.settle_waiting(&id, now);
+        }
+    }
+
+    /// Pushes or announces a newly accepted alert to every peer the policy allows.
+    fn relay(&mut self, id: AlertId, from: Option<PublicKey>, now: u64) {
+        let Some(k) = self.known.get(&id) else { return };
+        if k.hops >= MAX_HOPS && k.from.is_some() {
+            return;
+        }
+        // Alerts that are never relayed further (AMBER, RED) go in full: no receiver can
+        // get them another way, so there is nothing to deduplicate.
+        let push_all = !matches!(k.tlp, Tlp::Clear | Tlp::Green);
+        let targets: Vec<(PublicKey, bool)> = self
+            .peers
+            .iter()
+            .filter(|(peer, _)| Some(**peer) != from)
+            .filter(|(peer, _)| self.shareable(k, peer, self.trust.get(peer).copied(), now))
+            .map(|(peer, p)| (*peer, p.eager || push_all))
+            .collect();
+        let hops = k.hops.saturating_add(1);
+        let envelope = self.cache.get(&id).cloned();
+        for (peer, eager) in targets {
+            match (&envelope, eager) {
+                (Some(env), true) => {
+                    self.stats_mut(peer).alerts_out += 1;
+                    self.send(
+                        peer,
+                        Frame::Alert {
+                            hops,
+                            envelope: env.as_ref().clone(),
+                        },
+                    );
+                }
+                (None, true) => {
+                    self.stats_mut(peer).alerts_out += 1;
+                    self.actions.push(Action::SendStored {
+                        peer,
+                        alerts: vec![(id, hops)],
+                    });
+                }
+                (_, false) => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.lazy.push(id);
+                    }
+                    if !self.flush_pending {
+                        self.flush_pending = true;
+                        self.actions.push(Action::SetTimer {
+                            at: now + self.cfg.announce_interval_ms,
+                            timer: Timer::FlushAnnounces,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, now: u64) {
+        match timer {
+            Timer::FlushAnnounces => {
+                self.flush_pending = false;
+                let mut out = Vec::new();
+                for (peer, p) in self.peers.iter_mut() {
+                    if !p.lazy.is_empty() {
+                        out.push((*peer, std::mem::take(&mut p.lazy)));
+                    }
+                }
+                for (peer, ids) in out {
+                    // Trust may have changed since the ids were queued.
+                    let level = self.trust_of(&peer);
+                    let ids: Vec<AlertId> = ids
+                        .into_iter()
+                        .filter(|id| {
+                            self.known
+                                .get(id)
+                                .is_some_and(|k| self.shareable(k, &peer, level, now))
+                        })
+                        .collect();
+                    for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                        self.send(peer, Frame::Announce { ids: chunk.to_vec() });
+                    }
+                }
+            }
+            Timer::Graft(id) => {
+                if self.known.contains_key(&id) {
+                    self.missing.remove(&id);
+                    return;
+                }
+                let Some(m) = self.missing.get_mut(&id) else { return };
+                let mut chosen = None;
+                while let Some(p) = m.announcers.pop_front() {
+                    if self.peers.contains_key(&p) {
+                        chosen = Some(p);
+                        break;
+                    }
+                }
+                let Some(peer) = chosen else {
+                    self.missing.remove(&id);
+                    return;
+                };
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.eager = true;
+                }
+                self.send(
+                    peer,
+                    Frame::Want {
+                        ids: vec![id],
+                        graft: true,
+                    },
+                );
+                self.actions.push(Action::SetTimer {
+                    at: now + self.cfg.graft_timeout_ms,
+                    timer: Timer::Graft(id),
+                });
+            }
+            Timer::Sync(peer) => {
+                let Some(sync) = self.peers.get_mut(&peer).and_then(|p| p.sync.as_mut()) else {
+                    return;
+                };
+                if sync.complete {
+                    return;
+                }
+                // The page stalled (lost frame, refused alert): ask again from the cursor.
+                let (epoch, after) = (sync.epoch, sync.after);
+                sync.page_next = None;
+                sync.waiting.clear();
+                self.send(peer, Frame::SyncRequest { epoch, after });
+                self.actions.push(Action::SetTimer {
+                    at: now + SYNC_TIMEOUT_MS,
+                    timer: Timer::Sync(peer),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

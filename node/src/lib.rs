@@ -1,0 +1,30 @@
+//! # tocsin-node
+//!
+//! The Tocsin node daemon, `tocsind`, as a library: the binary in `main.rs` only parses
+//! the command line and calls [`daemon`].
+//!
+//! # Layout
+//! - [`config`]: `config.toml`, one `#[serde(default)]` struct validated at start-up.
+//! - [`keys`]: the node key file (created 0600, refused when others can read it).
+//! - [`store`]: the redb store: signed bytes, receipts, indexes, append log, group commit.
+//! - [`engine`]: the sans-IO gossip engine (`handle(event, now) -> actions`).
+//! - [`net`]: the network actor that owns the libp2p `Swarm` and the engine.
+//! - [`api`]: the HTTP/JSON control API on a Unix socket (and optional TCP).
+//! - [`daemon`]: wiring, signals and graceful shutdown.
+
+pub mod api;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod engine;
+pub mod keys;
+pub mod net;
+pub mod store;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

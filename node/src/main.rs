@@ -1,0 +1,111 @@
+//! `tocsind`: the Tocsin node daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The Tocsin node daemon: signs, stores and gossips alerts among trusted agencies.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tocsind",
+    version,
+    after_help = "Exit codes: 0 clean shutdown; 1 bad configuration, key or data directory; \
+                  2 runtime failure.\nLogs: RUST_LOG sets the level (default info); \
+                  TOCSIN_LOG_FORMAT=json|text overrides log.format."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the data directory, the node key (mode 0600) and a commented config.toml.
+    /// Prints the node's public key and peer id. Refuses to overwrite an existing key.
+    Init {
+        /// Data directory to create.
+        #[arg(long, env = "TOCSIN_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Listen multiaddr to write into the config (repeatable; default TCP and QUIC
+        /// on port 7400).
+        #[arg(long = "listen", value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the node until SIGINT or SIGTERM.
+    Run {
+        /// Data directory (its config.toml is used if present).
+        #[arg(long, env = "TOCSIN_DATA_DIR", conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Config file.
+        #[arg(long, env = "TOCSIN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn report(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Init {
+            data_dir,
+            listen,
+            json,
+        } => match tocsin_node::daemon::init(&data_dir, &listen) {
+            Ok(out) => {
+                if json {
+                    println!("{}", serde_json::json!(out));
+                } else {
+                    println!("public key: {}", out.public_key);
+                    println!("peer id:    {}", out.peer_id);
+                    println!("key file:   {}", out.key_file.display());
+                    println!("config:     {}", out.config_file.display());
+                    println!("next:       tocsind run --data-dir {}", data_dir.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                report(&e);
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { data_dir, config } => {
+            let cfg = match tocsin_node::daemon::load_config(config.as_deref(), data_dir.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    report(&e);
+                    return ExitCode::from(1);
+                }
+            };
+            tocsin_node::daemon::init_logging(cfg.log.format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    report(&anyhow::Error::new(e).context("cannot start the tokio runtime"));
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(tocsin_node::daemon::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "tocsind stopped on error");
+                    report(&e);
+                    let startup = e.chain().any(|c| {
+                        c.is::<tocsin_node::keys::KeyError>()
+                            || c.is::<tocsin_node::config::ConfigError>()
+                    });
+                    ExitCode::from(if startup { 1 } else { 2 })
+                }
+            }
+        }
+    }
+}

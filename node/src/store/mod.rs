@@ -1,0 +1,739 @@
+//! The redb store: the original signed bytes of every alert, what the node learned on
+//! receipt, the local append log, indexes for operator queries, and the small state the
+//! federation layer keeps (per-peer cursors, the trust table, the trust audit log).
+//!
+//! # Writes: one writer, group commit
+//! Alert writes ([`Store::insert`], [`Store::insert_many`], [`Store::prune_expired`])
+//! go through a bounded queue ([`WRITE_QUEUE`]) to a single writer on a blocking
+//! thread. The writer takes the first queued request, drains whatever else is queued up
+//! to [`MAX_BATCH`] alerts, applies all of it in one redb write transaction committed
+//! with `Durability::Immediate` (fsync), and only then answers every request in the
+//! batch and announces the new alerts to [`Store::subscribe`]rs. So an insert that
+//! returned is durable (it survives kill -9), and under load many alerts share one
+//! fsync. A failed commit fails every request of its batch and stores none of them.
+//!
+//! Reads open their own redb read transaction and never wait for the writer. The small
+//! federation-state writes ([`Store::set_cursor`], [`Store::put_trust`], …) commit
+//! their own write transaction directly; they block the calling thread for one commit
+//! (redb serialises them with the writer's transactions).
+//!
+//! # Alert state
+//! Computed from stored facts, so the order of arrival does not matter: an alert is
+//! `Cancelled` if a stored cancel from the *same origin* names it in `replaces`, else
+//! `Superseded` if a stored update from the same origin names it, else `Expired` if
+//! `expires_at <= now`, else `Active`. Updates and cancels from another origin are
+//! stored (they are valid alerts of *their* origin) but change nothing. A cancel stored
+//! before its target cancels the target on arrival, and a duplicate copy of a replaced
+//! alert is a no-op, so it cannot revive it.
+//!
+//! # Table layout (schema version 1)
+//! Integers in keys are big-endian so that byte order is numeric order. "id" is an
+//! [`AlertId`] (SHA-256 of the body bytes), "key" a node [`PublicKey`], both 32 bytes.
+//!
+//! | table | key | value | purpose |
+//! |---|---|---|---|
+//! | `meta` | `&str` | `u64` | `schema_version` ([`SCHEMA_VERSION`]) and `epoch` (random, nonzero, fixed at creation). Its layout never changes, so any build can read a newer file's version and refuse it. |
+//! | `alerts` | id `[u8; 32]` | `(u64, &[u8], &[u8])` | seq, receipt (CBOR [`Receipt`]), envelope bytes exactly as received ([`SignedAlert::to_envelope`]). |
+//! | `log` | seq `u64` | id `[u8; 32]` | local append log, seq from 1 with no gaps; entries are never removed, even when the alert is pruned. |
+//! | `status` | id `[u8; 32]` | `(u8, u64, [u8; 32])` | for a stored alert that a same-origin update (1) or cancel (2) replaced: (rank, replacer's issued_at, replacer id) of the winning replacement (greatest tuple: a cancel beats an update, then the latest). Absent = not replaced. |
+//! | `replaced_by` | id `[u8; 32]` (multimap) | `(u8, u64, [u8; 32], [u8; 32])` | every stored update/cancel naming the id, from any origin: (rank, issued_at, replacer id, replacer origin). Kept while the target or the replacer is stored, so arrival order does not matter. |
+//! | `idx_time` | `issued_at ‖ id` | `()` | all alerts by issue time. |
+//! | `idx_origin` | `origin ‖ issued_at ‖ id` | `()` | by origin key. |
+//! | `idx_severity` | `rank(1) ‖ issued_at ‖ id` | `()` | by severity, 0 = info … 4 = critical. |
+//! | `idx_tlp` | `code(1) ‖ issued_at ‖ id` | `()` | by TLP, 0 = CLEAR, 1 GREEN, 2 AMBER, 3 AMBER+STRICT, 4 RED. |
+//! | `idx_tag` | `len(u16) ‖ tag ‖ issued_at ‖ id` | `()` | by tag, trimmed and lowercased (tag queries are case-insensitive). |
+//! | `idx_indicator` | `len(u16) ‖ value ‖ issued_at ‖ id` | `()` | by indicator value, exact bytes, any type. |
+//! | `idx_expiry` | `expires_at ‖ id` | `()` | alerts that expire, for pruning and counting expired ones. |
+//! | `cursors` | key `[u8; 32]` | `(u64, u64)` | per-peer catch-up cursor: (peer's log epoch, last seq received). |
+//! | `trust` | key `[u8; 32]` | `&[u8]` | CBOR [`TrustEntry`]. |
+//! | `audit` | `u64` | `&[u8]` | append-only CBOR [`AuditRecord`]s, numbered from 1. |
+//!
+//! All CBOR goes through [`tocsin_proto::codec`].
+//!
+//! # Queries
+//! [`Store::query`] walks one index newest first, chosen by the most selective filter
+//! present (indicator, then tag, origin, TLP, minimum severity, else time; a minimum
+//! severity merges the per-severity ranges), restricted to the `[since, until)` range
+//! and to entries below the cursor; the other filters are checked on each candidate.
+//! Results are ordered by `(issued_at, id)` descending; the cursor is the position of
+//! the last result, so pages never overlap or skip while nothing is written.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use tocsin_proto::{codec, AlertId, Kind, PublicKey, Severity, SignedAlert, Tlp, TrustLevel};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use schema::{AUDIT, CURSORS, META, META_EPOCH, META_SCHEMA, TRUST};
+use writer::{Prepared, Request, Writer};
+
+/// The version of the table layout this build writes. A file with a newer version is
+/// refused ([`StoreError::SchemaTooNew`]) rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Most alerts in one group commit. One batch is one write transaction and one fsync
+/// (~3.5 ms here); 256 alerts of a few KiB are a few MiB of dirty pages, so a batch stays
+/// a few milliseconds of CPU on top of the fsync: large enough that throughput is not
+/// bounded by fsyncs, small enough that the first alert in a batch does not wait long.
+pub const MAX_BATCH: usize = 256;
+
+/// Capacity of the writer's request queue (requests, each up to [`MAX_BATCH`] alerts).
+/// Four batches' worth: enough to keep the writer busy while callers prepare the next
+/// ones; past that, callers wait in [`Store::insert`] (backpressure) instead of the
+/// queue growing without bound when the disk is slower than the network.
+pub const WRITE_QUEUE: usize = 4 * MAX_BATCH;
+
+/// Capacity of the [`Store::subscribe`] channel. A subscriber that falls further behind
+/// gets `RecvError::Lagged` and should resynchronise with [`Store::log_after`].
+const EVENTS: usize = 4096;
+
+/// Default [`Query::limit`].
+pub const DEFAULT_QUERY_LIMIT: usize = 100;
+/// Largest [`Query::limit`]; larger limits are reduced to it.
+pub const MAX_QUERY_LIMIT: usize = 1000;
+
+/// Errors of the store. Messages name what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open the store database {}: {error}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported (for example that another process has it open).
+        error: Box<redb::DatabaseError>,
+    },
+    /// The file was written by a newer build with a layout this one cannot read.
+    #[error(
+        "the store's schema version is {found}, newer than schema version {supported} that this build supports; run a newer tocsind"
+    )]
+    SchemaTooNew {
+        /// The schema version in the file.
+        found: u64,
+        /// [`SCHEMA_VERSION`].
+        supported: u32,
+    },
+    /// A read or write of the database failed (I/O error, full disk, …).
+    #[error("store database error: {0}")]
+    Db(Box<redb::Error>),
+    /// Something stored cannot be decoded or breaks an invariant.
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt {
+        /// What was being read, for example `alert 3fa2…`.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {what} for storage: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// [`Store::open`] was called outside a tokio runtime.
+    #[error(
+        "Store::open must be called inside a tokio runtime (the writer task is spawned on it)"
+    )]
+    NoRuntime,
+    /// The writer has stopped ([`Store::shutdown`] was called); nothing was written.
+    #[error("the store writer has shut down; the write was not performed")]
+    Closed,
+    /// The batch holding this write failed to commit; nothing of it was stored.
+    #[error("the store write batch was not committed: {0}")]
+    WriteFailed(String),
+    /// A [`Query`] is invalid; the message names the field.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// What the node learned when it received an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// When it was received (or issued here), unix milliseconds.
+    pub received_at: u64,
+    /// The peer it came from; `None` when it was issued on this node.
+    pub from: Option<PublicKey>,
+    /// Relay hops it had travelled when it arrived; 0 when issued here.
+    pub hops: u8,
+}
+
+/// The result of storing one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// Newly stored with this local sequence number.
+    Inserted {
+        /// The new alert's seq.
+        seq: u64,
+    },
+    /// Already stored (nothing changed); its existing seq.
+    Duplicate {
+        /// The stored alert's seq.
+        seq: u64,
+    },
+}
+
+impl Insert {
+    /// The alert's seq, new or existing.
+    pub fn seq(self) -> u64 {
+        match self {
+            Insert::Inserted { seq } | Insert::Duplicate { seq } => seq,
+        }
+    }
+}
+
+/// The lifecycle state of a stored alert (see the module doc for the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// Current.
+    Active,
+    /// Replaced by an update from its origin.
+    Superseded,
+    /// Retracted by a cancel from its origin.
+    Cancelled,
+    /// Past its `expires_at`.
+    Expired,
+}
+
+/// A stored alert with what the node knows about it.
+#[derive(Debug, Clone)]
+pub struct StoredAlert {
+    /// Local sequence number.
+    pub seq: u64,
+    /// The alert, decoded from the stored envelope.
+    pub alert: SignedAlert,
+    /// How it arrived.
+    pub receipt: Receipt,
+    /// Its state now.
+    pub state: AlertState,
+    /// The update or cancel that replaced it, if any.
+    pub replaced_by: Option<AlertId>,
+}
+
+/// A newly committed alert, as announced by [`Store::subscribe`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Stored {
+    /// Its local sequence number.
+    pub seq: u64,
+    /// Its id.
+    pub id: AlertId,
+}
+
+/// What the gossip engine keeps in memory about each stored alert.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertMeta {
+    /// Local sequence number.
+    pub seq: u64,
+    /// The alert id.
+    pub id: AlertId,
+    /// The origin key.
+    pub origin: PublicKey,
+    /// TLP label.
+    pub tlp: Tlp,
+    /// Explicit recipients.
+    pub recipients: Vec<PublicKey>,
+    /// Expiry, unix ms.
+    pub expires_at: Option<u64>,
+    /// New, update or cancel.
+    pub kind: Kind,
+    /// For update and cancel, the id replaced.
+    pub replaces: Option<AlertId>,
+    /// How it arrived.
+    pub receipt: Receipt,
+}
+
+/// Store totals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Alerts stored.
+    pub alerts: u64,
+    /// Of those, how many are [`AlertState::Active`] now.
+    pub active: u64,
+    /// Highest seq ([`Store::head`]).
+    pub head: u64,
+}
+
+/// One row of the trust table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustEntry {
+    /// The peer's key.
+    pub key: PublicKey,
+    /// How much it is trusted.
+    pub level: TrustLevel,
+    /// A human name for it.
+    pub name: String,
+    /// Where to dial it (multiaddrs).
+    pub addrs: Vec<String>,
+}
+
+/// One change of the trust table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, unix ms.
+    pub at: u64,
+    /// Whose level changed.
+    pub key: PublicKey,
+    /// The level before (`None`: not in the table).
+    pub old: Option<TrustLevel>,
+    /// The level after (`None`: removed).
+    pub new: Option<TrustLevel>,
+    /// Who changed it: `"api"`, `"config"`.
+    pub source: String,
+}
+
+/// A search over stored alerts. Every filter that is set must match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Query {
+    /// Issued at or after this time, unix ms (inclusive).
+    pub since: Option<u64>,
+    /// Issued before this time, unix ms (exclusive).
+    pub until: Option<u64>,
+    /// Issued by this origin.
+    pub origin: Option<PublicKey>,
+    /// At least this severe.
+    pub min_severity: Option<Severity>,
+    /// Exactly this TLP label.
+    pub tlp: Option<Tlp>,
+    /// Has this tag (case-insensitive).
+    pub tag: Option<String>,
+    /// Has an indicator with exactly this value, of any type.
+    pub indicator: Option<String>,
+    /// Case-insensitive substring of the title or the text.
+    pub text: Option<String>,
+    /// In this state now.
+    pub state: Option<AlertState>,
+    /// Page size: default [`DEFAULT_QUERY_LIMIT`], at most [`MAX_QUERY_LIMIT`], not 0.
+    pub limit: Option<usize>,
+    /// Where to continue: [`QueryPage::next`] of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of query results.
+#[derive(Debug, Clone)]
+pub struct QueryPage {
+    /// Newest first: by issued_at, then id, descending.
+    pub alerts: Vec<StoredAlert>,
+    /// Cursor for the next page; `None` when this is the last one.
+    pub next: Option<String>,
+}
+
+/// The node's alert store. Cheap to clone: every clone shares the database, the
+/// writer's queue and the notification channel.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Request>,
+    events: broadcast::Sender<Stored>,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens or creates `path` (the single redb file). Writes [`SCHEMA_VERSION`] and a
+    /// random nonzero u64 log `epoch` on creation. Opening a database whose stored schema
+    /// version is newer than [`SCHEMA_VERSION`] fails with [`StoreError::SchemaTooNew`].
+    ///
+    /// Spawns the writer on the current tokio runtime (on a blocking thread: commits
+    /// fsync). The returned handle finishes after the last pending batch is committed,
+    /// once every `Store` clone is dropped or [`Store::shutdown`] is called. The file
+    /// stays open (and cannot be opened again) until then and until every clone is
+    /// dropped: await the handle before reopening the same path.
+    pub fn open(path: &Path) -> Result<(Store, JoinHandle<()>), StoreError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
+        let db = Database::create(path).map_err(|error| StoreError::Open {
+            path: path.to_path_buf(),
+            error: Box::new(error),
+        })?;
+        let epoch = init(&db)?;
+        let head = read::head(&db)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (events, _) = broadcast::channel(EVENTS);
+        let writer = Writer {
+            db: Arc::clone(&db),
+            rx,
+            events: events.clone(),
+            next_seq: head.saturating_add(1),
+        };
+        let join = runtime.spawn_blocking(move || writer.run());
+        tracing::debug!(path = %path.display(), epoch, head, "store opened");
+        Ok((
+            Store {
+                db,
+                tx,
+                events,
+                epoch,
+            },
+            join,
+        ))
+    }
+
+    /// Asks the writer to finish: it commits what is already queued, then exits; later
+    /// writes fail with [`StoreError::Closed`]. Resolves when the writer has exited.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Request::Shutdown { done }).await.is_ok() {
+            // An error means the writer is already gone, which is what was asked.
+            let _ = wait.await;
+        }
+    }
+
+    /// Stores a verified alert. Resolves only after the batch holding it has been
+    /// committed durably (group commit: the writer drains up to [`MAX_BATCH`] queued
+    /// alerts into one write transaction with `Durability::Immediate`). Returns
+    /// [`Insert::Inserted`] with the new local sequence number, or [`Insert::Duplicate`]
+    /// if the id is already stored (nothing changes).
+    ///
+    /// The signature is not checked here: verify before storing. If the future is
+    /// dropped after the request was queued, the alert may still be stored.
+    pub async fn insert(&self, alert: SignedAlert, receipt: Receipt) -> Result<Insert, StoreError> {
+        let items = vec![prepare(alert, receipt)?];
+        let mut results = self.send_insert(items).await?;
+        results
+            .pop()
+            .ok_or_else(|| StoreError::WriteFailed("the writer returned no result".into()))
+    }
+
+    /// Stores several alerts, with the semantics of [`Store::insert`]: one result per
+    /// alert, in order. Resolves when all are committed. More than [`MAX_BATCH`] alerts
+    /// are split into several batches, so on error some of them may have been stored.
+    pub async fn insert_many(
+        &self,
+        items: Vec<(SignedAlert, Receipt)>,
+    ) -> Result<Vec<Insert>, StoreError> {
+        let total = items.len();
+        let mut chunks: Vec<Vec<Prepared>> = Vec::new();
+        let mut current = Vec::new();
+        for (alert, receipt) in items {
+            current.push(prepare(alert, receipt)?);
+            if current.len() == MAX_BATCH {
+                chunks.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() {
+            chunks.push(current);
+        }
+        // Queue every chunk first so that they can share commits, then wait for all.
+        let mut replies = Vec::with_capacity(chunks.len());
+        for items in chunks {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Request::Insert { items, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            replies.push(rx);
+        }
+        let mut out = Vec::with_capacity(total);
+        for rx in replies {
+            out.extend(rx.await.map_err(|_| StoreError::Closed)??);
+        }
+        Ok(out)
+    }
+
+    async fn send_insert(&self, items: Vec<Prepared>) -> Result<Vec<Insert>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Insert { items, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The stored alert with its receipt and current state.
+    pub fn get(&self, id: &AlertId) -> Result<Option<StoredAlert>, StoreError> {
+        let txn = self.db.begin_read()?;
+        read::ReadCtx::open(&txn)?.load(&id.0)
+    }
+
+    /// Whether the alert is stored.
+    pub fn contains(&self, id: &AlertId) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(schema::ALERTS)?.get(&id.0)?.is_some())
+    }
+
+    /// The envelope bytes as stored ([`SignedAlert::to_envelope`] of the alert stored).
+    pub fn envelope(&self, id: &AlertId) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(schema::ALERTS)?;
+        let found = table.get(&id.0)?;
+        Ok(found.map(|g| g.value().2.to_vec()))
+    }
+
+    /// One page of the alerts matching `q`, newest first (by issued_at, then id,
+    /// descending). Page on with [`QueryPage::next`] as [`Query::cursor`]; the other
+    /// fields must stay the same.
+    pub fn query(&self, q: &Query) -> Result<QueryPage, StoreError> {
+        read::query(&self.db, q, crate::now_ms())
+    }
+
+    /// The alert, everything that replaced it (updates and cancels from the same origin,
+    /// and what replaced those), and what it replaced (likewise), ordered by issued_at
+    /// then id. Empty if the alert is not stored.
+    pub fn history(&self, id: &AlertId) -> Result<Vec<StoredAlert>, StoreError> {
+        read::history(&self.db, id)
+    }
+
+    /// The local append log: `(seq, id)` with `seq > after`, ascending, at most `limit`
+    /// entries. Entries of pruned alerts are **skipped**: every id returned was stored
+    /// when this was called, and seqs may have gaps. Use the last seq returned (or
+    /// [`Store::head`] when the result is empty) as the next `after`.
+    pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, AlertId)>, StoreError> {
+        read::log_after(&self.db, after, limit)
+    }
+
+    /// The highest seq assigned; 0 if nothing was ever stored. Pruning does not lower it.
+    pub fn head(&self) -> Result<u64, StoreError> {
+        read::head(&self.db)
+    }
+
+    /// This store's log epoch: random and fixed when the file was created, so a peer
+    /// whose cursor names another epoch knows the log was reset and starts over.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Live notifications of newly committed alerts, sent after commit in seq order.
+    /// A receiver that lags more than 4096 alerts gets `RecvError::Lagged` and should
+    /// catch up with [`Store::log_after`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Stored> {
+        self.events.subscribe()
+    }
+
+    /// How many alerts are stored, how many of them are active now, and the head seq.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        read::counts(&self.db, crate::now_ms())
+    }
+
+    /// Metadata of every stored alert in seq order, for the gossip engine's in-memory
+    /// index at start-up.
+    pub fn all_meta(&self) -> Result<Vec<AlertMeta>, StoreError> {
+        read::all_meta(&self.db)
+    }
+
+    /// Deletes alerts whose `expires_at < before_ms`, with their index entries. Their
+    /// log entries stay, so sequence numbers never move ([`Store::log_after`] skips
+    /// them). Goes through the writer like inserts. Returns how many were deleted.
+    pub async fn prune_expired(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Prune { before_ms, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Per-peer catch-up cursor: the peer's log epoch and the last seq fully received
+    /// from it.
+    pub fn cursor(&self, peer: &PublicKey) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let found = txn.open_table(CURSORS)?.get(&peer.0)?;
+        Ok(found.map(|g| g.value()))
+    }
+
+    /// Sets a peer's catch-up cursor (one committed, durable write transaction).
+    pub fn set_cursor(&self, peer: &PublicKey, epoch: u64, seq: u64) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(CURSORS)?.insert(&peer.0, (epoch, seq))?;
+            Ok(())
+        })
+    }
+
+    /// The persisted trust table, ordered by key.
+    pub fn trust_entries(&self) -> Result<Vec<TrustEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TRUST)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let entry: TrustEntry = codec::decode(v.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("trust entry {}", PublicKey(k.value())),
+                reason: e.to_string(),
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Adds or replaces the trust entry for `e.key` (one committed write transaction).
+    pub fn put_trust(&self, e: &TrustEntry) -> Result<(), StoreError> {
+        let bytes = codec::encode(e).map_err(|err| StoreError::Encode {
+            what: "trust entry",
+            reason: err.to_string(),
+        })?;
+        self.write(|txn| {
+            txn.open_table(TRUST)?.insert(&e.key.0, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Removes the trust entry for `key`; returns whether there was one.
+    pub fn remove_trust(&self, key: &PublicKey) -> Result<bool, StoreError> {
+        self.write(|txn| Ok(txn.open_table(TRUST)?.remove(&key.0)?.is_some()))
+    }
+
+    /// Appends a record to the trust audit log (one committed write transaction).
+    pub fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
+        let bytes = codec::encode(rec).map_err(|err| StoreError::Encode {
+            what: "audit record",
+            reason: err.to_string(),
+        })?;
+        self.write(|txn| {
+            let mut table = txn.open_table(AUDIT)?;
+            let next = match table.last()? {
+                Some((k, _)) => k.value().saturating_add(1),
+                None => 1,
+            };
+            table.insert(next, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The last `limit` audit records, oldest first.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.rev().take(limit) {
+            let (k, v) = row?;
+            let rec: AuditRecord = codec::decode(v.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("audit record {}", k.value()),
+                reason: e.to_string(),
+            })?;
+            out.push(rec);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Runs `f` in a durable write transaction of its own and commits it.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+}
+
+/// Encodes what the writer needs, on the caller's task.
+fn prepare(alert: SignedAlert, receipt: Receipt) -> Result<Prepared, StoreError> {
+    let receipt = codec::encode(&receipt).map_err(|e| StoreError::Encode {
+        what: "receipt",
+        reason: e.to_string(),
+    })?;
+    let envelope = alert.to_envelope();
+    if envelope.is_empty() {
+        return Err(StoreError::Encode {
+            what: "envelope",
+            reason: format!("alert {} produced an empty envelope", alert.id()),
+        });
+    }
+    Ok(Prepared {
+        alert,
+        envelope,
+        receipt,
+    })
+}
+
+/// Creates the tables and the meta entries of a new file, or checks the schema version
+/// of an existing one. Returns the epoch.
+fn init(db: &Database) -> Result<u64, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate);
+    let epoch = {
+        let mut meta = txn.open_table(META)?;
+        let version = meta.get(META_SCHEMA)?.map(|g| g.value());
+        let epoch = meta.get(META_EPOCH)?.map(|g| g.value());
+        match (version, epoch) {
+            (Some(found), _) if found > u64::from(SCHEMA_VERSION) => {
+                // Dropping the transaction aborts it: nothing is changed.
+                return Err(StoreError::SchemaTooNew {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            (Some(found), _) if found < u64::from(SCHEMA_VERSION) => {
+                return Err(StoreError::Corrupt {
+                    what: "schema version".into(),
+                    reason: format!(
+                        "{found} is older than any version this build reads ({SCHEMA_VERSION})"
+                    ),
+                });
+            }
+            (Some(_), Some(epoch)) if epoch != 0 => epoch,
+            (Some(_), _) => {
+                return Err(StoreError::Corrupt {
+                    what: "meta table".into(),
+                    reason: "the log epoch is missing or zero".into(),
+                });
+            }
+            (None, _) => {
+                let has_alerts = txn.open_table(schema::ALERTS)?.len()? > 0;
+                if has_alerts {
+                    return Err(StoreError::Corrupt {
+                        what: "meta table".into(),
+                        reason: "the schema version is missing but alerts are stored".into(),
+                    });
+                }
+                let mut epoch = 0;
+                while epoch == 0 {
+                    epoch = rand::random::<u64>();
+                }
+                meta.insert(META_SCHEMA, u64::from(SCHEMA_VERSION))?;
+                meta.insert(META_EPOCH, epoch)?;
+                epoch
+            }
+        }
+    };
+    // Create every table, so that readers never meet a missing one.
+    txn.open_table(schema::ALERTS)?;
+    txn.open_table(schema::LOG)?;
+    txn.open_table(schema::STATUS)?;
+    txn.open_multimap_table(schema::REPLACED_BY)?;
+    for index in schema::Index::ALL {
+        txn.open_table(index.table())?;
+    }
+    txn.open_table(CURSORS)?;
+    txn.open_table(TRUST)?;
+    txn.open_table(AUDIT)?;
+    txn.commit()?;
+    Ok(epoch)
+}

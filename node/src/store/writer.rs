@@ -1,0 +1,352 @@
+//! The single writer: drains queued requests into one redb write transaction per batch
+//! (group commit), commits it durably, then answers every request in the batch and
+//! announces the new alerts.
+
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, MultimapTable, ReadableMultimapTable, ReadableTable, Table,
+    WriteTransaction,
+};
+use tocsin_proto::{AlertId, SignedAlert};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::schema::{
+    self, AlertValue, EdgeValue, Index, StatusValue, ALERTS, LOG, REPLACED_BY, STATUS,
+};
+use super::{Insert, StoreError, Stored, MAX_BATCH};
+
+/// An alert ready to be written: encoded on the caller's task, not the writer's.
+pub(super) struct Prepared {
+    pub(super) alert: SignedAlert,
+    pub(super) envelope: Vec<u8>,
+    pub(super) receipt: Vec<u8>,
+}
+
+/// A request to the writer.
+pub(super) enum Request {
+    /// Store alerts (at most [`MAX_BATCH`]).
+    Insert {
+        items: Vec<Prepared>,
+        reply: oneshot::Sender<Result<Vec<Insert>, StoreError>>,
+    },
+    /// Delete alerts that expired before `before_ms`.
+    Prune {
+        before_ms: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    /// Commit what is queued, then exit; `done` is signalled on exit.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+impl Request {
+    /// How much of a batch this request uses.
+    fn weight(&self) -> usize {
+        match self {
+            Request::Insert { items, .. } => items.len().max(1),
+            Request::Prune { .. } => 1,
+            Request::Shutdown { .. } => 0,
+        }
+    }
+}
+
+enum Outcome {
+    Inserted(Vec<Insert>),
+    Pruned(usize),
+}
+
+/// The writer's state; runs on a blocking thread.
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) rx: mpsc::Receiver<Request>,
+    pub(super) events: broadcast::Sender<Stored>,
+    /// The seq the next stored alert gets.
+    pub(super) next_seq: u64,
+}
+
+impl Writer {
+    /// Runs until every sender is gone or a shutdown was requested and the queue is empty.
+    pub(super) fn run(mut self) {
+        let mut carry: Option<Request> = None;
+        let mut stopping: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let first = match carry.take() {
+                Some(r) => r,
+                None => match self.rx.blocking_recv() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let mut batch = Vec::new();
+            let mut weight = 0;
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Shutdown { done } => {
+                        // No new requests; what is already queued is still drained.
+                        self.rx.close();
+                        stopping.push(done);
+                    }
+                    req => {
+                        let w = req.weight();
+                        if weight > 0 && weight + w > MAX_BATCH {
+                            carry = Some(req);
+                            break;
+                        }
+                        weight += w;
+                        batch.push(req);
+                    }
+                }
+                if weight < MAX_BATCH {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.process(batch);
+            }
+        }
+        for done in stopping {
+            let _ = done.send(());
+        }
+        tracing::debug!(next_seq = self.next_seq, "store writer stopped");
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        let mut next = self.next_seq;
+        match self.apply(&batch, &mut next) {
+            Ok(outcomes) => {
+                self.next_seq = next;
+                for (req, out) in batch.into_iter().zip(outcomes) {
+                    match (req, out) {
+                        (Request::Insert { items, reply }, Outcome::Inserted(results)) => {
+                            for (p, r) in items.iter().zip(&results) {
+                                if let Insert::Inserted { seq } = *r {
+                                    // No receiver is not an error.
+                                    let _ = self.events.send(Stored {
+                                        seq,
+                                        id: p.alert.id(),
+                                    });
+                                }
+                            }
+                            let _ = reply.send(Ok(results));
+                        }
+                        (Request::Prune { reply, .. }, Outcome::Pruned(n)) => {
+                            let _ = reply.send(Ok(n));
+                        }
+                        // `apply` yields one outcome of the request's own kind per
+                        // request; anything else drops the reply, which the caller
+                        // reports as `StoreError::Closed`.
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(error = %reason, requests = batch.len(), "store batch failed");
+                for req in batch {
+                    let err = StoreError::WriteFailed(reason.clone());
+                    match req {
+                        Request::Insert { reply, .. } => {
+                            let _ = reply.send(Err(err));
+                        }
+                        Request::Prune { reply, .. } => {
+                            let _ = reply.send(Err(err));
+                        }
+                        Request::Shutdown { .. } => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&self, batch: &[Request], next: &mut u64) -> Result<Vec<Outcome>, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let mut outs = Vec::with_capacity(batch.len());
+        {
+            let mut t = WriteTables::open(&txn)?;
+            for req in batch {
+                match req {
+                    Request::Insert { items, .. } => {
+                        let mut results = Vec::with_capacity(items.len());
+                        for p in items {
+                            results.push(t.insert(p, next)?);
+                        }
+                        outs.push(Outcome::Inserted(results));
+                    }
+                    Request::Prune { before_ms, .. } => {
+                        outs.push(Outcome::Pruned(t.prune(*before_ms)?));
+                    }
+                    Request::Shutdown { .. } => {}
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(outs)
+    }
+}
+
+/// The tables a batch writes, opened once per transaction.
+struct WriteTables<'txn> {
+    alerts: Table<'txn, [u8; 32], AlertValue>,
+    log: Table<'txn, u64, [u8; 32]>,
+    status: Table<'txn, [u8; 32], StatusValue>,
+    replaced_by: MultimapTable<'txn, [u8; 32], EdgeValue>,
+    time: Table<'txn, &'static [u8], ()>,
+    origin: Table<'txn, &'static [u8], ()>,
+    severity: Table<'txn, &'static [u8], ()>,
+    tlp: Table<'txn, &'static [u8], ()>,
+    tag: Table<'txn, &'static [u8], ()>,
+    indicator: Table<'txn, &'static [u8], ()>,
+    expiry: Table<'txn, &'static [u8], ()>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(WriteTables {
+            alerts: txn.open_table(ALERTS)?,
+            log: txn.open_table(LOG)?,
+            status: txn.open_table(STATUS)?,
+            replaced_by: txn.open_multimap_table(REPLACED_BY)?,
+            time: txn.open_table(Index::Time.table())?,
+            origin: txn.open_table(Index::Origin.table())?,
+            severity: txn.open_table(Index::Severity.table())?,
+            tlp: txn.open_table(Index::Tlp.table())?,
+            tag: txn.open_table(Index::Tag.table())?,
+            indicator: txn.open_table(Index::Indicator.table())?,
+            expiry: txn.open_table(Index::Expiry.table())?,
+        })
+    }
+
+    fn index(&mut self, i: Index) -> &mut Table<'txn, &'static [u8], ()> {
+        match i {
+            Index::Time => &mut self.time,
+            Index::Origin => &mut self.origin,
+            Index::Severity => &mut self.severity,
+            Index::Tlp => &mut self.tlp,
+            Index::Tag => &mut self.tag,
+            Index::Indicator => &mut self.indicator,
+            Index::Expiry => &mut self.expiry,
+        }
+    }
+
+    fn origin_of(&self, id: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        let Some(rec) = self.alerts.get(id)? else {
+            return Ok(None);
+        };
+        let (_, receipt, envelope) = rec.value();
+        let (alert, _) = schema::decode_record(id, receipt, envelope)?;
+        Ok(Some(alert.origin().0))
+    }
+
+    /// The best same-origin replacement of `id` among its stored edges.
+    fn best_replacement(
+        &self,
+        id: &[u8; 32],
+        origin: &[u8; 32],
+    ) -> Result<Option<StatusValue>, StoreError> {
+        let mut best: Option<StatusValue> = None;
+        for edge in self.replaced_by.get(id)? {
+            let (rank, at, rid, rorigin) = edge?.value();
+            if rorigin == *origin && rank > 0 {
+                let cand = (rank, at, rid);
+                if best.is_none_or(|b| cand > b) {
+                    best = Some(cand);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    fn insert(&mut self, p: &Prepared, next: &mut u64) -> Result<Insert, StoreError> {
+        let id = p.alert.id().0;
+        if let Some(existing) = self.alerts.get(&id)? {
+            return Ok(Insert::Duplicate {
+                seq: existing.value().0,
+            });
+        }
+        let seq = *next;
+        let body = p.alert.body();
+        self.alerts
+            .insert(&id, (seq, p.receipt.as_slice(), p.envelope.as_slice()))?;
+        self.log.insert(seq, &id)?;
+        for (index, key) in schema::index_entries(body, &p.alert.id()) {
+            self.index(index).insert(key.as_slice(), ())?;
+        }
+        let origin = body.origin.0;
+        // This alert replaces another one: record the edge and, if the target is stored
+        // and has the same origin, let the replacement win if it outranks the current.
+        if let (rank @ 1.., Some(target)) = (schema::kind_rank(body.kind), body.replaces) {
+            let target = target.0;
+            self.replaced_by
+                .insert(&target, (rank, body.issued_at, id, origin))?;
+            if self.origin_of(&target)? == Some(origin) {
+                let cand = (rank, body.issued_at, id);
+                let current = self.status.get(&target)?.map(|g| g.value());
+                if current.is_none_or(|c| cand > c) {
+                    self.status.insert(&target, cand)?;
+                }
+            }
+        }
+        // Updates or cancels of this alert that arrived before it.
+        if let Some(best) = self.best_replacement(&id, &origin)? {
+            self.status.insert(&id, best)?;
+        }
+        *next = seq + 1;
+        Ok(Insert::Inserted { seq })
+    }
+
+    fn prune(&mut self, before_ms: u64) -> Result<usize, StoreError> {
+        let upper = schema::suffix(before_ms, &[0u8; 32]);
+        let mut ids = Vec::new();
+        for entry in self.expiry.range::<&[u8]>(..upper.as_slice())? {
+            let (key, _) = entry?;
+            let key = key.value();
+            let (_, id) = schema::split_suffix(key)
+                .ok_or_else(|| schema::corrupt(&[0; 32], "malformed idx_expiry key"))?;
+            ids.push(id);
+        }
+        let mut removed = 0;
+        for id in ids {
+            if self.remove(&id)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes an alert with its index entries, status and the replacement edges that
+    /// only it needs. The log entry stays.
+    fn remove(&mut self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        let Some(rec) = self.alerts.remove(id)? else {
+            return Ok(false);
+        };
+        let (_, receipt, envelope) = rec.value();
+        let (alert, _) = schema::decode_record(id, receipt, envelope)?;
+        drop(rec);
+        let body = alert.body();
+        for (index, key) in schema::index_entries(body, &AlertId(*id)) {
+            self.index(index).remove(key.as_slice())?;
+        }
+        self.status.remove(id)?;
+        // A replacement edge lives while its target or its replacer is stored, so a
+        // cancel still wins if either copy comes back later.
+        let mut orphaned = Vec::new();
+        for edge in self.replaced_by.get(id)? {
+            let edge = edge?.value();
+            if self.alerts.get(&edge.2)?.is_none() {
+                orphaned.push(edge);
+            }
+        }
+        for edge in orphaned {
+            self.replaced_by.remove(id, edge)?;
+        }
+        if let (rank @ 1.., Some(target)) = (schema::kind_rank(body.kind), body.replaces) {
+            if self.alerts.get(&target.0)?.is_none() {
+                self.replaced_by
+                    .remove(&target.0, (rank, body.issued_at, *id, body.origin.0))?;
+            }
+        }
+        Ok(true)
+    }
+}

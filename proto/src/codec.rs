@@ -1,0 +1,21 @@
+//! The CBOR codec. Every use of `serde_cbor` in Tocsin goes through this module, so the
+//! codec can be swapped in one place.
+//!
+//! `serde_cbor` writes a struct as a definite-length map with its fields in declaration
+//! order; that is stable for a given struct but not canonical CBOR, which is why
+//! signatures cover the exact bytes received and nothing is ever re-encoded to verify.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::Error;
+
+/// Encodes a value as CBOR.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    serde_cbor::to_vec(value).map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// Decodes one CBOR value that must span all of `bytes` (trailing bytes are an error).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_cbor::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+}

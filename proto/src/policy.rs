@@ -1,0 +1,200 @@
+//! The trust and TLP rules as pure functions.
+//!
+//! | level | connection | we send it | we accept from it |
+//! |---|---|---|---|
+//! | `blocked` | refused | nothing | nothing; alerts it *originated* are dropped even when relayed |
+//! | `public` | allowed | CLEAR | alerts it originated |
+//! | `member` | allowed | CLEAR, GREEN | its own, and relays from origins that are not blocked |
+//! | `partner` | allowed | all TLPs (RED only when a recipient) | as `member` |
+//!
+//! TLP scope: CLEAR travels to any depth within [`MAX_HOPS`]; GREEN only among
+//! `member`/`partner` links; AMBER and AMBER+STRICT go from the origin to its partners
+//! and are never relayed; RED goes from the origin only to named recipients that are
+//! its direct partners, and is never relayed.
+//!
+//! Unknown peers (no entry) are treated as refused: they cannot connect, so nothing is
+//! sent to them or accepted from them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Tlp;
+use crate::ids::PublicKey;
+use crate::limits::MAX_HOPS;
+
+/// How much a peer is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustLevel {
+    Blocked,
+    Public,
+    Member,
+    Partner,
+}
+
+impl TrustLevel {
+    /// All levels, least trusted first.
+    pub const ALL: [TrustLevel; 4] = [
+        TrustLevel::Blocked,
+        TrustLevel::Public,
+        TrustLevel::Member,
+        TrustLevel::Partner,
+    ];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustLevel::Blocked => "blocked",
+            TrustLevel::Public => "public",
+            TrustLevel::Member => "member",
+            TrustLevel::Partner => "partner",
+        }
+    }
+
+    /// Whether a connection with a peer at this level is allowed at all.
+    pub fn may_connect(level: Option<TrustLevel>) -> bool {
+        matches!(
+            level,
+            Some(TrustLevel::Public | TrustLevel::Member | TrustLevel::Partner)
+        )
+    }
+}
+
+impl std::fmt::Display for TrustLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TrustLevel {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, crate::Error> {
+        TrustLevel::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                crate::Error::invalid(
+                    "level",
+                    format!("{s:?} is not one of blocked, public, member, partner"),
+                )
+            })
+    }
+}
+
+/// The parts of an alert that decide where it may go.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub origin: &'a PublicKey,
+    pub tlp: Tlp,
+    pub recipients: &'a [PublicKey],
+}
+
+/// Why an inbound alert is refused. Each reason is counted per peer; see
+/// [`Rejection::penalised`] for which ones count against the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// The sending peer is not in the trust table, or is blocked.
+    UnknownPeer,
+    /// The alert's origin is blocked here.
+    BlockedOrigin,
+    /// A `public` peer relayed an alert it did not originate.
+    RelayNotAllowed,
+    /// The alert's TLP does not allow it to reach us this way (relayed AMBER/RED, RED to
+    /// a non-recipient).
+    ScopeViolation,
+    /// The hop count is zero or beyond [`MAX_HOPS`].
+    HopLimit,
+}
+
+impl Rejection {
+    /// Whether this rejection means the sender broke the rules (and is penalised), as
+    /// opposed to a benign difference of configuration.
+    pub fn penalised(self) -> bool {
+        match self {
+            Rejection::UnknownPeer | Rejection::BlockedOrigin => false,
+            Rejection::RelayNotAllowed | Rejection::ScopeViolation | Rejection::HopLimit => true,
+        }
+    }
+
+    /// The snake_case name used in metrics and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownPeer => "unknown_peer",
+            Rejection::BlockedOrigin => "blocked_origin",
+            Rejection::RelayNotAllowed => "relay_not_allowed",
+            Rejection::ScopeViolation => "scope_violation",
+            Rejection::HopLimit => "hop_limit",
+        }
+    }
+}
+
+/// May we accept `scope` from `sender` (at `sender_level`), having travelled `hops`
+/// hops, when the origin's level here is `origin_level` and we are `me`?
+pub fn check_inbound(
+    me: &PublicKey,
+    sender: &PublicKey,
+    sender_level: Option<TrustLevel>,
+    origin_level: Option<TrustLevel>,
+    scope: Scope<'_>,
+    hops: u8,
+) -> Result<(), Rejection> {
+    if !TrustLevel::may_connect(sender_level) {
+        return Err(Rejection::UnknownPeer);
+    }
+    if origin_level == Some(TrustLevel::Blocked) {
+        return Err(Rejection::BlockedOrigin);
+    }
+    if hops == 0 || hops > MAX_HOPS {
+        return Err(Rejection::HopLimit);
+    }
+    let direct = sender == scope.origin;
+    if direct {
+        // The origin decides whom it sends to; only RED is bound to named recipients.
+        if scope.tlp == Tlp::Red && !scope.recipients.contains(me) {
+            return Err(Rejection::ScopeViolation);
+        }
+        return Ok(());
+    }
+    if sender_level == Some(TrustLevel::Public) {
+        return Err(Rejection::RelayNotAllowed);
+    }
+    match scope.tlp {
+        Tlp::Clear | Tlp::Green => Ok(()),
+        Tlp::Amber | Tlp::AmberStrict | Tlp::Red => Err(Rejection::ScopeViolation),
+    }
+}
+
+/// May we send `scope` to `peer` (at `peer_level`), when we hold it at `hops` hops from
+/// its origin (0 when we are the origin)?
+///
+/// The caller also never sends an alert back to the peer it came from, and never sends
+/// an expired alert.
+pub fn may_send(
+    me: &PublicKey,
+    peer: &PublicKey,
+    peer_level: Option<TrustLevel>,
+    scope: Scope<'_>,
+    hops: u8,
+) -> bool {
+    if !TrustLevel::may_connect(peer_level) || peer == scope.origin {
+        return false;
+    }
+    let community = matches!(peer_level, Some(TrustLevel::Member | TrustLevel::Partner));
+    let partner = peer_level == Some(TrustLevel::Partner);
+    if scope.origin == me {
+        return match scope.tlp {
+            Tlp::Clear => true,
+            Tlp::Green => community,
+            Tlp::Amber | Tlp::AmberStrict => partner,
+            Tlp::Red => partner && scope.recipients.contains(peer),
+        };
+    }
+    if hops >= MAX_HOPS {
+        return false;
+    }
+    match scope.tlp {
+        Tlp::Clear => true,
+        Tlp::Green => community,
+        Tlp::Amber | Tlp::AmberStrict | Tlp::Red => false,
+    }
+}

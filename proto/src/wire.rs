@@ -1,0 +1,101 @@
+//! Gossip frames exchanged on the `/tocsin/gossip/1` protocol.
+//!
+//! On the stream each frame is a 4-byte big-endian length followed by that many bytes
+//! of CBOR. The length is checked against [`MAX_FRAME_BYTES`] before the frame is read.
+//! See `docs/wire-format.md` for the byte-level layout.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::ids::AlertId;
+use crate::limits::{Limit, MAX_FRAME_BYTES};
+use crate::Error;
+
+/// The libp2p protocol name for gossip streams.
+pub const GOSSIP_PROTOCOL: &str = "/tocsin/gossip/1";
+
+/// One gossip frame. A closed set: anything else fails to decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
+    /// First frame on a stream: the sender's log epoch (new when its database is
+    /// created) and the highest sequence number in its log.
+    Hello { epoch: u64, head: u64 },
+    /// A full alert: the signed envelope and the hop count at which the receiver gets
+    /// it (1 when sent by the origin).
+    Alert {
+        hops: u8,
+        #[serde(with = "serde_bytes")]
+        envelope: Vec<u8>,
+    },
+    /// Lazy push: "I have these alerts".
+    Announce { ids: Vec<AlertId> },
+    /// Ask for the bodies of these alerts. With `graft`, also asks the peer to push
+    /// future alerts eagerly (repairing the broadcast tree).
+    Want { ids: Vec<AlertId>, graft: bool },
+    /// "Stop pushing full alerts to me eagerly; announce them instead" (a duplicate
+    /// arrived on this link).
+    Prune,
+    /// Catch-up: send me the ids in your log after sequence `after`, for epoch `epoch`.
+    SyncRequest { epoch: u64, after: u64 },
+    /// A page of catch-up: the ids (that the requester may see) in the log from the
+    /// requested point up to `next`. `done` when `next` is the log's head.
+    SyncPage {
+        epoch: u64,
+        ids: Vec<AlertId>,
+        next: u64,
+        done: bool,
+    },
+}
+
+impl Frame {
+    /// Encodes the frame's CBOR (without the length prefix).
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let bytes = codec::encode(self)?;
+        Limit::FrameBytes.check(bytes.len())?;
+        Ok(bytes)
+    }
+
+    /// Decodes a frame, checking size limits first and id counts after.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        Limit::FrameBytes.check(bytes.len())?;
+        let frame: Frame = codec::decode(bytes)?;
+        match &frame {
+            Frame::Announce { ids } | Frame::Want { ids, .. } | Frame::SyncPage { ids, .. } => {
+                Limit::IdsPerFrame.check(ids.len())?;
+            }
+            Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,
+            Frame::Hello { .. } | Frame::Prune | Frame::SyncRequest { .. } => {}
+        }
+        Ok(frame)
+    }
+
+    /// The frame's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Alert { .. } => "alert",
+            Frame::Announce { .. } => "announce",
+            Frame::Want { .. } => "want",
+            Frame::Prune => "prune",
+            Frame::SyncRequest { .. } => "sync_request",
+            Frame::SyncPage { .. } => "sync_page",
+        }
+    }
+}
+
+/// Reads a 4-byte big-endian length prefix and checks it against [`MAX_FRAME_BYTES`].
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, Error> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    Limit::FrameBytes.check(len)?;
+    Ok(len)
+}
+
+/// Prefixes encoded frame bytes with their length.
+pub fn with_len_prefix(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    // Frames are at most MAX_FRAME_BYTES, far below u32::MAX.
+    out.extend_from_slice(&(frame.len().min(MAX_FRAME_BYTES) as u32).to_be_bytes());
+    out.extend_from_slice(frame);
+    out
+}

@@ -1,0 +1,1 @@
+//! tocsin-tests: helpers for multi-process tests
