@@ -51,11 +51,8 @@ fn alerts(n: usize) -> R<Vec<SignedAlert>> {
             tlp: Tlp::Green,
             recipients: vec![],
             title: format!("Credential phishing campaign #{i} against banks"),
-            text: "Emails impersonating the national tax office lead to a credential \
-                   harvesting page hosted on compromised WordPress sites. Block the \
-                   domains and URLs below and reset the passwords of users who \
-                   submitted credentials. Observed since this morning across several \
-                   sectors; volume is increasing."
+            text: "Emails impersonating the tax office lead to a credential harvesting page \
+                   on compromised sites. Block the indicators below."
                 .into(),
             indicators: vec![
                 Indicator::new(IndicatorType::Domain, format!("tax-refund-{i}.example"))

@@ -227,9 +227,14 @@ pub async fn serve_router(
     let tcp = match tcp {
         None => None,
         Some((addr, token)) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} for the control API"))?;
+            let listener = match TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    let _ = std::fs::remove_file(socket);
+                    return Err(e)
+                        .with_context(|| format!("cannot listen on {addr} for the control API"));
+                }
+            };
             Some((listener, token))
         }
     };

@@ -261,11 +261,12 @@ async fn partition(State(st): State<ControlState>, Json(req): Json<PartitionReq>
             Err(r) => return r,
         }
     }
+    let n = keys.len();
     st.net.partition(keys).await;
-    StatusCode::NO_CONTENT.into_response()
+    Json(json!({"partitioned": n})).into_response()
 }
 
 async fn heal(State(st): State<ControlState>) -> Response {
     st.net.heal().await;
-    StatusCode::NO_CONTENT.into_response()
+    Json(json!({"healed": true})).into_response()
 }

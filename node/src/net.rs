@@ -93,6 +93,8 @@ pub struct NetStatus {
     pub listen: Vec<String>,
     pub connected: usize,
     pub known_alerts: usize,
+    /// Incoming connections refused since start (unknown, blocked, banned, partitioned).
+    pub connections_refused: u64,
 }
 
 /// A cloneable handle to the network actor.
@@ -819,6 +821,7 @@ impl NetActor {
                     listen: self.swarm.listeners().map(ToString::to_string).collect(),
                     connected: self.swarm.connected_peers().count(),
                     known_alerts: self.engine.known_count(),
+                    connections_refused: self.metrics.connections_refused.get(),
                 });
             }
             Command::Partition { peers, reply } => {

@@ -97,7 +97,7 @@ pub enum Rejection {
     UnknownPeer,
     /// The alert's origin is blocked here.
     BlockedOrigin,
-    /// A `public` peer relayed an alert it did not originate.
+    /// A peer we hold at `public` relayed an alert it did not originate (benign).
     RelayNotAllowed,
     /// The alert's TLP does not allow it to reach us this way (relayed AMBER/RED, RED to
     /// a non-recipient).
@@ -111,8 +111,10 @@ impl Rejection {
     /// opposed to a benign difference of configuration.
     pub fn penalised(self) -> bool {
         match self {
-            Rejection::UnknownPeer | Rejection::BlockedOrigin => false,
-            Rejection::RelayNotAllowed | Rejection::ScopeViolation | Rejection::HopLimit => true,
+            // A relay from a peer we hold at `public` is a difference of configuration
+            // (it may hold us at `member`), not invalid data: counted, not penalised.
+            Rejection::UnknownPeer | Rejection::BlockedOrigin | Rejection::RelayNotAllowed => false,
+            Rejection::ScopeViolation | Rejection::HopLimit => true,
         }
     }
 

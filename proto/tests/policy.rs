@@ -192,5 +192,6 @@ fn penalties_are_graded() {
     assert!(!Rejection::BlockedOrigin.penalised());
     assert!(!Rejection::UnknownPeer.penalised());
     assert!(Rejection::ScopeViolation.penalised());
-    assert!(Rejection::RelayNotAllowed.penalised());
+    assert!(!Rejection::RelayNotAllowed.penalised(), "a trust mismatch, not invalid data");
+    assert!(Rejection::HopLimit.penalised());
 }

@@ -1,1 +1,163 @@
-//! tocsin-tests: helpers for multi-process tests
+//! # tocsin-tests
+//!
+//! Helpers for the multi-process tests in `tests/tests/`: real `tocsind` processes on
+//! 127.0.0.1 in temporary directories (through [`tocsin_tools::cluster`]), the real
+//! `tocsin` CLI, and a raw libp2p peer that can send arbitrary gossip frames.
+//!
+//! Every wait has a timeout, and every process a test starts is killed when its
+//! [`Fed`] is dropped, even when the test fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod rawpeer;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use tocsin_proto::TrustLevel;
+use tocsin_tools::cluster::{find_binary, Cluster, CreateOptions, Link};
+
+/// How long a federation may take to start and link up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an alert may take to arrive where it is expected.
+pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long we watch for something that must NOT arrive.
+pub const QUIET_PERIOD: Duration = Duration::from_millis(1500);
+
+/// A running federation in a temporary directory.
+pub struct Fed {
+    pub cluster: Cluster,
+    pub dir: TempDir,
+}
+
+impl Fed {
+    /// Creates `n` nodes with `links`, starts them and waits for the links.
+    pub async fn start(n: usize, links: Vec<Link>) -> Fed {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CreateOptions::local().unwrap();
+        let mut cluster = Cluster::create(dir.path(), n, links, &opts).unwrap();
+        cluster.start_all(START_TIMEOUT).await.unwrap();
+        cluster.wait_links(START_TIMEOUT).await.unwrap();
+        Fed { cluster, dir }
+    }
+
+    /// A line of `n` nodes, every link at `level`.
+    pub async fn line(n: usize, level: TrustLevel) -> Fed {
+        let links = (1..n).map(|i| Link::sym(i - 1, i, level)).collect();
+        Fed::start(n, links).await
+    }
+
+    /// The public key of node `i` (0-based).
+    pub fn key(&self, i: usize) -> String {
+        self.cluster.nodes[i].key.clone()
+    }
+
+    /// Issues an alert on node `i` through the API; returns its id.
+    pub async fn issue(&self, i: usize, body: Value) -> String {
+        let v = self.cluster.nodes[i]
+            .client()
+            .post("/v1/alerts", &body)
+            .await
+            .unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// One alert as node `i` sees it (None if it does not hold it).
+    pub async fn get(&self, i: usize, id: &str) -> Option<Value> {
+        self.cluster.nodes[i]
+            .client()
+            .get(&format!("/v1/alerts/{id}"))
+            .await
+            .ok()
+    }
+
+    /// Waits until node `i` holds `id`.
+    pub async fn wait_for(&self, i: usize, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+        loop {
+            if let Some(v) = self.get(i, id).await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} did not receive {id} within {ARRIVAL_TIMEOUT:?}",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asserts that node `i` still does not hold `id` after the quiet period (call
+    /// after the alert has reached the nodes that should have it).
+    pub async fn assert_absent(&self, i: usize, id: &str) {
+        assert!(
+            self.get(i, id).await.is_none(),
+            "node {} holds {id} but must not",
+            i + 1
+        );
+    }
+
+    /// `/v1/peers` of node `i`.
+    pub async fn peers(&self, i: usize) -> Vec<Value> {
+        let v = self.cluster.nodes[i].client().get("/v1/peers").await.unwrap();
+        v["peers"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Node `i`'s row for peer `key` in `/v1/peers`.
+    pub async fn peer_row(&self, i: usize, key: &str) -> Option<Value> {
+        self.peers(i)
+            .await
+            .into_iter()
+            .find(|p| p["key"].as_str() == Some(key))
+    }
+
+    /// The `tocsin` CLI aimed at node `i`.
+    pub fn tocsin(&self, i: usize) -> Command {
+        tocsin_cli(&self.cluster.nodes[i].socket)
+    }
+}
+
+impl Drop for Fed {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop_all(Duration::from_secs(5));
+    }
+}
+
+/// The `tocsin` CLI binary.
+pub fn tocsin_bin() -> PathBuf {
+    find_binary("tocsin").unwrap()
+}
+
+/// The `tocsind` binary.
+pub fn tocsind_bin() -> PathBuf {
+    find_binary("tocsind").unwrap()
+}
+
+/// `tocsin --socket SOCKET`.
+pub fn tocsin_cli(socket: &std::path::Path) -> Command {
+    let mut c = Command::new(tocsin_bin());
+    c.arg("--socket").arg(socket);
+    c
+}
+
+/// Runs a command, returning its output (stdout, stderr as text, exit code).
+pub fn run(cmd: &mut Command) -> (String, String, i32) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+        status.code().unwrap_or(-1),
+    )
+}
+
+/// A typical alert request body.
+pub fn alert(tlp: &str, title: &str) -> Value {
+    serde_json::json!({"severity": "high", "tlp": tlp, "title": title})
+}

@@ -25,7 +25,7 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/tocsin";
 pub const SOCKET_FILE: &str = "tocsind.sock";
 
 /// Operate a Tocsin node: issue, update and cancel alerts; search and watch what
-/// arrived. Speaks only to the local tocsind's control API.
+/// arrived. Speaks only to tocsind's HTTP/JSON control API.
 #[derive(Debug, Parser)]
 #[command(name = "tocsin", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -54,7 +54,7 @@ pub struct GlobalArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Use the API over TCP instead of the socket, e.g. http://127.0.0.1:7040
+    /// Use the API over TCP instead of the socket, e.g. http://127.0.0.1:7300
     #[arg(long, global = true, env = "TOCSIN_API", value_name = "URL")]
     pub api: Option<String>,
 
@@ -427,24 +427,54 @@ mod tests {
     fn bad_values_name_the_option() {
         for (args, flag) in [
             (
-                vec!["issue", "--severity", "loud", "--tlp", "GREEN", "--title", "t"],
+                vec![
+                    "issue",
+                    "--severity",
+                    "loud",
+                    "--tlp",
+                    "GREEN",
+                    "--title",
+                    "t",
+                ],
                 "--severity",
             ),
             (
-                vec!["issue", "--severity", "low", "--tlp", "PINK", "--title", "t"],
+                vec![
+                    "issue",
+                    "--severity",
+                    "low",
+                    "--tlp",
+                    "PINK",
+                    "--title",
+                    "t",
+                ],
                 "--tlp",
             ),
             (
                 vec![
-                    "issue", "--severity", "low", "--tlp", "GREEN", "--title", "t",
-                    "--indicator", "ipv4:300.1.1.1",
+                    "issue",
+                    "--severity",
+                    "low",
+                    "--tlp",
+                    "GREEN",
+                    "--title",
+                    "t",
+                    "--indicator",
+                    "ipv4:300.1.1.1",
                 ],
                 "--indicator",
             ),
             (
                 vec![
-                    "issue", "--severity", "low", "--tlp", "GREEN", "--title", "t",
-                    "--recipient", "abc",
+                    "issue",
+                    "--severity",
+                    "low",
+                    "--tlp",
+                    "GREEN",
+                    "--title",
+                    "t",
+                    "--recipient",
+                    "abc",
                 ],
                 "--recipient",
             ),
@@ -456,8 +486,17 @@ mod tests {
             assert!(err.contains(flag), "{args:?}: {err}");
         }
         let err = parse(&[
-            "issue", "--severity", "low", "--tlp", "GREEN", "--title", "t", "--text", "a",
-            "--body-file", "-",
+            "issue",
+            "--severity",
+            "low",
+            "--tlp",
+            "GREEN",
+            "--title",
+            "t",
+            "--text",
+            "a",
+            "--body-file",
+            "-",
         ])
         .unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);

@@ -151,9 +151,9 @@ pub enum ClientError {
 fn api_message(status: u16, error: &str, field: Option<&str>) -> String {
     let field = field.map(|f| format!(" (field: {f})")).unwrap_or_default();
     match status {
-        401 => format!(
-            "tocsind refused the request: {error}{field}; pass --token or set TOCSIN_TOKEN"
-        ),
+        401 => {
+            format!("tocsind refused the request: {error}{field}; pass --token or set TOCSIN_TOKEN")
+        }
         400..=499 => format!("tocsind refused the request: {error}{field}"),
         _ => format!("tocsind failed ({status}): {error}{field}"),
     }
@@ -325,7 +325,12 @@ impl Client {
     /// Connects and sends; returns the response head with its streaming body.
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError> {
         if self.verbose {
-            eprintln!("tocsin: {} {} via {}", req.method(), req.uri(), self.endpoint);
+            eprintln!(
+                "tocsin: {} {} via {}",
+                req.method(),
+                req.uri(),
+                self.endpoint
+            );
         }
         let endpoint = self.endpoint.to_string();
         let connect = |source| ClientError::Connect {
@@ -425,7 +430,10 @@ impl Client {
         struct History {
             alerts: Vec<Value>,
         }
-        let h: History = parse(self.get(&format!("/v1/alerts/{}/history", encode(id))).await?)?;
+        let h: History = parse(
+            self.get(&format!("/v1/alerts/{}/history", encode(id)))
+                .await?,
+        )?;
         Ok(h.alerts)
     }
 
@@ -563,17 +571,20 @@ mod tests {
             limit: Some(5),
             ..Default::default()
         };
-        assert_eq!(q.to_query_string(), "?tlp=AMBER%2BSTRICT&text=a%20b%26c&limit=5");
+        assert_eq!(
+            q.to_query_string(),
+            "?tlp=AMBER%2BSTRICT&text=a%20b%26c&limit=5"
+        );
         assert_eq!(ListQuery::default().to_query_string(), "");
     }
 
     #[test]
     fn api_urls() {
         assert!(matches!(
-            Endpoint::tcp("http://127.0.0.1:7040", None),
-            Ok(Endpoint::Tcp { ref authority, .. }) if authority == "127.0.0.1:7040"
+            Endpoint::tcp("http://127.0.0.1:7300", None),
+            Ok(Endpoint::Tcp { ref authority, .. }) if authority == "127.0.0.1:7300"
         ));
-        for bad in ["https://h:1", "127.0.0.1:7040", "http://h", "http://h:1/x"] {
+        for bad in ["https://h:1", "127.0.0.1:7300", "http://h", "http://h:1/x"] {
             assert!(Endpoint::tcp(bad, None).is_err(), "{bad}");
         }
     }

@@ -11,8 +11,9 @@ use crate::cli::{
     CancelArgs, Cli, Command, ContentArgs, Expires, GlobalArgs, IssueArgs, KeyCommand, ListArgs,
     ShowArgs, UpdateArgs, WatchArgs,
 };
-use crate::client::{Client, ClientError, Endpoint, ListQuery, EXIT_DAEMON, EXIT_INPUT, EXIT_OK,
-    EXIT_UNREACHABLE};
+use crate::client::{
+    Client, ClientError, Endpoint, ListQuery, EXIT_DAEMON, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE,
+};
 use crate::format::{self, AlertView};
 
 /// Bad input found before contacting the daemon, naming the option at fault.
@@ -33,12 +34,47 @@ pub struct BrokenPipe;
 /// Writes data to stdout, turning a closed pipe into [`BrokenPipe`].
 pub struct Output<W: Write> {
     out: W,
+    detect_closed_stdout: bool,
 }
 
 impl<W: Write> Output<W> {
     /// Output to `out`.
     pub fn new(out: W) -> Self {
-        Output { out }
+        Output {
+            out,
+            detect_closed_stdout: false,
+        }
+    }
+
+    /// Also notice, while idle, that the process's stdout pipe lost its reader (see
+    /// [`Output::closed`]). For `out` = stdout.
+    pub fn detect_closed_stdout(mut self) -> Self {
+        self.detect_closed_stdout = true;
+        self
+    }
+
+    /// Resolves when stdout (fd 1) is a pipe whose reader has gone, so that
+    /// `tocsin watch | head -1` ends as soon as `head` does, not at the next alert.
+    /// Never resolves when not enabled, or when stdout cannot be polled (a regular
+    /// file).
+    pub async fn closed(&self) {
+        struct Stdout;
+        impl std::os::fd::AsRawFd for Stdout {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                1
+            }
+        }
+        if self.detect_closed_stdout {
+            // Error readiness (EPOLLERR) is what a pipe's write end reports once the
+            // read end is closed.
+            let interest = tokio::io::Interest::ERROR;
+            if let Ok(fd) = tokio::io::unix::AsyncFd::with_interest(Stdout, interest) {
+                if fd.ready(interest).await.is_ok() {
+                    return;
+                }
+            }
+        }
+        std::future::pending().await
     }
 
     /// Writes `text` and flushes (so that a stream's lines appear as they arrive).
@@ -219,7 +255,9 @@ fn check_locally(
         origin: PublicKey([0; 32]),
         issued_at: now,
         expires_at: c.expires.as_ref().map(|e| match e {
-            Expires::In(_, d) => now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Expires::In(_, d) => {
+                now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
             Expires::At(ms) => *ms,
         }),
         kind,
@@ -352,9 +390,8 @@ fn alert_line<W: Write>(g: &GlobalArgs, v: &Value, out: &mut Output<W>) -> anyho
     if g.json {
         return out.json_line(v);
     }
-    let view = AlertView::from_json(v).map_err(|e| {
-        ClientError::Response(format!("an alert view is malformed: {e}"))
-    })?;
+    let view = AlertView::from_json(v)
+        .map_err(|e| ClientError::Response(format!("an alert view is malformed: {e}")))?;
     out.line(&format::table_row(&view))
 }
 
@@ -386,9 +423,7 @@ async fn list<W: Write>(g: &GlobalArgs, a: ListArgs, out: &mut Output<W>) -> any
             Some(next) if a.all => query.cursor = Some(next),
             Some(next) => {
                 if !g.quiet {
-                    eprintln!(
-                        "tocsin: more alerts: add --all, or continue with --cursor {next}"
-                    );
+                    eprintln!("tocsin: more alerts: add --all, or continue with --cursor {next}");
                 }
                 break;
             }
@@ -430,7 +465,12 @@ async fn watch<W: Write>(g: &GlobalArgs, a: WatchArgs, out: &mut Output<W>) -> a
     if g.verbose > 0 {
         eprintln!("tocsin: watching {}", client.endpoint());
     }
-    while let Some(event) = stream.next().await? {
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => event?,
+            () = out.closed() => return Err(BrokenPipe.into()),
+        };
+        let Some(event) = event else { break };
         match event.event.as_str() {
             "alert" => {
                 let v: Value = serde_json::from_str(&event.data).map_err(|e| {
@@ -480,12 +520,16 @@ pub fn report(err: &anyhow::Error, global: &GlobalArgs, stderr: &mut impl Write)
     if err.chain().any(|c| c.is::<BrokenPipe>()) {
         return code;
     }
-    let mut chain = err.chain();
-    if let Some(top) = chain.next() {
-        let _ = writeln!(stderr, "error: {top}");
-    }
-    for cause in chain {
-        let _ = writeln!(stderr, "  caused by: {cause}");
+    let mut previous = String::new();
+    for (i, cause) in err.chain().enumerate() {
+        let text = cause.to_string();
+        if i == 0 {
+            let _ = writeln!(stderr, "error: {text}");
+        } else if !previous.contains(&text) {
+            // Errors that print their source inline would otherwise say it twice.
+            let _ = writeln!(stderr, "  caused by: {text}");
+        }
+        previous = text;
     }
     if code == EXIT_UNREACHABLE {
         let _ = writeln!(
@@ -523,7 +567,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("none.sock");
         let c = cli(&[
-            "issue", "--severity", "high", "--tlp", "RED", "--title", "t", "--socket",
+            "issue",
+            "--severity",
+            "high",
+            "--tlp",
+            "RED",
+            "--title",
+            "t",
+            "--socket",
             sock.to_str().unwrap(),
         ]);
         let (r, out) = run_blocking(c);
@@ -539,8 +590,17 @@ mod tests {
     fn oversized_text_fails_locally_naming_the_limit() {
         let big = "x".repeat(MAX_TEXT_BYTES + 1);
         let c = cli(&[
-            "issue", "--severity", "high", "--tlp", "GREEN", "--title", "t", "--text", &big,
-            "--socket", "/nonexistent/s.sock",
+            "issue",
+            "--severity",
+            "high",
+            "--tlp",
+            "GREEN",
+            "--title",
+            "t",
+            "--text",
+            &big,
+            "--socket",
+            "/nonexistent/s.sock",
         ]);
         let err = run_blocking(c).0.unwrap_err();
         assert_eq!(exit_code(&err), EXIT_INPUT);
@@ -560,7 +620,10 @@ mod tests {
         let stderr = String::from_utf8(stderr).unwrap();
         assert_eq!(code, EXIT_UNREACHABLE);
         assert!(
-            stderr.starts_with(&format!("error: cannot reach tocsind at {}\n  caused by: ", sock.display())),
+            stderr.starts_with(&format!(
+                "error: cannot reach tocsind at {}\n  caused by: ",
+                sock.display()
+            )),
             "{stderr}"
         );
         assert!(stderr.contains(&format!(
@@ -581,8 +644,17 @@ mod tests {
     #[test]
     fn list_options_become_the_api_query() {
         let Command::List(a) = cli(&[
-            "list", "--tlp", "amber+strict", "--min-severity", "High", "--state", "active",
-            "--limit", "5", "--since", "1000",
+            "list",
+            "--tlp",
+            "amber+strict",
+            "--min-severity",
+            "High",
+            "--state",
+            "active",
+            "--limit",
+            "5",
+            "--since",
+            "1000",
         ])
         .command
         else {

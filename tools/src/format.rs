@@ -193,12 +193,17 @@ pub fn show(v: &AlertView) -> String {
         ("issued".into(), format_time(a.issued_at)),
         (
             "expires".into(),
-            a.expires_at.map_or_else(|| "never".to_string(), format_time),
+            a.expires_at
+                .map_or_else(|| "never".to_string(), format_time),
         ),
     ];
     let mut list = |name: &str, items: Vec<String>| {
         for (i, item) in items.into_iter().enumerate() {
-            let label = if i == 0 { name.to_string() } else { String::new() };
+            let label = if i == 0 {
+                name.to_string()
+            } else {
+                String::new()
+            };
             lines.push((label, item));
         }
     };

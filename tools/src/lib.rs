@@ -25,6 +25,10 @@
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod format;
 pub mod sse;
+
+#[cfg(test)]
+mod e2e_tests;

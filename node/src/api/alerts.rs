@@ -392,14 +392,25 @@ pub(super) async fn update(
         }
     }
     let now = issued_after(ob.issued_at);
+    let expires_at = match f.expires {
+        Some(e) => Some(e.resolve(now)),
+        None => match ob.expires_at {
+            Some(exp) if exp <= now => {
+                return Err(ApiError::bad(
+                    "expires_in",
+                    format!(
+                        "alert {id} expired at {exp} (unix ms); give a new expires_in or expires_at to update it"
+                    ),
+                ))
+            }
+            kept => kept,
+        },
+    };
     let body = AlertBody {
         v: FORMAT_VERSION,
         origin: ob.origin,
         issued_at: now,
-        expires_at: match f.expires {
-            Some(e) => Some(e.resolve(now)),
-            None => ob.expires_at,
-        },
+        expires_at,
         kind: Kind::Update,
         replaces: Some(id),
         severity: f.severity.unwrap_or(ob.severity),
@@ -528,7 +539,10 @@ pub(super) fn parse_list_query(params: Vec<(String, String)>) -> Result<StoreQue
             "until" => q.until = Some(parse_u64(&v, k, "unix milliseconds")?),
             "origin" => {
                 q.origin = Some(PublicKey::from_hex(&v).map_err(|_| {
-                    ApiError::bad(k, format!("origin {v:?} is not a node key (64 hex characters)"))
+                    ApiError::bad(
+                        k,
+                        format!("origin {v:?} is not a node key (64 hex characters)"),
+                    )
                 })?)
             }
             "min_severity" => {
@@ -542,14 +556,16 @@ pub(super) fn parse_list_query(params: Vec<(String, String)>) -> Result<StoreQue
             "indicator" => q.indicator = Some(v),
             "text" => q.text = Some(v),
             "state" => {
-                q.state = Some(serde_json::from_value(Value::String(v.clone())).map_err(|_| {
-                    ApiError::bad(
-                        k,
-                        format!(
-                            "state {v:?} is not one of active, superseded, cancelled, expired"
-                        ),
-                    )
-                })?)
+                q.state = Some(
+                    serde_json::from_value(Value::String(v.clone())).map_err(|_| {
+                        ApiError::bad(
+                            k,
+                            format!(
+                                "state {v:?} is not one of active, superseded, cancelled, expired"
+                            ),
+                        )
+                    })?,
+                )
             }
             "limit" => {
                 let n: usize = v.parse().map_err(|_| {
@@ -629,7 +645,10 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        assert_eq!(field_of(parse_alert_fields(br#"{"severity":"bad"}"#)), "severity");
+        assert_eq!(
+            field_of(parse_alert_fields(br#"{"severity":"bad"}"#)),
+            "severity"
+        );
         assert_eq!(field_of(parse_alert_fields(br#"{"tlp":"PINK"}"#)), "tlp");
         assert_eq!(field_of(parse_alert_fields(br#"{"title":5}"#)), "title");
         assert_eq!(
@@ -645,13 +664,14 @@ mod tests {
             field_of(parse_alert_fields(br#"{"expires_in":"1h","expires_at":5}"#)),
             "expires_in"
         );
-        let many = format!(
-            r#"{{"tags":[{}]}}"#,
-            vec!["\"a\""; 40].join(",")
-        );
+        let many = format!(r#"{{"tags":[{}]}}"#, vec!["\"a\""; 40].join(","));
         let err = parse_alert_fields(many.as_bytes()).unwrap_err();
         assert_eq!(err.body.field.as_deref(), Some("tags"));
-        assert!(err.body.error.contains("MAX_TAGS = 32"), "{}", err.body.error);
+        assert!(
+            err.body.error.contains("MAX_TAGS = 32"),
+            "{}",
+            err.body.error
+        );
     }
 
     #[test]

@@ -105,10 +105,7 @@ pub fn limit_error(limit: Limit, actual: usize, field: Option<&str>) -> ApiError
             format!("an indicator value is {actual} bytes"),
         ),
         Limit::TagBytes => (Some("tags"), format!("a tag is {actual} bytes")),
-        Limit::ReferenceBytes => (
-            Some("references"),
-            format!("a reference is {actual} bytes"),
-        ),
+        Limit::ReferenceBytes => (Some("references"), format!("a reference is {actual} bytes")),
         Limit::Indicators => (Some("indicators"), format!("{actual} indicators")),
         Limit::Tags => (Some("tags"), format!("{actual} tags")),
         Limit::Recipients => (Some("recipients"), format!("{actual} recipients")),
@@ -135,7 +132,11 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidQuery(message) => {
                 let field = QUERY_PARAMS
                     .iter()
-                    .find(|p| message.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|w| w == **p))
+                    .find(|p| {
+                        message
+                            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                            .any(|w| w == **p)
+                    })
                     .copied();
                 ApiError::new(StatusCode::BAD_REQUEST, field, err.to_string())
             }
@@ -200,6 +201,9 @@ mod tests {
         assert_eq!(e.body.field.as_deref(), Some("indicators"));
         assert!(e.body.error.contains("999.1.1.1"), "{}", e.body.error);
         let err = "purple".parse::<tocsin_proto::Tlp>().unwrap_err();
-        assert_eq!(ApiError::from_proto(&err).body.field.as_deref(), Some("tlp"));
+        assert_eq!(
+            ApiError::from_proto(&err).body.field.as_deref(),
+            Some("tlp")
+        );
     }
 }

@@ -16,9 +16,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use serde_json::json;
+use tocsin_proto::AlertId;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tocsin_proto::AlertId;
 
 use super::error::ApiError;
 use super::view::alert_json;
@@ -174,7 +174,7 @@ async fn follow(store: Store, mut notifications: broadcast::Receiver<Stored>, mu
             };
             match next {
                 Ok(Stored { seq, .. }) if seq <= sink.last => {}
-                Ok(Stored { seq, id }) if seq == sink.last + 1 => {
+                Ok(Stored { seq, id }) if Some(seq) == sink.last.checked_add(1) => {
                     sink.send_alert(&store, seq, &id).await?;
                 }
                 // A gap in the numbers, or notifications we missed: the log has them.

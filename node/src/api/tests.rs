@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tocsin_proto::SigningKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
-use tocsin_proto::SigningKey;
 
 use super::*;
 use crate::store::Store;
@@ -131,7 +131,9 @@ fn green(title: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_get_list_history() {
     let h = harness().await;
-    let (status, issued) = h.call("POST", "/v1/alerts", Some(green("Phishing wave"))).await;
+    let (status, issued) = h
+        .call("POST", "/v1/alerts", Some(green("Phishing wave")))
+        .await;
     assert_eq!(status, 201, "{issued}");
     let id = issued["id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 64);
@@ -158,11 +160,15 @@ async fn issue_get_list_history() {
     assert_eq!(view["provenance"]["from"], Value::Null);
     assert_eq!(view["provenance"]["hops"], 0);
 
-    let (status, list) = h.call("GET", "/v1/alerts?tag=phishing&min_severity=medium", None).await;
+    let (status, list) = h
+        .call("GET", "/v1/alerts?tag=phishing&min_severity=medium", None)
+        .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["alerts"].as_array().unwrap().len(), 1);
     assert_eq!(list["alerts"][0]["id"], id.as_str());
-    let (_, none) = h.call("GET", "/v1/alerts?min_severity=critical", None).await;
+    let (_, none) = h
+        .call("GET", "/v1/alerts?min_severity=critical", None)
+        .await;
     assert_eq!(none["alerts"].as_array().unwrap().len(), 0);
 
     // Update: unspecified fields are copied, TLP is kept.
@@ -209,7 +215,11 @@ async fn issue_get_list_history() {
         .await;
     assert_eq!(status, 201, "{c}");
     let (_, cview) = h
-        .call("GET", &format!("/v1/alerts/{}", c["id"].as_str().unwrap()), None)
+        .call(
+            "GET",
+            &format!("/v1/alerts/{}", c["id"].as_str().unwrap()),
+            None,
+        )
         .await;
     assert_eq!(cview["alert"]["kind"], "cancel");
     assert_eq!(cview["alert"]["title"], "Cancelled: Phishing wave");
@@ -248,7 +258,10 @@ async fn bad_input_names_the_field() {
             "text",
         ),
         (json!({"severity": "high", "tlp": "GREEN"}), "title"),
-        (json!({"severity": "loud", "tlp": "GREEN", "title": "t"}), "severity"),
+        (
+            json!({"severity": "loud", "tlp": "GREEN", "title": "t"}),
+            "severity",
+        ),
         (
             json!({"severity": "high", "tlp": "GREEN", "title": "t", "expires_in": "soon"}),
             "expires_in",
@@ -287,7 +300,11 @@ async fn unknown_ids_and_paths_are_404_and_foreign_alerts_403() {
     assert_eq!(status, 404);
     assert!(err["error"].as_str().unwrap().contains(&missing), "{err}");
     let (status, _) = h
-        .call("POST", &format!("/v1/alerts/{missing}/cancel"), Some(json!({"reason": "x"})))
+        .call(
+            "POST",
+            &format!("/v1/alerts/{missing}/cancel"),
+            Some(json!({"reason": "x"})),
+        )
         .await;
     assert_eq!(status, 404);
     let (status, err) = h.call("GET", "/v2/nothing", None).await;
@@ -326,10 +343,17 @@ async fn unknown_ids_and_paths_are_404_and_foreign_alerts_403() {
         .await
         .unwrap();
     let (status, err) = h
-        .call("POST", &format!("/v1/alerts/{id}/cancel"), Some(json!({"reason": "x"})))
+        .call(
+            "POST",
+            &format!("/v1/alerts/{id}/cancel"),
+            Some(json!({"reason": "x"})),
+        )
         .await;
     assert_eq!(status, 403, "{err}");
-    assert!(err["error"].as_str().unwrap().contains("only its origin"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("only its origin"),
+        "{err}"
+    );
     let (_, view) = h.call("GET", &format!("/v1/alerts/{id}"), None).await;
     assert_eq!(view["provenance"]["hops"], 1);
     assert_eq!(
@@ -451,7 +475,9 @@ async fn stream_replays_from_seq_then_follows() {
     let h = harness().await;
     let mut seqs = Vec::new();
     for i in 0..3 {
-        let (status, r) = h.call("POST", "/v1/alerts", Some(green(&format!("a{i}")))).await;
+        let (status, r) = h
+            .call("POST", "/v1/alerts", Some(green(&format!("a{i}"))))
+            .await;
         assert_eq!(status, 201);
         seqs.push(r["seq"].as_u64().unwrap());
     }

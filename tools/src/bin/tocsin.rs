@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let stdout = std::io::stdout();
-    let mut out = Output::new(stdout.lock());
+    let mut out = Output::new(stdout.lock()).detect_closed_stdout();
     match runtime.block_on(run(cli, &mut out)) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(err) => ExitCode::from(report(&err, &global, &mut std::io::stderr())),

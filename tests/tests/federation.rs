@@ -1,0 +1,499 @@
+//! Federation over real `tocsind` processes on 127.0.0.1: reach, TLP scope, the trust
+//! gate, integrity (raw frames from a misbehaving peer), catch-up, partitions, and live
+//! trust changes. Each test starts its own nodes and stops them when it ends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tocsin_proto::TrustLevel::{self, Blocked, Member, Partner, Public};
+use tocsin_tests::{alert, Fed, ARRIVAL_TIMEOUT, QUIET_PERIOD};
+use tocsin_tools::cluster::Link;
+
+fn link(a: usize, b: usize, level: TrustLevel) -> Link {
+    Link::sym(a, b, level)
+}
+
+/// Waits for every node in `holders` to hold `id`, then checks, after a quiet period,
+/// that no other node of `all` holds it.
+async fn assert_exactly(fed: &Fed, id: &str, holders: &[usize], all: usize, what: &str) {
+    for &i in holders {
+        fed.wait_for(i, id).await;
+    }
+    tokio::time::sleep(QUIET_PERIOD).await;
+    for i in 0..all {
+        let has = fed.get(i, id).await.is_some();
+        assert_eq!(
+            has,
+            holders.contains(&i),
+            "{what}: node {} {} the alert",
+            i + 1,
+            if has { "holds" } else { "lacks" }
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_and_green_reach_the_end_of_a_five_member_line_in_four_hops() {
+    let fed = Fed::line(5, Member).await;
+    let clear = fed.issue(0, alert("CLEAR", "clear across the line")).await;
+    let green = fed.issue(0, alert("GREEN", "green across the line")).await;
+    for id in [&clear, &green] {
+        let v = fed.wait_for(4, id).await;
+        assert_eq!(v["provenance"]["hops"], 4, "{v}");
+        assert_eq!(v["provenance"]["from"], fed.key(3), "delivered by node 4");
+        assert_eq!(v["alert"]["origin"], fed.key(0));
+        assert_eq!(v["signature"], "valid");
+    }
+}
+
+/// Node 1 (index 0) is the origin. Its links: 2 and 3 partner, 4 member, 5 public.
+/// Behind them: 2–6 partner; 4 holds 7 at public while 7 holds 4 at member (so 7
+/// accepts relays from 4, and 4 may send 7 only CLEAR).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tlp_scope_amber_red_green_reach_exactly_who_they_may() {
+    let links = vec![
+        link(0, 1, Partner),
+        link(0, 2, Partner),
+        link(0, 3, Member),
+        link(0, 4, Public),
+        link(1, 5, Partner),
+        Link {
+            a: 3,
+            b: 6,
+            ab: Public,
+            ba: Member,
+        },
+    ];
+    let fed = Fed::start(7, links).await;
+    let n = 7;
+
+    let amber = fed.issue(0, alert("AMBER", "amber: partners only")).await;
+    assert_exactly(&fed, &amber, &[0, 1, 2], n, "AMBER").await;
+
+    let strict = fed.issue(0, alert("AMBER+STRICT", "amber strict")).await;
+    assert_exactly(&fed, &strict, &[0, 1, 2], n, "AMBER+STRICT").await;
+
+    let mut red = alert("RED", "red: only node 2");
+    red["recipients"] = json!([fed.key(1)]);
+    let red = fed.issue(0, red).await;
+    assert_exactly(&fed, &red, &[0, 1], n, "RED").await;
+
+    // RED naming a member (not a partner) reaches nobody.
+    let mut red_member = alert("RED", "red to a member");
+    red_member["recipients"] = json!([fed.key(3)]);
+    let red_member = fed.issue(0, red_member).await;
+    assert_exactly(&fed, &red_member, &[0], n, "RED to a member").await;
+
+    let green = fed.issue(0, alert("GREEN", "green: community")).await;
+    assert_exactly(&fed, &green, &[0, 1, 2, 3, 5], n, "GREEN").await;
+
+    let clear = fed.issue(0, alert("CLEAR", "clear: everyone")).await;
+    assert_exactly(&fed, &clear, &[0, 1, 2, 3, 4, 5, 6], n, "CLEAR").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_cannot_connect_and_nothing_it_sends_is_stored() {
+    use tocsin_tests::rawpeer::{connect, Connect};
+    let fed = Fed::line(2, Member).await;
+    let stranger = tocsin_proto::SigningKey::from_bytes(&[42u8; 32]);
+    let node = &fed.cluster.nodes[0];
+    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+    let alert = sign(&stranger, tocsin_proto::Tlp::Clear, "from a stranger");
+    match connect(&stranger, node.addr().parse().unwrap(), target).await {
+        Connect::Refused(_) => {}
+        Connect::Open(mut peer) => {
+            // If the stream opened at all, whatever it sends must be dropped.
+            let _ = peer.send_frames(&[alert_frame(&alert, 1)]).await;
+        }
+    }
+    tokio::time::sleep(QUIET_PERIOD).await;
+    for i in 0..2 {
+        assert!(fed.get(i, &alert.id().to_string()).await.is_none());
+        let connected = fed.cluster.connected(i).await.unwrap();
+        assert!(!connected.contains(&hex(&stranger)));
+    }
+    let net = node.client().get("/v1/net").await.unwrap();
+    assert!(
+        net["connections_refused"].as_u64() >= Some(1),
+        "refusal counted: {net}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_origin_is_dropped_even_when_a_trusted_member_relays_it() {
+    // 1 – 2 – 3 members; 3 blocks 1 (an entry, no link).
+    let mut links = vec![link(0, 1, Member), link(1, 2, Member)];
+    links.push(Link {
+        a: 0,
+        b: 2,
+        ab: Member,
+        ba: Blocked,
+    });
+    let fed = Fed::start(3, links).await;
+    let id = fed.issue(0, alert("CLEAR", "from a blocked origin")).await;
+    assert_exactly(&fed, &id, &[0, 1], 3, "blocked origin").await;
+    let row = fed.peer_row(2, &fed.key(1)).await.unwrap();
+    assert!(
+        row["rejections"]["blocked_origin"].as_u64() >= Some(1),
+        "counted per peer: {row}"
+    );
+    assert_eq!(row["penalty"], 0, "a benign rejection is not penalised");
+    // The relaying member is still connected and other alerts still flow.
+    let ok = fed.issue(1, alert("CLEAR", "from node 2")).await;
+    fed.wait_for(2, &ok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_or_badly_signed_alerts_are_rejected_counted_and_penalised() {
+    use tocsin_tests::rawpeer::{connect, Connect};
+    let fed = Fed::line(2, Member).await;
+    let raw = tocsin_proto::SigningKey::from_bytes(&[7u8; 32]);
+    let node = &fed.cluster.nodes[0];
+    node.client()
+        .post(
+            "/v1/trust",
+            &json!({"key": hex(&raw), "level": "member", "name": "raw"}),
+        )
+        .await
+        .unwrap();
+    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+    let Connect::Open(mut peer) = connect(&raw, node.addr().parse().unwrap(), target).await else {
+        panic!("a trusted key must be able to connect");
+    };
+    let good = sign(&raw, tocsin_proto::Tlp::Clear, "good alert from raw");
+    let tampered = sign(&raw, tocsin_proto::Tlp::Clear, "tampered alert AAAA");
+    let badsig = sign(&raw, tocsin_proto::Tlp::Clear, "bad signature alert");
+    let mut body = tampered.body_bytes().to_vec();
+    let at = body.windows(4).position(|w| w == b"AAAA").unwrap();
+    body[at] = b'B';
+    let frames = vec![
+        b"\xff\x00not cbor".to_vec(),
+        envelope_frame(body.clone(), tampered.signature().to_vec(), 1),
+        envelope_frame(badsig.body_bytes().to_vec(), vec![0u8; 64], 1),
+        alert_frame(&good, 1),
+    ];
+    peer.send_frames(&frames).await.unwrap();
+
+    let good_id = good.id().to_string();
+    fed.wait_for(0, &good_id).await;
+    fed.wait_for(1, &good_id).await; // relayed on
+    let tampered_id = tocsin_proto::AlertId::of_body(&body).to_string();
+    for i in 0..2 {
+        fed.assert_absent(i, &tampered_id).await;
+        fed.assert_absent(i, &badsig.id().to_string()).await;
+    }
+    let row = fed.peer_row(0, &hex(&raw)).await.unwrap();
+    assert_eq!(row["rejections"]["bad_signature"], 2, "{row}");
+    assert_eq!(row["rejections"]["malformed_frame"], 1, "{row}");
+    assert!(row["penalty"].as_u64().unwrap() >= 50, "{row}");
+    assert_eq!(row["alerts_in"], 1);
+
+    // Past the threshold (100) the peer is disconnected and banned.
+    // (The score decays by 1 point a second, so send a margin.)
+    let more: Vec<Vec<u8>> = (0..6).map(|_| b"\xff".to_vec()).collect();
+    let _ = peer.send_frames(&more).await;
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        let row = fed.peer_row(0, &hex(&raw)).await.unwrap();
+        if row["banned_until"].is_u64() && row["connected"] == false {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not banned: {row}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Honest traffic is unaffected.
+    let id = fed.issue(1, alert("GREEN", "honest traffic still flows")).await;
+    fed.wait_for(0, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_wins_whatever_the_order_of_arrival() {
+    use tocsin_tests::rawpeer::{connect, Connect};
+    let fed = Fed::line(2, Member).await;
+    let raw = tocsin_proto::SigningKey::from_bytes(&[9u8; 32]);
+    let node = &fed.cluster.nodes[0];
+    node.client()
+        .post("/v1/trust", &json!({"key": hex(&raw), "level": "member"}))
+        .await
+        .unwrap();
+    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+    let Connect::Open(mut peer) = connect(&raw, node.addr().parse().unwrap(), target).await else {
+        panic!("trusted key refused");
+    };
+    let original = sign(&raw, tocsin_proto::Tlp::Clear, "to be cancelled");
+    let cancel = sign_kind(&raw, tocsin_proto::Kind::Cancel, Some(original.id()), "withdrawn");
+    // Cancel first, then the original, then the original again (a late copy).
+    peer.send_frames(&[alert_frame(&cancel, 1)]).await.unwrap();
+    fed.wait_for(0, &cancel.id().to_string()).await;
+    peer.send_frames(&[alert_frame(&original, 1)]).await.unwrap();
+    let id = original.id().to_string();
+    let v = fed.wait_for(0, &id).await;
+    assert_eq!(v["state"], "cancelled", "stored, but as cancelled: {v}");
+    // Node 2 gets the cancel; the retracted original is not relayed, so node 2 either
+    // lacks it or holds it as cancelled, never active.
+    fed.wait_for(1, &cancel.id().to_string()).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    if let Some(v) = fed.get(1, &id).await {
+        assert_eq!(v["state"], "cancelled", "node 2: {v}");
+    }
+    peer.send_frames(&[alert_frame(&original, 1)]).await.unwrap();
+    tokio::time::sleep(QUIET_PERIOD).await;
+    let v = fed.get(0, &id).await.unwrap();
+    assert_eq!(v["state"], "cancelled", "a late copy does not revive it");
+    let active = node.client().get("/v1/alerts?state=active").await.unwrap();
+    let active_ids: Vec<&str> = active["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert!(!active_ids.contains(&id.as_str()), "never listed as active");
+
+    // Normal order through the nodes' own API: issue, then cancel, both replicate.
+    let id2 = fed.issue(0, alert("GREEN", "normal order")).await;
+    fed.wait_for(1, &id2).await;
+    fed.cluster.nodes[0]
+        .client()
+        .post(&format!("/v1/alerts/{id2}/cancel"), &json!({"reason": "false positive"}))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        let v = fed.get(1, &id2).await.unwrap();
+        if v["state"] == "cancelled" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "cancel did not replicate: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_or_cancel_from_another_origin_is_rejected_and_penalised() {
+    use tocsin_tests::rawpeer::{connect, Connect};
+    let fed = Fed::line(2, Member).await;
+    let raw = tocsin_proto::SigningKey::from_bytes(&[11u8; 32]);
+    let node = &fed.cluster.nodes[0];
+    node.client()
+        .post("/v1/trust", &json!({"key": hex(&raw), "level": "member"}))
+        .await
+        .unwrap();
+    let victim = fed.issue(1, alert("CLEAR", "someone else's alert")).await;
+    fed.wait_for(0, &victim).await;
+    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+    let Connect::Open(mut peer) = connect(&raw, node.addr().parse().unwrap(), target).await else {
+        panic!("trusted key refused");
+    };
+    let victim_id = tocsin_proto::AlertId::from_hex(&victim).unwrap();
+    let forged = sign_kind(&raw, tocsin_proto::Kind::Cancel, Some(victim_id), "forged cancel");
+    peer.send_frames(&[alert_frame(&forged, 1)]).await.unwrap();
+    tokio::time::sleep(QUIET_PERIOD).await;
+    assert!(fed.get(0, &forged.id().to_string()).await.is_none());
+    assert_eq!(fed.get(0, &victim).await.unwrap()["state"], "active");
+    let row = fed.peer_row(0, &hex(&raw)).await.unwrap();
+    assert_eq!(row["rejections"]["not_origin"], 1, "{row}");
+    assert!(row["penalty"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_catches_up_on_restart_and_after_its_database_is_wiped() {
+    let fed = Fed::line(3, Member).await;
+    let mut fed = fed;
+    fed.cluster.stop(2, Duration::from_secs(10)).unwrap();
+    let mut ids = HashSet::new();
+    for i in 0..50 {
+        ids.insert(fed.issue(0, alert("GREEN", &format!("while node 3 was down #{i}"))).await);
+    }
+    fed.cluster
+        .wait_alerts(1, ARRIVAL_TIMEOUT, |have| ids.is_subset(have))
+        .await
+        .unwrap();
+    fed.cluster.start(2).unwrap();
+    fed.cluster.wait_ready(2, Duration::from_secs(10)).await.unwrap();
+    fed.cluster
+        .wait_alerts(2, Duration::from_secs(10), |have| ids.is_subset(have))
+        .await
+        .unwrap();
+
+    // Wipe node 3's database: a new log epoch; it still gets everything.
+    fed.cluster.stop(2, Duration::from_secs(10)).unwrap();
+    std::fs::remove_file(fed.cluster.nodes[2].data_dir.join("tocsin.redb")).unwrap();
+    fed.cluster.start(2).unwrap();
+    fed.cluster.wait_ready(2, Duration::from_secs(10)).await.unwrap();
+    let got = fed
+        .cluster
+        .wait_alerts(2, Duration::from_secs(10), |have| ids.is_subset(have))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 50, "exactly the 50 alerts, nothing else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_partition_heals_every_node_holds_exactly_what_it_may() {
+    // Ring of 4: 1–2 partner, 2–3 member, 3–4 partner, 4–1 member.
+    let links = vec![
+        link(0, 1, Partner),
+        link(1, 2, Member),
+        link(2, 3, Partner),
+        link(3, 0, Member),
+    ];
+    let mut fed = Fed::start(4, links).await;
+    fed.cluster.partition(vec![vec![0, 1], vec![2, 3]]).await.unwrap();
+    fed.cluster.wait_links(Duration::from_secs(10)).await.unwrap();
+    // Cut means cut: nodes 1 and 3 are no longer connected to the other side.
+    let c0 = fed.cluster.connected(0).await.unwrap();
+    assert!(!c0.contains(&fed.key(3)), "partition cut 1–4");
+
+    let a_clear = fed.issue(0, alert("CLEAR", "left clear")).await;
+    let a_amber = fed.issue(0, alert("AMBER", "left amber")).await;
+    let b_green = fed.issue(2, alert("GREEN", "right green")).await;
+    let b_amber = fed.issue(3, alert("AMBER", "right amber")).await;
+    fed.wait_for(1, &a_clear).await;
+    fed.wait_for(3, &b_green).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    assert!(fed.get(2, &a_clear).await.is_none(), "partition holds");
+    assert!(fed.get(0, &b_green).await.is_none(), "partition holds");
+
+    fed.cluster.heal().await.unwrap();
+    fed.cluster.wait_links(Duration::from_secs(15)).await.unwrap();
+    let expect: [HashSet<String>; 4] = [
+        [&a_clear, &a_amber, &b_green].into_iter().cloned().collect(),
+        [&a_clear, &a_amber, &b_green].into_iter().cloned().collect(),
+        [&a_clear, &b_green, &b_amber].into_iter().cloned().collect(),
+        [&a_clear, &b_green, &b_amber].into_iter().cloned().collect(),
+    ];
+    for (i, want) in expect.iter().enumerate() {
+        let got = fed
+            .cluster
+            .wait_alerts(i, ARRIVAL_TIMEOUT, |have| want.is_subset(have))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = if got == *want { got } else { fed.cluster.alert_ids(i).await.unwrap() };
+        assert_eq!(&got, want, "node {} holds exactly what it may", i + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demoting_a_peer_to_public_stops_green_at_once_and_survives_restart() {
+    let mut fed = Fed::line(2, Member).await;
+    let before = fed.issue(0, alert("GREEN", "before the demotion")).await;
+    fed.wait_for(1, &before).await;
+
+    let peer = fed.key(1);
+    let v = fed.cluster.nodes[0]
+        .client()
+        .call(
+            hyper::Method::PUT,
+            &format!("/v1/trust/{peer}"),
+            Some(&json!({"level": "public"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["old"], "member");
+    assert_eq!(v["new"], "public");
+
+    let green = fed.issue(0, alert("GREEN", "after the demotion")).await;
+    let clear = fed.issue(0, alert("CLEAR", "clear still flows")).await;
+    fed.wait_for(1, &clear).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(1, &green).await;
+
+    let audit = fed.cluster.nodes[0].client().get("/v1/trust-audit").await.unwrap();
+    let last = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["key"] == peer)
+        .cloned()
+        .unwrap();
+    assert_eq!((last["old"].as_str(), last["new"].as_str()), (Some("member"), Some("public")));
+
+    // Survives a restart even though config.toml still says member.
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    fed.cluster.start(0).unwrap();
+    fed.cluster.wait_ready(0, Duration::from_secs(10)).await.unwrap();
+    let entry = fed.cluster.nodes[0]
+        .client()
+        .get(&format!("/v1/trust/{peer}"))
+        .await
+        .unwrap();
+    assert_eq!(entry["level"], "public");
+    fed.cluster.wait_links(Duration::from_secs(15)).await.unwrap();
+    let green2 = fed.issue(0, alert("GREEN", "after restart")).await;
+    let clear2 = fed.issue(0, alert("CLEAR", "after restart")).await;
+    fed.wait_for(1, &clear2).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(1, &green2).await;
+}
+
+// ---- helpers ----
+
+fn hex(key: &tocsin_proto::SigningKey) -> String {
+    tocsin_proto::PublicKey(key.verifying_key().to_bytes()).to_string()
+}
+
+fn sign(key: &tocsin_proto::SigningKey, tlp: tocsin_proto::Tlp, title: &str) -> tocsin_proto::SignedAlert {
+    let mut a = body(key, title);
+    a.tlp = tlp;
+    tocsin_proto::SignedAlert::sign(a, key).unwrap()
+}
+
+fn sign_kind(
+    key: &tocsin_proto::SigningKey,
+    kind: tocsin_proto::Kind,
+    replaces: Option<tocsin_proto::AlertId>,
+    title: &str,
+) -> tocsin_proto::SignedAlert {
+    let mut a = body(key, title);
+    a.kind = kind;
+    a.replaces = replaces;
+    tocsin_proto::SignedAlert::sign(a, key).unwrap()
+}
+
+fn body(key: &tocsin_proto::SigningKey, title: &str) -> tocsin_proto::AlertBody {
+    tocsin_proto::AlertBody {
+        v: tocsin_proto::FORMAT_VERSION,
+        origin: tocsin_proto::PublicKey(key.verifying_key().to_bytes()),
+        issued_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+        expires_at: None,
+        kind: tocsin_proto::Kind::New,
+        replaces: None,
+        severity: tocsin_proto::Severity::High,
+        tlp: tocsin_proto::Tlp::Clear,
+        recipients: vec![],
+        title: title.into(),
+        text: String::new(),
+        indicators: vec![],
+        tags: vec![],
+        references: vec![],
+    }
+}
+
+fn alert_frame(a: &tocsin_proto::SignedAlert, hops: u8) -> Vec<u8> {
+    tocsin_proto::Frame::Alert {
+        hops,
+        envelope: a.to_envelope(),
+    }
+    .encode()
+    .unwrap()
+}
+
+fn envelope_frame(body: Vec<u8>, sig: Vec<u8>, hops: u8) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Env {
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        sig: Vec<u8>,
+    }
+    let envelope = tocsin_proto::codec::encode(&Env { body, sig }).unwrap();
+    tocsin_proto::Frame::Alert { hops, envelope }.encode().unwrap()
+}
