@@ -756,6 +756,14 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Leaves the processes this value started running after it is dropped (for
+    /// `tocsin-cluster up`, whose nodes outlive the command).
+    pub fn detach(&mut self) {
+        self.children.clear();
+    }
+}
+
 impl Drop for Cluster {
     /// Processes this value started itself (tests) are killed with it; nodes started
     /// by an earlier `tocsin-cluster` command are left running.

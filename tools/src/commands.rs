@@ -35,6 +35,8 @@ pub struct BrokenPipe;
 pub struct Output<W: Write> {
     out: W,
     detect_closed_stdout: bool,
+    /// Set to `true` by the stdout watcher thread, once started.
+    closed: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl<W: Write> Output<W> {
@@ -43,35 +45,27 @@ impl<W: Write> Output<W> {
         Output {
             out,
             detect_closed_stdout: false,
+            closed: None,
         }
     }
 
-    /// Also notice, while idle, that the process's stdout pipe lost its reader (see
+    /// Also notice, while idle, that the process's stdout lost its reader (see
     /// [`Output::closed`]). For `out` = stdout.
     pub fn detect_closed_stdout(mut self) -> Self {
         self.detect_closed_stdout = true;
         self
     }
 
-    /// Resolves when stdout (fd 1) is a pipe whose reader has gone, so that
+    /// Resolves when stdout (fd 1) is a pipe or socket whose reader has gone, so that
     /// `tocsin watch | head -1` ends as soon as `head` does, not at the next alert.
-    /// Never resolves when not enabled, or when stdout cannot be polled (a regular
-    /// file).
-    pub async fn closed(&self) {
-        struct Stdout;
-        impl std::os::fd::AsRawFd for Stdout {
-            fn as_raw_fd(&self) -> std::os::fd::RawFd {
-                1
-            }
+    /// Never resolves when not enabled, or for a terminal or a regular file.
+    pub async fn closed(&mut self) {
+        if self.detect_closed_stdout && self.closed.is_none() {
+            self.closed = Some(watch_stdout());
         }
-        if self.detect_closed_stdout {
-            // Error readiness (EPOLLERR) is what a pipe's write end reports once the
-            // read end is closed.
-            let interest = tokio::io::Interest::ERROR;
-            if let Ok(fd) = tokio::io::unix::AsyncFd::with_interest(Stdout, interest) {
-                if fd.ready(interest).await.is_ok() {
-                    return;
-                }
+        if let Some(rx) = &mut self.closed {
+            if rx.wait_for(|closed| *closed).await.is_ok() {
+                return;
             }
         }
         std::future::pending().await
@@ -98,6 +92,37 @@ impl<W: Write> Output<W> {
     pub fn json_line(&mut self, v: &Value) -> anyhow::Result<()> {
         self.line(&v.to_string())
     }
+}
+
+/// Starts a thread that waits (in `poll(2)`, with no events requested) for stdout to
+/// report an error or hang-up, which a pipe does once its reader is closed. The thread
+/// is detached: it ends with the process.
+fn watch_stdout() -> tokio::sync::watch::Receiver<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let spawned = std::thread::Builder::new()
+        .name("stdout-watch".into())
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+            loop {
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return,
+                    Ok(_) => {
+                        let gone = PollFlags::POLLERR | PollFlags::POLLHUP;
+                        if fds[0].revents().is_some_and(|r| r.intersects(gone)) {
+                            let _ = tx.send(true);
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    // Without the thread, a closed stdout is noticed at the next write instead.
+    drop(spawned);
+    rx
 }
 
 /// The client for the endpoint the global options name.
