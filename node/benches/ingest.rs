@@ -268,9 +268,72 @@ fn timed(
     Ok(pool.len() as f64 / secs)
 }
 
+fn micro(rt: &tokio::runtime::Runtime, pool: &[SignedAlert]) -> R<()> {
+    for _ in 0..3 {
+        if std::env::var_os("NOVERIFY").is_none() {
+            let t = Instant::now();
+            for a in pool {
+                a.verify().ctx("v")?;
+            }
+            let v = t.elapsed();
+            let t = Instant::now();
+            let mut cache = std::collections::HashMap::new();
+            for a in pool {
+                let vk = match cache.get(&a.origin().0) {
+                    Some(k) => *k,
+                    None => {
+                        let k = a.origin().verifying_key().ctx("k")?;
+                        cache.insert(a.origin().0, k);
+                        k
+                    }
+                };
+                vk.verify_strict(
+                    &a.signed_message(),
+                    &ed25519_dalek::Signature::from_bytes(a.signature()),
+                )
+                .ctx("vs")?;
+            }
+            let vc = t.elapsed();
+            let t = Instant::now();
+            for a in pool {
+                let _ = a.origin().verifying_key().ctx("k")?;
+            }
+            let dk = t.elapsed();
+            let t = Instant::now();
+            for a in pool {
+                std::hint::black_box(a.to_envelope());
+            }
+            let env = t.elapsed();
+            let t = Instant::now();
+            for a in pool {
+                std::hint::black_box(a.clone());
+            }
+            let cl = t.elapsed();
+            let n = pool.len() as f64;
+            println!("per alert us: verify {:.1} cached-key verify {:.1} key decompress {:.1} to_envelope {:.2} clone {:.2}",
+            v.as_secs_f64()*1e6/n, vc.as_secs_f64()*1e6/n, dk.as_secs_f64()*1e6/n, env.as_secs_f64()*1e6/n, cl.as_secs_f64()*1e6/n);
+        }
+        let n = pool.len() as f64;
+        let f = fresh(rt)?;
+        let t = Instant::now();
+        rt.block_on(async {
+            f.store
+                .insert_many(pool.iter().cloned().map(|a| (a, receipt())).collect())
+                .await
+        })
+        .ctx("im")?;
+        println!("insert_many {:.0} alerts/s", n / t.elapsed().as_secs_f64());
+        close(rt, f)?;
+    }
+    Ok(())
+}
+
 fn main() -> R<()> {
     let rt = runtime()?;
     let pool = alerts(N)?;
+    if std::env::var_os("MICRO").is_some() {
+        return micro(&rt, &pool);
+    }
     let failure = Cell::new(None);
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c, &rt, &pool, &failure);

@@ -53,8 +53,8 @@ pub struct Config {
     /// Storage.
     pub store: StoreConfig,
     /// Trust entries for bootstrap. Applied at start to keys that have no entry in the
-    /// database yet: the database (changed live through the API) wins, so a demotion
-    /// made with `tocsin trust set` survives a restart.
+    /// database and were never changed through the API: the database wins, so a
+    /// demotion or removal made with `tocsin trust` survives a restart.
     pub peers: Vec<PeerConfig>,
     /// Enables test-only endpoints (partitioning peers) used by `tocsin-cluster`.
     /// Never enable in production.
@@ -249,15 +249,24 @@ impl Config {
             }
         }
         let nonzero = [
-            ("net.dial_backoff_initial_ms", self.net.dial_backoff_initial_ms),
+            (
+                "net.dial_backoff_initial_ms",
+                self.net.dial_backoff_initial_ms,
+            ),
             ("net.dial_backoff_max_ms", self.net.dial_backoff_max_ms),
             ("net.announce_interval_ms", self.net.announce_interval_ms),
             ("net.graft_timeout_ms", self.net.graft_timeout_ms),
-            ("net.peer_alerts_per_sec", u64::from(self.net.peer_alerts_per_sec)),
+            (
+                "net.peer_alerts_per_sec",
+                u64::from(self.net.peer_alerts_per_sec),
+            ),
             ("net.peer_alert_burst", u64::from(self.net.peer_alert_burst)),
             ("net.peer_bytes_per_sec", self.net.peer_bytes_per_sec),
             ("net.peer_byte_burst", self.net.peer_byte_burst),
-            ("net.penalty_threshold", u64::from(self.net.penalty_threshold)),
+            (
+                "net.penalty_threshold",
+                u64::from(self.net.penalty_threshold),
+            ),
         ];
         for (field, v) in nonzero {
             if v == 0 {
@@ -280,8 +289,14 @@ impl Config {
             ));
         }
         for (i, p) in self.peers.iter().enumerate() {
-            PublicKey::from_hex(&p.key)
+            let key = PublicKey::from_hex(&p.key)
                 .map_err(|e| invalid(format!("peers[{i}].key"), e.to_string()))?;
+            if crate::keys::peer_id(&key).is_none() {
+                return Err(invalid(
+                    format!("peers[{i}].key"),
+                    "is not a valid ed25519 public key",
+                ));
+            }
             for (j, a) in p.addrs.iter().enumerate() {
                 if a.parse::<libp2p::Multiaddr>().is_err() {
                     return Err(invalid(
@@ -382,17 +397,28 @@ mod tests {
         assert_eq!(cfg.net.listen, def.listen);
         assert_eq!(cfg.net.announce_interval_ms, def.announce_interval_ms);
         assert_eq!(cfg.net.peer_byte_burst, def.peer_byte_burst);
-        assert_eq!(cfg.store.retention_days, StoreConfig::default().retention_days);
+        assert_eq!(
+            cfg.store.retention_days,
+            StoreConfig::default().retention_days
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         let mut cfg = Config::default();
         cfg.api.tcp = Some("127.0.0.1:1".parse().unwrap());
-        assert!(cfg.validate().unwrap_err().to_string().contains("api.token"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("api.token"));
         let mut cfg = Config::default();
         cfg.net.listen = vec!["not an addr".into()];
-        assert!(cfg.validate().unwrap_err().to_string().contains("net.listen[0]"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("net.listen[0]"));
         let err = toml::from_str::<Config>("[net]\nlisten = 5\n").unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
         let err = toml::from_str::<Config>("bogus = 1\n").unwrap_err();

@@ -114,7 +114,11 @@ async fn trust_get(State(st): State<ControlState>, Path(key): Path<String>) -> R
     match st.store.trust_entries() {
         Ok(v) => match v.into_iter().find(|e| e.key == key) {
             Some(e) => Json(e).into_response(),
-            None => error(StatusCode::NOT_FOUND, Some("key"), format!("no trust entry for {key}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                Some("key"),
+                format!("no trust entry for {key}"),
+            ),
         },
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()),
     }
@@ -124,11 +128,7 @@ async fn apply(st: &ControlState, entry: TrustEntry, status: StatusCode) -> Resp
     let new = entry.level;
     let key = entry.key;
     match st.net.trust_set(entry).await {
-        Ok(old) => (
-            status,
-            Json(json!({"key": key, "old": old, "new": new})),
-        )
-            .into_response(),
+        Ok(old) => (status, Json(json!({"key": key, "old": old, "new": new}))).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e),
     }
 }
@@ -136,7 +136,13 @@ async fn apply(st: &ControlState, entry: TrustEntry, status: StatusCode) -> Resp
 async fn trust_add(State(st): State<ControlState>, body: axum::body::Bytes) -> Response {
     let req: TrustAdd = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, None, format!("bad request body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                None,
+                format!("bad request body: {e}"),
+            )
+        }
     };
     let key = match parse_key(&req.key) {
         Ok(k) => k,
@@ -173,7 +179,13 @@ async fn trust_set(
     };
     let patch: TrustPatch = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, None, format!("bad request body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                None,
+                format!("bad request body: {e}"),
+            )
+        }
     };
     let existing = match st.store.trust_entries() {
         Ok(v) => v.into_iter().find(|e| e.key == key),
@@ -211,7 +223,11 @@ async fn trust_remove(State(st): State<ControlState>, Path(key): Path<String>) -
     };
     match st.net.trust_remove(key).await {
         Ok(Some(old)) => Json(json!({"key": key, "old": old, "new": null})).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, Some("key"), format!("no trust entry for {key}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            Some("key"),
+            format!("no trust entry for {key}"),
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e),
     }
 }
@@ -234,12 +250,17 @@ async fn net_status(State(st): State<ControlState>) -> Response {
 async fn metrics(State(st): State<ControlState>) -> Response {
     let mut out = String::new();
     let res = match st.registry.lock() {
-        Ok(reg) => prometheus_client::encoding::text::encode(&mut out, &reg).map_err(|e| e.to_string()),
+        Ok(reg) => {
+            prometheus_client::encoding::text::encode(&mut out, &reg).map_err(|e| e.to_string())
+        }
         Err(_) => Err("metrics registry poisoned".to_string()),
     };
     match res {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             out,
         )
             .into_response(),

@@ -18,6 +18,17 @@ use crate::keys;
 use crate::net::{NetActor, NetHandle};
 use crate::store::Store;
 
+/// Marks an error that happened while starting (bad key, config, database, listen
+/// address or socket): `tocsind` exits 1 for these, 2 for failures while running.
+#[derive(Debug, Clone, Copy)]
+pub struct Startup;
+
+impl std::fmt::Display for Startup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tocsind could not start")
+    }
+}
+
 /// How often expired alerts past retention are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -136,15 +147,17 @@ async fn signal() {
 
 /// Runs the node until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> Result<()> {
-    let key = keys::load_key(&cfg.key_path())?;
+    let key = keys::load_key(&cfg.key_path()).context(Startup)?;
     let pk = keys::public_key(&key);
     info!(public_key = %pk, peer_id = %keys::peer_id_string(&pk), data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting tocsind");
 
     let (store, writer) = Store::open(&cfg.db_path())
-        .with_context(|| format!("cannot open the database {}", cfg.db_path().display()))?;
+        .with_context(|| format!("cannot open the database {}", cfg.db_path().display()))
+        .context(Startup)?;
     let registry = Arc::new(Mutex::new(Registry::with_prefix("")));
     let (net, commands) = NetHandle::channel();
-    let actor = NetActor::new(cfg.clone(), &key, store.clone(), commands, registry.clone())?;
+    let actor = NetActor::new(cfg.clone(), &key, store.clone(), commands, registry.clone())
+        .context(Startup)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -165,14 +178,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         peer_id: keys::peer_id_string(&pk),
         token: cfg.api.token.clone(),
     });
-    let app = crate::api::router(api_state).merge(crate::control::router(
-        crate::control::ControlState {
+    let app =
+        crate::api::router(api_state).merge(crate::control::router(crate::control::ControlState {
             net,
             store: store.clone(),
             registry,
             test_control: cfg.test_control,
-        },
-    ));
+        }));
     if cfg.test_control {
         warn!("test_control is enabled: partition endpoints are live (never in production)");
     }
@@ -197,10 +209,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     drop(store);
     let _ = writer.await;
     info!("tocsind stopped; all pending writes committed");
-    served
+    // The API only fails when it cannot bind its socket or TCP address: a start-up error.
+    served.context(Startup)
 }
 
-async fn prune_loop(store: Store, retention_days: u64, stop: impl std::future::Future<Output = ()>) {
+async fn prune_loop(
+    store: Store,
+    retention_days: u64,
+    stop: impl std::future::Future<Output = ()>,
+) {
     if retention_days == 0 {
         return stop.await;
     }

@@ -109,7 +109,9 @@ pub fn libp2p_keypair(key: &SigningKey) -> Result<libp2p::identity::Keypair, Key
 /// The libp2p `PeerId` of a node's public key.
 pub fn peer_id(key: &PublicKey) -> Option<libp2p::PeerId> {
     let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
-    Some(libp2p::PeerId::from_public_key(&libp2p::identity::PublicKey::from(pk)))
+    Some(libp2p::PeerId::from_public_key(
+        &libp2p::identity::PublicKey::from(pk),
+    ))
 }
 
 /// The `PeerId` as a string ("invalid key" if the bytes are not a curve point).

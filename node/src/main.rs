@@ -79,7 +79,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run { data_dir, config } => {
-            let cfg = match tocsin_node::daemon::load_config(config.as_deref(), data_dir.as_deref()) {
+            let cfg = match tocsin_node::daemon::load_config(config.as_deref(), data_dir.as_deref())
+            {
                 Ok(c) => c,
                 Err(e) => {
                     report(&e);
@@ -99,10 +100,11 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "tocsind stopped on error");
                     report(&e);
-                    let startup = e.chain().any(|c| {
-                        c.is::<tocsin_node::keys::KeyError>()
-                            || c.is::<tocsin_node::config::ConfigError>()
-                    });
+                    let startup = e.downcast_ref::<tocsin_node::daemon::Startup>().is_some()
+                        || e.chain().any(|c| {
+                            c.is::<tocsin_node::keys::KeyError>()
+                                || c.is::<tocsin_node::config::ConfigError>()
+                        });
                     ExitCode::from(if startup { 1 } else { 2 })
                 }
             }

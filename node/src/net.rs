@@ -61,7 +61,9 @@ pub enum Command {
         reply: oneshot::Sender<Result<Option<TrustLevel>, String>>,
     },
     /// Connected and known peers with their counters.
-    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
     /// Listen addresses and connection counts.
     Status { reply: oneshot::Sender<NetStatus> },
     /// Test control: drop and refuse these peers until healed.
@@ -144,7 +146,9 @@ impl NetHandle {
 
     /// Peers and their counters.
     pub async fn peers(&self) -> Vec<PeerInfo> {
-        self.ask(|reply| Command::Peers { reply }).await.unwrap_or_default()
+        self.ask(|reply| Command::Peers { reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Network status.
@@ -232,6 +236,7 @@ enum Inbound {
     Frame { peer: PeerId, bytes: Vec<u8> },
     Oversized { peer: PeerId },
     StoreFailed(AlertId),
+    WriterFailed { peer: PeerId },
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -360,9 +365,16 @@ impl NetActor {
             .into_iter()
             .map(|e| (e.key, e))
             .collect();
+        // Keys changed through the API (including removals) are never re-seeded.
+        let api_touched: HashSet<PublicKey> = store
+            .audit_log(usize::MAX)?
+            .into_iter()
+            .filter(|r| r.source == "api")
+            .map(|r| r.key)
+            .collect();
         for p in &cfg.peers {
             let key = p.public_key()?;
-            if trust.contains_key(&key) {
+            if trust.contains_key(&key) || api_touched.contains(&key) {
                 continue;
             }
             let entry = TrustEntry {
@@ -424,6 +436,14 @@ impl NetActor {
                 return;
             }
         };
+        // libp2p-stream hands inbound streams over through a channel with a single
+        // slot and drops a stream that finds it full, so a dedicated task drains it.
+        let inbound = self.inbound_tx.clone();
+        let acceptor = tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                spawn_reader(inbound.clone(), peer, stream);
+            }
+        });
         let mut committed = self.store.subscribe();
         let keys: Vec<PublicKey> = self.trust.keys().copied().collect();
         for key in keys {
@@ -448,7 +468,6 @@ impl NetActor {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm(event),
-                Some((peer, stream)) = incoming.next() => self.spawn_reader(peer, stream),
                 Some(msg) = self.inbound_rx.recv() => self.on_inbound(msg),
                 res = committed.recv() => match res {
                     Ok(s) => self.feed(Event::Committed(vec![(s.seq, s.id)])),
@@ -458,6 +477,7 @@ impl NetActor {
                 _ = sleep => self.fire_timers(),
             }
         }
+        acceptor.abort();
         info!("network actor stopped");
     }
 
@@ -483,6 +503,17 @@ impl NetActor {
     fn feed(&mut self, event: Event) {
         let now = crate::now_ms();
         let actions = self.engine.handle(event, now);
+        for r in self.engine.take_rejections() {
+            self.metrics
+                .rejections
+                .get_or_create(&vec![("reason".into(), r.reason.into())])
+                .inc();
+            if r.penalised {
+                warn!(peer = %r.peer.fmt_short(), reason = r.reason, "peer penalised for invalid data");
+            } else {
+                debug!(peer = %r.peer.fmt_short(), reason = r.reason, "alert refused");
+            }
+        }
         for a in actions {
             self.act(a, now);
         }
@@ -492,7 +523,8 @@ impl NetActor {
         match action {
             Action::Send { peer, frame } => self.send_frame(&peer, &frame),
             Action::SendStored { peer, alerts } => {
-                let Some(writer) = peer_id(&peer).and_then(|p| self.writers.get(&p).cloned()) else {
+                let Some(writer) = peer_id(&peer).and_then(|p| self.writers.get(&p).cloned())
+                else {
                     return;
                 };
                 let store = self.store.clone();
@@ -509,7 +541,9 @@ impl NetActor {
                                 }
                             }
                             Ok(None) => {}
-                            Err(e) => warn!(error = %e, alert = %id.fmt_short(), "cannot load alert for a peer"),
+                            Err(e) => {
+                                warn!(error = %e, alert = %id.fmt_short(), "cannot load alert for a peer")
+                            }
                         }
                     }
                 });
@@ -535,9 +569,14 @@ impl NetActor {
                 let k = self.next_timer;
                 self.next_timer += 1;
                 self.engine_timers.insert(k, timer);
-                self.timers.push(Reverse((at, NetTimer::Engine(TimerKey(k)))));
+                self.timers
+                    .push(Reverse((at, NetTimer::Engine(TimerKey(k)))));
             }
-            Action::Disconnect { peer, until, reason } => {
+            Action::Disconnect {
+                peer,
+                until,
+                reason,
+            } => {
                 info!(peer = %peer.fmt_short(), reason, "disconnecting peer");
                 if let Some(pid) = peer_id(&peer) {
                     self.swarm.behaviour_mut().allow.disallow_peer(pid);
@@ -579,7 +618,9 @@ impl NetActor {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, t))) = self.timers.pop() else { break };
+            let Some(Reverse((_, t))) = self.timers.pop() else {
+                break;
+            };
             match t {
                 NetTimer::Engine(TimerKey(k)) => {
                     if let Some(timer) = self.engine_timers.remove(&k) {
@@ -624,7 +665,9 @@ impl NetActor {
         if self.swarm.is_connected(&pid) {
             return;
         }
-        let Some(r) = self.redial.get(&pid) else { return };
+        let Some(r) = self.redial.get(&pid) else {
+            return;
+        };
         let opts = DialOpts::peer_id(pid).addresses(r.addrs.clone()).build();
         if let Err(e) = self.swarm.dial(opts) {
             debug!(peer = %pid, error = %e, "dial failed");
@@ -637,7 +680,9 @@ impl NetActor {
             self.cfg.net.dial_backoff_initial_ms,
             self.cfg.net.dial_backoff_max_ms,
         );
-        let Some(r) = self.redial.get_mut(&pid) else { return };
+        let Some(r) = self.redial.get_mut(&pid) else {
+            return;
+        };
         let base = initial.saturating_mul(1u64 << r.attempt.min(20)).min(max);
         r.attempt = r.attempt.saturating_add(1);
         // ±25% jitter so that a federation restarting together does not redial in step.
@@ -668,9 +713,7 @@ impl NetActor {
                 }
                 if num_established.get() == 1 {
                     info!(peer = %key.fmt_short(), addr = %endpoint.get_remote_address(), "peer connected");
-                    self.metrics.peers_connected.inc();
-                    self.spawn_writer(pid);
-                    self.feed(Event::PeerConnected(key));
+                    self.ensure_connected(pid, key);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -689,11 +732,19 @@ impl NetActor {
                     self.schedule_redial(pid);
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 self.metrics.connections_refused.inc();
                 info!(addr = %send_back_addr, error = %error, "incoming connection refused");
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(pid), error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(pid),
+                error,
+                ..
+            } => {
                 debug!(peer = %pid, error = %error, "dial failed; backing off");
                 if !self.swarm.is_connected(&pid) {
                     self.schedule_redial(pid);
@@ -703,62 +754,50 @@ impl NetActor {
         }
     }
 
+    /// Registers a newly connected peer once: its writer and the engine's
+    /// `PeerConnected`, whichever of the connection event and its first frame comes first.
+    fn ensure_connected(&mut self, pid: PeerId, key: PublicKey) {
+        if self.writers.contains_key(&pid) {
+            return;
+        }
+        self.metrics.peers_connected.inc();
+        self.spawn_writer(pid);
+        self.feed(Event::PeerConnected(key));
+    }
+
     fn spawn_writer(&mut self, pid: PeerId) {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_WRITE_QUEUE);
         self.writers.insert(pid, tx);
         let mut control = self.swarm.behaviour().stream.new_control();
+        let failed = self.inbound_tx.clone();
         tokio::spawn(async move {
-            let mut stream = match control
-                .open_stream(pid, StreamProtocol::new(GOSSIP_PROTOCOL))
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    debug!(peer = %pid, error = %e, "cannot open gossip stream");
-                    return;
-                }
-            };
-            while let Some(frame) = rx.recv().await {
-                let bytes = with_len_prefix(&frame);
-                if let Err(e) = stream.write_all(&bytes).await {
-                    debug!(peer = %pid, error = %e, "gossip stream write failed");
-                    return;
-                }
-                // Flush when the queue is drained, so bursts go out in few packets.
-                if rx.is_empty() {
-                    if let Err(e) = stream.flush().await {
-                        debug!(peer = %pid, error = %e, "gossip stream flush failed");
-                        return;
+            let result: Result<(), String> = async {
+                let mut stream = control
+                    .open_stream(pid, StreamProtocol::new(GOSSIP_PROTOCOL))
+                    .await
+                    .map_err(|e| format!("cannot open gossip stream: {e}"))?;
+                while let Some(frame) = rx.recv().await {
+                    let bytes = with_len_prefix(&frame);
+                    stream
+                        .write_all(&bytes)
+                        .await
+                        .map_err(|e| format!("gossip stream write failed: {e}"))?;
+                    // Flush when the queue is drained, so bursts go out in few packets.
+                    if rx.is_empty() {
+                        stream
+                            .flush()
+                            .await
+                            .map_err(|e| format!("gossip stream flush failed: {e}"))?;
                     }
                 }
+                let _ = stream.close().await;
+                Ok(())
             }
-            let _ = stream.close().await;
-        });
-    }
-
-    fn spawn_reader(&mut self, pid: PeerId, mut stream: libp2p::Stream) {
-        let tx = self.inbound_tx.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut prefix = [0u8; 4];
-                if stream.read_exact(&mut prefix).await.is_err() {
-                    return;
-                }
-                let len = match frame_len(prefix) {
-                    Ok(len) => len,
-                    Err(_) => {
-                        // Oversized: refuse before reading it, and drop the stream.
-                        let _ = tx.send(Inbound::Oversized { peer: pid }).await;
-                        return;
-                    }
-                };
-                let mut bytes = vec![0u8; len];
-                if stream.read_exact(&mut bytes).await.is_err() {
-                    return;
-                }
-                if tx.send(Inbound::Frame { peer: pid, bytes }).await.is_err() {
-                    return;
-                }
+            .await;
+            if let Err(e) = result {
+                debug!(peer = %pid, error = %e, "gossip writer ended");
+                // A connection without a working stream is useless: rebuild it.
+                let _ = failed.send(Inbound::WriterFailed { peer: pid }).await;
             }
         });
     }
@@ -766,13 +805,27 @@ impl NetActor {
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
             Inbound::Frame { peer, bytes } => {
-                let Some(key) = key_of_peer(&peer) else { return };
+                let Some(key) = key_of_peer(&peer) else {
+                    return;
+                };
+                // A peer's first frame can overtake the ConnectionEstablished event.
+                if self.swarm.is_connected(&peer) {
+                    self.ensure_connected(peer, key);
+                }
                 self.last_seen.insert(key, crate::now_ms());
                 self.feed(Event::Frame { peer: key, bytes });
             }
             Inbound::StoreFailed(id) => self.feed(Event::StoreFailed(vec![id])),
+            Inbound::WriterFailed { peer } => {
+                if self.writers.get(&peer).is_some_and(|w| w.is_closed()) {
+                    info!(peer = %peer, "gossip stream failed; reconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
             Inbound::Oversized { peer } => {
-                let Some(key) = key_of_peer(&peer) else { return };
+                let Some(key) = key_of_peer(&peer) else {
+                    return;
+                };
                 warn!(peer = %key.fmt_short(), "oversized frame refused");
                 self.metrics
                     .rejections
@@ -841,7 +894,11 @@ impl NetActor {
         }
     }
 
-    fn set_trust(&mut self, entry: Option<TrustEntry>, key: PublicKey) -> Result<Option<TrustLevel>, String> {
+    fn set_trust(
+        &mut self,
+        entry: Option<TrustEntry>,
+        key: PublicKey,
+    ) -> Result<Option<TrustLevel>, String> {
         let old = self.trust.get(&key).map(|e| e.level);
         let new = entry.as_ref().map(|e| e.level);
         match &entry {
@@ -876,5 +933,36 @@ impl NetActor {
 
 /// Ids of alerts, for logs.
 pub fn short_ids(ids: &[AlertId]) -> String {
-    ids.iter().map(AlertId::fmt_short).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(AlertId::fmt_short)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads length-prefixed frames from one inbound gossip stream into the actor's queue,
+/// refusing an oversized length prefix before reading the frame.
+fn spawn_reader(tx: mpsc::Sender<Inbound>, pid: PeerId, mut stream: libp2p::Stream) {
+    tokio::spawn(async move {
+        loop {
+            let mut prefix = [0u8; 4];
+            if stream.read_exact(&mut prefix).await.is_err() {
+                return;
+            }
+            let len = match frame_len(prefix) {
+                Ok(len) => len,
+                Err(_) => {
+                    // Oversized: refuse before reading it, and drop the stream.
+                    let _ = tx.send(Inbound::Oversized { peer: pid }).await;
+                    return;
+                }
+            };
+            let mut bytes = vec![0u8; len];
+            if stream.read_exact(&mut bytes).await.is_err() {
+                return;
+            }
+            if tx.send(Inbound::Frame { peer: pid, bytes }).await.is_err() {
+                return;
+            }
+        }
+    });
 }

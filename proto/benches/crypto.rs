@@ -21,16 +21,30 @@ fn benches(c: &mut Criterion) {
     let (key, body) = typical();
     let alert = SignedAlert::sign(body.clone(), &key).unwrap();
     let envelope = alert.to_envelope();
-    println!("typical alert: body {} bytes, envelope {} bytes", alert.body_bytes().len(), envelope.len());
+    println!(
+        "typical alert: body {} bytes, envelope {} bytes",
+        alert.body_bytes().len(),
+        envelope.len()
+    );
     let batch: Vec<SignedAlert> = (0..64)
         .map(|n| SignedAlert::sign(common::typical_body(&key, n), &key).unwrap())
         .collect();
 
-    c.bench_function("sign", |b| b.iter(|| SignedAlert::sign(black_box(body.clone()), &key).unwrap()));
-    c.bench_function("verify_strict", |b| b.iter(|| black_box(&alert).verify().unwrap()));
-    c.bench_function("verify_batch_64", |b| b.iter(|| verify_batch(black_box(&batch)).unwrap()));
-    c.bench_function("encode_body", |b| b.iter(|| codec::encode(black_box(&body)).unwrap()));
-    c.bench_function("decode_envelope", |b| b.iter(|| SignedAlert::decode(black_box(&envelope)).unwrap()));
+    c.bench_function("sign", |b| {
+        b.iter(|| SignedAlert::sign(black_box(body.clone()), &key).unwrap())
+    });
+    c.bench_function("verify_strict", |b| {
+        b.iter(|| black_box(&alert).verify().unwrap())
+    });
+    c.bench_function("verify_batch_64", |b| {
+        b.iter(|| verify_batch(black_box(&batch)).unwrap())
+    });
+    c.bench_function("encode_body", |b| {
+        b.iter(|| codec::encode(black_box(&body)).unwrap())
+    });
+    c.bench_function("decode_envelope", |b| {
+        b.iter(|| SignedAlert::decode(black_box(&envelope)).unwrap())
+    });
 }
 
 /// A same-run ratio summary, measured with plain loops so it prints without parsing

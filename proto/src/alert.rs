@@ -27,9 +27,7 @@ pub enum Kind {
 }
 
 /// How bad it is, most severe first.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info = 0,
@@ -98,7 +96,13 @@ pub enum Tlp {
 
 impl Tlp {
     /// All labels, widest audience first.
-    pub const ALL: [Tlp; 5] = [Tlp::Clear, Tlp::Green, Tlp::Amber, Tlp::AmberStrict, Tlp::Red];
+    pub const ALL: [Tlp; 5] = [
+        Tlp::Clear,
+        Tlp::Green,
+        Tlp::Amber,
+        Tlp::AmberStrict,
+        Tlp::Red,
+    ];
 
     /// The label as written in TLP 2.0.
     pub fn as_str(self) -> &'static str {
@@ -219,9 +223,9 @@ impl Indicator {
 
     /// Parses `TYPE:VALUE`, as the CLI takes it.
     pub fn parse(spec: &str) -> Result<Self, Error> {
-        let (kind, value) = spec.split_once(':').ok_or_else(|| {
-            Error::invalid("indicator", format!("{spec:?} is not TYPE:VALUE"))
-        })?;
+        let (kind, value) = spec
+            .split_once(':')
+            .ok_or_else(|| Error::invalid("indicator", format!("{spec:?} is not TYPE:VALUE")))?;
         Indicator::new(kind.parse()?, value)
     }
 
@@ -442,10 +446,7 @@ impl AlertBody {
         }
         if let Some(exp) = self.expires_at {
             if exp <= self.issued_at {
-                return Err(Error::invalid(
-                    "expires_at",
-                    "must be later than issued_at",
-                ));
+                return Err(Error::invalid("expires_at", "must be later than issued_at"));
             }
         }
         Ok(())

@@ -94,8 +94,11 @@ impl SignedAlert {
     /// Strict ed25519 verification of the signature over the original body bytes.
     pub fn verify(&self) -> Result<(), Error> {
         let vk = self.body.origin.verifying_key()?;
-        vk.verify_strict(&message(&self.body_bytes), &Signature::from_bytes(&self.sig))
-            .map_err(|e| Error::Signature(e.to_string()))
+        vk.verify_strict(
+            &message(&self.body_bytes),
+            &Signature::from_bytes(&self.sig),
+        )
+        .map_err(|e| Error::Signature(e.to_string()))
     }
 
     /// Decodes and verifies.
@@ -166,5 +169,6 @@ pub fn verify_batch(alerts: &[SignedAlert]) -> Result<(), Error> {
         .iter()
         .map(|a| a.origin().verifying_key())
         .collect::<Result<Vec<_>, _>>()?;
-    ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).map_err(|e| Error::Signature(e.to_string()))
+    ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys)
+        .map_err(|e| Error::Signature(e.to_string()))
 }

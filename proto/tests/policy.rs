@@ -13,7 +13,13 @@ use tocsin_proto::{PublicKey, Tlp};
 
 use TrustLevel::*;
 
-const LEVELS: [Option<TrustLevel>; 5] = [None, Some(Blocked), Some(Public), Some(Member), Some(Partner)];
+const LEVELS: [Option<TrustLevel>; 5] = [
+    None,
+    Some(Blocked),
+    Some(Public),
+    Some(Member),
+    Some(Partner),
+];
 
 /// DESIGN.md "we send it": which levels may receive each TLP from its origin.
 fn origin_sends_to(tlp: Tlp) -> &'static [TrustLevel] {
@@ -66,7 +72,11 @@ fn may_send_matches_design_for_every_combination() {
                             continue; // we hold our own alerts at hop 0, others' at ≥ 1
                         }
                         let recipients = if recipient { vec![peer] } else { vec![third] };
-                        let scope = Scope { origin: &origin_key, tlp, recipients: &recipients };
+                        let scope = Scope {
+                            origin: &origin_key,
+                            tlp,
+                            recipients: &recipients,
+                        };
                         let got = may_send(&me, &peer, level, scope, hops);
                         let want = match (level, origin) {
                             (None | Some(Blocked), _) => false,
@@ -99,7 +109,14 @@ fn check_inbound_matches_design_for_every_combination() {
     let mut checked = 0;
     for sender_level in LEVELS {
         for tlp in Tlp::ALL {
-            for origin in [Origin::ThePeer, Origin::Third(None), Origin::Third(Some(Blocked)), Origin::Third(Some(Public)), Origin::Third(Some(Member)), Origin::Third(Some(Partner))] {
+            for origin in [
+                Origin::ThePeer,
+                Origin::Third(None),
+                Origin::Third(Some(Blocked)),
+                Origin::Third(Some(Public)),
+                Origin::Third(Some(Member)),
+                Origin::Third(Some(Partner)),
+            ] {
                 for recipient in [false, true] {
                     for hops in [0u8, 1, 2, MAX_HOPS, MAX_HOPS + 1] {
                         let (origin_key, origin_level) = match origin {
@@ -108,26 +125,36 @@ fn check_inbound_matches_design_for_every_combination() {
                             Origin::Me => unreachable!(),
                         };
                         let recipients = if recipient { vec![me] } else { vec![third] };
-                        let scope = Scope { origin: &origin_key, tlp, recipients: &recipients };
-                        let got = check_inbound(&me, &sender, sender_level, origin_level, scope, hops);
-                        let direct = matches!(origin, Origin::ThePeer);
-                        let want: Result<(), Rejection> = if matches!(sender_level, None | Some(Blocked)) {
-                            Err(Rejection::UnknownPeer)
-                        } else if origin_level == Some(Blocked) {
-                            Err(Rejection::BlockedOrigin)
-                        } else if hops == 0 || hops > MAX_HOPS {
-                            Err(Rejection::HopLimit)
-                        } else if direct {
-                            // "we accept from it: alerts it originated" at every level;
-                            // RED only reaches named recipients.
-                            if tlp == Tlp::Red && !recipient { Err(Rejection::ScopeViolation) } else { Ok(()) }
-                        } else if sender_level == Some(Public) {
-                            Err(Rejection::RelayNotAllowed)
-                        } else if [Tlp::Clear, Tlp::Green].contains(&tlp) {
-                            Ok(())
-                        } else {
-                            Err(Rejection::ScopeViolation)
+                        let scope = Scope {
+                            origin: &origin_key,
+                            tlp,
+                            recipients: &recipients,
                         };
+                        let got =
+                            check_inbound(&me, &sender, sender_level, origin_level, scope, hops);
+                        let direct = matches!(origin, Origin::ThePeer);
+                        let want: Result<(), Rejection> =
+                            if matches!(sender_level, None | Some(Blocked)) {
+                                Err(Rejection::UnknownPeer)
+                            } else if origin_level == Some(Blocked) {
+                                Err(Rejection::BlockedOrigin)
+                            } else if hops == 0 || hops > MAX_HOPS {
+                                Err(Rejection::HopLimit)
+                            } else if direct {
+                                // "we accept from it: alerts it originated" at every level;
+                                // RED only reaches named recipients.
+                                if tlp == Tlp::Red && !recipient {
+                                    Err(Rejection::ScopeViolation)
+                                } else {
+                                    Ok(())
+                                }
+                            } else if sender_level == Some(Public) {
+                                Err(Rejection::RelayNotAllowed)
+                            } else if [Tlp::Clear, Tlp::Green].contains(&tlp) {
+                                Ok(())
+                            } else {
+                                Err(Rejection::ScopeViolation)
+                            };
                         assert_eq!(
                             got, want,
                             "check_inbound sender_level={sender_level:?} tlp={tlp:?} origin={origin:?} recipient={recipient} hops={hops}"
@@ -150,7 +177,11 @@ fn scope_never_widens_along_a_chain() {
         for levels in itertools_product() {
             // keys[0] originates; keys[i] trusts keys[i+1] at levels[i] (symmetric).
             let recipients = vec![keys[1], keys[2], keys[3]];
-            let scope = Scope { origin: &keys[0], tlp, recipients: &recipients };
+            let scope = Scope {
+                origin: &keys[0],
+                tlp,
+                recipients: &recipients,
+            };
             let mut holder = 0usize;
             let mut hops = 0u8;
             while holder + 1 < keys.len() {
@@ -159,7 +190,8 @@ fn scope_never_widens_along_a_chain() {
                 if !may_send(&keys[holder], &keys[next], level, scope, hops) {
                     break;
                 }
-                if check_inbound(&keys[next], &keys[holder], level, None, scope, hops + 1).is_err() {
+                if check_inbound(&keys[next], &keys[holder], level, None, scope, hops + 1).is_err()
+                {
                     break;
                 }
                 holder = next;
@@ -169,7 +201,10 @@ fn scope_never_widens_along_a_chain() {
                 }
             }
             if matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red) {
-                assert!(holder <= 1, "{tlp:?} travelled {holder} hops with {levels:?}");
+                assert!(
+                    holder <= 1,
+                    "{tlp:?} travelled {holder} hops with {levels:?}"
+                );
             }
         }
     }
@@ -192,6 +227,9 @@ fn penalties_are_graded() {
     assert!(!Rejection::BlockedOrigin.penalised());
     assert!(!Rejection::UnknownPeer.penalised());
     assert!(Rejection::ScopeViolation.penalised());
-    assert!(!Rejection::RelayNotAllowed.penalised(), "a trust mismatch, not invalid data");
+    assert!(
+        !Rejection::RelayNotAllowed.penalised(),
+        "a trust mismatch, not invalid data"
+    );
     assert!(Rejection::HopLimit.penalised());
 }

@@ -25,15 +25,26 @@ fn arb_body() -> impl Strategy<Value = AlertBody> {
             b.expires_at = exp.map(|e| issued + e);
             b.severity = sev;
             b.tlp = tlp;
-            b.recipients = if tlp == Tlp::Red { vec![pk(&key_n(3))] } else { vec![] };
-            b.title = if title.trim().is_empty() { "t".into() } else { title };
+            b.recipients = if tlp == Tlp::Red {
+                vec![pk(&key_n(3))]
+            } else {
+                vec![]
+            };
+            b.title = if title.trim().is_empty() {
+                "t".into()
+            } else {
+                title
+            };
             b.text = text;
             b.tags = tags;
             b.indicators = ips
                 .into_iter()
                 .map(|ip| {
-                    Indicator::new(IndicatorType::Ipv4, std::net::Ipv4Addr::from(ip).to_string())
-                        .unwrap()
+                    Indicator::new(
+                        IndicatorType::Ipv4,
+                        std::net::Ipv4Addr::from(ip).to_string(),
+                    )
+                    .unwrap()
                 })
                 .collect();
             b

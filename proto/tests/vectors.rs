@@ -13,14 +13,26 @@ const VECTORS: &str = include_str!("vectors/alert-v1.json");
 fn fixed_alert_matches_committed_vector() {
     let v: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
     let key = fixed_key();
-    assert_eq!(hex::encode(key.to_bytes()), v["secret_key"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(key.to_bytes()),
+        v["secret_key"].as_str().unwrap()
+    );
     assert_eq!(pk(&key).to_string(), v["public_key"].as_str().unwrap());
 
     let alert = SignedAlert::sign(fixed_body(&key), &key).unwrap();
-    assert_eq!(hex::encode(alert.body_bytes()), v["body_hex"].as_str().unwrap());
-    assert_eq!(hex::encode(alert.signature()), v["signature_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(alert.body_bytes()),
+        v["body_hex"].as_str().unwrap()
+    );
+    assert_eq!(
+        hex::encode(alert.signature()),
+        v["signature_hex"].as_str().unwrap()
+    );
     assert_eq!(alert.id().to_string(), v["id"].as_str().unwrap());
-    assert_eq!(hex::encode(alert.to_envelope()), v["envelope_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(alert.to_envelope()),
+        v["envelope_hex"].as_str().unwrap()
+    );
 
     // And the committed bytes decode and verify on their own, without re-encoding.
     let env = hex::decode(v["envelope_hex"].as_str().unwrap()).unwrap();
@@ -50,5 +62,8 @@ fn signature_is_domain_separated() {
     let bare = key.sign(alert.body_bytes());
     assert_ne!(bare.to_bytes(), *alert.signature());
     let sig = ed25519_dalek::Signature::from_bytes(alert.signature());
-    assert!(key.verifying_key().verify(alert.body_bytes(), &sig).is_err());
+    assert!(key
+        .verifying_key()
+        .verify(alert.body_bytes(), &sig)
+        .is_err());
 }

@@ -102,7 +102,11 @@ impl Fed {
 
     /// `/v1/peers` of node `i`.
     pub async fn peers(&self, i: usize) -> Vec<Value> {
-        let v = self.cluster.nodes[i].client().get("/v1/peers").await.unwrap();
+        let v = self.cluster.nodes[i]
+            .client()
+            .get("/v1/peers")
+            .await
+            .unwrap();
         v["peers"].as_array().cloned().unwrap_or_default()
     }
 
@@ -123,6 +127,17 @@ impl Fed {
 impl Drop for Fed {
     fn drop(&mut self) {
         let _ = self.cluster.stop_all(Duration::from_secs(5));
+        // On failure, show what each node said: the temp dir is about to disappear.
+        if std::thread::panicking() {
+            for n in &self.cluster.nodes {
+                let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("---- {} ({}) last log lines ----", n.name, &n.key[..8]);
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
     }
 }
 

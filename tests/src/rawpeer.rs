@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
 use tocsin_proto::wire::{with_len_prefix, GOSSIP_PROTOCOL};
@@ -32,14 +32,19 @@ pub async fn connect(key: &SigningKey, addr: Multiaddr, target: PeerId) -> Conne
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .unwrap()
         .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     let control = swarm.behaviour().new_control();
-    // Accept (and ignore) the node's own gossip stream, so its Hello does not error.
+    // Accept the node's own gossip stream and read it to the end (discarding), as a real
+    // peer would; a dropped stream makes the node reconnect.
     let mut incoming = swarm
         .behaviour()
         .new_control()
@@ -53,7 +58,12 @@ pub async fn connect(key: &SigningKey, addr: Multiaddr, target: PeerId) -> Conne
         loop {
             tokio::select! {
                 _ = &mut stop_rx => return,
-                Some((_, s)) = incoming.next() => drop(s),
+                Some((_, mut s)) = incoming.next() => {
+                    tokio::spawn(async move {
+                        let mut sink = vec![0u8; 64 * 1024];
+                        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                    });
+                }
                 ev = swarm.select_next_some() => match ev {
                     SwarmEvent::ConnectionEstablished { .. } => {
                         if let Some(tx) = conn_tx.take() { let _ = tx.send(Ok(())); }
@@ -99,7 +109,9 @@ impl RawPeer {
     pub async fn send_frames(&mut self, frames: &[Vec<u8>]) -> Result<(), String> {
         let mut s = self.open().await?;
         for f in frames {
-            s.write_all(&with_len_prefix(f)).await.map_err(|e| e.to_string())?;
+            s.write_all(&with_len_prefix(f))
+                .await
+                .map_err(|e| e.to_string())?;
         }
         s.flush().await.map_err(|e| e.to_string())?;
         // Give the node time to read before the stream is dropped.

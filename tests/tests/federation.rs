@@ -47,6 +47,12 @@ async fn clear_and_green_reach_the_end_of_a_five_member_line_in_four_hops() {
         assert_eq!(v["alert"]["origin"], fed.key(0));
         assert_eq!(v["signature"], "valid");
     }
+    let (out, err, code) = tocsin_tests::run(fed.tocsin(4).args(["show", &green]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("4 hops") || out.contains("hops: 4") || out.contains("at 4"),
+        "show includes provenance: {out}"
+    );
 }
 
 /// Node 1 (index 0) is the origin. Its links: 2 and 3 partner, 4 member, 5 public.
@@ -205,7 +211,9 @@ async fn tampered_or_badly_signed_alerts_are_rejected_counted_and_penalised() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Honest traffic is unaffected.
-    let id = fed.issue(1, alert("GREEN", "honest traffic still flows")).await;
+    let id = fed
+        .issue(1, alert("GREEN", "honest traffic still flows"))
+        .await;
     fed.wait_for(0, &id).await;
 }
 
@@ -224,11 +232,18 @@ async fn a_cancel_wins_whatever_the_order_of_arrival() {
         panic!("trusted key refused");
     };
     let original = sign(&raw, tocsin_proto::Tlp::Clear, "to be cancelled");
-    let cancel = sign_kind(&raw, tocsin_proto::Kind::Cancel, Some(original.id()), "withdrawn");
+    let cancel = sign_kind(
+        &raw,
+        tocsin_proto::Kind::Cancel,
+        Some(original.id()),
+        "withdrawn",
+    );
     // Cancel first, then the original, then the original again (a late copy).
     peer.send_frames(&[alert_frame(&cancel, 1)]).await.unwrap();
     fed.wait_for(0, &cancel.id().to_string()).await;
-    peer.send_frames(&[alert_frame(&original, 1)]).await.unwrap();
+    peer.send_frames(&[alert_frame(&original, 1)])
+        .await
+        .unwrap();
     let id = original.id().to_string();
     let v = fed.wait_for(0, &id).await;
     assert_eq!(v["state"], "cancelled", "stored, but as cancelled: {v}");
@@ -239,7 +254,9 @@ async fn a_cancel_wins_whatever_the_order_of_arrival() {
     if let Some(v) = fed.get(1, &id).await {
         assert_eq!(v["state"], "cancelled", "node 2: {v}");
     }
-    peer.send_frames(&[alert_frame(&original, 1)]).await.unwrap();
+    peer.send_frames(&[alert_frame(&original, 1)])
+        .await
+        .unwrap();
     tokio::time::sleep(QUIET_PERIOD).await;
     let v = fed.get(0, &id).await.unwrap();
     assert_eq!(v["state"], "cancelled", "a late copy does not revive it");
@@ -257,7 +274,10 @@ async fn a_cancel_wins_whatever_the_order_of_arrival() {
     fed.wait_for(1, &id2).await;
     fed.cluster.nodes[0]
         .client()
-        .post(&format!("/v1/alerts/{id2}/cancel"), &json!({"reason": "false positive"}))
+        .post(
+            &format!("/v1/alerts/{id2}/cancel"),
+            &json!({"reason": "false positive"}),
+        )
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
@@ -266,7 +286,10 @@ async fn a_cancel_wins_whatever_the_order_of_arrival() {
         if v["state"] == "cancelled" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "cancel did not replicate: {v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cancel did not replicate: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -288,7 +311,12 @@ async fn update_or_cancel_from_another_origin_is_rejected_and_penalised() {
         panic!("trusted key refused");
     };
     let victim_id = tocsin_proto::AlertId::from_hex(&victim).unwrap();
-    let forged = sign_kind(&raw, tocsin_proto::Kind::Cancel, Some(victim_id), "forged cancel");
+    let forged = sign_kind(
+        &raw,
+        tocsin_proto::Kind::Cancel,
+        Some(victim_id),
+        "forged cancel",
+    );
     peer.send_frames(&[alert_frame(&forged, 1)]).await.unwrap();
     tokio::time::sleep(QUIET_PERIOD).await;
     assert!(fed.get(0, &forged.id().to_string()).await.is_none());
@@ -305,14 +333,20 @@ async fn a_stopped_node_catches_up_on_restart_and_after_its_database_is_wiped() 
     fed.cluster.stop(2, Duration::from_secs(10)).unwrap();
     let mut ids = HashSet::new();
     for i in 0..50 {
-        ids.insert(fed.issue(0, alert("GREEN", &format!("while node 3 was down #{i}"))).await);
+        ids.insert(
+            fed.issue(0, alert("GREEN", &format!("while node 3 was down #{i}")))
+                .await,
+        );
     }
     fed.cluster
         .wait_alerts(1, ARRIVAL_TIMEOUT, |have| ids.is_subset(have))
         .await
         .unwrap();
     fed.cluster.start(2).unwrap();
-    fed.cluster.wait_ready(2, Duration::from_secs(10)).await.unwrap();
+    fed.cluster
+        .wait_ready(2, Duration::from_secs(10))
+        .await
+        .unwrap();
     fed.cluster
         .wait_alerts(2, Duration::from_secs(10), |have| ids.is_subset(have))
         .await
@@ -322,7 +356,10 @@ async fn a_stopped_node_catches_up_on_restart_and_after_its_database_is_wiped() 
     fed.cluster.stop(2, Duration::from_secs(10)).unwrap();
     std::fs::remove_file(fed.cluster.nodes[2].data_dir.join("tocsin.redb")).unwrap();
     fed.cluster.start(2).unwrap();
-    fed.cluster.wait_ready(2, Duration::from_secs(10)).await.unwrap();
+    fed.cluster
+        .wait_ready(2, Duration::from_secs(10))
+        .await
+        .unwrap();
     let got = fed
         .cluster
         .wait_alerts(2, Duration::from_secs(10), |have| ids.is_subset(have))
@@ -341,8 +378,14 @@ async fn after_a_partition_heals_every_node_holds_exactly_what_it_may() {
         link(3, 0, Member),
     ];
     let mut fed = Fed::start(4, links).await;
-    fed.cluster.partition(vec![vec![0, 1], vec![2, 3]]).await.unwrap();
-    fed.cluster.wait_links(Duration::from_secs(10)).await.unwrap();
+    fed.cluster
+        .partition(vec![vec![0, 1], vec![2, 3]])
+        .await
+        .unwrap();
+    fed.cluster
+        .wait_links(Duration::from_secs(10))
+        .await
+        .unwrap();
     // Cut means cut: nodes 1 and 3 are no longer connected to the other side.
     let c0 = fed.cluster.connected(0).await.unwrap();
     assert!(!c0.contains(&fed.key(3)), "partition cut 1–4");
@@ -358,12 +401,27 @@ async fn after_a_partition_heals_every_node_holds_exactly_what_it_may() {
     assert!(fed.get(0, &b_green).await.is_none(), "partition holds");
 
     fed.cluster.heal().await.unwrap();
-    fed.cluster.wait_links(Duration::from_secs(15)).await.unwrap();
+    fed.cluster
+        .wait_links(Duration::from_secs(15))
+        .await
+        .unwrap();
     let expect: [HashSet<String>; 4] = [
-        [&a_clear, &a_amber, &b_green].into_iter().cloned().collect(),
-        [&a_clear, &a_amber, &b_green].into_iter().cloned().collect(),
-        [&a_clear, &b_green, &b_amber].into_iter().cloned().collect(),
-        [&a_clear, &b_green, &b_amber].into_iter().cloned().collect(),
+        [&a_clear, &a_amber, &b_green]
+            .into_iter()
+            .cloned()
+            .collect(),
+        [&a_clear, &a_amber, &b_green]
+            .into_iter()
+            .cloned()
+            .collect(),
+        [&a_clear, &b_green, &b_amber]
+            .into_iter()
+            .cloned()
+            .collect(),
+        [&a_clear, &b_green, &b_amber]
+            .into_iter()
+            .cloned()
+            .collect(),
     ];
     for (i, want) in expect.iter().enumerate() {
         let got = fed
@@ -372,7 +430,11 @@ async fn after_a_partition_heals_every_node_holds_exactly_what_it_may() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let got = if got == *want { got } else { fed.cluster.alert_ids(i).await.unwrap() };
+        let got = if got == *want {
+            got
+        } else {
+            fed.cluster.alert_ids(i).await.unwrap()
+        };
         assert_eq!(&got, want, "node {} holds exactly what it may", i + 1);
     }
 }
@@ -384,17 +446,26 @@ async fn demoting_a_peer_to_public_stops_green_at_once_and_survives_restart() {
     fed.wait_for(1, &before).await;
 
     let peer = fed.key(1);
-    let v = fed.cluster.nodes[0]
-        .client()
-        .call(
-            hyper::Method::PUT,
-            &format!("/v1/trust/{peer}"),
-            Some(&json!({"level": "public"})),
-        )
-        .await
+    // Through the operator's CLI, as an operator would.
+    let (out, err, code) = tocsin_tests::run(
+        fed.tocsin(0)
+            .args(["trust", "set", &peer, "--level", "public"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("member -> public"), "{out}");
+    let (out, _, _) = tocsin_tests::run(fed.tocsin(0).args(["trust", "list"]));
+    assert!(out.contains("public") && out.contains(&peer[..16]), "{out}");
+    let (out, _, _) = tocsin_tests::run(fed.tocsin(0).args(["peers", "--json"]));
+    let row: serde_json::Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|p| p["key"] == peer.as_str())
         .unwrap();
-    assert_eq!(v["old"], "member");
-    assert_eq!(v["new"], "public");
+    assert_eq!(row["level"], "public");
+    assert_eq!(
+        row["connected"], true,
+        "public peers stay connected (they still get CLEAR)"
+    );
 
     let green = fed.issue(0, alert("GREEN", "after the demotion")).await;
     let clear = fed.issue(0, alert("CLEAR", "clear still flows")).await;
@@ -402,7 +473,13 @@ async fn demoting_a_peer_to_public_stops_green_at_once_and_survives_restart() {
     tokio::time::sleep(QUIET_PERIOD).await;
     fed.assert_absent(1, &green).await;
 
-    let audit = fed.cluster.nodes[0].client().get("/v1/trust-audit").await.unwrap();
+    let (out, _, _) = tocsin_tests::run(fed.tocsin(0).args(["trust", "audit"]));
+    assert!(out.contains("member -> public  (api)"), "audit log: {out}");
+    let audit = fed.cluster.nodes[0]
+        .client()
+        .get("/v1/trust-audit")
+        .await
+        .unwrap();
     let last = audit["records"]
         .as_array()
         .unwrap()
@@ -411,19 +488,28 @@ async fn demoting_a_peer_to_public_stops_green_at_once_and_survives_restart() {
         .find(|r| r["key"] == peer)
         .cloned()
         .unwrap();
-    assert_eq!((last["old"].as_str(), last["new"].as_str()), (Some("member"), Some("public")));
+    assert_eq!(
+        (last["old"].as_str(), last["new"].as_str()),
+        (Some("member"), Some("public"))
+    );
 
     // Survives a restart even though config.toml still says member.
     fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
     fed.cluster.start(0).unwrap();
-    fed.cluster.wait_ready(0, Duration::from_secs(10)).await.unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(10))
+        .await
+        .unwrap();
     let entry = fed.cluster.nodes[0]
         .client()
         .get(&format!("/v1/trust/{peer}"))
         .await
         .unwrap();
     assert_eq!(entry["level"], "public");
-    fed.cluster.wait_links(Duration::from_secs(15)).await.unwrap();
+    fed.cluster
+        .wait_links(Duration::from_secs(15))
+        .await
+        .unwrap();
     let green2 = fed.issue(0, alert("GREEN", "after restart")).await;
     let clear2 = fed.issue(0, alert("CLEAR", "after restart")).await;
     fed.wait_for(1, &clear2).await;
@@ -437,7 +523,11 @@ fn hex(key: &tocsin_proto::SigningKey) -> String {
     tocsin_proto::PublicKey(key.verifying_key().to_bytes()).to_string()
 }
 
-fn sign(key: &tocsin_proto::SigningKey, tlp: tocsin_proto::Tlp, title: &str) -> tocsin_proto::SignedAlert {
+fn sign(
+    key: &tocsin_proto::SigningKey,
+    tlp: tocsin_proto::Tlp,
+    title: &str,
+) -> tocsin_proto::SignedAlert {
     let mut a = body(key, title);
     a.tlp = tlp;
     tocsin_proto::SignedAlert::sign(a, key).unwrap()
@@ -495,5 +585,7 @@ fn envelope_frame(body: Vec<u8>, sig: Vec<u8>, hops: u8) -> Vec<u8> {
         sig: Vec<u8>,
     }
     let envelope = tocsin_proto::codec::encode(&Env { body, sig }).unwrap();
-    tocsin_proto::Frame::Alert { hops, envelope }.encode().unwrap()
+    tocsin_proto::Frame::Alert { hops, envelope }
+        .encode()
+        .unwrap()
 }

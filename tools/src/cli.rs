@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use tocsin_proto::{AlertId, Indicator, PublicKey, Severity, Tlp};
+use tocsin_proto::{AlertId, Indicator, PublicKey, Severity, Tlp, TrustLevel};
 
 /// The exit codes, shown at the end of `tocsin --help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -110,9 +110,61 @@ pub enum Command {
     Watch(WatchArgs),
     /// Show the node's identity, version, uptime and store counts
     Status,
+    /// Manage which peers are trusted and how much; changes apply at once, survive
+    /// restarts and are audited
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// List peers: connected or not, level, address, last seen, alerts in and out,
+    /// rejections by reason, penalty state
+    Peers,
     /// The node key
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+/// `tocsin trust …`
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// List the trust table
+    List,
+    /// Trust a new peer key
+    Add {
+        /// The peer's public key (64 hex characters, from `tocsin key show` on its host)
+        #[arg(value_parser = parse_key)]
+        key: PublicKey,
+        /// blocked, public, member or partner
+        #[arg(long, value_parser = parse_level)]
+        level: TrustLevel,
+        /// Multiaddr to dial it at, e.g. /ip4/192.0.2.7/tcp/7400 (repeatable)
+        #[arg(long = "addr", value_name = "MULTIADDR")]
+        addrs: Vec<String>,
+        /// A name for tables and logs
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Change a peer's level, name or addresses (a demotion cuts what it receives at once)
+    Set {
+        #[arg(value_parser = parse_key)]
+        key: PublicKey,
+        #[arg(long, value_parser = parse_level)]
+        level: Option<TrustLevel>,
+        /// Replace the addresses (repeatable)
+        #[arg(long = "addr", value_name = "MULTIADDR")]
+        addrs: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a peer from the trust table (it can no longer connect)
+    Remove {
+        #[arg(value_parser = parse_key)]
+        key: PublicKey,
+    },
+    /// Show the audit log of trust changes
+    Audit,
+}
+
+fn parse_level(s: &str) -> Result<TrustLevel, String> {
+    s.parse::<TrustLevel>().map_err(|e| e.to_string())
 }
 
 /// `tocsin key …`

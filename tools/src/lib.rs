@@ -23,10 +23,13 @@
 //! - [`cli`]: the `tocsin` command line (clap derive) and its value parsers.
 //! - [`commands`]: running the subcommands; error reporting and exit codes.
 
+pub mod baseline;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod commands;
+pub mod federation;
 pub mod format;
 pub mod sse;
 

@@ -201,7 +201,11 @@ pub enum Action {
         reason: &'static str,
     },
     /// Persist the catch-up cursor for a peer.
-    SaveCursor { peer: PublicKey, epoch: u64, seq: u64 },
+    SaveCursor {
+        peer: PublicKey,
+        epoch: u64,
+        seq: u64,
+    },
 }
 
 /// Counters per peer, kept across reconnections.
@@ -324,6 +328,17 @@ pub struct Engine {
     cursors: HashMap<PublicKey, (u64, u64)>,
     flush_pending: bool,
     actions: Vec<Action>,
+    rejections: Vec<Rejected>,
+}
+
+/// One counted rejection, drained by the runtime with [`Engine::take_rejections`] for
+/// metrics and logs.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected {
+    pub peer: PublicKey,
+    pub reason: &'static str,
+    /// Whether it cost the peer penalty points.
+    pub penalised: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -357,6 +372,7 @@ impl Engine {
             cursors: HashMap::new(),
             flush_pending: false,
             actions: Vec::new(),
+            rejections: Vec::new(),
         }
     }
 
@@ -375,6 +391,11 @@ impl Engine {
     /// Sets a trust entry without side effects (start-up).
     pub fn load_trust(&mut self, key: PublicKey, level: TrustLevel) {
         self.trust.insert(key, level);
+    }
+
+    /// Rejections counted since the last call (for metrics and logs).
+    pub fn take_rejections(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.rejections)
     }
 
     /// This node's key.
@@ -409,7 +430,12 @@ impl Engine {
 
     /// Per-peer state for every peer that is trusted or has stats.
     pub fn peer_reports(&self) -> Vec<PeerReport> {
-        let mut keys: Vec<PublicKey> = self.trust.keys().chain(self.stats.keys()).copied().collect();
+        let mut keys: Vec<PublicKey> = self
+            .trust
+            .keys()
+            .chain(self.stats.keys())
+            .copied()
+            .collect();
         keys.sort();
         keys.dedup();
         keys.into_iter()
@@ -419,9 +445,7 @@ impl Engine {
                     key: k,
                     connected: p.is_some(),
                     eager: p.is_some_and(|p| p.eager),
-                    catching_up: p
-                        .and_then(|p| p.sync.as_ref())
-                        .is_some_and(|s| !s.complete),
+                    catching_up: p.and_then(|p| p.sync.as_ref()).is_some_and(|s| !s.complete),
                     stats: self.stats.get(&k).cloned().unwrap_or_default(),
                 }
             })
@@ -515,6 +539,11 @@ impl Engine {
     fn penalise(&mut self, peer: PublicKey, points: u32, reason: &'static str, now: u64) {
         let threshold = self.cfg.penalty_threshold;
         let ban_ms = self.cfg.ban_ms;
+        self.rejections.push(Rejected {
+            peer,
+            reason,
+            penalised: true,
+        });
         let s = self.stats_mut(peer);
         *s.rejections.entry(reason).or_default() += 1;
         let decay = (now.saturating_sub(s.penalty_at) / 1000) as u32 * PENALTY_DECAY_PER_SEC;
@@ -534,6 +563,11 @@ impl Engine {
     }
 
     fn count(&mut self, peer: PublicKey, reason: &'static str) {
+        self.rejections.push(Rejected {
+            peer,
+            reason,
+            penalised: false,
+        });
         *self.stats_mut(peer).rejections.entry(reason).or_default() += 1;
     }
 
@@ -543,7 +577,10 @@ impl Engine {
             self.count(peer, "not_connected");
             return;
         }
-        let (rate, burst) = (self.cfg.peer_bytes_per_sec as f64, self.cfg.peer_byte_burst as f64);
+        let (rate, burst) = (
+            self.cfg.peer_bytes_per_sec as f64,
+            self.cfg.peer_byte_burst as f64,
+        );
         let s = self.stats_mut(peer);
         s.bytes_in += bytes.len() as u64;
         if !s.byte_bucket.take(now, rate, burst, bytes.len() as f64) {
@@ -558,7 +595,7 @@ impl Engine {
             }
         };
         match frame {
-            Frame::Hello { epoch, head: _ } => self.on_hello(peer, epoch, now),
+            Frame::Hello { epoch, head } => self.on_hello(peer, epoch, head, now),
             Frame::Alert { hops, envelope } => self.on_alert(peer, hops, envelope, now),
             Frame::Announce { ids } => self.on_announce(peer, ids, now),
             Frame::Want { ids, graft } => self.on_want(peer, ids, graft, now),
@@ -577,9 +614,12 @@ impl Engine {
         }
     }
 
-    fn on_hello(&mut self, peer: PublicKey, epoch: u64, now: u64) {
+    fn on_hello(&mut self, peer: PublicKey, epoch: u64, head: u64, now: u64) {
+        // Same epoch and not past the peer's head: resume. A cursor past the head means
+        // the peer's database was restored from an older backup: its sequence numbers
+        // will be reused, so start over (wanting only what is missing is cheap).
         let after = match self.cursors.get(&peer) {
-            Some((e, seq)) if *e == epoch => *seq,
+            Some((e, seq)) if *e == epoch && *seq <= head => *seq,
             _ => 0,
         };
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -627,9 +667,16 @@ impl Engine {
     }
 
     /// Whether we may give this alert to `peer` (push, announce, catch-up or on request).
-    fn shareable(&self, k: &KnownAlert, peer: &PublicKey, level: Option<TrustLevel>, now: u64) -> bool {
+    fn shareable(
+        &self,
+        k: &KnownAlert,
+        peer: &PublicKey,
+        level: Option<TrustLevel>,
+        now: u64,
+    ) -> bool {
         !k.expired(now)
             && !self.cancelled.contains(&k.id)
+            && self.trust_of(&k.origin) != Some(TrustLevel::Blocked)
             && policy::may_send(&self.me, peer, level, k.scope(), k.hops)
     }
 
@@ -749,7 +796,9 @@ impl Engine {
         }
         let mut from_store = Vec::new();
         for id in ids {
-            let Some(k) = self.known.get(&id) else { continue };
+            let Some(k) = self.known.get(&id) else {
+                continue;
+            };
             if !self.shareable(k, &peer, level, now) {
                 continue;
             }
@@ -871,7 +920,11 @@ impl Engine {
                         self.cancelled.insert(target);
                     }
                     Some(_) => {}
-                    None => self.early_cancels.entry(target).or_default().push(meta.origin),
+                    None => self
+                        .early_cancels
+                        .entry(target)
+                        .or_default()
+                        .push(meta.origin),
                 }
             }
         }
@@ -992,7 +1045,12 @@ impl Engine {
                         })
                         .collect();
                     for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
-                        self.send(peer, Frame::Announce { ids: chunk.to_vec() });
+                        self.send(
+                            peer,
+                            Frame::Announce {
+                                ids: chunk.to_vec(),
+                            },
+                        );
                     }
                 }
             }
@@ -1001,7 +1059,9 @@ impl Engine {
                     self.missing.remove(&id);
                     return;
                 }
-                let Some(m) = self.missing.get_mut(&id) else { return };
+                let Some(m) = self.missing.get_mut(&id) else {
+                    return;
+                };
                 let mut chosen = None;
                 while let Some(p) = m.announcers.pop_front() {
                     if self.peers.contains_key(&p) {

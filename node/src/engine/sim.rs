@@ -46,8 +46,8 @@ use serde::Serialize;
 use tocsin_proto::limits::MAX_HOPS;
 use tocsin_proto::policy::TrustLevel;
 use tocsin_proto::{
-    AlertBody, AlertId, Frame, Indicator, IndicatorType, Kind, PublicKey, Severity,
-    SignedAlert, SigningKey, Tlp, FORMAT_VERSION,
+    AlertBody, AlertId, Frame, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert,
+    SigningKey, Tlp, FORMAT_VERSION,
 };
 
 use super::{Action, Engine, EngineConfig, Event, KnownAlert, Timer};
@@ -708,6 +708,9 @@ impl Sim {
             return;
         };
         let actions = engine.handle(event, now);
+        // The daemon drains these for metrics and logs; the report reads the same counts
+        // from the engines' per-peer stats, so here they are only kept from piling up.
+        drop(engine.take_rejections());
         self.apply(node, actions);
     }
 
@@ -805,17 +808,17 @@ impl Sim {
         let n = &mut self.nodes[node];
         let seq = n.next_seq;
         n.next_seq += 1;
-        if n.held.contains_key(&id) {
-            self.counters.duplicate_stores += 1;
-        } else {
-            n.held.insert(
-                id,
-                Delivery {
+        match n.held.entry(id) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                self.counters.duplicate_stores += 1;
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Delivery {
                     at: now,
                     hops,
                     from: from_node,
-                },
-            );
+                });
+            }
         }
         n.pending
             .push((seq, KnownAlert::of(alert, hops, Some(from))));
@@ -1269,7 +1272,9 @@ impl Sim {
 
     /// Whether the node holds (stored) the alert.
     pub fn holds(&self, node: usize, id: &AlertId) -> bool {
-        self.nodes.get(node).is_some_and(|n| n.held.contains_key(id))
+        self.nodes
+            .get(node)
+            .is_some_and(|n| n.held.contains_key(id))
     }
 
     /// When and how the node got the alert, if it holds it.
@@ -1335,7 +1340,7 @@ impl Sim {
                 }
             }
             let permitted = t.permitted.len().saturating_sub(1);
-            let delivered = permitted - missing.len();
+            let delivered = permitted.saturating_sub(missing.len());
             let rmr = (receivers > 1)
                 .then(|| t.body_frames_received as f64 / (receivers - 1) as f64 - 1.0);
             let latency_ratio = match (last, bound) {

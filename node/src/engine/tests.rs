@@ -1,1 +1,902 @@
-//! Engine unit tests (being written).
+//! Engine unit tests: two to four engines wired by hand, one event at a time.
+//!
+//! Tests marked `#[ignore = "engine bug: …"]` show a defect of the engine as it is;
+//! they pass once the bug is fixed.
+
+use std::collections::BTreeMap;
+
+use tocsin_proto::{
+    AlertBody, AlertId, Frame, Kind, PublicKey, Severity, SignedAlert, SigningKey, Tlp,
+    FORMAT_VERSION,
+};
+
+use super::*;
+
+/// Virtual start time of every test, ms.
+const T0: u64 = 1_000_000;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn pk(k: &SigningKey) -> PublicKey {
+    PublicKey(k.verifying_key().to_bytes())
+}
+
+fn body(origin: &SigningKey, n: u64, tlp: Tlp, recipients: Vec<PublicKey>) -> AlertBody {
+    AlertBody {
+        v: FORMAT_VERSION,
+        origin: pk(origin),
+        issued_at: 1_767_225_600_000 + n,
+        expires_at: None,
+        kind: Kind::New,
+        replaces: None,
+        severity: Severity::High,
+        tlp,
+        recipients,
+        title: format!("Test alert {n}"),
+        text: "Block the listed infrastructure.".into(),
+        indicators: vec![],
+        tags: vec![],
+        references: vec![],
+    }
+}
+
+fn alert(origin: &SigningKey, n: u64, tlp: Tlp) -> SignedAlert {
+    SignedAlert::sign(body(origin, n, tlp, vec![]), origin).unwrap()
+}
+
+fn red(origin: &SigningKey, n: u64, recipients: Vec<PublicKey>) -> SignedAlert {
+    SignedAlert::sign(body(origin, n, Tlp::Red, recipients), origin).unwrap()
+}
+
+fn replacing(origin: &SigningKey, n: u64, kind: Kind, target: AlertId) -> SignedAlert {
+    let mut b = body(origin, n, Tlp::Clear, vec![]);
+    b.kind = kind;
+    b.replaces = Some(target);
+    SignedAlert::sign(b, origin).unwrap()
+}
+
+fn engine_for(me: &SigningKey, cfg: EngineConfig) -> Engine {
+    Engine::new(pk(me), 7, cfg)
+}
+
+/// Trusts `peer` at `level` and connects it; returns the connect actions.
+fn connect(e: &mut Engine, peer: &SigningKey, level: TrustLevel) -> Vec<Action> {
+    e.load_trust(pk(peer), level);
+    e.handle(Event::PeerConnected(pk(peer)), T0)
+}
+
+fn frame_event(from: &SigningKey, frame: &Frame) -> Event {
+    Event::Frame {
+        peer: pk(from),
+        bytes: frame.encode().unwrap(),
+    }
+}
+
+fn alert_event(from: &SigningKey, hops: u8, a: &SignedAlert) -> Event {
+    frame_event(
+        from,
+        &Frame::Alert {
+            hops,
+            envelope: a.to_envelope(),
+        },
+    )
+}
+
+fn stored(actions: &[Action]) -> Vec<AlertId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Store { alert, .. } => Some(alert.id()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn frames_to<'a>(actions: &'a [Action], peer: &SigningKey) -> Vec<&'a Frame> {
+    let p = pk(peer);
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { peer, frame } if *peer == p => Some(frame),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ids of full alerts sent to `peer` (pushed or queued as `SendStored`).
+fn alerts_to(actions: &[Action], peer: &SigningKey) -> Vec<AlertId> {
+    let p = pk(peer);
+    let mut out = Vec::new();
+    for a in actions {
+        match a {
+            Action::Send {
+                peer,
+                frame: Frame::Alert { envelope, .. },
+            } if *peer == p => out.push(SignedAlert::decode(envelope).unwrap().id()),
+            Action::SendStored { peer, alerts } if *peer == p => {
+                out.extend(alerts.iter().map(|(id, _)| *id));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Fires every timer in `actions` (in time order, and those they set, up to `until`),
+/// returning everything the engine did.
+fn fire_timers(e: &mut Engine, actions: &[Action], until: u64) -> Vec<Action> {
+    let mut timers: BTreeMap<(u64, u64), Timer> = BTreeMap::new();
+    let mut n = 0;
+    let mut add = |timers: &mut BTreeMap<(u64, u64), Timer>, actions: &[Action]| {
+        for a in actions {
+            if let Action::SetTimer { at, timer } = a {
+                n += 1;
+                timers.insert((*at, n), timer.clone());
+            }
+        }
+    };
+    add(&mut timers, actions);
+    let mut out = Vec::new();
+    while let Some(((at, _), timer)) = timers.pop_first() {
+        if at > until {
+            break;
+        }
+        let more = e.handle(Event::Timer(timer), at);
+        add(&mut timers, &more);
+        out.extend(more);
+    }
+    out
+}
+
+fn stats(e: &Engine, peer: &SigningKey) -> PeerStats {
+    e.peer_reports()
+        .into_iter()
+        .find(|r| r.key == pk(peer))
+        .map(|r| r.stats)
+        .unwrap_or_default()
+}
+
+fn rejections(e: &Engine, peer: &SigningKey, reason: &str) -> u64 {
+    stats(e, peer).rejections.get(reason).copied().unwrap_or(0)
+}
+
+fn disconnect_of(actions: &[Action], peer: &SigningKey) -> Option<Option<u64>> {
+    let p = pk(peer);
+    actions.iter().find_map(|a| match a {
+        Action::Disconnect { peer, until, .. } if *peer == p => Some(*until),
+        _ => None,
+    })
+}
+
+#[test]
+fn connecting_says_hello_and_catch_up_starts() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    let out = connect(&mut ea, &b, TrustLevel::Member);
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::Hello { epoch: 7, head: 0 }]
+    );
+    let out = ea.handle(frame_event(&b, &Frame::Hello { epoch: 9, head: 3 }), T0);
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::SyncRequest { epoch: 9, after: 0 }]
+    );
+}
+
+#[test]
+fn frames_from_unknown_or_unconnected_peers_are_dropped() {
+    let (a, b, stranger, o) = (key(1), key(2), key(3), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    ea.load_trust(pk(&b), TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+
+    // Trusted but not connected.
+    let out = ea.handle(alert_event(&b, 2, &x), T0);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(rejections(&ea, &b, "not_connected"), 1);
+    // Not in the trust table at all.
+    let out = ea.handle(
+        alert_event(&stranger, 1, &alert(&stranger, 2, Tlp::Clear)),
+        T0,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!ea.knows(&x.id()));
+
+    // Once connected, the same frame is accepted.
+    ea.handle(Event::PeerConnected(pk(&b)), T0);
+    let out = ea.handle(alert_event(&b, 2, &x), T0);
+    assert_eq!(stored(&out), vec![x.id()]);
+    // And a connection from the stranger is refused.
+    let out = ea.handle(Event::PeerConnected(pk(&stranger)), T0);
+    assert_eq!(disconnect_of(&out, &stranger), Some(None));
+}
+
+#[test]
+fn malformed_frames_and_envelopes_are_penalised() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+
+    let out = ea.handle(
+        Event::Frame {
+            peer: pk(&b),
+            bytes: vec![0xff, 0x00, 0x13, 0x37],
+        },
+        T0,
+    );
+    assert!(stored(&out).is_empty());
+    assert_eq!(rejections(&ea, &b, "malformed_frame"), 1);
+    assert_eq!(stats(&ea, &b).penalty, PENALTY_MALFORMED);
+
+    // A well-formed frame carrying an envelope that is not an alert.
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::Alert {
+                hops: 1,
+                envelope: b"not an envelope".to_vec(),
+            },
+        ),
+        T0,
+    );
+    assert!(stored(&out).is_empty());
+    assert_eq!(rejections(&ea, &b, "malformed_alert"), 1);
+    assert_eq!(stats(&ea, &b).penalty, 2 * PENALTY_MALFORMED);
+}
+
+/// The envelope of `a` with its signature's last byte flipped: same body, same id.
+fn forged_envelope(a: &SignedAlert) -> Vec<u8> {
+    let mut env = a.to_envelope();
+    if let Some(last) = env.last_mut() {
+        *last ^= 0x01;
+    }
+    assert_eq!(SignedAlert::decode(&env).unwrap().id(), a.id());
+    env
+}
+
+#[test]
+fn a_bad_signature_is_penalised_and_does_not_poison_the_id() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    let x = alert(&b, 1, Tlp::Clear);
+
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::Alert {
+                hops: 1,
+                envelope: forged_envelope(&x),
+            },
+        ),
+        T0,
+    );
+    assert!(stored(&out).is_empty());
+    assert!(alerts_to(&out, &c).is_empty(), "nothing is relayed");
+    assert_eq!(rejections(&ea, &b, "bad_signature"), 1);
+    assert_eq!(stats(&ea, &b).penalty, PENALTY_BAD_SIGNATURE);
+    assert!(!ea.knows(&x.id()));
+
+    // The genuine alert is still accepted.
+    let out = ea.handle(alert_event(&c, 2, &x), T0);
+    assert_eq!(stored(&out), vec![x.id()]);
+}
+
+#[test]
+fn enough_bad_frames_disconnect_and_ban_until_the_ban_expires() {
+    let (a, b) = (key(1), key(2));
+    let cfg = EngineConfig {
+        penalty_threshold: 100,
+        ban_ms: 60_000,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    connect(&mut ea, &b, TrustLevel::Member);
+    let garbage = Event::Frame {
+        peer: pk(&b),
+        bytes: vec![0xff; 8],
+    };
+    let per_frame = PENALTY_MALFORMED;
+    let frames_to_ban = 100_u32.div_ceil(per_frame);
+    let mut banned_at = None;
+    for i in 1..=frames_to_ban {
+        let out = ea.handle(
+            Event::Frame {
+                peer: pk(&b),
+                bytes: vec![0xff; 8],
+            },
+            T0,
+        );
+        if let Some(until) = disconnect_of(&out, &b) {
+            banned_at = Some((i, until));
+        }
+    }
+    assert_eq!(banned_at, Some((frames_to_ban, Some(T0 + 60_000))));
+    assert!(!ea.may_connect(&pk(&b), T0));
+    assert!(!ea.may_connect(&pk(&b), T0 + 59_999));
+    assert!(ea.may_connect(&pk(&b), T0 + 60_000));
+
+    // While banned, frames are dropped and a reconnection is refused.
+    let out = ea.handle(garbage, T0 + 1);
+    assert!(out.is_empty());
+    let out = ea.handle(Event::PeerConnected(pk(&b)), T0 + 1_000);
+    assert_eq!(disconnect_of(&out, &b), Some(None));
+    // After the ban it may connect again.
+    let out = ea.handle(Event::PeerConnected(pk(&b)), T0 + 60_000);
+    assert_eq!(disconnect_of(&out, &b), None);
+}
+
+#[test]
+fn a_flooding_peer_is_throttled_and_others_are_not() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let cfg = EngineConfig {
+        peer_alerts_per_sec: 1,
+        peer_alert_burst: 5,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+
+    let mut accepted = 0;
+    for n in 0..8 {
+        let out = ea.handle(alert_event(&b, 1, &alert(&b, n, Tlp::Clear)), T0);
+        accepted += stored(&out).len();
+    }
+    assert_eq!(accepted, 5);
+    assert_eq!(stats(&ea, &b).rate_limited, 3);
+    assert_eq!(stats(&ea, &b).penalty, 0, "throttling is not a penalty");
+
+    // Another peer at the same instant is not slowed down.
+    let y = alert(&c, 100, Tlp::Clear);
+    let out = ea.handle(alert_event(&c, 1, &y), T0);
+    assert_eq!(stored(&out), vec![y.id()]);
+    assert_eq!(stats(&ea, &c).rate_limited, 0);
+
+    // The flooding peer gets a token back after a second.
+    let z = alert(&b, 200, Tlp::Clear);
+    let out = ea.handle(alert_event(&b, 1, &z), T0 + 1_000);
+    assert_eq!(stored(&out), vec![z.id()]);
+}
+
+#[test]
+fn a_duplicate_on_an_eager_link_prunes_it() {
+    let (a, b, c, o) = (key(1), key(2), key(3), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+
+    let out = ea.handle(alert_event(&b, 2, &x), T0);
+    assert_eq!(stored(&out), vec![x.id()]);
+    // Relayed eagerly to c (links start eager), never back to b.
+    assert_eq!(alerts_to(&out, &c), vec![x.id()]);
+    assert!(alerts_to(&out, &b).is_empty());
+
+    let out = ea.handle(alert_event(&c, 2, &x), T0 + 5);
+    assert!(stored(&out).is_empty());
+    assert_eq!(frames_to(&out, &c), vec![&Frame::Prune]);
+    assert_eq!(stats(&ea, &c).duplicates, 1);
+
+    // The pruned link now gets announces instead of bodies.
+    let y = alert(&o, 2, Tlp::Clear);
+    let out = ea.handle(alert_event(&b, 2, &y), T0 + 10);
+    assert!(alerts_to(&out, &c).is_empty());
+    let out = fire_timers(&mut ea, &out, T0 + 100);
+    assert_eq!(
+        frames_to(&out, &c),
+        vec![&Frame::Announce { ids: vec![y.id()] }]
+    );
+}
+
+#[test]
+fn an_announced_alert_that_does_not_arrive_is_grafted() {
+    let (a, b, c, o) = (key(1), key(2), key(3), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    let out = ea.handle(frame_event(&b, &Frame::Announce { ids: vec![x.id()] }), T0);
+    let out = fire_timers(&mut ea, &out, T0 + EngineConfig::default().graft_timeout_ms);
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::Want {
+            ids: vec![x.id()],
+            graft: true
+        }]
+    );
+}
+
+#[test]
+fn a_cancel_that_arrives_first_keeps_the_original_from_spreading() {
+    let (a, b, c, o) = (key(1), key(2), key(3), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    let cancel = replacing(&o, 2, Kind::Cancel, x.id());
+
+    let out = ea.handle(alert_event(&b, 2, &cancel), T0);
+    assert_eq!(stored(&out), vec![cancel.id()]);
+    assert_eq!(alerts_to(&out, &c), vec![cancel.id()], "the cancel spreads");
+
+    let out = ea.handle(alert_event(&b, 2, &x), T0 + 10);
+    assert_eq!(stored(&out), vec![x.id()], "the original is kept");
+    assert!(alerts_to(&out, &c).is_empty(), "but not pushed");
+    let later = fire_timers(&mut ea, &out, T0 + 10_000);
+    for f in frames_to(&later, &c) {
+        if let Frame::Announce { ids } = f {
+            assert!(!ids.contains(&x.id()), "nor announced");
+        }
+    }
+    // Nor offered by catch-up or on request.
+    ea.handle(
+        Event::Committed(vec![(1, cancel.id()), (2, x.id())]),
+        T0 + 20,
+    );
+    let out = ea.handle(
+        frame_event(&c, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0 + 30,
+    );
+    let page = frames_to(&out, &c);
+    assert!(
+        matches!(page.as_slice(), [Frame::SyncPage { ids, .. }] if ids == &vec![cancel.id()]),
+        "{page:?}"
+    );
+    let out = ea.handle(
+        frame_event(
+            &c,
+            &Frame::Want {
+                ids: vec![x.id()],
+                graft: false,
+            },
+        ),
+        T0 + 40,
+    );
+    assert!(alerts_to(&out, &c).is_empty());
+}
+
+#[test]
+fn only_the_origin_may_update_or_cancel() {
+    let (a, b, o, mallory) = (key(1), key(2), key(9), key(66));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    ea.handle(alert_event(&b, 2, &x), T0);
+
+    for (n, kind) in [(2, Kind::Update), (3, Kind::Cancel)] {
+        let forged = replacing(&mallory, n, kind, x.id());
+        let out = ea.handle(alert_event(&b, 2, &forged), T0 + n);
+        assert!(stored(&out).is_empty(), "{kind:?} from another origin");
+    }
+    assert_eq!(rejections(&ea, &b, "not_origin"), 2);
+
+    // The origin's own update is accepted.
+    let update = replacing(&o, 4, Kind::Update, x.id());
+    let out = ea.handle(alert_event(&b, 2, &update), T0 + 10);
+    assert_eq!(stored(&out), vec![update.id()]);
+}
+
+#[test]
+fn withdrawing_trust_disconnects_and_a_demotion_narrows_what_is_sent() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+
+    let out = ea.handle(
+        Event::Trust {
+            key: pk(&b),
+            level: None,
+        },
+        T0,
+    );
+    assert_eq!(disconnect_of(&out, &b), Some(None));
+    assert!(!ea.may_connect(&pk(&b), T0));
+    let out = ea.handle(alert_event(&b, 1, &alert(&b, 1, Tlp::Clear)), T0);
+    assert!(stored(&out).is_empty());
+
+    // Member → public keeps the connection but no longer gets GREEN.
+    let out = ea.handle(
+        Event::Trust {
+            key: pk(&c),
+            level: Some(TrustLevel::Public),
+        },
+        T0,
+    );
+    assert_eq!(disconnect_of(&out, &c), None);
+    let green = alert(&a, 2, Tlp::Green);
+    let out = ea.handle(
+        Event::Local {
+            alert: green,
+            seq: 1,
+        },
+        T0,
+    );
+    let out = [out.clone(), fire_timers(&mut ea, &out, T0 + 1_000)].concat();
+    assert!(frames_to(&out, &c).is_empty(), "{out:?}");
+
+    // Blocking cuts it.
+    let out = ea.handle(
+        Event::Trust {
+            key: pk(&c),
+            level: Some(TrustLevel::Blocked),
+        },
+        T0,
+    );
+    assert_eq!(disconnect_of(&out, &c), Some(None));
+}
+
+#[test]
+fn red_goes_only_to_named_partners() {
+    let (a, b, c, d) = (key(1), key(2), key(3), key(4));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Partner); // named
+    connect(&mut ea, &c, TrustLevel::Partner); // not named
+    connect(&mut ea, &d, TrustLevel::Member); // named, but only a member
+    let x = red(&a, 1, vec![pk(&b), pk(&d)]);
+    let out = ea.handle(
+        Event::Local {
+            alert: x.clone(),
+            seq: 1,
+        },
+        T0,
+    );
+    let out = [out.clone(), fire_timers(&mut ea, &out, T0 + 10_000)].concat();
+    assert_eq!(alerts_to(&out, &b), vec![x.id()]);
+    assert!(frames_to(&out, &c).is_empty(), "{out:?}");
+    assert!(frames_to(&out, &d).is_empty(), "{out:?}");
+
+    // Catch-up does not offer it to them either.
+    for peer in [&c, &d] {
+        let out = ea.handle(
+            frame_event(peer, &Frame::SyncRequest { epoch: 7, after: 0 }),
+            T0 + 20_000,
+        );
+        assert!(
+            matches!(frames_to(&out, peer).as_slice(), [Frame::SyncPage { ids, .. }] if ids.is_empty())
+        );
+    }
+}
+
+#[test]
+fn relayed_amber_is_a_scope_violation() {
+    let (a, b, o) = (key(1), key(2), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Partner);
+    connect(&mut ea, &o, TrustLevel::Partner);
+    let x = alert(&o, 1, Tlp::Amber);
+
+    let out = ea.handle(alert_event(&b, 2, &x), T0);
+    assert!(stored(&out).is_empty());
+    assert_eq!(rejections(&ea, &b, "scope_violation"), 1);
+    assert_eq!(stats(&ea, &b).penalty, PENALTY_POLICY);
+
+    // Straight from its origin it is accepted, and not relayed.
+    let out = ea.handle(alert_event(&o, 1, &x), T0);
+    assert_eq!(stored(&out), vec![x.id()]);
+    let out = [out.clone(), fire_timers(&mut ea, &out, T0 + 1_000)].concat();
+    assert!(frames_to(&out, &b).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_blocked_origin_is_dropped_even_when_relayed() {
+    let (a, b, bad) = (key(1), key(2), key(66));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    ea.load_trust(pk(&bad), TrustLevel::Blocked);
+    let out = ea.handle(alert_event(&b, 2, &alert(&bad, 1, Tlp::Clear)), T0);
+    assert!(stored(&out).is_empty());
+    assert_eq!(rejections(&ea, &b, "blocked_origin"), 1);
+    assert_eq!(stats(&ea, &b).penalty, 0, "the relay did nothing wrong");
+}
+
+#[test]
+fn relaying_clear_to_a_public_peer_does_not_get_the_relay_banned() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Public);
+    // b may trust a as member and relay CLEAR alerts of other origins to it: a refuses
+    // them (a public peer's relays are not accepted) without holding it against b.
+    for n in 0..10 {
+        let out = ea.handle(
+            alert_event(&b, 2, &alert(&key(50 + n), n.into(), Tlp::Clear)),
+            T0,
+        );
+        assert!(stored(&out).is_empty());
+        assert_eq!(
+            disconnect_of(&out, &b),
+            None,
+            "banned after {} relays",
+            n + 1
+        );
+    }
+    assert_eq!(rejections(&ea, &b, "relay_not_allowed"), 10);
+    assert_eq!(stats(&ea, &b).penalty, 0);
+    // Its own alerts are accepted.
+    let own = alert(&b, 99, Tlp::Clear);
+    let out = ea.handle(alert_event(&b, 1, &own), T0);
+    assert_eq!(stored(&out), vec![own.id()]);
+}
+
+// ---------------------------------------------------------------------------------
+// Engine bugs. Each test states the behaviour the design asks for.
+// ---------------------------------------------------------------------------------
+
+/// The (peer, frame) sequence of the actions, for comparing runs.
+fn trace(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Send { peer, frame } => format!("{} {}", peer.fmt_short(), frame.name()),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "engine bug: Engine::peers is a std HashMap, so relay() and the announce flush \
+            emit actions in a random order per engine instance; the simulator cannot be \
+            deterministic (see tests/sim.rs the_same_seed_gives_the_same_report)"]
+fn equal_inputs_give_equal_outputs() {
+    let peers: Vec<SigningKey> = (10..18).map(key).collect();
+    let me = key(1);
+    let run = || {
+        let mut e = engine_for(&me, EngineConfig::default());
+        for p in &peers {
+            connect(&mut e, p, TrustLevel::Member);
+        }
+        e.handle(
+            Event::Local {
+                alert: alert(&me, 1, Tlp::Clear),
+                seq: 1,
+            },
+            T0,
+        )
+    };
+    assert_eq!(trace(&run()), trace(&run()));
+}
+
+#[test]
+#[ignore = "engine bug: drop_wanted() removes the whole `missing` entry when one announcer's \
+            copy is refused (here a forged signature), so the other announcers are never asked \
+            and the alert is not delivered"]
+fn a_refused_copy_does_not_forget_the_other_announcers() {
+    let (a, liar, honest, o) = (key(1), key(2), key(3), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &liar, TrustLevel::Member);
+    connect(&mut ea, &honest, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    let announce = Frame::Announce { ids: vec![x.id()] };
+    let mut timers = ea.handle(frame_event(&liar, &announce), T0);
+    timers.extend(ea.handle(frame_event(&honest, &announce), T0 + 1));
+    let graft = EngineConfig::default().graft_timeout_ms;
+    let out = fire_timers(&mut ea, &timers, T0 + graft);
+    assert_eq!(
+        frames_to(&out, &liar).len(),
+        1,
+        "first graft goes to the first announcer"
+    );
+
+    // The liar answers with a forged copy.
+    let refused = ea.handle(
+        frame_event(
+            &liar,
+            &Frame::Alert {
+                hops: 2,
+                envelope: forged_envelope(&x),
+            },
+        ),
+        T0 + graft + 10,
+    );
+    assert_eq!(rejections(&ea, &liar, "bad_signature"), 1);
+    let out = fire_timers(&mut ea, &[out, refused].concat(), T0 + 3 * graft);
+    assert_eq!(
+        frames_to(&out, &honest),
+        vec![&Frame::Want {
+            ids: vec![x.id()],
+            graft: true
+        }]
+    );
+}
+
+#[test]
+#[ignore = "engine bug: a duplicate with a lower hop count does not lower KnownAlert::hops, \
+            so an alert first received along a long path (the shared PlumTree tree) stays \
+            at the hop limit and is never offered to peers within MAX_HOPS of the origin"]
+fn a_shorter_copy_lowers_the_hop_count() {
+    let (a, far, near, d, o) = (key(1), key(2), key(3), key(4), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &far, TrustLevel::Member);
+    connect(&mut ea, &near, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    ea.handle(alert_event(&far, MAX_HOPS, &x), T0);
+    ea.handle(alert_event(&near, 2, &x), T0 + 5);
+    ea.handle(Event::Committed(vec![(1, x.id())]), T0 + 6);
+
+    connect(&mut ea, &d, TrustLevel::Member);
+    let out = ea.handle(
+        frame_event(&d, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0 + 10,
+    );
+    assert!(
+        matches!(frames_to(&out, &d).as_slice(), [Frame::SyncPage { ids, .. }] if ids == &vec![x.id()]),
+        "{out:?}"
+    );
+}
+
+/// Two engines wired together: frames arrive after [`LINK_MS`], stores commit after
+/// 1 ms, timers fire; `lose` decides which frames are lost.
+const LINK_MS: u64 = 10;
+
+fn run_pair(
+    engines: &mut [Engine; 2],
+    keys: [&SigningKey; 2],
+    first: Vec<(usize, Action)>,
+    until: u64,
+    mut lose: impl FnMut(usize, &Frame) -> bool,
+) -> Vec<(usize, Action)> {
+    let mut queue: BTreeMap<(u64, u64), (usize, Event)> = BTreeMap::new();
+    let mut n = 0u64;
+    let mut seqs = [100u64, 100u64];
+    let mut log = Vec::new();
+    let mut pending: Vec<(usize, Action)> = first;
+    let mut now = T0;
+    loop {
+        for (node, action) in pending.drain(..) {
+            n += 1;
+            match &action {
+                Action::Send { frame, .. } if !lose(node, frame) => {
+                    let ev = frame_event(keys[node], frame);
+                    queue.insert((now + LINK_MS, n), (1 - node, ev));
+                }
+                Action::Store { alert, .. } => {
+                    seqs[node] += 1;
+                    let ev = Event::Committed(vec![(seqs[node], alert.id())]);
+                    queue.insert((now + 1, n), (node, ev));
+                }
+                Action::SetTimer { at, timer } => {
+                    queue.insert((*at, n), (node, Event::Timer(timer.clone())));
+                }
+                _ => {}
+            }
+            log.push((node, action));
+        }
+        let Some(((at, _), (node, ev))) = queue.pop_first() else {
+            break;
+        };
+        if at > until {
+            break;
+        }
+        now = at;
+        pending = engines[node]
+            .handle(ev, now)
+            .into_iter()
+            .map(|a| (node, a))
+            .collect();
+    }
+    log
+}
+
+#[test]
+#[ignore = "engine bug: nothing repairs a lost push that no other peer announces (every \
+            AMBER/RED recipient, a node with one eligible link): catch-up runs only on \
+            connect, so the alert is missing until the connection drops"]
+fn a_lost_amber_push_is_repaired_while_connected() {
+    let (a, b) = (key(1), key(2));
+    let mut engines = [
+        engine_for(&a, EngineConfig::default()),
+        engine_for(&b, EngineConfig::default()),
+    ];
+    let mut first: Vec<(usize, Action)> = connect(&mut engines[0], &b, TrustLevel::Partner)
+        .into_iter()
+        .map(|x| (0, x))
+        .collect();
+    first.extend(
+        connect(&mut engines[1], &a, TrustLevel::Partner)
+            .into_iter()
+            .map(|x| (1, x)),
+    );
+    // Without loss, b gets a's AMBER alerts (the harness works).
+    let y = alert(&a, 0, Tlp::Amber);
+    first.extend(
+        engines[0]
+            .handle(
+                Event::Local {
+                    alert: y.clone(),
+                    seq: 1,
+                },
+                T0,
+            )
+            .into_iter()
+            .map(|x| (0, x)),
+    );
+    let log = run_pair(&mut engines, [&a, &b], first, T0 + 60_000, |_, _| false);
+    assert!(log.iter().any(|(node, a)| {
+        *node == 1 && matches!(a, Action::Store { alert, .. } if alert.id() == y.id())
+    }));
+
+    let x = alert(&a, 1, Tlp::Amber);
+    let out = engines[0].handle(
+        Event::Local {
+            alert: x.clone(),
+            seq: 2,
+        },
+        T0 + 60_000,
+    );
+    let mut lost = false;
+    let log = run_pair(
+        &mut engines,
+        [&a, &b],
+        out.into_iter().map(|x| (0, x)).collect(),
+        T0 + 60_000 + 600_000,
+        |node, frame| {
+            let drop = node == 0 && matches!(frame, Frame::Alert { .. }) && !lost;
+            lost |= drop;
+            drop
+        },
+    );
+    assert!(lost);
+    let stored_at_b = log.iter().any(|(node, a)| {
+        *node == 1 && matches!(a, Action::Store { alert, .. } if alert.id() == x.id())
+    });
+    assert!(stored_at_b, "b never got the AMBER alert within 10 minutes");
+}
+
+#[test]
+#[ignore = "engine bug: on_sync_page() leaves ids that are known but not yet committed out \
+            of `waiting`, so the cursor is saved before they are durable; a crash in between \
+            loses them for good on that link"]
+fn the_cursor_waits_for_alerts_that_are_not_committed_yet() {
+    let (a, b, c, o) = (key(1), key(2), key(3), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    // x arrives from b and is handed to the store...
+    ea.handle(alert_event(&b, 2, &x), T0);
+    // ...while c's catch-up page lists it.
+    ea.handle(frame_event(&c, &Frame::Hello { epoch: 3, head: 1 }), T0);
+    let page = Frame::SyncPage {
+        epoch: 3,
+        ids: vec![x.id()],
+        next: 1,
+        done: true,
+    };
+    let out = ea.handle(frame_event(&c, &page), T0 + 1);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
+        "cursor saved before x was committed"
+    );
+    let out = ea.handle(Event::Committed(vec![(1, x.id())]), T0 + 2);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::SaveCursor { seq: 1, .. })));
+}
+
+#[test]
+#[ignore = "engine bug: an update/cancel naming another origin's alert is penalised against \
+            the peer that relayed it, which could not check it (it did not hold the target); \
+            a malicious origin can get honest relays banned"]
+fn a_relayed_forged_cancel_does_not_get_the_relay_banned() {
+    let (a, b, o, mallory) = (key(1), key(2), key(9), key(66));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    ea.handle(alert_event(&b, 2, &x), T0);
+    for n in 0..10 {
+        let forged = replacing(&mallory, 10 + n, Kind::Cancel, x.id());
+        let out = ea.handle(alert_event(&b, 2, &forged), T0 + n);
+        assert!(stored(&out).is_empty());
+        assert_eq!(
+            disconnect_of(&out, &b),
+            None,
+            "banned after {} relays",
+            n + 1
+        );
+    }
+}

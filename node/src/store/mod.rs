@@ -666,10 +666,12 @@ fn prepare(alert: SignedAlert, receipt: Receipt) -> Result<Prepared, StoreError>
             reason: format!("alert {} produced an empty envelope", alert.id()),
         });
     }
+    let index = schema::index_entries(alert.body(), &alert.id());
     Ok(Prepared {
         alert,
         envelope,
         receipt,
+        index,
     })
 }
 

@@ -77,6 +77,11 @@ impl Index {
         Index::Expiry,
     ];
 
+    /// Position of this index in [`Index::ALL`].
+    pub(super) fn slot(self) -> usize {
+        self as usize
+    }
+
     /// The table of this index.
     pub(super) fn table(self) -> TableDefinition<'static, &'static [u8], ()> {
         TableDefinition::new(match self {

@@ -16,11 +16,14 @@ use super::schema::{
 };
 use super::{Insert, StoreError, Stored, MAX_BATCH};
 
-/// An alert ready to be written: encoded on the caller's task, not the writer's.
+/// An alert ready to be written: encoded, and its index keys built, on the caller's
+/// task, not the writer's (the writer's thread is the serial part of ingest).
 pub(super) struct Prepared {
     pub(super) alert: SignedAlert,
     pub(super) envelope: Vec<u8>,
     pub(super) receipt: Vec<u8>,
+    /// [`schema::index_entries`] of the alert.
+    pub(super) index: Vec<(Index, Vec<u8>)>,
 }
 
 /// A request to the writer.
@@ -160,29 +163,77 @@ impl Writer {
     }
 
     fn apply(&self, batch: &[Request], next: &mut u64) -> Result<Vec<Outcome>, StoreError> {
+        let t0 = std::time::Instant::now();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let mut outs = Vec::with_capacity(batch.len());
         {
             let mut t = WriteTables::open(&txn)?;
+            let mut pending = PendingIndex::default();
             for req in batch {
                 match req {
                     Request::Insert { items, .. } => {
                         let mut results = Vec::with_capacity(items.len());
                         for p in items {
-                            results.push(t.insert(p, next)?);
+                            let r = t.insert(p, next)?;
+                            if let Insert::Inserted { .. } = r {
+                                pending.add(&p.index);
+                            }
+                            results.push(r);
                         }
                         outs.push(Outcome::Inserted(results));
                     }
                     Request::Prune { before_ms, .. } => {
+                        // Pruning reads `idx_expiry`: it must see this batch's entries.
+                        pending.flush(&mut t)?;
                         outs.push(Outcome::Pruned(t.prune(*before_ms)?));
                     }
                     Request::Shutdown { .. } => {}
                 }
             }
+            pending.flush(&mut t)?;
         }
+        let t1 = t0.elapsed();
         txn.commit()?;
+        if std::env::var_os("WTRACE").is_some() {
+            let n: usize = batch.iter().map(|r| r.weight()).sum();
+            eprintln!("batch {n} apply {:?} commit {:?}", t1, t0.elapsed() - t1);
+        }
         Ok(outs)
+    }
+}
+
+/// Index entries of the alerts inserted so far in a batch, written in key order when the
+/// batch ends (or before anything reads the indexes): consecutive inserts then land in
+/// the same B-tree leaves, which redb modifies in place once they are dirty, instead of
+/// each alert touching a leaf of every index. Nothing reads the indexes in between
+/// except pruning, which flushes first; the set written is the same either way.
+#[derive(Default)]
+struct PendingIndex<'b> {
+    keys: [Vec<&'b [u8]>; Index::ALL.len()],
+}
+
+impl<'b> PendingIndex<'b> {
+    fn add(&mut self, entries: &'b [(Index, Vec<u8>)]) {
+        for (index, key) in entries {
+            if let Some(keys) = self.keys.get_mut(index.slot()) {
+                keys.push(key.as_slice());
+            }
+        }
+    }
+
+    fn flush(&mut self, t: &mut WriteTables<'_>) -> Result<(), StoreError> {
+        for index in Index::ALL {
+            let Some(keys) = self.keys.get_mut(index.slot()) else {
+                continue;
+            };
+            keys.sort_unstable();
+            let table = t.index(index);
+            for key in keys.drain(..) {
+                table.insert(key, ())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -258,21 +309,27 @@ impl<'txn> WriteTables<'txn> {
         Ok(best)
     }
 
+    /// Stores one alert, except its index entries ([`Prepared::index`]), which the caller
+    /// writes (see [`PendingIndex`]) when the result is [`Insert::Inserted`].
     fn insert(&mut self, p: &Prepared, next: &mut u64) -> Result<Insert, StoreError> {
         let id = p.alert.id().0;
-        if let Some(existing) = self.alerts.get(&id)? {
-            return Ok(Insert::Duplicate {
-                seq: existing.value().0,
-            });
-        }
         let seq = *next;
-        let body = p.alert.body();
-        self.alerts
-            .insert(&id, (seq, p.receipt.as_slice(), p.envelope.as_slice()))?;
-        self.log.insert(seq, &id)?;
-        for (index, key) in schema::index_entries(body, &p.alert.id()) {
-            self.index(index).insert(key.as_slice(), ())?;
+        // Insert without looking first (one B-tree walk instead of two); a duplicate is
+        // rare, and its stored record is put back unchanged.
+        let previous = self
+            .alerts
+            .insert(&id, (seq, p.receipt.as_slice(), p.envelope.as_slice()))?
+            .map(|old| {
+                let (seq, receipt, envelope) = old.value();
+                (seq, receipt.to_vec(), envelope.to_vec())
+            });
+        if let Some((old_seq, receipt, envelope)) = previous {
+            self.alerts
+                .insert(&id, (old_seq, receipt.as_slice(), envelope.as_slice()))?;
+            return Ok(Insert::Duplicate { seq: old_seq });
         }
+        let body = p.alert.body();
+        self.log.insert(seq, &id)?;
         let origin = body.origin.0;
         // This alert replaces another one: record the edge and, if the target is stored
         // and has the same origin, let the replacement win if it outranks the current.

@@ -32,7 +32,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 )]
 struct Cli {
     /// The cluster directory.
-    #[arg(long, global = true, env = "TOCSIN_CLUSTER_DIR", default_value = "tocsin-cluster")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOCSIN_CLUSTER_DIR",
+        default_value = "tocsin-cluster"
+    )]
     dir: PathBuf,
     /// JSON output (status, up).
     #[arg(long, global = true)]
@@ -97,7 +102,10 @@ enum Cmd {
 
 fn index(cluster: &Cluster, node: usize) -> Result<usize> {
     if node == 0 || node > cluster.nodes.len() {
-        bail!("no node {node}: this cluster has nodes 1..={}", cluster.nodes.len());
+        bail!(
+            "no node {node}: this cluster has nodes 1..={}",
+            cluster.nodes.len()
+        );
     }
     Ok(node - 1)
 }
@@ -132,9 +140,15 @@ fn print_nodes(cluster: &Cluster, json: bool) {
         println!("{}", json!({"dir": cluster.dir, "nodes": v}));
         return;
     }
-    println!("{:<5} {:<14} {:<44} {:<28} TRUSTS", "NODE", "PEER", "API SOCKET", "LISTEN");
+    println!(
+        "{:<5} {:<14} {:<44} {:<28} TRUSTS",
+        "NODE", "PEER", "API SOCKET", "LISTEN"
+    );
     for (i, n) in cluster.nodes.iter().enumerate() {
-        let peer = n.peer_id.get(n.peer_id.len().saturating_sub(12)..).unwrap_or(&n.peer_id);
+        let peer = n
+            .peer_id
+            .get(n.peer_id.len().saturating_sub(12)..)
+            .unwrap_or(&n.peer_id);
         println!(
             "{:<5} …{:<13} {:<44} {:<28} {}",
             i + 1,
@@ -146,7 +160,14 @@ fn print_nodes(cluster: &Cluster, json: bool) {
     }
 }
 
-async fn up(dir: PathBuf, nodes: usize, topology: Topology, levels: Levels, seed: u64, json: bool) -> Result<()> {
+async fn up(
+    dir: PathBuf,
+    nodes: usize,
+    topology: Topology,
+    levels: Levels,
+    seed: u64,
+    json: bool,
+) -> Result<()> {
     let t0 = Instant::now();
     let links = plan(topology, nodes, levels, seed);
     let mut cluster = Cluster::create(&dir, nodes, links, &CreateOptions::local()?)?;
@@ -211,7 +232,10 @@ async fn status(mut cluster: Cluster, json: bool) -> Result<()> {
         println!("{}", json!({"nodes": rows}));
         return Ok(());
     }
-    println!("{:<5} {:<5} {:>7} {:>10}  CONNECTED TO", "NODE", "UP", "ALERTS", "REJECTED");
+    println!(
+        "{:<5} {:<5} {:>7} {:>10}  CONNECTED TO",
+        "NODE", "UP", "ALERTS", "REJECTED"
+    );
     for r in rows {
         let connected: Vec<String> = r["connected"]
             .as_array()
@@ -222,7 +246,9 @@ async fn status(mut cluster: Cluster, json: bool) -> Result<()> {
             r["node"].as_u64().unwrap_or(0),
             if r["up"] == true { "up" } else { "down" },
             r["alerts"].as_u64().map_or("-".into(), |n| n.to_string()),
-            r["rejections"].as_u64().map_or("-".into(), |n| n.to_string()),
+            r["rejections"]
+                .as_u64()
+                .map_or("-".into(), |n| n.to_string()),
             connected.join(",")
         );
     }
@@ -234,7 +260,10 @@ fn parse_groups(cluster: &Cluster, words: &[String]) -> Result<Vec<Vec<usize>>> 
     let mut groups = Vec::new();
     for g in joined.split('/') {
         let mut group = Vec::new();
-        for tok in g.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
+        for tok in g
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+        {
             let n: usize = tok
                 .parse()
                 .with_context(|| format!("{tok:?} is not a node number"))?;
@@ -254,7 +283,9 @@ fn parse_groups(cluster: &Cluster, words: &[String]) -> Result<Vec<Vec<usize>>> 
 async fn demo() -> Result<()> {
     let n = 5;
     let tmp = std::env::temp_dir().join(format!("tocsin-demo-{}", std::process::id()));
-    println!("Starting a federation of {n} tocsind nodes in a line (1 – 2 – 3 – 4 – 5, all `member`)…");
+    println!(
+        "Starting a federation of {n} tocsind nodes in a line (1 – 2 – 3 – 4 – 5, all `member`)…"
+    );
     let t0 = Instant::now();
     let links = plan(Topology::Line, n, Levels::Member, 1);
     let mut cluster = Cluster::create(&tmp, n, links, &CreateOptions::local()?)?;
@@ -274,7 +305,9 @@ async fn demo() -> Result<()> {
     println!("  tocsin-cluster --dir /tmp/tc issue --node 1 --severity high --tlp GREEN --title 'Phishing wave'");
     println!("  tocsin --socket /tmp/tc/n7/tocsind.sock list");
     println!("  tocsin-cluster --dir /tmp/tc status      # peers, alerts, rejections per node");
-    println!("  tocsin-cluster --dir /tmp/tc kill 3; tocsin-cluster --dir /tmp/tc start 3   # catch-up");
+    println!(
+        "  tocsin-cluster --dir /tmp/tc kill 3; tocsin-cluster --dir /tmp/tc start 3   # catch-up"
+    );
     println!("  tocsin-cluster --dir /tmp/tc partition 1,2,3 / 4,5,6,7,8,9,10; … ; tocsin-cluster --dir /tmp/tc heal");
     println!("  tocsin-cluster --dir /tmp/tc down --clean");
     Ok(())
@@ -297,7 +330,10 @@ async fn demo_alert(cluster: &Cluster) -> Result<()> {
             "tags": ["phishing", "demo"],
         }))
         .await?;
-    println!("\nissued {} at node 1 (TLP:GREEN, severity high)\n", short(&issued.id, 12));
+    println!(
+        "\nissued {} at node 1 (TLP:GREEN, severity high)\n",
+        short(&issued.id, 12)
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seen: Vec<Option<Value>> = vec![None; n];
     while seen.iter().any(Option::is_none) {
@@ -315,7 +351,10 @@ async fn demo_alert(cluster: &Cluster) -> Result<()> {
                 .filter(|(_, s)| s.is_none())
                 .map(|(i, _)| (i + 1).to_string())
                 .collect();
-            bail!("the alert did not reach node(s) {} within 15s", missing.join(", "));
+            bail!(
+                "the alert did not reach node(s) {} within 15s",
+                missing.join(", ")
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -329,7 +368,10 @@ async fn demo_alert(cluster: &Cluster) -> Result<()> {
         let mut path = vec![i + 1];
         let mut cur = v.clone();
         for _ in 0..n {
-            let Some(from) = cur["provenance"]["from"].as_str().and_then(|k| names.get(k)) else {
+            let Some(from) = cur["provenance"]["from"]
+                .as_str()
+                .and_then(|k| names.get(k))
+            else {
                 break;
             };
             path.push(from + 1);
@@ -407,7 +449,12 @@ async fn run(cli: Cli) -> Result<()> {
             cluster.partition(groups.clone()).await?;
             let shown: Vec<String> = groups
                 .iter()
-                .map(|g| g.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(","))
+                .map(|g| {
+                    g.iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .collect();
             println!("partitioned: {}", shown.join(" / "));
             Ok(())
@@ -438,7 +485,10 @@ async fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("cannot remove {}", cluster.dir.display()))?;
                 println!("stopped every node and removed {}", cluster.dir.display());
             } else {
-                println!("stopped every node; state kept in {}", cluster.dir.display());
+                println!(
+                    "stopped every node; state kept in {}",
+                    cluster.dir.display()
+                );
             }
             Ok(())
         }

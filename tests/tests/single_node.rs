@@ -1,0 +1,326 @@
+//! One node, end to end, as an operator would use it: `tocsind init` and `run`, the
+//! `tocsin` CLI, kill -9 durability, refusal of a world-readable key, a missing daemon,
+//! and bad input rejected with the field or limit named.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tocsin_tests::{run, tocsin_cli, tocsind_bin};
+use tocsin_tools::cluster::{Cluster, CreateOptions};
+
+async fn one_node() -> (tempfile::TempDir, Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::create(dir.path(), 1, vec![], &CreateOptions::local().unwrap()).unwrap();
+    c.start_all(Duration::from_secs(20)).await.unwrap();
+    (dir, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_run_issue_list_show_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let (out, err, code) = run(Command::new(tocsind_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("public key:") && out.contains("peer id:"),
+        "{out}"
+    );
+    let mode = std::fs::metadata(data.join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "key file mode");
+    let config = std::fs::read_to_string(data.join("config.toml")).unwrap();
+    for option in [
+        "data_dir",
+        "[api]",
+        "[log]",
+        "[net]",
+        "announce_interval_ms",
+        "[store]",
+        "retention_days",
+        "[[peers]]",
+    ] {
+        assert!(config.contains(option), "config.toml mentions {option}");
+    }
+    // A second init refuses to overwrite the key.
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data));
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+
+    let mut child = Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = data.join("tocsind.sock");
+    let guard = KillOnDrop(&mut child);
+    wait_socket(&socket).await;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "API socket mode");
+
+    let (out, err, code) = run(tocsin_cli(&socket).args([
+        "issue",
+        "--severity",
+        "high",
+        "--tlp",
+        "GREEN",
+        "--title",
+        "Phishing wave",
+        "--indicator",
+        "domain:login-example.test",
+        "--indicator",
+        "ipv4:192.0.2.7",
+        "--tag",
+        "phishing",
+        "--expires",
+        "24h",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let issued: Value = serde_json::from_str(out.trim()).unwrap();
+    let id = issued["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 64);
+
+    let (out, err, code) = run(tocsin_cli(&socket).args(["list"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Phishing wave") && out.contains(&id[..12]),
+        "table: {out}"
+    );
+    let (out, _, _) = run(tocsin_cli(&socket).args(["list", "--json", "--tag", "phishing"]));
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], id.as_str());
+    let (out, _, _) = run(tocsin_cli(&socket).args(["list", "--json", "--tag", "ransomware"]));
+    assert_eq!(out.trim(), "", "filter excludes");
+
+    let (out, err, code) = run(tocsin_cli(&socket).args(["show", &id]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("login-example.test") && out.contains("GREEN"),
+        "{out}"
+    );
+    let (out, _, _) = run(tocsin_cli(&socket).args(["show", &id, "--json"]));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["signature"], "valid");
+    assert_eq!(v["provenance"]["hops"], 0);
+
+    // Cancel, and the state follows.
+    let (_, err, code) =
+        run(tocsin_cli(&socket).args(["cancel", &id, "--reason", "false positive"]));
+    assert_eq!(code, 0, "{err}");
+    let (out, _, _) = run(tocsin_cli(&socket).args(["show", &id, "--json"]));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["state"], "cancelled");
+
+    // SIGTERM: graceful, exit 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guard.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(guard.0, Duration::from_secs(10));
+    assert_eq!(status, Some(0), "graceful shutdown exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issued_alert_survives_kill_9_right_after_issue_returns() {
+    let (_dir, mut c) = one_node().await;
+    let socket = c.nodes[0].socket.clone();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (out, err, code) = run(tocsin_cli(&socket).args([
+            "issue",
+            "--severity",
+            "critical",
+            "--tlp",
+            "CLEAR",
+            "--title",
+            &format!("durable #{i}"),
+            "--json",
+        ]));
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    c.kill(0).unwrap(); // SIGKILL immediately after the last issue returned
+    c.start(0).unwrap();
+    c.wait_ready(0, Duration::from_secs(20)).await.unwrap();
+    for id in &ids {
+        let (out, err, code) = run(tocsin_cli(&socket).args(["show", id, "--json"]));
+        assert_eq!(code, 0, "{id} lost after kill -9: {err}");
+        assert!(out.contains(id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_readable_key_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data));
+    assert_eq!(code, 0, "{err}");
+    let key = data.join("node.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("readable by group or others"), "{err}");
+    assert!(err.contains("chmod 600"), "says how to fix it: {err}");
+    assert!(!data.join("tocsind.sock").exists(), "did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    run(Command::new(tocsind_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data));
+    let cfg = data.join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("penalty_threshold = 100", "penalty_threshold = 0"),
+    )
+    .unwrap();
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data));
+    assert_eq!(code, 1);
+    assert!(err.contains("net.penalty_threshold"), "{err}");
+    std::fs::write(&cfg, text.replace("[log]", "[log]\nverbosity = 3")).unwrap();
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data));
+    assert_eq!(code, 1);
+    assert!(err.contains("verbosity"), "unknown field named: {err}");
+}
+
+#[test]
+fn a_missing_daemon_gives_exit_2_and_says_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tocsind.sock");
+    let (_, err, code) = run(tocsin_cli(&socket).arg("status"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&socket.display().to_string()),
+        "names the socket: {err}"
+    );
+    assert!(err.contains("tocsind run"), "says how to start it: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_with_the_field_or_limit_named() {
+    let (dir, c) = one_node().await;
+    let socket = c.nodes[0].socket.clone();
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, "x".repeat(40_000)).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--tlp".into(),
+                "GREEN".into(),
+                "--body-file".into(),
+                big.display().to_string(),
+            ],
+            "MAX_TEXT_BYTES",
+        ),
+        (
+            vec![
+                "--tlp".into(),
+                "GREEN".into(),
+                "--indicator".into(),
+                "ipv4:300.1.2.3".into(),
+            ],
+            "indicator",
+        ),
+        (vec!["--tlp".into(), "RED".into()], "recipient"),
+    ];
+    for (extra, named) in cases {
+        let mut cmd = tocsin_cli(&socket);
+        cmd.args(["issue", "--severity", "high", "--title", "bad input"])
+            .args(&extra);
+        let (_, err, code) = run(&mut cmd);
+        assert_eq!(code, 1, "{extra:?}: {err}");
+        assert!(
+            err.contains("error:") && err.contains(named),
+            "{extra:?} should name {named}: {err}"
+        );
+    }
+    // The daemon itself also rejects them (not only the CLI's own checks).
+    let client = c.nodes[0].client();
+    let e = client
+        .post(
+            "/v1/alerts",
+            &serde_json::json!({"severity": "high", "tlp": "RED", "title": "t"}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("recipients"), "{e}");
+    let e = client
+        .post(
+            "/v1/alerts",
+            &serde_json::json!({"severity": "high", "tlp": "GREEN", "title": "t", "text": "y".repeat(40_000)}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("MAX_TEXT_BYTES"), "{e}");
+    // Nothing was stored, and the node is still up.
+    let st = client.status().await.unwrap();
+    assert_eq!(st["alerts"], 0);
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_socket(socket: &std::path::Path) {
+    let client =
+        tocsin_tools::client::Client::new(tocsin_tools::client::Endpoint::Unix(socket.to_owned()));
+    for _ in 0..400 {
+        if client.status().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("tocsind did not answer on {}", socket.display());
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
