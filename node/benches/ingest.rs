@@ -1,10 +1,19 @@
-//! Store ingest: group commit (many concurrent `insert`s sharing fsyncs) against one
-//! transaction per alert (each `insert` awaited before the next), with and without
-//! verifying each signature first.
+//! Store ingest throughput over the same N = 2000 pre-signed alerts (~630 envelope
+//! bytes each), each run into a fresh store on the repository's disk:
+//!
+//! - (a) one transaction per alert: each `insert` awaited before the next, so every
+//!   alert pays its own commit and fsync. The baseline.
+//! - (b) group commit: every alert inserted concurrently, one task each (as the daemon
+//!   stores received alerts), so the writer batches them.
+//! - (c) verified ingest, pipelined: [`Store::insert_verified`] over all N alerts. Each
+//!   signature is checked as strictly as `SignedAlert::verify` (no batch verification),
+//!   in chunks on blocking threads, and each chunk goes to the writer as soon as it is
+//!   verified, so verification runs beside the writer's commits.
+//! - (d) for reference, (b) with each task verifying its alert inline before inserting.
 //!
 //! `cargo bench -p tocsin-node --bench ingest` runs the criterion benchmarks (small
-//! samples), then times each variant once over the same N = 2000 pre-signed alerts and
-//! prints alerts/s and the group/per-alert ratio.
+//! samples), then runs (b), (c), (d) and (a) in turn, [`ROUNDS`] times, and prints the
+//! median alerts/s of each (with the range) and the ratios (b)/(a) and (c)/(a).
 
 use std::cell::Cell;
 use std::fmt::Display;
@@ -20,6 +29,9 @@ use tocsin_proto::{
 
 /// Alerts per ingest run.
 const N: usize = 2000;
+
+/// Runs of each variant in the summary; the median is reported.
+const ROUNDS: usize = 3;
 
 /// Benchmark failures are reported as text and end the run with an error.
 type R<T> = Result<T, String>;
@@ -149,6 +161,18 @@ fn ingest_group(
     })
 }
 
+/// All alerts through [`Store::insert_verified`]: verified in chunks beside the writer.
+fn ingest_verified(rt: &tokio::runtime::Runtime, store: &Store, alerts: &[SignedAlert]) -> R<()> {
+    rt.block_on(async {
+        let items = alerts.iter().cloned().map(|a| (a, receipt())).collect();
+        let results = store.insert_verified(items).await.ctx("insert_verified")?;
+        for r in results {
+            r.ctx("verify")?;
+        }
+        Ok(())
+    })
+}
+
 /// Each insert awaited before the next: one transaction (one fsync) per alert.
 fn ingest_one_by_one(
     rt: &tokio::runtime::Runtime,
@@ -167,19 +191,42 @@ fn ingest_one_by_one(
     })
 }
 
-/// `iters` full group-commit ingests of `pool`, each into a fresh store; only the
-/// ingest is timed.
+/// The ingest variants of the summary.
+#[derive(Debug, Clone, Copy)]
+enum Variant {
+    /// (a) one transaction per alert.
+    PerAlert,
+    /// (b) group commit.
+    Group,
+    /// (c) verified ingest, pipelined.
+    Verified,
+    /// (d) group commit, each task verifying inline.
+    GroupInlineVerify,
+}
+
+impl Variant {
+    fn run(self, rt: &tokio::runtime::Runtime, store: &Store, pool: &[SignedAlert]) -> R<()> {
+        match self {
+            Variant::PerAlert => ingest_one_by_one(rt, store, pool, false),
+            Variant::Group => ingest_group(rt, store, pool, false),
+            Variant::Verified => ingest_verified(rt, store, pool),
+            Variant::GroupInlineVerify => ingest_group(rt, store, pool, true),
+        }
+    }
+}
+
+/// `iters` full ingests of `pool`, each into a fresh store; only the ingest is timed.
 fn group_iters(
     rt: &tokio::runtime::Runtime,
     pool: &[SignedAlert],
-    verify: bool,
+    variant: Variant,
     iters: u64,
 ) -> R<Duration> {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let f = fresh(rt)?;
         let t = Instant::now();
-        ingest_group(rt, &f.store, pool, verify)?;
+        variant.run(rt, &f.store, pool)?;
         total += t.elapsed();
         close(rt, f)?;
     }
@@ -235,30 +282,25 @@ fn benches(
         .measurement_time(Duration::from_secs(3));
 
     g.throughput(Throughput::Elements(pool.len() as u64));
-    for (name, verify) in [("group_commit", false), ("group_commit_verify", true)] {
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| record(group_iters(rt, pool, verify, iters)))
-        });
-    }
+    g.bench_function("group_commit", |b| {
+        b.iter_custom(|iters| record(group_iters(rt, pool, Variant::Group, iters)))
+    });
+    g.bench_function("verified_pipelined", |b| {
+        b.iter_custom(|iters| record(group_iters(rt, pool, Variant::Verified, iters)))
+    });
     // One iteration = one alert: a full run of N takes seconds here.
     g.throughput(Throughput::Elements(1));
-    for (name, verify) in [("per_alert", false), ("per_alert_verify", true)] {
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| record(single_iters(rt, pool, verify, iters)))
-        });
-    }
+    g.bench_function("per_alert", |b| {
+        b.iter_custom(|iters| record(single_iters(rt, pool, false, iters)))
+    });
     g.finish();
 }
 
 /// Alerts per second of one full ingest of `pool` into a fresh store.
-fn timed(
-    rt: &tokio::runtime::Runtime,
-    pool: &[SignedAlert],
-    run: impl Fn(&tokio::runtime::Runtime, &Store, &[SignedAlert]) -> R<()>,
-) -> R<f64> {
+fn timed(rt: &tokio::runtime::Runtime, pool: &[SignedAlert], variant: Variant) -> R<f64> {
     let f = fresh(rt)?;
     let t = Instant::now();
-    run(rt, &f.store, pool)?;
+    variant.run(rt, &f.store, pool)?;
     let secs = t.elapsed().as_secs_f64();
     let head = f.store.head().ctx("head")?;
     if head != pool.len() as u64 {
@@ -268,72 +310,9 @@ fn timed(
     Ok(pool.len() as f64 / secs)
 }
 
-fn micro(rt: &tokio::runtime::Runtime, pool: &[SignedAlert]) -> R<()> {
-    for _ in 0..3 {
-        if std::env::var_os("NOVERIFY").is_none() {
-            let t = Instant::now();
-            for a in pool {
-                a.verify().ctx("v")?;
-            }
-            let v = t.elapsed();
-            let t = Instant::now();
-            let mut cache = std::collections::HashMap::new();
-            for a in pool {
-                let vk = match cache.get(&a.origin().0) {
-                    Some(k) => *k,
-                    None => {
-                        let k = a.origin().verifying_key().ctx("k")?;
-                        cache.insert(a.origin().0, k);
-                        k
-                    }
-                };
-                vk.verify_strict(
-                    &a.signed_message(),
-                    &ed25519_dalek::Signature::from_bytes(a.signature()),
-                )
-                .ctx("vs")?;
-            }
-            let vc = t.elapsed();
-            let t = Instant::now();
-            for a in pool {
-                let _ = a.origin().verifying_key().ctx("k")?;
-            }
-            let dk = t.elapsed();
-            let t = Instant::now();
-            for a in pool {
-                std::hint::black_box(a.to_envelope());
-            }
-            let env = t.elapsed();
-            let t = Instant::now();
-            for a in pool {
-                std::hint::black_box(a.clone());
-            }
-            let cl = t.elapsed();
-            let n = pool.len() as f64;
-            println!("per alert us: verify {:.1} cached-key verify {:.1} key decompress {:.1} to_envelope {:.2} clone {:.2}",
-            v.as_secs_f64()*1e6/n, vc.as_secs_f64()*1e6/n, dk.as_secs_f64()*1e6/n, env.as_secs_f64()*1e6/n, cl.as_secs_f64()*1e6/n);
-        }
-        let n = pool.len() as f64;
-        let f = fresh(rt)?;
-        let t = Instant::now();
-        rt.block_on(async {
-            f.store
-                .insert_many(pool.iter().cloned().map(|a| (a, receipt())).collect())
-                .await
-        })
-        .ctx("im")?;
-        println!("insert_many {:.0} alerts/s", n / t.elapsed().as_secs_f64());
-        close(rt, f)?;
-    }
-    Ok(())
-}
-
 fn main() -> R<()> {
     let rt = runtime()?;
     let pool = alerts(N)?;
-    if std::env::var_os("MICRO").is_some() {
-        return micro(&rt, &pool);
-    }
     let failure = Cell::new(None);
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c, &rt, &pool, &failure);
@@ -348,23 +327,139 @@ fn main() -> R<()> {
         return Ok(());
     }
     let avg = pool.iter().map(|a| a.to_envelope().len()).sum::<usize>() / pool.len();
-    let group = timed(&rt, &pool, |rt, s, p| ingest_group(rt, s, p, false))?;
-    let group_v = timed(&rt, &pool, |rt, s, p| ingest_group(rt, s, p, true))?;
-    let one = timed(&rt, &pool, |rt, s, p| ingest_one_by_one(rt, s, p, false))?;
-    let one_v = timed(&rt, &pool, |rt, s, p| ingest_one_by_one(rt, s, p, true))?;
+    if std::env::var_os("ONLYVA").is_some() {
+        for _ in 0..10 {
+            let t0 = Instant::now();
+            let v = rt.block_on(tocsin_node::store::verify_all(pool.to_vec()));
+            eprintln!("verify_all {:?} ({})", t0.elapsed(), v.len());
+        }
+        return Ok(());
+    }
+    if std::env::var_os("ONLYV").is_some() {
+        for _ in 0..3 {
+            let cpu = || -> u64 {
+                std::fs::read_to_string("/proc/self/stat")
+                    .ok()
+                    .and_then(|s| {
+                        let f: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
+                        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+                    })
+                    .unwrap_or(0)
+            };
+            let c0 = cpu();
+            let t0 = Instant::now();
+            let v = rt.block_on(tocsin_node::store::verify_all(pool.to_vec()));
+            eprintln!(
+                "verify_all {:?} cpu {}ms ({} ok)",
+                t0.elapsed(),
+                (cpu() - c0) * 10,
+                v.iter().filter(|x| x.1.is_ok()).count()
+            );
+            let c0 = cpu();
+            let t0 = Instant::now();
+            for a in &pool {
+                a.verify().ctx("v")?;
+            }
+            eprintln!(
+                "inline verify {:?} cpu {}ms",
+                t0.elapsed(),
+                (cpu() - c0) * 10
+            );
+            let t0 = Instant::now();
+            let v = futures::executor::block_on(tocsin_node::store::verify_all(pool.to_vec()));
+            eprintln!(
+                "check_all inline (cached keys) {:?} ({})",
+                t0.elapsed(),
+                v.len()
+            );
+            let t0 = Instant::now();
+            std::thread::scope(|sc| {
+                let (x, y) = pool.split_at(pool.len() / 2);
+                let h = sc.spawn(move || x.iter().filter(|a| a.verify().is_ok()).count());
+                let m = y.iter().filter(|a| a.verify().is_ok()).count();
+                eprintln!(
+                    "2 threads verify {:?} ({})",
+                    t0.elapsed(),
+                    m + h.join().unwrap_or(0)
+                );
+            });
+            let c0 = cpu();
+            let f = fresh(&rt)?;
+            let t0 = Instant::now();
+            rt.block_on(
+                f.store
+                    .insert_many(pool.iter().cloned().map(|a| (a, receipt())).collect()),
+            )
+            .ctx("im")?;
+            eprintln!("insert_many {:?} cpu {}ms", t0.elapsed(), (cpu() - c0) * 10);
+            close(&rt, f)?;
+            let c0 = cpu();
+            let t0 = Instant::now();
+            let r = timed(&rt, &pool, Variant::Verified)?;
+            eprintln!(
+                "verified {r:.0}/s ({:?} incl. open/close) cpu {}ms",
+                t0.elapsed(),
+                (cpu() - c0) * 10
+            );
+        }
+        return Ok(());
+    }
+    let order = [
+        Variant::Group,
+        Variant::Verified,
+        Variant::GroupInlineVerify,
+        Variant::PerAlert,
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); order.len()];
+    for _ in 0..ROUNDS {
+        for (v, r) in order.iter().zip(rates.iter_mut()) {
+            r.push(timed(&rt, &pool, *v)?);
+        }
+    }
+    let [group, verified, inline, one] = [0, 1, 2, 3].map(|i| Rate::of(rates.get_mut(i)));
     println!();
-    println!("ingest summary: N = {N} alerts of {avg} envelope bytes on average, one run each");
-    println!("  group commit (concurrent insert)         {group:>9.0} alerts/s");
-    println!("  group commit + verify each signature     {group_v:>9.0} alerts/s");
-    println!("  one transaction per alert (awaited loop) {one:>9.0} alerts/s");
-    println!("  one transaction per alert + verify       {one_v:>9.0} alerts/s");
     println!(
-        "  ratio group / per-alert                  {:>9.1}x",
-        group / one
+        "ingest summary: N = {N} alerts of {avg} envelope bytes on average, {} cores; \
+         median of {ROUNDS} runs each [min .. max]",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!(
-        "  ratio group / per-alert, with verify     {:>9.1}x",
-        group_v / one_v
-    );
+    println!("  (a) one transaction per alert (awaited loop)   {one}");
+    println!("  (b) group commit (concurrent insert)           {group}");
+    println!("  (c) verified + group commit, pipelined         {verified}");
+    println!("      (insert_verified: strict verify of each signature beside the writer)");
+    println!("  (d) group commit + inline verify in each task  {inline}");
+    println!("  ratio (b)/(a)  {:>8.1}x", group.median / one.median);
+    println!("  ratio (c)/(a)  {:>8.1}x", verified.median / one.median);
     Ok(())
+}
+
+/// Median and range of a variant's runs, in alerts/s.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Rate {
+    fn of(runs: Option<&mut Vec<f64>>) -> Rate {
+        let runs = runs.map(|r| r.as_mut_slice()).unwrap_or_default();
+        runs.sort_by(f64::total_cmp);
+        let at = |i: usize| runs.get(i).copied().unwrap_or(f64::NAN);
+        Rate {
+            median: at(runs.len() / 2),
+            min: at(0),
+            max: at(runs.len().saturating_sub(1)),
+        }
+    }
+}
+
+impl Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>7.0} alerts/s  [{:.0} .. {:.0}]",
+            self.median, self.min, self.max
+        )
+    }
 }

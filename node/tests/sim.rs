@@ -37,9 +37,17 @@ fn config(seed: u64, loss: f64) -> SimConfig {
     }
 }
 
+/// Runs until only periodic work is left, then through one more periodic catch-up
+/// round (which repairs pushes lost to link loss), and until quiet again.
 fn settle(sim: &mut Sim) {
     let out = sim.run_until_quiet(SETTLE_MS);
     assert!(out.quiet, "the simulation did not settle: {out:?}");
+    sim.run_for(tocsin_node::engine::RESYNC_INTERVAL_MS + 1_000);
+    let out = sim.run_until_quiet(SETTLE_MS);
+    assert!(
+        out.quiet,
+        "the simulation did not settle after a resync: {out:?}"
+    );
 }
 
 fn neighbours_at(sim: &Sim, node: usize, level: TrustLevel) -> Vec<usize> {
@@ -180,10 +188,6 @@ fn every_tlp_reaches_exactly_the_permitted_nodes() {
 }
 
 #[test]
-#[ignore = "engine bug: a lost AMBER/RED push (or the only push a node can get) is never \
-            repaired while connected (no anti-entropy; see engine::tests::\
-            a_lost_amber_push_is_repaired_while_connected); with HashMap-ordered output the \
-            loss pattern changes every run, so this fails in some runs"]
 fn every_tlp_reaches_exactly_the_permitted_nodes_under_loss() {
     let dropped: u64 = SEEDS.iter().map(|&seed| every_tlp(seed, 0.01)).sum();
     assert!(dropped > 0);
@@ -227,10 +231,6 @@ fn clear_alerts_from_one_sender_have_low_redundancy() {
 }
 
 #[test]
-#[ignore = "engine bug: hop counts grow along the shared PlumTree tree (nodes 4 hops from \
-            the origin hold alerts at hop 16 = MAX_HOPS) and the first copy's count sticks, \
-            so some permitted nodes are never offered the alert; also drop_wanted() forgets \
-            other announcers when a public peer's relayed copy is refused"]
 fn clear_alerts_from_many_senders_reach_every_permitted_node() {
     for seed in SEEDS {
         let mut cfg = config(seed, 0.0);
@@ -341,9 +341,6 @@ fn a_restarted_node_catches_up_on_its_partners_alerts() {
 }
 
 #[test]
-#[ignore = "engine bug: hop counts grow along the shared PlumTree tree, so with many senders \
-            some permitted nodes hold alerts at MAX_HOPS and never pass them on (see \
-            clear_alerts_from_many_senders_reach_every_permitted_node)"]
 fn a_restarted_node_catches_up_on_what_it_missed() {
     for seed in SEEDS {
         restart_scenario(seed, config(seed, 0.0), true);
@@ -411,9 +408,6 @@ fn a_healed_partition_converges_with_one_sender_per_side() {
 }
 
 #[test]
-#[ignore = "engine bug: hop counts grow along the shared PlumTree tree, so with many senders \
-            some permitted nodes hold alerts at MAX_HOPS and never pass them on (see \
-            clear_alerts_from_many_senders_reach_every_permitted_node)"]
 fn a_healed_partition_converges_to_the_permitted_sets() {
     for seed in SEEDS {
         partition_scenario(seed, config(seed, 0.0), 5);
@@ -436,10 +430,6 @@ fn lossy_run(seed: u64) -> SimReport {
 }
 
 #[test]
-#[ignore = "engine bug: Engine::peers is a std HashMap (random iteration order per \
-            instance), so relay() and the announce flush emit actions in a different order \
-            in every run and the simulation is not reproducible (see engine::tests::\
-            equal_inputs_give_equal_outputs)"]
 fn the_same_seed_gives_the_same_report() {
     for seed in SEEDS {
         let a = lossy_run(seed);

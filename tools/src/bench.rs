@@ -235,7 +235,8 @@ async fn bench(args: &BenchArgs, node_exe: &Path) -> Result<BenchReport> {
         nodes: args.nodes,
         links: plan(topology, args.nodes, levels, args.seed),
         senders: senders(args.seed, args.nodes, args.alerts),
-        interval: Duration::from_secs_f64(1.0 / args.rate),
+        interval: Duration::try_from_secs_f64(1.0 / args.rate)
+            .map_err(|_| anyhow!("--rate {} is too small", args.rate))?,
         size: args.size,
     };
     let degrees: Vec<usize> = (0..plan.nodes).map(|i| plan.degree(i)).collect();

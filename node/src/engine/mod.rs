@@ -23,7 +23,8 @@
 //!
 //! # Validation order (cheapest first)
 //! Frame limits and decode, duplicate, sending peer's level, origin not blocked, TLP
-//! scope, hop limit, expiry, signature. The four policy steps are
+//! scope, hop limit, expiry, signature, then (for updates and cancels) that the signer
+//! is the origin of the alert replaced. The four policy steps are
 //! [`tocsin_proto::policy::check_inbound`]. Invalid data is penalised; benign cases
 //! (duplicate, expired, blocked origin) are not.
 
@@ -44,6 +45,11 @@ pub const MAX_MISSING: usize = 100_000;
 pub const SYNC_PAGE_SCAN: usize = 512;
 /// How long a catch-up page may take before it is requested again, ms.
 pub const SYNC_TIMEOUT_MS: u64 = 5_000;
+/// After a completed catch-up, how long until the next round on the same connection,
+/// ms. Repairs pushes lost while connected (a full send queue, an AMBER/RED alert that no
+/// one else can announce) at the cost of one request and one mostly empty page per link
+/// per interval.
+pub const RESYNC_INTERVAL_MS: u64 = 30_000;
 /// Penalty points for each kind of invalid data.
 pub const PENALTY_MALFORMED: u32 = 10;
 /// A signature that does not verify.
@@ -147,6 +153,8 @@ pub enum Timer {
     Graft(AlertId),
     /// Check that a catch-up page from this peer has completed.
     Sync(PublicKey),
+    /// Start another catch-up round with this peer (periodic repair while connected).
+    Resync(PublicKey),
 }
 
 /// Inputs.
@@ -274,6 +282,8 @@ struct SyncState {
     waiting: HashSet<AlertId>,
     /// Set once the peer's log has been read to its head.
     complete: bool,
+    /// When the current page was requested (for the stall check).
+    requested_at: u64,
 }
 
 #[derive(Debug)]
@@ -311,7 +321,8 @@ pub struct Engine {
     cfg: EngineConfig,
     epoch: u64,
     trust: HashMap<PublicKey, TrustLevel>,
-    peers: HashMap<PublicKey, PeerState>,
+    /// Ordered, so that the engine's output is deterministic for the same inputs.
+    peers: BTreeMap<PublicKey, PeerState>,
     stats: HashMap<PublicKey, PeerStats>,
     known: HashMap<AlertId, KnownAlert>,
     /// Ids of alerts cancelled by their origin.
@@ -359,7 +370,7 @@ impl Engine {
             cfg,
             epoch,
             trust: HashMap::new(),
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             stats: HashMap::new(),
             known: HashMap::new(),
             cancelled: HashSet::new(),
@@ -626,6 +637,7 @@ impl Engine {
             p.sync = Some(SyncState {
                 epoch,
                 after,
+                requested_at: now,
                 ..SyncState::default()
             });
         }
@@ -689,9 +701,16 @@ impl Engine {
         done: bool,
         now: u64,
     ) {
+        // Wait for ids we lack (and ask for them) and for ids we hold but have not yet
+        // committed: the cursor must not pass an alert that is not durable here.
         let wanted: Vec<AlertId> = ids
-            .into_iter()
+            .iter()
             .filter(|id| !self.known.contains_key(id))
+            .copied()
+            .collect();
+        let waiting: HashSet<AlertId> = ids
+            .into_iter()
+            .filter(|id| !self.known.contains_key(id) || self.uncommitted.contains(id))
             .collect();
         let Some(sync) = self.peers.get_mut(&peer).and_then(|p| p.sync.as_mut()) else {
             return;
@@ -701,7 +720,7 @@ impl Engine {
         }
         sync.page_next = Some(next);
         sync.page_done = done;
-        sync.waiting = wanted.iter().copied().collect();
+        sync.waiting = waiting;
         if !wanted.is_empty() {
             for chunk in wanted.chunks(MAX_IDS_PER_FRAME) {
                 self.send(
@@ -736,7 +755,13 @@ impl Engine {
             epoch,
             seq: next,
         });
-        if !done {
+        if done {
+            self.actions.push(Action::SetTimer {
+                at: now + RESYNC_INTERVAL_MS,
+                timer: Timer::Resync(peer),
+            });
+        } else {
+            sync.requested_at = now;
             self.send(peer, Frame::SyncRequest { epoch, after: next });
             self.actions.push(Action::SetTimer {
                 at: now + SYNC_TIMEOUT_MS,
@@ -841,7 +866,17 @@ impl Engine {
         };
         let id = alert.id();
         // 2. duplicate
-        if self.known.contains_key(&id) {
+        if let Some(k) = self.known.get_mut(&id) {
+            // A shorter path: hold the alert at the lower hop count, and offer it again
+            // if that brings it back under the hop limit.
+            let mut reoffer = false;
+            if hops < k.hops && k.from.is_some() {
+                reoffer = k.hops >= MAX_HOPS && hops < MAX_HOPS;
+                k.hops = hops;
+            }
+            if reoffer {
+                self.relay(id, Some(peer), now);
+            }
             self.stats_mut(peer).duplicates += 1;
             if let Some(p) = self.peers.get_mut(&peer) {
                 if p.eager && hops > 1 {
@@ -871,28 +906,34 @@ impl Engine {
             } else {
                 self.count(peer, r.as_str());
             }
-            self.drop_wanted(&id, now);
+            self.drop_wanted(&id, peer, now);
             return;
         }
         // 7. expiry
         if body.is_expired(now) {
             self.count(peer, "expired");
-            self.drop_wanted(&id, now);
+            self.drop_wanted(&id, peer, now);
             return;
-        }
-        // Only the origin may update or cancel its alert.
-        if let Some(target) = body.replaces.and_then(|t| self.known.get(&t)) {
-            if target.origin != body.origin {
-                self.penalise(peer, PENALTY_NOT_ORIGIN, "not_origin", now);
-                self.drop_wanted(&id, now);
-                return;
-            }
         }
         // 8. signature
         if alert.verify().is_err() {
             self.penalise(peer, PENALTY_BAD_SIGNATURE, "bad_signature", now);
-            self.drop_wanted(&id, now);
+            self.drop_wanted(&id, peer, now);
             return;
+        }
+        // Only the origin may update or cancel its alert. A validly signed one naming
+        // another origin's alert is refused; only its origin is penalised for it (a
+        // relay could not have known).
+        if let Some(target) = body.replaces.and_then(|t| self.known.get(&t)) {
+            if target.origin != body.origin {
+                if peer == body.origin {
+                    self.penalise(peer, PENALTY_NOT_ORIGIN, "not_origin", now);
+                } else {
+                    self.count(peer, "not_origin");
+                }
+                self.drop_wanted(&id, peer, now);
+                return;
+            }
         }
         self.stats_mut(peer).alerts_in += 1;
         let meta = KnownAlert::of(&alert, hops, Some(peer));
@@ -906,10 +947,21 @@ impl Engine {
         self.relay(id, Some(peer), now);
     }
 
-    /// An alert we asked for was refused: stop waiting for it.
-    fn drop_wanted(&mut self, id: &AlertId, now: u64) {
-        self.missing.remove(id);
-        self.settle_waiting(id, now);
+    /// `peer`'s copy of an alert was refused: stop asking `peer` for it (other
+    /// announcers are still asked, so one bad copy cannot suppress an alert), and stop
+    /// waiting for it in `peer`'s catch-up page.
+    fn drop_wanted(&mut self, id: &AlertId, peer: PublicKey, now: u64) {
+        if let Some(m) = self.missing.get_mut(id) {
+            m.announcers.retain(|a| *a != peer);
+        }
+        let settled = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.sync.as_mut())
+            .is_some_and(|s| s.waiting.remove(id));
+        if settled {
+            self.advance_sync(peer, now);
+        }
     }
 
     fn note_replacement(&mut self, meta: &KnownAlert) {
@@ -1023,6 +1075,23 @@ impl Engine {
         }
     }
 
+    /// Asks `peer` again from the saved cursor.
+    fn restart_sync(&mut self, peer: PublicKey, now: u64) {
+        let Some(sync) = self.peers.get_mut(&peer).and_then(|p| p.sync.as_mut()) else {
+            return;
+        };
+        sync.complete = false;
+        sync.page_next = None;
+        sync.waiting.clear();
+        sync.requested_at = now;
+        let (epoch, after) = (sync.epoch, sync.after);
+        self.send(peer, Frame::SyncRequest { epoch, after });
+        self.actions.push(Action::SetTimer {
+            at: now + SYNC_TIMEOUT_MS,
+            timer: Timer::Sync(peer),
+        });
+    }
+
     fn on_timer(&mut self, timer: Timer, now: u64) {
         match timer {
             Timer::FlushAnnounces => {
@@ -1092,18 +1161,22 @@ impl Engine {
                 let Some(sync) = self.peers.get_mut(&peer).and_then(|p| p.sync.as_mut()) else {
                     return;
                 };
-                if sync.complete {
+                // Only a page still in progress and older than the timeout has stalled
+                // (lost frame, refused alert); timers of earlier pages are stale.
+                if sync.complete || now < sync.requested_at + SYNC_TIMEOUT_MS {
                     return;
                 }
-                // The page stalled (lost frame, refused alert): ask again from the cursor.
-                let (epoch, after) = (sync.epoch, sync.after);
-                sync.page_next = None;
-                sync.waiting.clear();
-                self.send(peer, Frame::SyncRequest { epoch, after });
-                self.actions.push(Action::SetTimer {
-                    at: now + SYNC_TIMEOUT_MS,
-                    timer: Timer::Sync(peer),
-                });
+                self.restart_sync(peer, now);
+            }
+            Timer::Resync(peer) => {
+                let due = self
+                    .peers
+                    .get(&peer)
+                    .and_then(|p| p.sync.as_ref())
+                    .is_some_and(|s| s.complete);
+                if due {
+                    self.restart_sync(peer, now);
+                }
             }
         }
     }

@@ -464,6 +464,19 @@ enum Scheduled {
     },
 }
 
+impl Scheduled {
+    /// Work that recurs for ever (periodic catch-up rounds), not a sign of activity.
+    fn is_periodic(&self) -> bool {
+        matches!(
+            self,
+            Scheduled::Timer {
+                timer: Timer::Resync(_),
+                ..
+            }
+        )
+    }
+}
+
 /// The simulator. See the module docs.
 pub struct Sim {
     cfg: SimConfig,
@@ -956,8 +969,16 @@ impl Sim {
     pub fn run_until_quiet(&mut self, max_ms: u64) -> RunOutcome {
         let deadline = self.now.saturating_add(max_ms);
         loop {
+            // Periodic catch-up rounds never stop; a queue holding nothing else is quiet.
+            let only_periodic = self.queue.values().all(|q| q.is_periodic());
             match self.queue.first_key_value() {
                 None => {
+                    return RunOutcome {
+                        quiet: true,
+                        now_ms: self.now,
+                    }
+                }
+                _ if only_periodic => {
                     return RunOutcome {
                         quiet: true,
                         now_ms: self.now,

@@ -60,11 +60,17 @@
 
 mod read;
 mod schema;
+#[cfg(test)]
+mod tests;
+mod verify;
 mod writer;
+
+pub use verify::{verify_all, VERIFY_CHUNK};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use tocsin_proto::{codec, AlertId, Kind, PublicKey, Severity, SignedAlert, Tlp, TrustLevel};
@@ -82,7 +88,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// (~3.5 ms here); 256 alerts of a few KiB are a few MiB of dirty pages, so a batch stays
 /// a few milliseconds of CPU on top of the fsync: large enough that throughput is not
 /// bounded by fsyncs, small enough that the first alert in a batch does not wait long.
-pub const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 1024;
 
 /// Capacity of the writer's request queue (requests, each up to [`MAX_BATCH`] alerts).
 /// Four batches' worth: enough to keep the writer busy while callers prepare the next
@@ -461,6 +467,70 @@ impl Store {
         let mut out = Vec::with_capacity(total);
         for rx in replies {
             out.extend(rx.await.map_err(|_| StoreError::Closed)??);
+        }
+        Ok(out)
+    }
+
+    /// Verifies each alert's signature and stores the ones that verify: the verified
+    /// ingest path, pipelined. Alerts are verified in chunks of [`VERIFY_CHUNK`] on
+    /// blocking threads, one chunk per core at a time (see [`verify_all`]), and each
+    /// chunk is queued to the writer as soon as it is verified, so the writer applies and
+    /// commits earlier chunks while later ones are being verified.
+    ///
+    /// Returns one result per alert, in order: `Ok` with what [`Store::insert`] would
+    /// return, or `Err` with what [`SignedAlert::verify`] reports for it (that alert is
+    /// not stored). Alerts are stored in input order, with the durability of
+    /// [`Store::insert`]: this resolves only after every stored alert's batch has been
+    /// committed. As with [`Store::insert_many`], after a store error some of the
+    /// alerts may have been stored.
+    pub async fn insert_verified(
+        &self,
+        items: Vec<(SignedAlert, Receipt)>,
+    ) -> Result<Vec<Result<Insert, tocsin_proto::Error>>, StoreError> {
+        let total = items.len();
+        let mut chunks = verify::verified_chunks(items, |(alert, _)| alert);
+        // Per chunk: each alert's verification error or `None`, and the writer's reply
+        // for the ones that verified.
+        let mut pending = Vec::new();
+        while let Some((chunk, checks)) = chunks.next().await {
+            let mut slots = Vec::with_capacity(chunk.len());
+            let mut items = Vec::with_capacity(chunk.len());
+            for ((alert, receipt), check) in chunk.into_iter().zip(checks) {
+                match check {
+                    Ok(()) => {
+                        items.push(prepare(alert, receipt)?);
+                        slots.push(None);
+                    }
+                    Err(e) => slots.push(Some(e)),
+                }
+            }
+            let reply = if items.is_empty() {
+                None
+            } else {
+                let (reply, rx) = oneshot::channel();
+                self.tx
+                    .send(Request::Insert { items, reply })
+                    .await
+                    .map_err(|_| StoreError::Closed)?;
+                Some(rx)
+            };
+            pending.push((slots, reply));
+        }
+        let mut out = Vec::with_capacity(total);
+        for (slots, reply) in pending {
+            let stored = match reply {
+                Some(rx) => rx.await.map_err(|_| StoreError::Closed)??,
+                None => Vec::new(),
+            };
+            let mut stored = stored.into_iter();
+            for slot in slots {
+                out.push(match slot {
+                    Some(e) => Err(e),
+                    None => Ok(stored.next().ok_or_else(|| {
+                        StoreError::WriteFailed("the writer returned too few results".into())
+                    })?),
+                });
+            }
         }
         Ok(out)
     }

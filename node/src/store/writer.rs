@@ -114,7 +114,8 @@ impl Writer {
         tracing::debug!(next_seq = self.next_seq, "store writer stopped");
     }
 
-    fn process(&mut self, batch: Vec<Request>) {
+    /// Applies and commits one batch, then answers its requests.
+    pub(super) fn process(&mut self, batch: Vec<Request>) {
         let mut next = self.next_seq;
         match self.apply(&batch, &mut next) {
             Ok(outcomes) => {

@@ -1,0 +1,247 @@
+//! Unit tests of the write path's internals: verified ingest, duplicates within and
+//! across batches, and deferred index writes meeting a prune in the same batch. The
+//! store's behaviour as a whole is tested in `node/tests/store.rs`.
+
+use tempfile::TempDir;
+use tocsin_proto::{AlertBody, Kind, PublicKey, Severity, SignedAlert, SigningKey, Tlp};
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::writer::{Request, Writer};
+use super::{AlertState, Insert, Query, Receipt, Store, MAX_BATCH, VERIFY_CHUNK};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn body(n: u8, issued_at: u64, title: &str) -> AlertBody {
+    AlertBody {
+        v: tocsin_proto::FORMAT_VERSION,
+        origin: PublicKey(key(n).verifying_key().to_bytes()),
+        issued_at,
+        expires_at: None,
+        kind: Kind::New,
+        replaces: None,
+        severity: Severity::High,
+        tlp: Tlp::Green,
+        recipients: vec![],
+        title: title.into(),
+        text: String::new(),
+        indicators: vec![],
+        tags: vec!["Bulk".into()],
+        references: vec![],
+    }
+}
+
+fn alert(n: u8, issued_at: u64, title: &str) -> SignedAlert {
+    SignedAlert::sign(body(n, issued_at, title), &key(n)).unwrap()
+}
+
+/// `a` with the last byte of its signature flipped: decodes, but does not verify.
+fn bad_signature(a: &SignedAlert) -> SignedAlert {
+    let mut env = a.to_envelope();
+    *env.last_mut().unwrap() ^= 1;
+    let bad = SignedAlert::decode(&env).unwrap();
+    assert!(bad.verify().is_err());
+    bad
+}
+
+fn receipt(hops: u8) -> Receipt {
+    Receipt {
+        received_at: T0,
+        from: None,
+        hops,
+    }
+}
+
+fn open(dir: &TempDir) -> (Store, tokio::task::JoinHandle<()>) {
+    Store::open(&dir.path().join("store.redb")).unwrap()
+}
+
+#[test]
+fn verify_chunks_fit_in_one_batch() {
+    assert!((1..=MAX_BATCH).contains(&VERIFY_CHUNK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_verified_stores_exactly_the_valid_alerts_in_order() {
+    let dir = TempDir::new().unwrap();
+    let (store, join) = open(&dir);
+    let mut events = store.subscribe();
+    let first = alert(1, T0, "stored before");
+    assert_eq!(
+        store.insert(first.clone(), receipt(0)).await.unwrap(),
+        Insert::Inserted { seq: 1 }
+    );
+    // Several chunks; every fifth alert has a bad signature, and a copy of `first`
+    // and a repeat within the input are duplicates.
+    let n = 3 * VERIFY_CHUNK + 7;
+    let mut items = Vec::new();
+    let mut expect_valid = Vec::new();
+    for i in 0..n {
+        let a = alert((i % 3) as u8 + 1, T0 + 1 + i as u64, &format!("bulk {i}"));
+        if i % 5 == 4 {
+            items.push((bad_signature(&a), receipt(1)));
+            expect_valid.push(false);
+        } else {
+            items.push((a, receipt(1)));
+            expect_valid.push(true);
+        }
+    }
+    items.insert(10, (first.clone(), receipt(2)));
+    expect_valid.insert(10, true);
+    let repeat = items[20].clone();
+    items.push(repeat);
+    expect_valid.push(expect_valid[20]);
+
+    let results = store.insert_verified(items.clone()).await.unwrap();
+    assert_eq!(results.len(), items.len());
+    let mut next_seq = 2;
+    for (i, (r, valid)) in results.iter().zip(&expect_valid).enumerate() {
+        match (r, valid) {
+            (Err(e), false) => assert!(e.to_string().contains("signature"), "{e}"),
+            (Ok(Insert::Duplicate { seq: 1 }), true) if i == 10 => {}
+            (Ok(Insert::Duplicate { seq }), true) if i == items.len() - 1 => {
+                assert!(matches!(results[20], Ok(Insert::Inserted { seq: s }) if s == *seq));
+            }
+            (Ok(Insert::Inserted { seq }), true) => {
+                assert_eq!(*seq, next_seq, "alert {i} stored out of order");
+                next_seq += 1;
+            }
+            other => panic!("alert {i}: unexpected {other:?}"),
+        }
+    }
+    let stored = next_seq - 1;
+    assert_eq!(store.head().unwrap(), stored);
+    for ((a, _), valid) in items.iter().zip(&expect_valid) {
+        assert_eq!(store.contains(&a.id()).unwrap(), *valid);
+    }
+    // The duplicate left the first copy untouched.
+    assert_eq!(store.get(&first.id()).unwrap().unwrap().receipt, receipt(0));
+    // Announced after commit, in seq order, each once.
+    for seq in 1..=stored {
+        assert_eq!(events.recv().await.unwrap().seq, seq);
+    }
+    assert!(events.try_recv().is_err());
+    // Indexed like any insert.
+    let q = Query {
+        tag: Some("bulk".into()),
+        limit: Some(1000),
+        ..Query::default()
+    };
+    assert_eq!(store.query(&q).unwrap().alerts.len() as u64, stored);
+    assert!(store.insert_verified(vec![]).await.unwrap().is_empty());
+    drop(store);
+    join.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_in_the_same_batch_keeps_the_first_copy() {
+    let dir = TempDir::new().unwrap();
+    let (store, join) = open(&dir);
+    let a = alert(1, T0, "a");
+    let b = alert(2, T0 + 1, "b");
+    let got = store
+        .insert_many(vec![
+            (a.clone(), receipt(1)),
+            (b.clone(), receipt(1)),
+            (a.clone(), receipt(7)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Insert::Inserted { seq: 1 },
+            Insert::Inserted { seq: 2 },
+            Insert::Duplicate { seq: 1 },
+        ]
+    );
+    let stored = store.get(&a.id()).unwrap().unwrap();
+    assert_eq!((stored.seq, stored.receipt), (1, receipt(1)));
+    assert_eq!(store.envelope(&a.id()).unwrap().unwrap(), a.to_envelope());
+    assert_eq!(store.head().unwrap(), 2);
+    assert_eq!(store.log_after(0, 10).unwrap().len(), 2);
+    drop(store);
+    join.await.unwrap();
+}
+
+/// Drives the writer by hand so that the inserts and the prune are certainly in one
+/// batch: the prune must see the index entries the inserts deferred.
+#[test]
+fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("store.redb");
+    let mut expiring = body(1, T0, "expires");
+    expiring.expires_at = Some(T0 + 10);
+    let expiring = SignedAlert::sign(expiring, &key(1)).unwrap();
+    let keep = alert(2, T0, "keeps");
+    let cancel = {
+        let mut b = body(1, T0 + 1, "cancel");
+        b.kind = Kind::Cancel;
+        b.replaces = Some(expiring.id());
+        SignedAlert::sign(b, &key(1)).unwrap()
+    };
+    {
+        let db = redb::Database::create(&path).unwrap();
+        super::init(&db).unwrap();
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let mut writer = Writer {
+            db: Arc::new(db),
+            rx,
+            events,
+            next_seq: 1,
+        };
+        let (r1, mut inserted) = oneshot::channel();
+        let (r2, mut pruned) = oneshot::channel();
+        let items = [&expiring, &keep, &cancel]
+            .map(|a| super::prepare(a.clone(), receipt(0)).unwrap())
+            .into();
+        writer.process(vec![
+            Request::Insert { items, reply: r1 },
+            Request::Prune {
+                before_ms: T0 + 11,
+                reply: r2,
+            },
+        ]);
+        assert_eq!(inserted.try_recv().unwrap().unwrap().len(), 3);
+        assert_eq!(pruned.try_recv().unwrap().unwrap(), 1);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (store, join) = Store::open(&path).unwrap();
+        assert!(!store.contains(&expiring.id()).unwrap());
+        assert!(store.contains(&keep.id()).unwrap());
+        assert_eq!(store.head().unwrap(), 3);
+        // No index still points at the pruned alert.
+        for q in [
+            Query::default(),
+            Query {
+                origin: Some(expiring.origin()),
+                ..Query::default()
+            },
+            Query {
+                tag: Some("bulk".into()),
+                ..Query::default()
+            },
+        ] {
+            let page = store.query(&q).unwrap();
+            assert!(page.alerts.iter().all(|a| a.alert.id() != expiring.id()));
+        }
+        assert_eq!(store.query(&Query::default()).unwrap().alerts.len(), 2);
+        assert_eq!(
+            store.get(&cancel.id()).unwrap().unwrap().state,
+            AlertState::Active
+        );
+        drop(store);
+        join.await.unwrap();
+    });
+}
