@@ -48,8 +48,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Commands to the network actor.
 #[derive(Debug)]
 pub enum Command {
-    /// A locally issued alert, already committed at `seq`: gossip it.
+    /// A locally issued alert: gossip it. `seq` is 0 while its commit is in flight.
     Publish { alert: Box<SignedAlert>, seq: u64 },
+    /// The local commit of a published alert failed: forget it (catch-up and peers will
+    /// not be offered what this node does not hold).
+    Unpublish(AlertId),
     /// Add or change a trust entry (persisted, audited, applied at once).
     TrustSet {
         entry: TrustEntry,
@@ -112,8 +115,10 @@ impl NetHandle {
         (NetHandle { tx }, rx)
     }
 
-    /// Hands a committed local alert to the network for gossip. If the actor is gone
-    /// (shutting down), the alert stays stored and peers get it by catch-up.
+    /// Hands a local alert to the network for gossip, with its sequence number if it is
+    /// committed or 0 while the commit is in flight (the API publishes in parallel with
+    /// the commit, so the fsync is not on the gossip path). If the actor is gone
+    /// (shutting down), a committed alert stays stored and peers get it by catch-up.
     pub async fn publish(&self, alert: SignedAlert, seq: u64) {
         let _ = self
             .tx
@@ -122,6 +127,11 @@ impl NetHandle {
                 seq,
             })
             .await;
+    }
+
+    /// Withdraws a published alert whose local commit failed.
+    pub async fn unpublish(&self, id: AlertId) {
+        let _ = self.tx.send(Command::Unpublish(id)).await;
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -843,6 +853,7 @@ impl NetActor {
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Publish { alert, seq } => self.feed(Event::Local { alert: *alert, seq }),
+            Command::Unpublish(id) => self.feed(Event::StoreFailed(vec![id])),
             Command::TrustSet { entry, reply } => {
                 let _ = reply.send(self.set_trust(Some(entry.clone()), entry.key));
             }

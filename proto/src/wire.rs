@@ -28,8 +28,10 @@ pub enum Frame {
         #[serde(with = "serde_bytes")]
         envelope: Vec<u8>,
     },
-    /// Lazy push: "I have these alerts".
-    Announce { ids: Vec<AlertId> },
+    /// Lazy push: "I have these alerts", and for each (`hops[i]` for `ids[i]`) the hop
+    /// count at which the receiver would get it from the announcer. The receiver uses
+    /// the hop counts to move its broadcast tree to shorter paths.
+    Announce { ids: Vec<AlertId>, hops: Vec<u8> },
     /// Ask for the bodies of these alerts. With `graft`, also asks the peer to push
     /// future alerts eagerly (repairing the broadcast tree).
     Want { ids: Vec<AlertId>, graft: bool },
@@ -61,7 +63,11 @@ impl Frame {
         Limit::FrameBytes.check(bytes.len())?;
         let frame: Frame = codec::decode(bytes)?;
         match &frame {
-            Frame::Announce { ids } | Frame::Want { ids, .. } | Frame::SyncPage { ids, .. } => {
+            Frame::Announce { ids, hops } => {
+                Limit::IdsPerFrame.check(ids.len())?;
+                Limit::IdsPerFrame.check(hops.len())?;
+            }
+            Frame::Want { ids, .. } | Frame::SyncPage { ids, .. } => {
                 Limit::IdsPerFrame.check(ids.len())?;
             }
             Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,

@@ -61,7 +61,7 @@ fn oversized_frame_rejected_on_length_prefix() {
 #[test]
 fn too_many_ids_in_frame_rejected() {
     let ids = vec![AlertId([1; 32]); MAX_IDS_PER_FRAME + 1];
-    let bytes = codec::encode(&Frame::Announce { ids }).unwrap();
+    let bytes = codec::encode(&Frame::Announce { ids, hops: vec![] }).unwrap();
     let err = Frame::decode(&bytes).unwrap_err().to_string();
     assert!(err.contains("MAX_IDS_PER_FRAME"), "{err}");
 }

@@ -97,7 +97,7 @@ proptest! {
         let ids: Vec<AlertId> = ids.into_iter().map(AlertId).collect();
         for f in [
             Frame::Hello { epoch, head: 7 },
-            Frame::Announce { ids: ids.clone() },
+            Frame::Announce { ids: ids.clone(), hops: vec![2; ids.len()] },
             Frame::Want { ids: ids.clone(), graft: true },
             Frame::Alert { hops, envelope: vec![1, 2, 3] },
             Frame::Prune,

@@ -101,12 +101,12 @@ pub struct BenchArgs {
     /// `gossipsub:D` (mesh degree D).
     #[arg(long)]
     pub baseline: Option<String>,
-    /// Print the report as one JSON object.
-    #[arg(long)]
+    /// Print the report as one JSON object (set from `tocsin-cluster --json`).
+    #[arg(skip)]
     pub json: bool,
-    /// Directory for the tocsin cluster (kept afterwards); default: a temporary
-    /// directory, removed afterwards.
-    #[arg(long)]
+    /// Directory for the tocsin cluster (kept afterwards); `None`: a temporary
+    /// directory, removed afterwards. The command line always uses a temporary one.
+    #[arg(skip)]
     pub dir: Option<PathBuf>,
 }
 

@@ -267,12 +267,20 @@ async fn commit(st: &ApiState, body: AlertBody) -> Answer {
         from: None,
         hops: 0,
     };
-    match st.store.insert(alert.clone(), receipt).await? {
+    // Gossip starts while the commit is in flight, so the fsync is not on the path to
+    // peers; the answer below still waits for the commit ("issued" means durable).
+    if let Some(net) = &st.net {
+        net.publish(alert.clone(), 0).await;
+    }
+    let inserted = st.store.insert(alert.clone(), receipt).await;
+    if inserted.is_err() {
+        if let Some(net) = &st.net {
+            net.unpublish(id).await;
+        }
+    }
+    match inserted? {
         Insert::Inserted { seq } => {
             tracing::info!(id = %id.fmt_short(), seq, kind = ?alert.body().kind, "alert issued");
-            if let Some(net) = &st.net {
-                net.publish(alert, seq).await;
-            }
             Ok((
                 StatusCode::CREATED,
                 Json(json!({"id": id.to_string(), "seq": seq, "duplicate": false})),

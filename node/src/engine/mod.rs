@@ -50,6 +50,10 @@ pub const SYNC_TIMEOUT_MS: u64 = 5_000;
 /// one else can announce) at the cost of one request and one mostly empty page per link
 /// per interval.
 pub const RESYNC_INTERVAL_MS: u64 = 30_000;
+/// An announce offering an alert at least this many hops closer than the copy we hold
+/// moves our tree link to the announcer (graft it, prune the old parent): PlumTree's
+/// optimisation step, which keeps broadcast-tree paths near the shortest ones.
+pub const TREE_OPTIMISE_HOPS: u8 = 2;
 /// Penalty points for each kind of invalid data.
 pub const PENALTY_MALFORMED: u32 = 10;
 /// A signature that does not verify.
@@ -167,7 +171,9 @@ pub enum Event {
     PeerDisconnected(PublicKey),
     /// A frame (the CBOR bytes after the length prefix) arrived from a peer.
     Frame { peer: PublicKey, bytes: Vec<u8> },
-    /// An alert issued here and already committed at `seq`.
+    /// An alert issued here. `seq` is its sequence number if it is already committed,
+    /// or 0 when the daemon gossips it while the commit is in flight (the number then
+    /// arrives with [`Event::Committed`]; store sequence numbers start at 1).
     Local { alert: SignedAlert, seq: u64 },
     /// The store committed these alerts (received from peers) at these sequence numbers.
     Committed(Vec<(u64, AlertId)>),
@@ -290,7 +296,8 @@ struct SyncState {
 struct PeerState {
     /// Push full alerts to this peer (tree link) rather than announcing ids.
     eager: bool,
-    lazy: Vec<AlertId>,
+    /// Ids to announce, with the hop count the peer would get them at.
+    lazy: Vec<(AlertId, u8)>,
     sync: Option<SyncState>,
 }
 
@@ -608,7 +615,7 @@ impl Engine {
         match frame {
             Frame::Hello { epoch, head } => self.on_hello(peer, epoch, head, now),
             Frame::Alert { hops, envelope } => self.on_alert(peer, hops, envelope, now),
-            Frame::Announce { ids } => self.on_announce(peer, ids, now),
+            Frame::Announce { ids, hops } => self.on_announce(peer, ids, hops, now),
             Frame::Want { ids, graft } => self.on_want(peer, ids, graft, now),
             Frame::Prune => {
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -785,9 +792,17 @@ impl Engine {
         }
     }
 
-    fn on_announce(&mut self, peer: PublicKey, ids: Vec<AlertId>, now: u64) {
-        for id in ids {
-            if self.known.contains_key(&id) {
+    fn on_announce(&mut self, peer: PublicKey, ids: Vec<AlertId>, hops: Vec<u8>, now: u64) {
+        for (i, id) in ids.into_iter().enumerate() {
+            if let Some(k) = self.known.get(&id) {
+                // A much shorter path through the announcer: make it our tree link for
+                // what comes next, and prune the link the long copy came over.
+                let offered = hops.get(i).copied().unwrap_or(u8::MAX);
+                if let Some(parent) = k.from {
+                    if parent != peer && offered.saturating_add(TREE_OPTIMISE_HOPS) < k.hops {
+                        self.optimise_tree(peer, parent);
+                    }
+                }
                 continue;
             }
             if let Some(m) = self.missing.get_mut(&id) {
@@ -810,6 +825,29 @@ impl Engine {
                 timer: Timer::Graft(id),
             });
         }
+    }
+
+    /// Grafts `closer` and prunes `parent` (both directions agree through the frames).
+    fn optimise_tree(&mut self, closer: PublicKey, parent: PublicKey) {
+        let closer_lazy = self.peers.get(&closer).is_some_and(|p| !p.eager);
+        let parent_eager = self.peers.get(&parent).is_some_and(|p| p.eager);
+        if !closer_lazy || !parent_eager {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&closer) {
+            p.eager = true;
+        }
+        self.send(
+            closer,
+            Frame::Want {
+                ids: Vec::new(),
+                graft: true,
+            },
+        );
+        if let Some(p) = self.peers.get_mut(&parent) {
+            p.eager = false;
+        }
+        self.send(parent, Frame::Prune);
     }
 
     fn on_want(&mut self, peer: PublicKey, ids: Vec<AlertId>, graft: bool, now: u64) {
@@ -1005,7 +1043,9 @@ impl Engine {
 
     fn on_local(&mut self, alert: SignedAlert, seq: u64, now: u64) {
         let id = alert.id();
-        self.log.insert(seq, id);
+        if seq > 0 {
+            self.log.insert(seq, id);
+        }
         if self.known.contains_key(&id) {
             return;
         }
@@ -1061,7 +1101,7 @@ impl Engine {
                 }
                 (_, false) => {
                     if let Some(p) = self.peers.get_mut(&peer) {
-                        p.lazy.push(id);
+                        p.lazy.push((id, hops));
                     }
                     if !self.flush_pending {
                         self.flush_pending = true;
@@ -1102,22 +1142,23 @@ impl Engine {
                         out.push((*peer, std::mem::take(&mut p.lazy)));
                     }
                 }
-                for (peer, ids) in out {
+                for (peer, items) in out {
                     // Trust may have changed since the ids were queued.
                     let level = self.trust_of(&peer);
-                    let ids: Vec<AlertId> = ids
+                    let items: Vec<(AlertId, u8)> = items
                         .into_iter()
-                        .filter(|id| {
+                        .filter(|(id, _)| {
                             self.known
                                 .get(id)
                                 .is_some_and(|k| self.shareable(k, &peer, level, now))
                         })
                         .collect();
-                    for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                    for chunk in items.chunks(MAX_IDS_PER_FRAME) {
                         self.send(
                             peer,
                             Frame::Announce {
-                                ids: chunk.to_vec(),
+                                ids: chunk.iter().map(|(id, _)| *id).collect(),
+                                hops: chunk.iter().map(|(_, h)| *h).collect(),
                             },
                         );
                     }

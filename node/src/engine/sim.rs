@@ -867,7 +867,7 @@ impl Sim {
                 }
                 body_of = id;
             }
-            Frame::Announce { ids } | Frame::Want { ids, .. } => {
+            Frame::Announce { ids, .. } | Frame::Want { ids, .. } => {
                 let n = ids.len() as u64;
                 for (k, id) in ids.iter().enumerate() {
                     let share = wire / n.max(1) + if k == 0 { wire % n.max(1) } else { 0 };

@@ -389,7 +389,10 @@ fn a_duplicate_on_an_eager_link_prunes_it() {
     let out = fire_timers(&mut ea, &out, T0 + 100);
     assert_eq!(
         frames_to(&out, &c),
-        vec![&Frame::Announce { ids: vec![y.id()] }]
+        vec![&Frame::Announce {
+            ids: vec![y.id()],
+            hops: vec![3]
+        }]
     );
 }
 
@@ -400,7 +403,16 @@ fn an_announced_alert_that_does_not_arrive_is_grafted() {
     connect(&mut ea, &b, TrustLevel::Member);
     connect(&mut ea, &c, TrustLevel::Member);
     let x = alert(&o, 1, Tlp::Clear);
-    let out = ea.handle(frame_event(&b, &Frame::Announce { ids: vec![x.id()] }), T0);
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::Announce {
+                ids: vec![x.id()],
+                hops: vec![2],
+            },
+        ),
+        T0,
+    );
     let out = fire_timers(&mut ea, &out, T0 + EngineConfig::default().graft_timeout_ms);
     assert_eq!(
         frames_to(&out, &b),
@@ -429,7 +441,7 @@ fn a_cancel_that_arrives_first_keeps_the_original_from_spreading() {
     assert!(alerts_to(&out, &c).is_empty(), "but not pushed");
     let later = fire_timers(&mut ea, &out, T0 + 10_000);
     for f in frames_to(&later, &c) {
-        if let Frame::Announce { ids } = f {
+        if let Frame::Announce { ids, .. } = f {
             assert!(!ids.contains(&x.id()), "nor announced");
         }
     }
@@ -665,7 +677,10 @@ fn a_refused_copy_does_not_forget_the_other_announcers() {
     connect(&mut ea, &liar, TrustLevel::Member);
     connect(&mut ea, &honest, TrustLevel::Member);
     let x = alert(&o, 1, Tlp::Clear);
-    let announce = Frame::Announce { ids: vec![x.id()] };
+    let announce = Frame::Announce {
+        ids: vec![x.id()],
+        hops: vec![2],
+    };
     let mut timers = ea.handle(frame_event(&liar, &announce), T0);
     timers.extend(ea.handle(frame_event(&honest, &announce), T0 + 1));
     let graft = EngineConfig::default().graft_timeout_ms;

@@ -488,7 +488,7 @@ impl Store {
         items: Vec<(SignedAlert, Receipt)>,
     ) -> Result<Vec<Result<Insert, tocsin_proto::Error>>, StoreError> {
         let total = items.len();
-        let mut chunks = verify::verified_chunks(items, |(alert, _)| alert);
+        let mut chunks = std::pin::pin!(verify::verified_chunks(items, |(alert, _)| alert));
         // Per chunk: each alert's verification error or `None`, and the writer's reply
         // for the ones that verified.
         let mut pending = Vec::new();

@@ -3,12 +3,14 @@
 //! has cores, so that verification runs beside the store writer (which spends part of
 //! each batch waiting for its fsync) instead of in front of it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use futures::stream::{self, Stream, StreamExt};
 use tocsin_proto::{Error, SignedAlert};
+use tokio::sync::mpsc;
 
 /// Alerts per verification job of [`verify_all`] and [`super::Store::insert_verified`].
 /// One job is ~64 × 40 µs ≈ 2.5 ms of CPU here: long enough that spawning it costs
@@ -29,7 +31,7 @@ pub const VERIFY_CHUNK: usize = 64;
 /// the calling thread, with the same results.
 pub async fn verify_all(alerts: Vec<SignedAlert>) -> Vec<(SignedAlert, Result<(), Error>)> {
     let mut out = Vec::with_capacity(alerts.len());
-    let mut chunks = verified_chunks(alerts, |a| a);
+    let mut chunks = std::pin::pin!(verified_chunks(alerts, |a| a));
     while let Some((chunk, results)) = chunks.next().await {
         out.extend(chunk.into_iter().zip(results));
     }
@@ -37,14 +39,20 @@ pub async fn verify_all(alerts: Vec<SignedAlert>) -> Vec<(SignedAlert, Result<()
 }
 
 /// The items in chunks of [`VERIFY_CHUNK`], each with the verification results of its
-/// alerts, in order; up to [`parallelism`] chunks are verified at once, ahead of the
-/// consumer. `alert` picks the alert out of an item.
+/// alerts, in order. `alert` picks the alert out of an item.
+///
+/// Up to [`parallelism`] blocking workers each take the next unverified chunk until none
+/// is left, without waiting for the consumer: waking a thread costs a good fraction of a
+/// millisecond on a small VM, so a job per chunk handed out by the consumer would idle
+/// the cores between chunks. Results are delivered in input order as they complete. A
+/// chunk whose worker could not verify it (no runtime, a worker that did not start or
+/// panicked) is verified inline when its turn comes, with the same results.
 pub(super) fn verified_chunks<T, F>(
     items: Vec<T>,
     alert: F,
 ) -> impl Stream<Item = (Vec<T>, Vec<Result<(), Error>>)>
 where
-    T: Clone + Send + Sync + 'static,
+    T: Send + 'static,
     F: Fn(&T) -> &SignedAlert + Copy + Send + Sync + 'static,
 {
     let mut chunks = Vec::with_capacity(items.len().div_ceil(VERIFY_CHUNK));
@@ -58,47 +66,104 @@ where
         if chunk.is_empty() {
             break;
         }
-        chunks.push(chunk);
+        chunks.push(Mutex::new(Some(chunk)));
     }
-    stream::iter(chunks)
-        .map(move |chunk| verify_chunk(chunk, alert))
-        .buffered(parallelism())
+    let total = chunks.len();
+    let slots = Arc::new(chunks);
+    let next = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        for _ in 0..parallelism().min(total) {
+            let (slots, next, tx) = (Arc::clone(&slots), Arc::clone(&next), tx.clone());
+            // The handle is not needed: results come back through `tx`.
+            drop(runtime.spawn_blocking(move || worker(&slots, &next, &tx, alert)));
+        }
+    }
+    drop(tx);
+    let state = Delivery {
+        slots,
+        rx,
+        done: BTreeMap::new(),
+        next_out: 0,
+        total,
+    };
+    stream::unfold(state, move |mut st| async move {
+        let i = st.next_out;
+        if i >= st.total {
+            return None;
+        }
+        let results = loop {
+            if let Some(r) = st.done.remove(&i) {
+                break Some(r);
+            }
+            match st.rx.recv().await {
+                Some((j, r)) => {
+                    st.done.insert(j, r);
+                }
+                // Every worker has exited: whatever is left is verified here.
+                None => break None,
+            }
+        };
+        let chunk = take(&st.slots, i);
+        let results = match results {
+            Some(r) if r.len() == chunk.len() => r,
+            _ => check_all(chunk.iter().map(alert)),
+        };
+        st.next_out += 1;
+        Some(((chunk, results), st))
+    })
 }
 
-/// How many verification jobs run at once: one per core.
+/// The consumer's side of [`verified_chunks`].
+struct Delivery<T> {
+    slots: Arc<Vec<Mutex<Option<Vec<T>>>>>,
+    rx: mpsc::UnboundedReceiver<(usize, Vec<Result<(), Error>>)>,
+    /// Results that arrived before their turn.
+    done: BTreeMap<usize, Vec<Result<(), Error>>>,
+    next_out: usize,
+    total: usize,
+}
+
+/// One verification worker: verifies chunks in place until none is left or the consumer
+/// is gone. A chunk stays in its slot, so a panic here loses nothing (the slot's mutex
+/// is poisoned, which [`take`] ignores, and the chunk is verified inline).
+fn worker<T, F>(
+    slots: &[Mutex<Option<Vec<T>>>],
+    next: &AtomicUsize,
+    tx: &mpsc::UnboundedSender<(usize, Vec<Result<(), Error>>)>,
+    alert: F,
+) where
+    F: Fn(&T) -> &SignedAlert + Copy,
+{
+    while !tx.is_closed() {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = slots.get(i) else {
+            return;
+        };
+        let results = {
+            let chunk = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            check_all(chunk.iter().flatten().map(alert))
+        };
+        if tx.send((i, results)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Takes chunk `i` out of its slot (empty if it was already taken).
+fn take<T>(slots: &[Mutex<Option<Vec<T>>>], i: usize) -> Vec<T> {
+    slots
+        .get(i)
+        .and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take())
+        .unwrap_or_default()
+}
+
+/// How many verification workers run at once: one per core.
 fn parallelism() -> usize {
     std::env::var("VWIN")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// Verifies one chunk on a blocking thread (inline when that is not possible).
-async fn verify_chunk<T, F>(chunk: Vec<T>, alert: F) -> (Vec<T>, Vec<Result<(), Error>>)
-where
-    T: Clone + Send + Sync + 'static,
-    F: Fn(&T) -> &SignedAlert + Copy + Send + Sync + 'static,
-{
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        let results = check_all(chunk.iter().map(alert));
-        return (chunk, results);
-    };
-    let shared = Arc::new(chunk);
-    let job = {
-        let shared = Arc::clone(&shared);
-        runtime.spawn_blocking(move || check_all(shared.iter().map(alert)))
-    };
-    let results = job.await;
-    // The job has dropped its reference once it finished, so this does not copy.
-    let chunk = Arc::unwrap_or_clone(shared);
-    match results {
-        Ok(results) if results.len() == chunk.len() => (chunk, results),
-        // The job panicked or was cancelled (runtime shutting down): verify here.
-        _ => {
-            let results = check_all(chunk.iter().map(alert));
-            (chunk, results)
-        }
-    }
 }
 
 /// [`SignedAlert::verify`] of each alert, decompressing each origin key once.

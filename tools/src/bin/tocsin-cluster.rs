@@ -98,6 +98,13 @@ enum Cmd {
     },
     /// Start 5 nodes, issue an alert at node 1, show it arriving everywhere, stop.
     Demo,
+    /// Measure propagation (delivery, latency, wire bytes per alert) on a fresh
+    /// federation, optionally against plain gossipsub on the same topology. Build with
+    /// --release for meaningful numbers.
+    Bench(tocsin_tools::bench::BenchArgs),
+    /// One plain gossipsub node, driven over stdin/stdout by `bench --baseline`.
+    #[command(hide = true)]
+    GossipsubNode(tocsin_tools::baseline::GossipsubNodeArgs),
 }
 
 fn index(cluster: &Cluster, node: usize) -> Result<usize> {
@@ -403,6 +410,11 @@ async fn run(cli: Cli) -> Result<()> {
             seed,
         } => up(cli.dir, nodes, topology, levels, seed, cli.json).await,
         Cmd::Demo => demo().await,
+        Cmd::Bench(mut args) => {
+            args.json |= cli.json;
+            tocsin_tools::bench::run(&args).await.map(|_| ())
+        }
+        Cmd::GossipsubNode(args) => tocsin_tools::baseline::gossipsub_node_main(&args).await,
         Cmd::Status => status(Cluster::load(&cli.dir)?, cli.json).await,
         Cmd::Issue { node, args } => {
             let cluster = Cluster::load(&cli.dir)?;
