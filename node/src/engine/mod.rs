@@ -53,7 +53,7 @@ pub const RESYNC_INTERVAL_MS: u64 = 30_000;
 /// An announce offering an alert at least this many hops closer than the copy we hold
 /// moves our tree link to the announcer (graft it, prune the old parent): PlumTree's
 /// optimisation step, which keeps broadcast-tree paths near the shortest ones.
-pub const TREE_OPTIMISE_HOPS: u8 = 2;
+pub const TREE_OPTIMISE_HOPS: u8 = 1;
 /// Penalty points for each kind of invalid data.
 pub const PENALTY_MALFORMED: u32 = 10;
 /// A signature that does not verify.

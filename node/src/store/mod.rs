@@ -359,6 +359,8 @@ pub struct Store {
     tx: mpsc::Sender<Request>,
     events: broadcast::Sender<Stored>,
     epoch: u64,
+    /// Whether the writer is applying a batch; see [`verify::WriterBusy`].
+    busy: Arc<verify::WriterBusy>,
 }
 
 impl std::fmt::Debug for Store {
@@ -390,11 +392,13 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (events, _) = broadcast::channel(EVENTS);
+        let busy = Arc::new(verify::WriterBusy::default());
         let writer = Writer {
             db: Arc::clone(&db),
             rx,
             events: events.clone(),
             next_seq: head.saturating_add(1),
+            busy: Arc::clone(&busy),
         };
         let join = runtime.spawn_blocking(move || writer.run());
         tracing::debug!(path = %path.display(), epoch, head, "store opened");
@@ -404,6 +408,7 @@ impl Store {
                 tx,
                 events,
                 epoch,
+                busy,
             },
             join,
         ))
@@ -488,7 +493,11 @@ impl Store {
         items: Vec<(SignedAlert, Receipt)>,
     ) -> Result<Vec<Result<Insert, tocsin_proto::Error>>, StoreError> {
         let total = items.len();
-        let mut chunks = std::pin::pin!(verify::verified_chunks(items, |(alert, _)| alert));
+        let mut chunks = std::pin::pin!(verify::verified_chunks(
+            items,
+            |(alert, _)| alert,
+            Some(Arc::clone(&self.busy)),
+        ));
         // Per chunk: each alert's verification error or `None`, and the writer's reply
         // for the ones that verified.
         let mut pending = Vec::new();

@@ -196,6 +196,7 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
             rx,
             events,
             next_seq: 1,
+            busy: Arc::default(),
         };
         let (r1, mut inserted) = oneshot::channel();
         let (r2, mut pruned) = oneshot::channel();

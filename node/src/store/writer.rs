@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::schema::{
     self, AlertValue, EdgeValue, Index, StatusValue, ALERTS, LOG, REPLACED_BY, STATUS,
 };
+use super::verify::WriterBusy;
 use super::{Insert, StoreError, Stored, MAX_BATCH};
 
 /// An alert ready to be written: encoded, and its index keys built, on the caller's
@@ -65,6 +66,8 @@ pub(super) struct Writer {
     pub(super) events: broadcast::Sender<Stored>,
     /// The seq the next stored alert gets.
     pub(super) next_seq: u64,
+    /// Set while a batch is applied, for verification to make room.
+    pub(super) busy: Arc<WriterBusy>,
 }
 
 impl Writer {
@@ -169,6 +172,7 @@ impl Writer {
         txn.set_durability(Durability::Immediate);
         let mut outs = Vec::with_capacity(batch.len());
         {
+            let _applying = self.busy.applying();
             let mut t = WriteTables::open(&txn)?;
             let mut pending = PendingIndex::default();
             for req in batch {
@@ -198,7 +202,8 @@ impl Writer {
         txn.commit()?;
         if std::env::var_os("WTRACE").is_some() {
             let n: usize = batch.iter().map(|r| r.weight()).sum();
-            eprintln!("batch {n} apply {:?} commit {:?}", t1, t0.elapsed() - t1);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() % 1_000_000).unwrap_or(0);
+            eprintln!("{now} batch {n} apply {:?} commit {:?}", t1, t0.elapsed() - t1);
         }
         Ok(outs)
     }
