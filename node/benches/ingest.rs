@@ -394,7 +394,10 @@ fn main() -> R<()> {
             eprintln!("insert_many {:?} cpu {}ms", t0.elapsed(), (cpu() - c0) * 10);
             close(&rt, f)?;
             let c0 = cpu();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() % 1_000_000).unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() % 1_000_000)
+                .unwrap_or(0);
             eprintln!("{now} start verified");
             let t0 = Instant::now();
             let r = timed(&rt, &pool, Variant::Verified)?;

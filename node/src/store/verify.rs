@@ -163,7 +163,10 @@ fn worker<T, F>(
                 .collect()
         };
         if std::env::var_os("WTRACE").is_some() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() % 1_000_000).unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() % 1_000_000)
+                .unwrap_or(0);
             eprintln!("{now} verified chunk {i}");
         }
         if tx.send((i, results)).is_err() {

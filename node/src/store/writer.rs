@@ -202,8 +202,15 @@ impl Writer {
         txn.commit()?;
         if std::env::var_os("WTRACE").is_some() {
             let n: usize = batch.iter().map(|r| r.weight()).sum();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() % 1_000_000).unwrap_or(0);
-            eprintln!("{now} batch {n} apply {:?} commit {:?}", t1, t0.elapsed() - t1);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() % 1_000_000)
+                .unwrap_or(0);
+            eprintln!(
+                "{now} batch {n} apply {:?} commit {:?}",
+                t1,
+                t0.elapsed() - t1
+            );
         }
         Ok(outs)
     }
