@@ -327,6 +327,22 @@ fn main() -> R<()> {
         return Ok(());
     }
     let avg = pool.iter().map(|a| a.to_envelope().len()).sum::<usize>() / pool.len();
+    if let Some(n) = std::env::var("ONLYN").ok().and_then(|v| v.parse::<usize>().ok()) {
+        let big = alerts(n)?;
+        for _ in 0..3 {
+            let r = timed(&rt, &big, Variant::Verified)?;
+            let g = timed(&rt, &big, Variant::Group)?;
+            eprintln!("N={n} verified {r:.0}/s group {g:.0}/s");
+        }
+        return Ok(());
+    }
+    if std::env::var_os("ONLYP").is_some() {
+        for _ in 0..10 {
+            let r = timed(&rt, &pool, Variant::Verified)?;
+            eprintln!("verified {r:.0}/s");
+        }
+        return Ok(());
+    }
     if std::env::var_os("ONLYVA").is_some() {
         for _ in 0..10 {
             let t0 = Instant::now();

@@ -154,21 +154,8 @@ async fn blocked_origin_is_dropped_even_when_a_trusted_member_relays_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_badly_signed_alerts_are_rejected_counted_and_penalised() {
-    use tocsin_tests::rawpeer::{connect, Connect};
     let fed = Fed::line(2, Member).await;
-    let raw = tocsin_proto::SigningKey::from_bytes(&[7u8; 32]);
-    let node = &fed.cluster.nodes[0];
-    node.client()
-        .post(
-            "/v1/trust",
-            &json!({"key": hex(&raw), "level": "member", "name": "raw"}),
-        )
-        .await
-        .unwrap();
-    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
-    let Connect::Open(mut peer) = connect(&raw, node.addr().parse().unwrap(), target).await else {
-        panic!("a trusted key must be able to connect");
-    };
+    let (raw, mut peer) = trusted_raw_peer(&fed, 7).await;
     let good = sign(&raw, tocsin_proto::Tlp::Clear, "good alert from raw");
     let tampered = sign(&raw, tocsin_proto::Tlp::Clear, "tampered alert AAAA");
     let badsig = sign(&raw, tocsin_proto::Tlp::Clear, "bad signature alert");
@@ -219,18 +206,9 @@ async fn tampered_or_badly_signed_alerts_are_rejected_counted_and_penalised() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_wins_whatever_the_order_of_arrival() {
-    use tocsin_tests::rawpeer::{connect, Connect};
     let fed = Fed::line(2, Member).await;
-    let raw = tocsin_proto::SigningKey::from_bytes(&[9u8; 32]);
+    let (raw, mut peer) = trusted_raw_peer(&fed, 9).await;
     let node = &fed.cluster.nodes[0];
-    node.client()
-        .post("/v1/trust", &json!({"key": hex(&raw), "level": "member"}))
-        .await
-        .unwrap();
-    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
-    let Connect::Open(mut peer) = connect(&raw, node.addr().parse().unwrap(), target).await else {
-        panic!("trusted key refused");
-    };
     let original = sign(&raw, tocsin_proto::Tlp::Clear, "to be cancelled");
     let cancel = sign_kind(
         &raw,
@@ -296,20 +274,10 @@ async fn a_cancel_wins_whatever_the_order_of_arrival() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_or_cancel_from_another_origin_is_rejected_and_penalised() {
-    use tocsin_tests::rawpeer::{connect, Connect};
     let fed = Fed::line(2, Member).await;
-    let raw = tocsin_proto::SigningKey::from_bytes(&[11u8; 32]);
-    let node = &fed.cluster.nodes[0];
-    node.client()
-        .post("/v1/trust", &json!({"key": hex(&raw), "level": "member"}))
-        .await
-        .unwrap();
     let victim = fed.issue(1, alert("CLEAR", "someone else's alert")).await;
     fed.wait_for(0, &victim).await;
-    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
-    let Connect::Open(mut peer) = connect(&raw, node.addr().parse().unwrap(), target).await else {
-        panic!("trusted key refused");
-    };
+    let (raw, mut peer) = trusted_raw_peer(&fed, 11).await;
     let victim_id = tocsin_proto::AlertId::from_hex(&victim).unwrap();
     let forged = sign_kind(
         &raw,
@@ -518,6 +486,29 @@ async fn demoting_a_peer_to_public_stops_green_at_once_and_survives_restart() {
 }
 
 // ---- helpers ----
+
+/// A raw peer with key `[seed; 32]`, added to node 1's trust table at `member` and
+/// connected to it.
+async fn trusted_raw_peer(
+    fed: &Fed,
+    seed: u8,
+) -> (tocsin_proto::SigningKey, tocsin_tests::rawpeer::RawPeer) {
+    use tocsin_tests::rawpeer::{connect, Connect};
+    let raw = tocsin_proto::SigningKey::from_bytes(&[seed; 32]);
+    let node = &fed.cluster.nodes[0];
+    node.client()
+        .post(
+            "/v1/trust",
+            &json!({"key": hex(&raw), "level": "member", "name": "raw"}),
+        )
+        .await
+        .unwrap();
+    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+    match connect(&raw, node.addr().parse().unwrap(), target).await {
+        Connect::Open(peer) => (raw, peer),
+        Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
+    }
+}
 
 fn hex(key: &tocsin_proto::SigningKey) -> String {
     tocsin_proto::PublicKey(key.verifying_key().to_bytes()).to_string()

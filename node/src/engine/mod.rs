@@ -648,11 +648,27 @@ impl Engine {
                 ..SyncState::default()
             });
         }
+        self.request_page(peer, epoch, after, now);
+    }
+
+    /// Asks `peer` for the page of its log after `after`, and arms the stall check.
+    fn request_page(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) {
+        if let Some(s) = self.peers.get_mut(&peer).and_then(|p| p.sync.as_mut()) {
+            s.requested_at = now;
+        }
         self.send(peer, Frame::SyncRequest { epoch, after });
         self.actions.push(Action::SetTimer {
             at: now + SYNC_TIMEOUT_MS,
             timer: Timer::Sync(peer),
         });
+    }
+
+    /// Marks the link to `peer` eager and asks it for `ids`, pushing eagerly from now on.
+    fn graft(&mut self, peer: PublicKey, ids: Vec<AlertId>) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.eager = true;
+        }
+        self.send(peer, Frame::Want { ids, graft: true });
     }
 
     fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) {
@@ -768,12 +784,7 @@ impl Engine {
                 timer: Timer::Resync(peer),
             });
         } else {
-            sync.requested_at = now;
-            self.send(peer, Frame::SyncRequest { epoch, after: next });
-            self.actions.push(Action::SetTimer {
-                at: now + SYNC_TIMEOUT_MS,
-                timer: Timer::Sync(peer),
-            });
+            self.request_page(peer, epoch, next, now);
         }
     }
 
@@ -834,16 +845,7 @@ impl Engine {
         if !closer_lazy || !parent_eager {
             return;
         }
-        if let Some(p) = self.peers.get_mut(&closer) {
-            p.eager = true;
-        }
-        self.send(
-            closer,
-            Frame::Want {
-                ids: Vec::new(),
-                graft: true,
-            },
-        );
+        self.graft(closer, Vec::new());
         if let Some(p) = self.peers.get_mut(&parent) {
             p.eager = false;
         }
@@ -1123,13 +1125,8 @@ impl Engine {
         sync.complete = false;
         sync.page_next = None;
         sync.waiting.clear();
-        sync.requested_at = now;
         let (epoch, after) = (sync.epoch, sync.after);
-        self.send(peer, Frame::SyncRequest { epoch, after });
-        self.actions.push(Action::SetTimer {
-            at: now + SYNC_TIMEOUT_MS,
-            timer: Timer::Sync(peer),
-        });
+        self.request_page(peer, epoch, after, now);
     }
 
     fn on_timer(&mut self, timer: Timer, now: u64) {
@@ -1183,16 +1180,7 @@ impl Engine {
                     self.missing.remove(&id);
                     return;
                 };
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.eager = true;
-                }
-                self.send(
-                    peer,
-                    Frame::Want {
-                        ids: vec![id],
-                        graft: true,
-                    },
-                );
+                self.graft(peer, vec![id]);
                 self.actions.push(Action::SetTimer {
                     at: now + self.cfg.graft_timeout_ms,
                     timer: Timer::Graft(id),
