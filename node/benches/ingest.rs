@@ -327,7 +327,10 @@ fn main() -> R<()> {
         return Ok(());
     }
     let avg = pool.iter().map(|a| a.to_envelope().len()).sum::<usize>() / pool.len();
-    if let Some(n) = std::env::var("ONLYN").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(n) = std::env::var("ONLYN")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let big = alerts(n)?;
         for _ in 0..3 {
             let r = timed(&rt, &big, Variant::Verified)?;

@@ -15,24 +15,48 @@ fn help(bin: &str, args: &[&str]) -> String {
 #[test]
 fn tocsin_help_documents_exit_codes_and_commands() {
     let h = help(env!("CARGO_BIN_EXE_tocsin"), &[]);
-    for word in ["issue", "update", "cancel", "list", "show", "watch", "status", "trust", "peers", "key"] {
+    for word in [
+        "issue", "update", "cancel", "list", "show", "watch", "status", "trust", "peers", "key",
+    ] {
         assert!(h.contains(word), "tocsin --help lists {word}:\n{h}");
     }
-    assert!(h.to_lowercase().contains("exit"), "exit codes documented:\n{h}");
+    assert!(
+        h.to_lowercase().contains("exit"),
+        "exit codes documented:\n{h}"
+    );
     for code in ["0", "1", "2"] {
         assert!(h.contains(code), "exit code {code} documented:\n{h}");
     }
     let trust = help(env!("CARGO_BIN_EXE_tocsin"), &["trust"]);
     for word in ["list", "add", "set", "remove", "audit"] {
-        assert!(trust.contains(word), "tocsin trust --help lists {word}:\n{trust}");
+        assert!(
+            trust.contains(word),
+            "tocsin trust --help lists {word}:\n{trust}"
+        );
     }
 }
 
 #[test]
 fn tocsin_cluster_help_lists_every_command() {
     let h = help(env!("CARGO_BIN_EXE_tocsin-cluster"), &[]);
-    for word in ["up", "status", "issue", "kill", "stop", "start", "partition", "heal", "logs", "down", "demo", "bench"] {
+    for word in [
+        "up",
+        "status",
+        "issue",
+        "kill",
+        "stop",
+        "start",
+        "partition",
+        "heal",
+        "logs",
+        "down",
+        "demo",
+        "bench",
+    ] {
         assert!(h.contains(word), "tocsin-cluster --help lists {word}:\n{h}");
     }
-    assert!(!h.contains("gossipsub-node"), "the internal baseline node stays hidden");
+    assert!(
+        !h.contains("gossipsub-node"),
+        "the internal baseline node stays hidden"
+    );
 }
