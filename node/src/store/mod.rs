@@ -12,6 +12,13 @@
 //! returned is durable (it survives kill -9), and under load many alerts share one
 //! fsync. A failed commit fails every request of its batch and stores none of them.
 //!
+//! [`Store::insert_verified`] is the verified-ingest path: it checks signatures on one
+//! blocking worker per core ([`verify_all`]: strict, like `SignedAlert::verify`) and
+//! hands verified alerts to the writer in requests of half a batch while the rest are
+//! still being verified, so verification overlaps the writer instead of preceding it.
+//! The writer itself only stores: callers encode the envelope and receipt and build the
+//! index keys, and it writes each batch's index entries in key order.
+//!
 //! Reads open their own redb read transaction and never wait for the writer. The small
 //! federation-state writes ([`Store::set_cursor`], [`Store::put_trust`], …) commit
 //! their own write transaction directly; they block the calling thread for one commit
@@ -84,17 +91,42 @@ use writer::{Prepared, Request, Writer};
 /// refused ([`StoreError::SchemaTooNew`]) rather than misread.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Most alerts in one group commit. One batch is one write transaction and one fsync
-/// (~3.5 ms here); 256 alerts of a few KiB are a few MiB of dirty pages, so a batch stays
-/// a few milliseconds of CPU on top of the fsync: large enough that throughput is not
-/// bounded by fsyncs, small enough that the first alert in a batch does not wait long.
+/// Most alerts in one group commit (one write transaction, one fsync). The writer only
+/// reaches it under load: it takes whatever is queued when it starts a batch, so a lone
+/// insert is still committed on its own at once.
+///
+/// Trade-offs, measured with the ingest benchmark on the 2-core dev VM (see
+/// `docs/performance.md`): with ~630-byte alerts a full batch applies in ~20 ms and
+/// commits in ~8–12 ms, so under saturation an insert waits up to ~30 ms for its batch
+/// (plus the batch ahead of it), against ~8 ms at 256. In exchange, each commit rewrites
+/// the upper B-tree pages and every touched leaf once per batch, so bigger batches cut
+/// the writer's cost per alert: group-commit throughput went from ~25k to ~35k alerts/s
+/// and verified ingest from ~19k to ~21k when this went from 256 to 1024. Memory: a
+/// batch holds its alerts' envelopes and index keys, ~1.5 MiB for 1024 typical alerts
+/// plus redb's dirty pages (a few MiB); the worst case, 1024 alerts at the 64 KiB
+/// envelope limit, is ~130 MiB (it was a quarter of that at 256).
 pub const MAX_BATCH: usize = 1024;
 
+/// Verified alerts that [`Store::insert_verified`] gathers into one writer request.
+/// Every batch costs a commit with a fixed part (fsync, rewriting the upper B-tree
+/// pages), so bulk ingest is handed over in large requests rather than one per verified
+/// chunk, which would have the writer commit many small batches while verification
+/// fills the pipeline: 2–3x fewer fsyncs for the same throughput here. At most
+/// [`MAX_BATCH`] − [`VERIFY_CHUNK`], so that a request fits in one batch.
+const BULK_BATCH: usize = MAX_BATCH / 2;
+
+// `insert_verified` sends once it holds BULK_BATCH alerts, adding one chunk at a time.
+const _: () = assert!(
+    VERIFY_CHUNK >= 1 && BULK_BATCH >= 1 && BULK_BATCH + VERIFY_CHUNK - 1 <= MAX_BATCH,
+    "a verified request must fit in one batch"
+);
+
 /// Capacity of the writer's request queue (requests, each up to [`MAX_BATCH`] alerts).
-/// Four batches' worth: enough to keep the writer busy while callers prepare the next
-/// ones; past that, callers wait in [`Store::insert`] (backpressure) instead of the
-/// queue growing without bound when the disk is slower than the network.
-pub const WRITE_QUEUE: usize = 4 * MAX_BATCH;
+/// One full batch of single-alert requests (1024, as before [`MAX_BATCH`] grew): enough
+/// to keep the writer busy while callers prepare the next ones; past that, callers wait
+/// in [`Store::insert`] (backpressure) instead of the queue growing without bound when
+/// the disk is slower than the network.
+pub const WRITE_QUEUE: usize = MAX_BATCH;
 
 /// Capacity of the [`Store::subscribe`] channel. A subscriber that falls further behind
 /// gets `RecvError::Lagged` and should resynchronise with [`Store::log_after`].
@@ -359,8 +391,6 @@ pub struct Store {
     tx: mpsc::Sender<Request>,
     events: broadcast::Sender<Stored>,
     epoch: u64,
-    /// Whether the writer is applying a batch; see [`verify::WriterBusy`].
-    busy: Arc<verify::WriterBusy>,
 }
 
 impl std::fmt::Debug for Store {
@@ -392,13 +422,11 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (events, _) = broadcast::channel(EVENTS);
-        let busy = Arc::new(verify::WriterBusy::default());
         let writer = Writer {
             db: Arc::clone(&db),
             rx,
             events: events.clone(),
             next_seq: head.saturating_add(1),
-            busy: Arc::clone(&busy),
         };
         let join = runtime.spawn_blocking(move || writer.run());
         tracing::debug!(path = %path.display(), epoch, head, "store opened");
@@ -408,7 +436,6 @@ impl Store {
                 tx,
                 events,
                 epoch,
-                busy,
             },
             join,
         ))
@@ -477,10 +504,13 @@ impl Store {
     }
 
     /// Verifies each alert's signature and stores the ones that verify: the verified
-    /// ingest path, pipelined. Alerts are verified in chunks of [`VERIFY_CHUNK`] on
-    /// blocking threads, one chunk per core at a time (see [`verify_all`]), and each
-    /// chunk is queued to the writer as soon as it is verified, so the writer applies and
-    /// commits earlier chunks while later ones are being verified.
+    /// ingest path, pipelined. Alerts are verified in chunks of [`VERIFY_CHUNK`] by one
+    /// blocking worker per core (as in [`verify_all`]: strict, exactly
+    /// [`SignedAlert::verify`]), and as soon as half a batch (512) has verified it goes
+    /// to the writer, which applies and commits it while the rest are being verified.
+    /// Meant for many alerts at once (a catch-up page, a queue of received alerts): the
+    /// first of them waits for up to 512 verifications (~13 ms here). Concurrent calls
+    /// each start their own workers.
     ///
     /// Returns one result per alert, in order: `Ok` with what [`Store::insert`] would
     /// return, or `Err` with what [`SignedAlert::verify`] reports for it (that alert is
@@ -493,37 +523,44 @@ impl Store {
         items: Vec<(SignedAlert, Receipt)>,
     ) -> Result<Vec<Result<Insert, tocsin_proto::Error>>, StoreError> {
         let total = items.len();
-        let mut chunks = std::pin::pin!(verify::verified_chunks(
-            items,
-            |(alert, _)| alert,
-            Some(Arc::clone(&self.busy)),
-        ));
-        // Per chunk: each alert's verification error or `None`, and the writer's reply
+        let mut chunks = std::pin::pin!(verify::verified_chunks(items, |(alert, _)| alert));
+        // Per request: each alert's verification error or `None`, and the writer's reply
         // for the ones that verified.
         let mut pending = Vec::new();
-        while let Some((chunk, checks)) = chunks.next().await {
-            let mut slots = Vec::with_capacity(chunk.len());
-            let mut items = Vec::with_capacity(chunk.len());
-            for ((alert, receipt), check) in chunk.into_iter().zip(checks) {
-                match check {
-                    Ok(()) => {
-                        items.push(prepare(alert, receipt)?);
-                        slots.push(None);
+        let mut slots = Vec::new();
+        let mut batch = Vec::new();
+        loop {
+            let next = chunks.next().await;
+            let done = next.is_none();
+            if let Some((chunk, checks)) = next {
+                for ((alert, receipt), check) in chunk.into_iter().zip(checks) {
+                    match check {
+                        Ok(()) => {
+                            batch.push(prepare(alert, receipt)?);
+                            slots.push(None);
+                        }
+                        Err(e) => slots.push(Some(e)),
                     }
-                    Err(e) => slots.push(Some(e)),
                 }
             }
-            let reply = if items.is_empty() {
-                None
-            } else {
-                let (reply, rx) = oneshot::channel();
-                self.tx
-                    .send(Request::Insert { items, reply })
-                    .await
-                    .map_err(|_| StoreError::Closed)?;
-                Some(rx)
-            };
-            pending.push((slots, reply));
+            // Group verified chunks into requests of at least BULK_BATCH alerts.
+            if batch.len() >= BULK_BATCH || (done && !slots.is_empty()) {
+                let reply = if batch.is_empty() {
+                    None
+                } else {
+                    let (reply, rx) = oneshot::channel();
+                    let items = std::mem::take(&mut batch);
+                    self.tx
+                        .send(Request::Insert { items, reply })
+                        .await
+                        .map_err(|_| StoreError::Closed)?;
+                    Some(rx)
+                };
+                pending.push((std::mem::take(&mut slots), reply));
+            }
+            if done {
+                break;
+            }
         }
         let mut out = Vec::with_capacity(total);
         for (slots, reply) in pending {
@@ -745,13 +782,7 @@ fn prepare(alert: SignedAlert, receipt: Receipt) -> Result<Prepared, StoreError>
             reason: format!("alert {} produced an empty envelope", alert.id()),
         });
     }
-    let index = schema::index_entries(alert.body(), &alert.id());
-    Ok(Prepared {
-        alert,
-        envelope,
-        receipt,
-        index,
-    })
+    Ok(Prepared::new(&alert, envelope, receipt))
 }
 
 /// Creates the tables and the meta entries of a new file, or checks the schema version

@@ -151,41 +151,67 @@ pub(super) fn kind_rank(k: Kind) -> u8 {
     }
 }
 
-fn key(prefix: &[u8], t: u64, id: &[u8; 32]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + SUFFIX_LEN);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&suffix(t, id));
-    k
+/// The index entries of one alert, all keys in one buffer (two allocations per alert
+/// instead of one per key: the writer thread frees them).
+#[derive(Debug, Default)]
+pub(super) struct IndexKeys {
+    bytes: Vec<u8>,
+    /// Each entry's index and the end of its key in `bytes` (it starts where the
+    /// previous one ends).
+    ends: Vec<(Index, usize)>,
+}
+
+impl IndexKeys {
+    /// Appends the key `prefix ‖ t ‖ id` to `index`.
+    fn push(&mut self, index: Index, prefix: &[&[u8]], t: u64, id: &[u8; 32]) {
+        for part in prefix {
+            self.bytes.extend_from_slice(part);
+        }
+        self.bytes.extend_from_slice(&suffix(t, id));
+        self.ends.push((index, self.bytes.len()));
+    }
+
+    /// Each entry: the index and the key.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (Index, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().filter_map(move |&(index, end)| {
+            let key = self.bytes.get(start..end)?;
+            start = end;
+            Some((index, key))
+        })
+    }
 }
 
 /// Every index entry of an alert.
-pub(super) fn index_entries(body: &AlertBody, id: &AlertId) -> Vec<(Index, Vec<u8>)> {
+pub(super) fn index_entries(body: &AlertBody, id: &AlertId) -> IndexKeys {
     let id = &id.0;
     let t = body.issued_at;
-    let mut out = vec![
-        (Index::Time, key(&[], t, id)),
-        (Index::Origin, key(&body.origin.0, t, id)),
-        (Index::Severity, key(&[body.severity.rank()], t, id)),
-        (Index::Tlp, key(&[tlp_code(body.tlp)], t, id)),
-    ];
+    let mut out = IndexKeys {
+        bytes: Vec::with_capacity(512),
+        ends: Vec::with_capacity(16),
+    };
+    out.push(Index::Time, &[], t, id);
+    out.push(Index::Origin, &[&body.origin.0], t, id);
+    out.push(Index::Severity, &[&[body.severity.rank()]], t, id);
+    out.push(Index::Tlp, &[&[tlp_code(body.tlp)]], t, id);
     let mut tags: Vec<String> = body.tags.iter().map(|t| norm_tag(t)).collect();
     tags.sort();
     tags.dedup();
     for tag in tags {
-        if let Some(p) = str_prefix(&tag) {
-            out.push((Index::Tag, key(&p, t, id)));
+        if let Ok(len) = u16::try_from(tag.len()) {
+            out.push(Index::Tag, &[&len.to_be_bytes(), tag.as_bytes()], t, id);
         }
     }
     let mut values: Vec<&str> = body.indicators.iter().map(|i| i.value.as_str()).collect();
     values.sort_unstable();
     values.dedup();
     for v in values {
-        if let Some(p) = str_prefix(v) {
-            out.push((Index::Indicator, key(&p, t, id)));
+        if let Ok(len) = u16::try_from(v.len()) {
+            out.push(Index::Indicator, &[&len.to_be_bytes(), v.as_bytes()], t, id);
         }
     }
     if let Some(exp) = body.expires_at {
-        out.push((Index::Expiry, key(&[], exp, id)));
+        out.push(Index::Expiry, &[], exp, id);
     }
     out
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::writer::{Request, Writer};
-use super::{AlertState, Insert, Query, Receipt, Store, MAX_BATCH, VERIFY_CHUNK};
+use super::{AlertState, Insert, Query, Receipt, Store, VERIFY_CHUNK};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -60,11 +60,6 @@ fn receipt(hops: u8) -> Receipt {
 
 fn open(dir: &TempDir) -> (Store, tokio::task::JoinHandle<()>) {
     Store::open(&dir.path().join("store.redb")).unwrap()
-}
-
-#[test]
-fn verify_chunks_fit_in_one_batch() {
-    assert!((1..=MAX_BATCH).contains(&VERIFY_CHUNK));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +191,6 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
             rx,
             events,
             next_seq: 1,
-            busy: Arc::default(),
         };
         let (r1, mut inserted) = oneshot::channel();
         let (r2, mut pruned) = oneshot::channel();

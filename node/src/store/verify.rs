@@ -1,38 +1,37 @@
-//! Signature verification off the caller's thread, for verified ingest: alerts are
-//! verified in chunks on tokio's blocking threads, as many chunks at once as the machine
-//! has cores, so that verification runs beside the store writer (which spends part of
-//! each batch waiting for its fsync) instead of in front of it.
+//! Signature verification for verified ingest: alerts are verified in chunks by one
+//! blocking worker per core, beside the store writer, instead of one at a time in front
+//! of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use futures::stream::{self, Stream, StreamExt};
 use tocsin_proto::{Error, SignedAlert};
 use tokio::sync::mpsc;
 
-/// Alerts per verification job of [`verify_all`] and [`super::Store::insert_verified`].
-/// One job is ~64 × 40 µs ≈ 2.5 ms of CPU here: long enough that spawning it costs
-/// nothing in comparison, short enough that the writer receives the first verified
-/// alerts (and commits them while the next jobs run) almost at once. At most
-/// [`super::MAX_BATCH`], so that one verified chunk is one writer request.
+/// Alerts per verification chunk of [`verify_all`] and [`super::Store::insert_verified`]:
+/// about 3 ms of CPU here (≈ 45 µs per signature), so the first verified alerts reach
+/// the writer almost at once and handing chunks around costs nothing in comparison.
 pub const VERIFY_CHUNK: usize = 64;
 
 /// Verifies every alert's signature exactly as [`SignedAlert::verify`] does (strict
-/// ed25519 over `SIGNING_CONTEXT ‖ body bytes`, by the origin key) and returns each
-/// alert with its result, in the input order.
+/// ed25519 over `SIGNING_CONTEXT ‖ body bytes` by the origin key, never batch
+/// verification) and returns each alert with its result, in input order.
 ///
-/// The work runs on tokio's blocking threads, [`VERIFY_CHUNK`] alerts per job and as
-/// many jobs at once as [`std::thread::available_parallelism`], so it uses every core
-/// and never blocks the async workers; within a job each origin key is decompressed
-/// once (about a fifth of the cost of a verification) instead of once per alert.
-/// Outside a tokio runtime, or if a job cannot run, the alerts are verified inline on
-/// the calling thread, with the same results.
+/// The work runs on tokio's blocking threads, one worker per core
+/// ([`std::thread::available_parallelism`]), each taking the next [`VERIFY_CHUNK`]
+/// alerts until none are left, so it uses every core and never blocks the async
+/// workers. Within a chunk each origin key is decompressed once instead of once per
+/// alert (about a tenth of a verification). Outside a tokio runtime, or if a worker
+/// cannot run, the alerts are verified on the calling thread, with the same results.
+///
+/// Concurrent calls each start their own workers; the daemon should funnel alerts to
+/// be verified through one caller rather than call this per connection.
 pub async fn verify_all(alerts: Vec<SignedAlert>) -> Vec<(SignedAlert, Result<(), Error>)> {
     let mut out = Vec::with_capacity(alerts.len());
-    let mut chunks = std::pin::pin!(verified_chunks(alerts, |a| a, None));
+    let mut chunks = std::pin::pin!(verified_chunks(alerts, |a| a));
     while let Some((chunk, results)) = chunks.next().await {
         out.extend(chunk.into_iter().zip(results));
     }
@@ -40,21 +39,16 @@ pub async fn verify_all(alerts: Vec<SignedAlert>) -> Vec<(SignedAlert, Result<()
 }
 
 /// The items in chunks of [`VERIFY_CHUNK`], each with the verification results of its
-/// alerts, in order. `alert` picks the alert out of an item.
+/// alerts, in input order. `alert` picks the alert out of an item.
 ///
-/// Up to [`parallelism`] blocking workers each take the next unverified chunk until none
-/// is left, without waiting for the consumer: waking a thread costs a good fraction of a
-/// millisecond on a small VM, so a job per chunk handed out by the consumer would idle
-/// the cores between chunks. Results are delivered in input order as they complete. A
-/// chunk whose worker could not verify it (no runtime, a worker that did not start or
-/// panicked) is verified inline when its turn comes, with the same results.
-///
-/// With `writer`, all workers but one pause while the store writer applies a batch
-/// (see [`WriterBusy`]).
+/// One blocking worker per core takes the next unverified chunk until none is left,
+/// without waiting for the consumer: waking a thread costs a good fraction of a
+/// millisecond on a small VM, so a job per chunk handed out by the consumer would leave
+/// the cores idle between chunks. A chunk that no worker verified (no runtime, a worker
+/// that did not start or panicked) is verified inline when its turn comes.
 pub(super) fn verified_chunks<T, F>(
     items: Vec<T>,
     alert: F,
-    writer: Option<Arc<WriterBusy>>,
 ) -> impl Stream<Item = (Vec<T>, Vec<Result<(), Error>>)>
 where
     T: Send + 'static,
@@ -63,11 +57,7 @@ where
     let mut chunks = Vec::with_capacity(items.len().div_ceil(VERIFY_CHUNK));
     let mut items = items.into_iter();
     loop {
-        let n = std::env::var("VCHUNK")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(VERIFY_CHUNK);
-        let chunk: Vec<T> = items.by_ref().take(n).collect();
+        let chunk: Vec<T> = items.by_ref().take(VERIFY_CHUNK).collect();
         if chunk.is_empty() {
             break;
         }
@@ -78,12 +68,11 @@ where
     let next = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        for n in 0..parallelism().min(total) {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for _ in 0..workers.min(total) {
             let (slots, next, tx) = (Arc::clone(&slots), Arc::clone(&next), tx.clone());
-            // The first worker never yields to the writer.
-            let writer = if n == 0 { None } else { writer.clone() };
             // The handle is not needed: results come back through `tx`.
-            drop(runtime.spawn_blocking(move || worker(&slots, &next, &tx, alert, writer)));
+            drop(runtime.spawn_blocking(move || worker(&slots, &next, &tx, alert)));
         }
     }
     drop(tx);
@@ -107,7 +96,7 @@ where
                 Some((j, r)) => {
                     st.done.insert(j, r);
                 }
-                // Every worker has exited: whatever is left is verified here.
+                // Every worker has exited: what is left is verified here.
                 None => break None,
             }
         };
@@ -132,14 +121,14 @@ struct Delivery<T> {
 }
 
 /// One verification worker: verifies chunks in place until none is left or the consumer
-/// is gone. A chunk stays in its slot, so a panic here loses nothing (the slot's mutex
-/// is poisoned, which [`take`] ignores, and the chunk is verified inline).
+/// is gone. A chunk stays in its slot while it is verified, so a panic here loses
+/// nothing (the slot's mutex is poisoned, which [`take`] ignores, and the consumer
+/// verifies the chunk itself).
 fn worker<T, F>(
     slots: &[Mutex<Option<Vec<T>>>],
     next: &AtomicUsize,
     tx: &mpsc::UnboundedSender<(usize, Vec<Result<(), Error>>)>,
     alert: F,
-    writer: Option<Arc<WriterBusy>>,
 ) where
     F: Fn(&T) -> &SignedAlert + Copy,
 {
@@ -150,25 +139,8 @@ fn worker<T, F>(
         };
         let results = {
             let chunk = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut keys = HashMap::new();
-            chunk
-                .iter()
-                .flatten()
-                .map(|item| {
-                    if let Some(w) = &writer {
-                        w.wait_until_idle();
-                    }
-                    check(alert(item), &mut keys)
-                })
-                .collect()
+            check_all(chunk.iter().flatten().map(alert))
         };
-        if std::env::var_os("WTRACE").is_some() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() % 1_000_000)
-                .unwrap_or(0);
-            eprintln!("{now} verified chunk {i}");
-        }
         if tx.send((i, results)).is_err() {
             return;
         }
@@ -181,66 +153,6 @@ fn take<T>(slots: &[Mutex<Option<Vec<T>>>], i: usize) -> Vec<T> {
         .get(i)
         .and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take())
         .unwrap_or_default()
-}
-
-/// How many verification workers run at once: one per core.
-fn parallelism() -> usize {
-    std::env::var("VWIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// Whether the store writer is applying a batch: inserting into the B-trees, CPU-bound
-/// work on the one thread that every stored alert goes through. While it is, all
-/// verification workers but one wait, so that the writer has a core to itself; while it
-/// commits (mostly waiting for fsync) or waits for work, every worker runs. Without
-/// this, two verification workers and the writer share two cores and the writer, the
-/// serial stage, runs at about half speed.
-#[derive(Debug, Default)]
-pub(super) struct WriterBusy {
-    applying: Mutex<bool>,
-    changed: Condvar,
-}
-
-/// Longest a worker waits for the writer in one go: a bound in case the writer stalls
-/// while applying (it then verifies one alert and waits again).
-const MAX_YIELD: Duration = Duration::from_millis(20);
-
-impl WriterBusy {
-    /// Marks the writer as applying until the returned guard is dropped.
-    pub(super) fn applying(&self) -> Applying<'_> {
-        self.set(true);
-        Applying(self)
-    }
-
-    fn set(&self, applying: bool) {
-        *self.applying.lock().unwrap_or_else(PoisonError::into_inner) = applying;
-        if !applying {
-            self.changed.notify_all();
-        }
-    }
-
-    /// Returns once the writer is not applying (or after [`MAX_YIELD`]).
-    fn wait_until_idle(&self) {
-        let applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
-        if *applying {
-            drop(
-                self.changed
-                    .wait_timeout_while(applying, MAX_YIELD, |a| *a)
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-        }
-    }
-}
-
-/// Clears [`WriterBusy`] when dropped (also when the writer unwinds).
-pub(super) struct Applying<'a>(&'a WriterBusy);
-
-impl Drop for Applying<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
 }
 
 /// [`SignedAlert::verify`] of each alert, decompressing each origin key once.
@@ -323,6 +235,17 @@ mod tests {
             .map(|(a, r)| (a.id(), r.map_err(|e| e.to_string())))
             .collect();
         assert_eq!(got, expected);
+        Ok(())
+    }
+
+    #[test]
+    fn verify_all_works_outside_a_runtime() -> Result<(), Error> {
+        let a = alert(1, 1)?;
+        let bad = tampered(&a, 1).ok_or_else(|| Error::Decode("tamper".into()))?;
+        let got = futures::executor::block_on(verify_all(vec![a.clone(), bad]));
+        assert_eq!(got.len(), 2);
+        assert!(got[0].1.is_ok() && got[0].0.id() == a.id());
+        assert!(got[1].1.is_err());
         Ok(())
     }
 

@@ -12,19 +12,48 @@ use tocsin_proto::{AlertId, SignedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::schema::{
-    self, AlertValue, EdgeValue, Index, StatusValue, ALERTS, LOG, REPLACED_BY, STATUS,
+    self, AlertValue, EdgeValue, Index, IndexKeys, StatusValue, ALERTS, LOG, REPLACED_BY, STATUS,
 };
-use super::verify::WriterBusy;
 use super::{Insert, StoreError, Stored, MAX_BATCH};
 
-/// An alert ready to be written: encoded, and its index keys built, on the caller's
-/// task, not the writer's (the writer's thread is the serial part of ingest).
+/// An alert ready to be written: encoded, its index keys built, and reduced to what the
+/// writer needs, on the caller's task (the writer's thread is the serial part of ingest,
+/// so it neither encodes nor frees the decoded alert).
 pub(super) struct Prepared {
-    pub(super) alert: SignedAlert,
+    /// The alert id.
+    pub(super) id: [u8; 32],
+    /// The origin key.
+    pub(super) origin: [u8; 32],
+    /// `issued_at`.
+    pub(super) issued_at: u64,
+    /// For an update (rank 1) or a cancel (rank 2): the rank and the id it replaces.
+    pub(super) replaces: Option<(u8, [u8; 32])>,
+    /// [`SignedAlert::to_envelope`].
     pub(super) envelope: Vec<u8>,
+    /// The CBOR receipt.
     pub(super) receipt: Vec<u8>,
     /// [`schema::index_entries`] of the alert.
-    pub(super) index: Vec<(Index, Vec<u8>)>,
+    pub(super) index: IndexKeys,
+}
+
+impl Prepared {
+    /// Takes what the writer needs from `alert`.
+    pub(super) fn new(alert: &SignedAlert, envelope: Vec<u8>, receipt: Vec<u8>) -> Prepared {
+        let body = alert.body();
+        let replaces = match (schema::kind_rank(body.kind), body.replaces) {
+            (rank @ 1.., Some(target)) => Some((rank, target.0)),
+            _ => None,
+        };
+        Prepared {
+            id: alert.id().0,
+            origin: body.origin.0,
+            issued_at: body.issued_at,
+            replaces,
+            envelope,
+            receipt,
+            index: schema::index_entries(body, &alert.id()),
+        }
+    }
 }
 
 /// A request to the writer.
@@ -66,8 +95,6 @@ pub(super) struct Writer {
     pub(super) events: broadcast::Sender<Stored>,
     /// The seq the next stored alert gets.
     pub(super) next_seq: u64,
-    /// Set while a batch is applied, for verification to make room.
-    pub(super) busy: Arc<WriterBusy>,
 }
 
 impl Writer {
@@ -131,7 +158,7 @@ impl Writer {
                                     // No receiver is not an error.
                                     let _ = self.events.send(Stored {
                                         seq,
-                                        id: p.alert.id(),
+                                        id: AlertId(p.id),
                                     });
                                 }
                             }
@@ -167,12 +194,10 @@ impl Writer {
     }
 
     fn apply(&self, batch: &[Request], next: &mut u64) -> Result<Vec<Outcome>, StoreError> {
-        let t0 = std::time::Instant::now();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let mut outs = Vec::with_capacity(batch.len());
         {
-            let _applying = self.busy.applying();
             let mut t = WriteTables::open(&txn)?;
             let mut pending = PendingIndex::default();
             for req in batch {
@@ -198,20 +223,7 @@ impl Writer {
             }
             pending.flush(&mut t)?;
         }
-        let t1 = t0.elapsed();
         txn.commit()?;
-        if std::env::var_os("WTRACE").is_some() {
-            let n: usize = batch.iter().map(|r| r.weight()).sum();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() % 1_000_000)
-                .unwrap_or(0);
-            eprintln!(
-                "{now} batch {n} apply {:?} commit {:?}",
-                t1,
-                t0.elapsed() - t1
-            );
-        }
         Ok(outs)
     }
 }
@@ -227,10 +239,10 @@ struct PendingIndex<'b> {
 }
 
 impl<'b> PendingIndex<'b> {
-    fn add(&mut self, entries: &'b [(Index, Vec<u8>)]) {
-        for (index, key) in entries {
+    fn add(&mut self, entries: &'b IndexKeys) {
+        for (index, key) in entries.iter() {
             if let Some(keys) = self.keys.get_mut(index.slot()) {
-                keys.push(key.as_slice());
+                keys.push(key);
             }
         }
     }
@@ -325,7 +337,7 @@ impl<'txn> WriteTables<'txn> {
     /// Stores one alert, except its index entries ([`Prepared::index`]), which the caller
     /// writes (see [`PendingIndex`]) when the result is [`Insert::Inserted`].
     fn insert(&mut self, p: &Prepared, next: &mut u64) -> Result<Insert, StoreError> {
-        let id = p.alert.id().0;
+        let id = p.id;
         let seq = *next;
         // Insert without looking first (one B-tree walk instead of two); a duplicate is
         // rare, and its stored record is put back unchanged.
@@ -341,17 +353,15 @@ impl<'txn> WriteTables<'txn> {
                 .insert(&id, (old_seq, receipt.as_slice(), envelope.as_slice()))?;
             return Ok(Insert::Duplicate { seq: old_seq });
         }
-        let body = p.alert.body();
         self.log.insert(seq, &id)?;
-        let origin = body.origin.0;
+        let origin = p.origin;
         // This alert replaces another one: record the edge and, if the target is stored
         // and has the same origin, let the replacement win if it outranks the current.
-        if let (rank @ 1.., Some(target)) = (schema::kind_rank(body.kind), body.replaces) {
-            let target = target.0;
+        if let Some((rank, target)) = p.replaces {
             self.replaced_by
-                .insert(&target, (rank, body.issued_at, id, origin))?;
+                .insert(&target, (rank, p.issued_at, id, origin))?;
             if self.origin_of(&target)? == Some(origin) {
-                let cand = (rank, body.issued_at, id);
+                let cand = (rank, p.issued_at, id);
                 let current = self.status.get(&target)?.map(|g| g.value());
                 if current.is_none_or(|c| cand > c) {
                     self.status.insert(&target, cand)?;
@@ -395,8 +405,8 @@ impl<'txn> WriteTables<'txn> {
         let (alert, _) = schema::decode_record(id, receipt, envelope)?;
         drop(rec);
         let body = alert.body();
-        for (index, key) in schema::index_entries(body, &AlertId(*id)) {
-            self.index(index).remove(key.as_slice())?;
+        for (index, key) in schema::index_entries(body, &AlertId(*id)).iter() {
+            self.index(index).remove(key)?;
         }
         self.status.remove(id)?;
         // A replacement edge lives while its target or its replacer is stored, so a
