@@ -563,12 +563,13 @@ impl NetActor {
                 let store = self.store.clone();
                 let inbound = self.inbound_tx.clone();
                 let id = alert.id();
+                // Received when the engine handled the frame, not when this task runs.
+                let receipt = Receipt {
+                    received_at: now,
+                    from: Some(from),
+                    hops,
+                };
                 tokio::spawn(async move {
-                    let receipt = Receipt {
-                        received_at: crate::now_ms(),
-                        from: Some(from),
-                        hops,
-                    };
                     if let Err(e) = store.insert(*alert, receipt).await {
                         warn!(error = %e, alert = %id.fmt_short(), "store commit failed; the alert will be fetched again by catch-up");
                         let _ = inbound.send(Inbound::StoreFailed(id)).await;

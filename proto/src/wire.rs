@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::ids::AlertId;
+use crate::ids::{AlertId, PublicKey};
 use crate::limits::{Limit, MAX_FRAME_BYTES};
 use crate::Error;
 
@@ -33,11 +33,16 @@ pub enum Frame {
     /// the hop counts to move its broadcast tree to shorter paths.
     Announce { ids: Vec<AlertId>, hops: Vec<u8> },
     /// Ask for the bodies of these alerts. With `graft`, also asks the peer to push
-    /// future alerts eagerly (repairing the broadcast tree).
+    /// future alerts eagerly, by default and for the origins of these alerts
+    /// (repairing the broadcast trees).
     Want { ids: Vec<AlertId>, graft: bool },
     /// "Stop pushing full alerts to me eagerly; announce them instead" (a duplicate
-    /// arrived on this link).
-    Prune,
+    /// arrived on this link). With `origin`, for that origin's alerts only (its
+    /// broadcast tree); without, for the link's default.
+    Prune { origin: Option<PublicKey> },
+    /// "Push `origin`'s alerts to me eagerly": moves that origin's broadcast tree onto
+    /// this link (a shorter path from the origin was announced on it).
+    Graft { origin: PublicKey },
     /// Catch-up: send me the ids in your log after sequence `after`, for epoch `epoch`.
     SyncRequest { epoch: u64, after: u64 },
     /// A page of catch-up: the ids (that the requester may see) in the log from the
@@ -71,7 +76,10 @@ impl Frame {
                 Limit::IdsPerFrame.check(ids.len())?;
             }
             Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,
-            Frame::Hello { .. } | Frame::Prune | Frame::SyncRequest { .. } => {}
+            Frame::Hello { .. }
+            | Frame::Prune { .. }
+            | Frame::Graft { .. }
+            | Frame::SyncRequest { .. } => {}
         }
         Ok(frame)
     }
@@ -83,7 +91,8 @@ impl Frame {
             Frame::Alert { .. } => "alert",
             Frame::Announce { .. } => "announce",
             Frame::Want { .. } => "want",
-            Frame::Prune => "prune",
+            Frame::Prune { .. } => "prune",
+            Frame::Graft { .. } => "graft",
             Frame::SyncRequest { .. } => "sync_request",
             Frame::SyncPage { .. } => "sync_page",
         }

@@ -100,7 +100,9 @@ proptest! {
             Frame::Announce { ids: ids.clone(), hops: vec![2; ids.len()] },
             Frame::Want { ids: ids.clone(), graft: true },
             Frame::Alert { hops, envelope: vec![1, 2, 3] },
-            Frame::Prune,
+            Frame::Prune { origin: None },
+            Frame::Prune { origin: Some(PublicKey(ids.first().map_or([7; 32], |i| i.0))) },
+            Frame::Graft { origin: PublicKey([hops; 32]) },
             Frame::SyncRequest { epoch, after: 3 },
             Frame::SyncPage { epoch, ids: ids.clone(), next: 9, done: false },
         ] {

@@ -67,3 +67,52 @@ fn signature_is_domain_separated() {
         .verify(alert.body_bytes(), &sig)
         .is_err());
 }
+
+/// The frame examples of `docs/wire-format.md` §8.2, byte for byte (with the length
+/// prefix). A change here is a wire-format change: update the document with it.
+#[test]
+fn documented_frames_have_their_documented_bytes() {
+    let v: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
+    let id = AlertId::from_hex(v["id"].as_str().unwrap()).unwrap();
+    let origin = PublicKey::from_hex(v["public_key"].as_str().unwrap()).unwrap();
+    let epoch = 0x5d2f_8a1c_93e4_b607;
+    let cases: Vec<(Frame, String)> = vec![
+        (
+            Frame::Hello { epoch, head: 42 },
+            "0000001ea16568656c6c6fa26565706f63681b5d2f8a1c93e4b6076468656164182a".into(),
+        ),
+        (
+            Frame::Prune { origin: None },
+            "00000010a1657072756e65a1666f726967696ef6".into(),
+        ),
+        (
+            Frame::Prune {
+                origin: Some(origin),
+            },
+            format!("00000031a1657072756e65a1666f726967696e5820{origin}"),
+        ),
+        (
+            Frame::Graft { origin },
+            format!("00000031a1656772616674a1666f726967696e5820{origin}"),
+        ),
+        (
+            Frame::Announce {
+                ids: vec![id],
+                hops: vec![2],
+            },
+            format!("00000039a168616e6e6f756e6365a263696473815820{id}64686f70738102"),
+        ),
+        (
+            Frame::Want {
+                ids: vec![id],
+                graft: true,
+            },
+            format!("00000035a16477616e74a263696473815820{id}656772616674f5"),
+        ),
+    ];
+    for (frame, want) in cases {
+        let bytes = wire::with_len_prefix(&frame.encode().unwrap());
+        assert_eq!(hex::encode(&bytes), want, "{frame:?}");
+        assert_eq!(Frame::decode(&bytes[4..]).unwrap(), frame);
+    }
+}

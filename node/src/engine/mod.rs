@@ -14,6 +14,15 @@
 //! (`Want { graft: true }`), which turns the link eager again. Bodies therefore travel
 //! about once per receiving node, and ids fill the gaps.
 //!
+//! Eager/lazy is kept per link *and per origin*: each link has a default state, and an
+//! origin can have its own state on it. An announce offering an alert over a shorter
+//! path moves that origin's tree only (`Graft { origin }` to the announcer,
+//! `Prune { origin }` to the old parent), so each origin's alerts converge on paths
+//! near its shortest ones, and the trees of different origins do not pull one link
+//! back and forth. An origin without its own state on a link uses the default, which
+//! duplicates prune and grafts repair as in plain PlumTree; a new origin's first alerts
+//! therefore follow the default tree rather than flooding.
+//!
 //! # Catch-up
 //! On connect both sides send `Hello { epoch, head }`. Each side asks the other for its
 //! log after the cursor it saved for that peer (`SyncRequest`), gets pages of ids the
@@ -51,9 +60,14 @@ pub const SYNC_TIMEOUT_MS: u64 = 5_000;
 /// per interval.
 pub const RESYNC_INTERVAL_MS: u64 = 30_000;
 /// An announce offering an alert at least this many hops closer than the copy we hold
-/// moves our tree link to the announcer (graft it, prune the old parent): PlumTree's
-/// optimisation step, which keeps broadcast-tree paths near the shortest ones.
+/// moves our link in that origin's broadcast tree to the announcer (graft it, prune the
+/// old parent): PlumTree's optimisation step, which keeps each origin's tree near its
+/// shortest paths.
 pub const TREE_OPTIMISE_HOPS: u8 = 1;
+/// Most origins with their own eager/lazy state on one link. Beyond it, further origins
+/// follow the link's default state (one tree shared by those origins). Bounds what
+/// `Graft`/`Prune` frames naming made-up origins can make a node hold.
+pub const MAX_ORIGIN_TREES: usize = 1024;
 /// Penalty points for each kind of invalid data.
 pub const PENALTY_MALFORMED: u32 = 10;
 /// A signature that does not verify.
@@ -294,16 +308,49 @@ struct SyncState {
 
 #[derive(Debug)]
 struct PeerState {
-    /// Push full alerts to this peer (tree link) rather than announcing ids.
+    /// Push full alerts to this peer (tree link) rather than announcing ids: the
+    /// default, for origins without an entry in `origins`.
     eager: bool,
+    /// Per-origin eager/lazy state on this link (each origin's broadcast tree), at
+    /// most [`MAX_ORIGIN_TREES`] entries.
+    origins: HashMap<PublicKey, bool>,
     /// Ids to announce, with the hop count the peer would get them at.
     lazy: Vec<(AlertId, u8)>,
     sync: Option<SyncState>,
 }
 
+impl PeerState {
+    fn new() -> Self {
+        PeerState {
+            eager: true,
+            lazy: Vec::new(),
+            origins: HashMap::new(),
+            sync: None,
+        }
+    }
+
+    /// Whether alerts from `origin` are pushed in full on this link.
+    fn eager_for(&self, origin: &PublicKey) -> bool {
+        self.origins.get(origin).copied().unwrap_or(self.eager)
+    }
+
+    /// Sets `origin`'s own state on this link. False (nothing recorded) when the link
+    /// already holds [`MAX_ORIGIN_TREES`] other origins.
+    fn set_origin(&mut self, origin: PublicKey, eager: bool) -> bool {
+        if self.origins.len() >= MAX_ORIGIN_TREES && !self.origins.contains_key(&origin) {
+            return false;
+        }
+        self.origins.insert(origin, eager);
+        true
+    }
+}
+
 #[derive(Debug)]
 struct Missing {
     announcers: VecDeque<PublicKey>,
+    /// The announcer last asked for the alert with a graft: if the alert comes from it,
+    /// that link becomes eager for the alert's origin on our side too.
+    grafted: Option<PublicKey>,
 }
 
 /// Why an alert or frame was refused, as counted per peer.
@@ -316,7 +363,10 @@ pub fn reason_name(r: policy::Rejection) -> &'static str {
 pub struct PeerReport {
     pub key: PublicKey,
     pub connected: bool,
+    /// The link's default eager/lazy state.
     pub eager: bool,
+    /// Origins with their own eager/lazy state on this link.
+    pub origin_trees: usize,
     pub catching_up: bool,
     #[serde(flatten)]
     pub stats: PeerStats,
@@ -463,6 +513,7 @@ impl Engine {
                     key: k,
                     connected: p.is_some(),
                     eager: p.is_some_and(|p| p.eager),
+                    origin_trees: p.map_or(0, |p| p.origins.len()),
                     catching_up: p.and_then(|p| p.sync.as_ref()).is_some_and(|s| !s.complete),
                     stats: self.stats.get(&k).cloned().unwrap_or_default(),
                 }
@@ -516,14 +567,7 @@ impl Engine {
             });
             return;
         }
-        self.peers.insert(
-            peer,
-            PeerState {
-                eager: true,
-                lazy: Vec::new(),
-                sync: None,
-            },
-        );
+        self.peers.insert(peer, PeerState::new());
         let head = self.log.keys().next_back().copied().unwrap_or(0);
         self.send(
             peer,
@@ -617,9 +661,19 @@ impl Engine {
             Frame::Alert { hops, envelope } => self.on_alert(peer, hops, envelope, now),
             Frame::Announce { ids, hops } => self.on_announce(peer, ids, hops, now),
             Frame::Want { ids, graft } => self.on_want(peer, ids, graft, now),
-            Frame::Prune => {
+            Frame::Prune { origin } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.eager = false;
+                    match origin {
+                        None => p.eager = false,
+                        Some(o) => {
+                            p.set_origin(o, false);
+                        }
+                    }
+                }
+            }
+            Frame::Graft { origin } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.set_origin(origin, true);
                 }
             }
             Frame::SyncRequest { epoch, after } => self.on_sync_request(peer, epoch, after, now),
@@ -663,10 +717,16 @@ impl Engine {
         });
     }
 
-    /// Marks the link to `peer` eager and asks it for `ids`, pushing eagerly from now on.
+    /// Marks the link to `peer` eager by default and asks it for `ids` with a graft:
+    /// it pushes eagerly from now on, by default and for the origins of `ids`.
     fn graft(&mut self, peer: PublicKey, ids: Vec<AlertId>) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.eager = true;
+        }
+        for id in &ids {
+            if let Some(m) = self.missing.get_mut(id) {
+                m.grafted = Some(peer);
+            }
         }
         self.send(peer, Frame::Want { ids, graft: true });
     }
@@ -810,8 +870,9 @@ impl Engine {
                 // what comes next, and prune the link the long copy came over.
                 let offered = hops.get(i).copied().unwrap_or(u8::MAX);
                 if let Some(parent) = k.from {
-                    if parent != peer && offered.saturating_add(TREE_OPTIMISE_HOPS) < k.hops {
-                        self.optimise_tree(peer, parent);
+                    if parent != peer && offered.saturating_add(TREE_OPTIMISE_HOPS) <= k.hops {
+                        let origin = k.origin;
+                        self.optimise_tree(peer, parent, origin);
                     }
                 }
                 continue;
@@ -829,6 +890,7 @@ impl Engine {
                 id,
                 Missing {
                     announcers: VecDeque::from([peer]),
+                    grafted: None,
                 },
             );
             self.actions.push(Action::SetTimer {
@@ -838,25 +900,53 @@ impl Engine {
         }
     }
 
-    /// Grafts `closer` and prunes `parent` (both directions agree through the frames).
-    fn optimise_tree(&mut self, closer: PublicKey, parent: PublicKey) {
-        let closer_lazy = self.peers.get(&closer).is_some_and(|p| !p.eager);
-        let parent_eager = self.peers.get(&parent).is_some_and(|p| p.eager);
-        if !closer_lazy || !parent_eager {
+    /// In `origin`'s tree, grafts `closer` and prunes `parent` (both ends of each link
+    /// agree through the frames). Other origins' trees are left as they are.
+    fn optimise_tree(&mut self, closer: PublicKey, parent: PublicKey, origin: PublicKey) {
+        let room =
+            |p: &PeerState| p.origins.len() < MAX_ORIGIN_TREES || p.origins.contains_key(&origin);
+        let closer_ok = self
+            .peers
+            .get(&closer)
+            .is_some_and(|p| !p.eager_for(&origin) && room(p));
+        let parent_ok = self
+            .peers
+            .get(&parent)
+            .is_some_and(|p| p.eager_for(&origin) && room(p));
+        if !closer_ok || !parent_ok {
             return;
         }
-        self.graft(closer, Vec::new());
-        if let Some(p) = self.peers.get_mut(&parent) {
-            p.eager = false;
+        if let Some(p) = self.peers.get_mut(&closer) {
+            p.set_origin(origin, true);
         }
-        self.send(parent, Frame::Prune);
+        self.send(closer, Frame::Graft { origin });
+        if let Some(p) = self.peers.get_mut(&parent) {
+            p.set_origin(origin, false);
+        }
+        self.send(
+            parent,
+            Frame::Prune {
+                origin: Some(origin),
+            },
+        );
     }
 
     fn on_want(&mut self, peer: PublicKey, ids: Vec<AlertId>, graft: bool, now: u64) {
         let level = self.trust_of(&peer);
-        if let Some(p) = self.peers.get_mut(&peer) {
-            if graft {
+        if graft {
+            let origins: Vec<PublicKey> = ids
+                .iter()
+                .filter_map(|id| self.known.get(id).map(|k| k.origin))
+                .collect();
+            if let Some(p) = self.peers.get_mut(&peer) {
                 p.eager = true;
+                for o in origins {
+                    // Only origins that already have their own state here: the others
+                    // follow the default, which is now eager.
+                    if p.origins.contains_key(&o) {
+                        p.set_origin(o, true);
+                    }
+                }
             }
         }
         let mut from_store = Vec::new();
@@ -910,6 +1000,7 @@ impl Engine {
             // A shorter path: hold the alert at the lower hop count, and offer it again
             // if that brings it back under the hop limit.
             let mut reoffer = false;
+            let origin = k.origin;
             if hops < k.hops && k.from.is_some() {
                 reoffer = k.hops >= MAX_HOPS && hops < MAX_HOPS;
                 k.hops = hops;
@@ -918,11 +1009,21 @@ impl Engine {
                 self.relay(id, Some(peer), now);
             }
             self.stats_mut(peer).duplicates += 1;
-            if let Some(p) = self.peers.get_mut(&peer) {
-                if p.eager && hops > 1 {
+            // Prune the link in the tree that brought the copy: the origin's own, or
+            // the default one.
+            let prune = self.peers.get_mut(&peer).and_then(|p| {
+                if !p.eager_for(&origin) || hops <= 1 {
+                    None
+                } else if p.origins.contains_key(&origin) {
+                    p.set_origin(origin, false);
+                    Some(Some(origin))
+                } else {
                     p.eager = false;
-                    self.send(peer, Frame::Prune);
+                    Some(None)
                 }
+            });
+            if let Some(origin) = prune {
+                self.send(peer, Frame::Prune { origin });
             }
             return;
         }
@@ -976,6 +1077,14 @@ impl Engine {
             }
         }
         self.stats_mut(peer).alerts_in += 1;
+        // Asked for with a graft: the link is now in this origin's tree on our side too.
+        if self.missing.get(&id).and_then(|m| m.grafted) == Some(peer) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.origins.contains_key(&body.origin) {
+                    p.set_origin(body.origin, true);
+                }
+            }
+        }
         let meta = KnownAlert::of(&alert, hops, Some(peer));
         self.accept(meta, Arc::new(envelope), now);
         self.uncommitted.insert(id);
@@ -1078,7 +1187,7 @@ impl Engine {
             .iter()
             .filter(|(peer, _)| Some(**peer) != from)
             .filter(|(peer, _)| self.shareable(k, peer, self.trust.get(peer).copied(), now))
-            .map(|(peer, p)| (*peer, p.eager || push_all))
+            .map(|(peer, p)| (*peer, p.eager_for(&k.origin) || push_all))
             .collect();
         let hops = k.hops.saturating_add(1);
         let envelope = self.cache.get(&id).cloned();

@@ -379,7 +379,8 @@ fn a_duplicate_on_an_eager_link_prunes_it() {
 
     let out = ea.handle(alert_event(&c, 2, &x), T0 + 5);
     assert!(stored(&out).is_empty());
-    assert_eq!(frames_to(&out, &c), vec![&Frame::Prune]);
+    // No origin of its own on the link yet: the link's default tree is pruned.
+    assert_eq!(frames_to(&out, &c), vec![&Frame::Prune { origin: None }]);
     assert_eq!(stats(&ea, &c).duplicates, 1);
 
     // The pruned link now gets announces instead of bodies.
@@ -711,6 +712,97 @@ fn a_refused_copy_does_not_forget_the_other_announcers() {
             graft: true
         }]
     );
+}
+
+#[test]
+fn a_shorter_path_moves_only_that_origins_tree() {
+    let (a, parent, closer, d) = (key(1), key(2), key(3), key(4));
+    let (o, other) = (key(9), key(10));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    for p in [&parent, &closer, &d] {
+        connect(&mut ea, p, TrustLevel::Member);
+    }
+    // `closer` has pruned our default tree: it gets announces.
+    ea.handle(frame_event(&closer, &Frame::Prune { origin: None }), T0);
+    let x = alert(&o, 1, Tlp::Clear);
+    let out = ea.handle(alert_event(&parent, 4, &x), T0 + 1);
+    assert_eq!(alerts_to(&out, &d), vec![x.id()]);
+    assert!(alerts_to(&out, &closer).is_empty());
+
+    // `closer` offers o's alert 2 hops closer: graft it and prune `parent`, for o only.
+    let out = ea.handle(
+        frame_event(
+            &closer,
+            &Frame::Announce {
+                ids: vec![x.id()],
+                hops: vec![2],
+            },
+        ),
+        T0 + 30,
+    );
+    assert_eq!(
+        frames_to(&out, &closer),
+        vec![&Frame::Graft { origin: pk(&o) }]
+    );
+    assert_eq!(
+        frames_to(&out, &parent),
+        vec![&Frame::Prune {
+            origin: Some(pk(&o))
+        }]
+    );
+
+    // o's next alert, arriving over `d`: pushed to `closer`, only announced to `parent`.
+    let y = alert(&o, 2, Tlp::Clear);
+    let out = ea.handle(alert_event(&d, 2, &y), T0 + 40);
+    assert_eq!(alerts_to(&out, &closer), vec![y.id()]);
+    assert!(alerts_to(&out, &parent).is_empty());
+    // Another origin still follows the default: pushed to `parent`, not to `closer`.
+    let z = alert(&other, 1, Tlp::Clear);
+    let out = ea.handle(alert_event(&d, 2, &z), T0 + 50);
+    assert_eq!(alerts_to(&out, &parent), vec![z.id()]);
+    assert!(alerts_to(&out, &closer).is_empty());
+    let report = ea
+        .peer_reports()
+        .into_iter()
+        .find(|r| r.key == pk(&closer))
+        .unwrap();
+    assert!(!report.eager);
+    assert_eq!(report.origin_trees, 1);
+
+    // A duplicate of o's alert on its own tree link prunes o's tree, not the default.
+    let out = ea.handle(alert_event(&closer, 3, &y), T0 + 60);
+    assert_eq!(
+        frames_to(&out, &closer),
+        vec![&Frame::Prune {
+            origin: Some(pk(&o))
+        }]
+    );
+}
+
+#[test]
+fn origin_trees_are_bounded_per_link() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    for i in 0..(MAX_ORIGIN_TREES + 50) {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        ea.handle(
+            frame_event(
+                &b,
+                &Frame::Graft {
+                    origin: PublicKey(k),
+                },
+            ),
+            T0 + 1,
+        );
+    }
+    let report = ea
+        .peer_reports()
+        .into_iter()
+        .find(|r| r.key == pk(&b))
+        .unwrap();
+    assert_eq!(report.origin_trees, MAX_ORIGIN_TREES);
 }
 
 #[test]
