@@ -783,25 +783,43 @@ impl NetActor {
         let failed = self.inbound_tx.clone();
         tokio::spawn(async move {
             let result: Result<(), String> = async {
-                let mut stream = control
+                let stream = control
                     .open_stream(pid, StreamProtocol::new(GOSSIP_PROTOCOL))
                     .await
                     .map_err(|e| format!("cannot open gossip stream: {e}"))?;
-                while let Some(frame) = rx.recv().await {
+                // The peer never writes on this stream, so anything on its read side
+                // means the peer dropped it: a reset (libp2p-stream drops an inbound
+                // stream that arrives while another is being handed over) or a close.
+                // Noticing it at once, rather than at the next write, gets the link
+                // rebuilt (and the missed Hello re-sent) without waiting for traffic.
+                let (mut reader, mut writer) = stream.split();
+                let mut probe = [0u8; 1];
+                loop {
+                    let frame = tokio::select! {
+                        frame = rx.recv() => frame,
+                        read = reader.read(&mut probe) => {
+                            return Err(match read {
+                                Ok(0) => "gossip stream closed by the peer".to_string(),
+                                Ok(_) => "unexpected data on the gossip stream".to_string(),
+                                Err(e) => format!("gossip stream reset by the peer: {e}"),
+                            });
+                        }
+                    };
+                    let Some(frame) = frame else { break };
                     let bytes = with_len_prefix(&frame);
-                    stream
+                    writer
                         .write_all(&bytes)
                         .await
                         .map_err(|e| format!("gossip stream write failed: {e}"))?;
                     // Flush when the queue is drained, so bursts go out in few packets.
                     if rx.is_empty() {
-                        stream
+                        writer
                             .flush()
                             .await
                             .map_err(|e| format!("gossip stream flush failed: {e}"))?;
                     }
                 }
-                let _ = stream.close().await;
+                let _ = writer.close().await;
                 Ok(())
             }
             .await;

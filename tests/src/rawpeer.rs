@@ -12,16 +12,22 @@ use tocsin_proto::SigningKey;
 use tokio::sync::oneshot;
 
 /// A connected raw peer. Dropping it closes the connection.
+///
+/// Like a real node it writes every frame on one long-lived gossip stream. (The node
+/// accepts inbound streams through libp2p-stream, which drops a stream that arrives
+/// while the previous one is still being handed over; opening a stream per send would
+/// race with that under load.)
 pub struct RawPeer {
     control: libp2p_stream::Control,
     target: PeerId,
+    stream: Option<libp2p::Stream>,
     _stop: oneshot::Sender<()>,
 }
 
 /// The outcome of a connection attempt.
 pub enum Connect {
     /// Connected, with a gossip stream open.
-    Open(RawPeer),
+    Open(Box<RawPeer>),
     /// The node refused or closed the connection before a stream could be opened.
     Refused(String),
 }
@@ -87,11 +93,15 @@ pub async fn connect(key: &SigningKey, addr: Multiaddr, target: PeerId) -> Conne
     let mut peer = RawPeer {
         control,
         target,
+        stream: None,
         _stop: stop_tx,
     };
     // The node may close the connection right after the handshake (unknown key).
     match tokio::time::timeout(Duration::from_secs(5), peer.open()).await {
-        Ok(Ok(_)) => Connect::Open(peer),
+        Ok(Ok(s)) => {
+            peer.stream = Some(s);
+            Connect::Open(Box::new(peer))
+        }
         Ok(Err(e)) => Connect::Refused(e),
         Err(_) => Connect::Refused("stream open timed out".into()),
     }
@@ -105,18 +115,20 @@ impl RawPeer {
             .map_err(|e| e.to_string())
     }
 
-    /// Writes each item as one length-prefixed frame on a fresh stream.
+    /// Writes each item as one length-prefixed frame on the peer's gossip stream
+    /// (opening one if the last write failed), and flushes.
     pub async fn send_frames(&mut self, frames: &[Vec<u8>]) -> Result<(), String> {
-        let mut s = self.open().await?;
+        let mut s = match self.stream.take() {
+            Some(s) => s,
+            None => self.open().await?,
+        };
         for f in frames {
             s.write_all(&with_len_prefix(f))
                 .await
                 .map_err(|e| e.to_string())?;
         }
         s.flush().await.map_err(|e| e.to_string())?;
-        // Give the node time to read before the stream is dropped.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = s.close().await;
+        self.stream = Some(s);
         Ok(())
     }
 }

@@ -505,7 +505,7 @@ async fn trusted_raw_peer(
         .unwrap();
     let target: libp2p::PeerId = node.peer_id.parse().unwrap();
     match connect(&raw, node.addr().parse().unwrap(), target).await {
-        Connect::Open(peer) => (raw, peer),
+        Connect::Open(peer) => (raw, *peer),
         Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
     }
 }
