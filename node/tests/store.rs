@@ -4,6 +4,10 @@
 // inside `cfg(test)`, which this marks (an integration test is always built with it).
 #![cfg(test)]
 
+// The reference model's alert builders; its model and scenarios serve other tests.
+#[allow(dead_code)]
+mod model;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -14,37 +18,25 @@ use tocsin_node::store::{
 };
 use tocsin_proto::{
     AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert,
-    SigningKey, Tlp, TrustLevel, FORMAT_VERSION,
+    SigningKey, Tlp, TrustLevel,
 };
 use tokio::task::JoinHandle;
 
 const T0: u64 = 1_700_000_000_000;
 
 fn key(n: u8) -> SigningKey {
-    SigningKey::from_bytes(&[n; 32])
+    model::origin_key(n)
 }
 
 fn pk(n: u8) -> PublicKey {
-    PublicKey(key(n).verifying_key().to_bytes())
+    model::key(n)
 }
 
-/// A valid body from origin `n` with neutral defaults.
+/// A valid body from origin `n` with neutral defaults and this title.
 fn body(n: u8, issued_at: u64, title: &str) -> AlertBody {
     AlertBody {
-        v: FORMAT_VERSION,
-        origin: pk(n),
-        issued_at,
-        expires_at: None,
-        kind: Kind::New,
-        replaces: None,
-        severity: Severity::Medium,
-        tlp: Tlp::Green,
-        recipients: vec![],
         title: title.into(),
-        text: String::new(),
-        indicators: vec![],
-        tags: vec![],
-        references: vec![],
+        ..model::body(n, issued_at)
     }
 }
 

@@ -334,14 +334,17 @@ impl PeerState {
         self.origins.get(origin).copied().unwrap_or(self.eager)
     }
 
-    /// Sets `origin`'s own state on this link. False (nothing recorded) when the link
-    /// already holds [`MAX_ORIGIN_TREES`] other origins.
-    fn set_origin(&mut self, origin: PublicKey, eager: bool) -> bool {
-        if self.origins.len() >= MAX_ORIGIN_TREES && !self.origins.contains_key(&origin) {
-            return false;
+    /// Whether `origin` has, or can get, its own state on this link (at most
+    /// [`MAX_ORIGIN_TREES`] origins per link).
+    fn has_room(&self, origin: &PublicKey) -> bool {
+        self.origins.len() < MAX_ORIGIN_TREES || self.origins.contains_key(origin)
+    }
+
+    /// Sets `origin`'s own state on this link, if [`PeerState::has_room`] for it.
+    fn set_origin(&mut self, origin: PublicKey, eager: bool) {
+        if self.has_room(&origin) {
+            self.origins.insert(origin, eager);
         }
-        self.origins.insert(origin, eager);
-        true
     }
 }
 
@@ -665,9 +668,7 @@ impl Engine {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     match origin {
                         None => p.eager = false,
-                        Some(o) => {
-                            p.set_origin(o, false);
-                        }
+                        Some(o) => p.set_origin(o, false),
                     }
                 }
             }
@@ -903,16 +904,14 @@ impl Engine {
     /// In `origin`'s tree, grafts `closer` and prunes `parent` (both ends of each link
     /// agree through the frames). Other origins' trees are left as they are.
     fn optimise_tree(&mut self, closer: PublicKey, parent: PublicKey, origin: PublicKey) {
-        let room =
-            |p: &PeerState| p.origins.len() < MAX_ORIGIN_TREES || p.origins.contains_key(&origin);
         let closer_ok = self
             .peers
             .get(&closer)
-            .is_some_and(|p| !p.eager_for(&origin) && room(p));
+            .is_some_and(|p| !p.eager_for(&origin) && p.has_room(&origin));
         let parent_ok = self
             .peers
             .get(&parent)
-            .is_some_and(|p| p.eager_for(&origin) && room(p));
+            .is_some_and(|p| p.eager_for(&origin) && p.has_room(&origin));
         if !closer_ok || !parent_ok {
             return;
         }

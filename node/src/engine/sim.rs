@@ -316,7 +316,8 @@ pub struct Totals {
     pub rmr: Option<f64>,
     /// Bytes of all `Alert` frames sent.
     pub body_bytes: u64,
-    /// Bytes of all `Announce`, `Want` and `Prune` frames sent.
+    /// Bytes of all other frames sent (`Announce`, `Want`, `Prune`, `Graft`): everything
+    /// but bodies and catch-up.
     pub announce_overhead_bytes: u64,
     /// `announce_overhead_bytes / (alerts × nodes)`.
     pub announce_bytes_per_alert_per_node: f64,
@@ -1412,8 +1413,10 @@ impl Sim {
                 .sum()
         };
         totals.body_bytes = bytes(&["alert"]);
-        totals.announce_overhead_bytes = bytes(&["announce", "want", "prune"]);
         totals.sync_bytes = bytes(&["hello", "sync_request", "sync_page"]);
+        // Everything else is tree and repair traffic, whatever frames it is made of.
+        let all: u64 = self.frames.values().map(|s| s.sent_bytes).sum();
+        totals.announce_overhead_bytes = all - totals.body_bytes - totals.sync_bytes;
         let per = (totals.alerts * self.nodes.len()) as f64;
         totals.announce_bytes_per_alert_per_node = if per > 0.0 {
             totals.announce_overhead_bytes as f64 / per

@@ -295,10 +295,10 @@ pub fn key(n: u8) -> PublicKey {
     PublicKey(origin_key(n).verifying_key().to_bytes())
 }
 
-/// A valid alert from origin `n`, issued at `issued_at`, after `edit` changed its body
-/// (defaults: new, medium, GREEN, no expiry, tags, indicators or text).
-pub fn alert(n: u8, issued_at: u64, edit: impl FnOnce(&mut AlertBody)) -> SignedAlert {
-    let mut b = AlertBody {
+/// A valid body from origin `n`, issued at `issued_at`, with neutral defaults: new,
+/// medium, GREEN, no expiry, recipients, tags, indicators or text.
+pub fn body(n: u8, issued_at: u64) -> AlertBody {
+    AlertBody {
         v: FORMAT_VERSION,
         origin: key(n),
         issued_at,
@@ -313,7 +313,12 @@ pub fn alert(n: u8, issued_at: u64, edit: impl FnOnce(&mut AlertBody)) -> Signed
         indicators: vec![],
         tags: vec![],
         references: vec![],
-    };
+    }
+}
+
+/// A valid alert from origin `n`: [`body`] after `edit` changed it.
+pub fn alert(n: u8, issued_at: u64, edit: impl FnOnce(&mut AlertBody)) -> SignedAlert {
+    let mut b = body(n, issued_at);
     edit(&mut b);
     // The bodies built by the tests are valid; an invalid one is a bug in the test.
     #[allow(clippy::expect_used)]
