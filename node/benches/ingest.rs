@@ -155,7 +155,7 @@ fn ingest_group(
                 let store = store.clone();
                 tokio::spawn(async move {
                     if verify {
-                        a.verify().ctx("verify")?;
+                        a.check_signature().ctx("verify")?;
                     }
                     store.insert(a, receipt()).await.ctx("insert")
                 })

@@ -14,11 +14,18 @@
 //! | `GET /v1/alerts?…` | search, paged with an opaque cursor |
 //! | `GET /v1/stream?from=SEQ` | server-sent events, one per stored alert |
 //! | `GET /v1/status` | identity, version, uptime and store counts |
+//! | `GET/POST /v1/trust`, `GET/PUT/DELETE /v1/trust/{key}` | the trust table |
+//! | `GET /v1/trust-audit` | who changed trust, when, from what to what, and why |
+//! | `GET /v1/peers`, `GET /v1/net` | peers with their counters; network status |
+//! | `GET /metrics` | OpenMetrics text |
+//! | `POST /v1/test/partition`, `POST /v1/test/heal` | only with `test_control` |
 //!
 //! Errors are `{"error": "<message>", "field": "<field or null>"}` ([`ErrorBody`]).
 
 mod alerts;
+mod caller;
 mod error;
+mod federation;
 mod stream;
 mod view;
 
@@ -28,20 +35,22 @@ mod tests;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
+pub use caller::Caller;
 pub use error::{limit_error, ApiError, ErrorBody};
 pub use view::alert_json;
 
@@ -67,12 +76,17 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What the API handlers share.
 pub struct ApiState {
-    /// The node key: signs the alerts issued here; its public key is their origin.
-    pub key: Arc<tocsin_proto::SigningKey>,
-    /// The alert store.
+    /// The node's public key: the origin of the alerts issued here (the network actor
+    /// holds the secret key and signs them).
+    pub public_key: tocsin_proto::PublicKey,
+    /// The alert store (read-only here: writes go through the network actor).
     pub store: Store,
-    /// The network actor, which gossips locally issued alerts; `None` without networking.
-    pub net: Option<NetHandle>,
+    /// The network actor: issues alerts, owns the trust table.
+    pub net: NetHandle,
+    /// The metrics registry served on `/metrics`.
+    pub registry: Arc<Mutex<Registry>>,
+    /// Serve the test-only partition endpoints.
+    pub test_control: bool,
     /// When the daemon started, for `uptime_secs`.
     pub started: Instant,
     /// This node's libp2p `PeerId`, as a string.
@@ -86,16 +100,15 @@ impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState")
             .field("peer_id", &self.peer_id)
-            .field("net", &self.net.is_some())
+            .field("test_control", &self.test_control)
             .field("token", &self.token.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// Builds the API's router, without authentication (see [`serve`] for TCP). More
-/// routes can be added with [`Router::merge`] before serving it with [`serve_router`].
+/// Builds the API's router, without authentication (see [`serve`] for TCP).
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/v1/alerts", post(alerts::issue).get(alerts::list))
         .route("/v1/alerts/{id}", get(alerts::get))
         .route("/v1/alerts/{id}/history", get(alerts::history))
@@ -103,7 +116,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/alerts/{id}/cancel", post(alerts::cancel))
         .route("/v1/stream", get(stream::stream))
         .route("/v1/status", get(status))
-        .with_state(state)
+        .route(
+            "/v1/trust",
+            get(federation::trust_list).post(federation::trust_add),
+        )
+        .route(
+            "/v1/trust/{key}",
+            get(federation::trust_get)
+                .put(federation::trust_set)
+                .delete(federation::trust_remove),
+        )
+        .route("/v1/trust-audit", get(federation::audit))
+        .route("/v1/peers", get(federation::peers))
+        .route("/v1/net", get(federation::net_status))
+        .route("/metrics", get(federation::metrics));
+    if state.test_control {
+        r = r
+            .route("/v1/test/partition", post(federation::partition))
+            .route("/v1/test/heal", post(federation::heal));
+    }
+    r.with_state(state)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -112,7 +144,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let counts = st.store.counts()?;
     Ok(Json(json!({
-        "public_key": crate::keys::public_key(&st.key).to_string(),
+        "public_key": st.public_key.to_string(),
         "peer_id": st.peer_id,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": st.started.elapsed().as_secs(),
@@ -199,7 +231,7 @@ fn clear_stale_socket(path: &Path) -> anyhow::Result<()> {
 /// needs `Authorization: Bearer <token>` (answered 401 otherwise). Refuses to serve TCP
 /// without a token. Runs until `shutdown` resolves, then stops accepting, ends open
 /// event streams, lets in-flight requests finish and removes the socket file.
-pub async fn serve_router(
+async fn serve_router(
     app: Router,
     token: Option<String>,
     socket: &Path,
@@ -253,7 +285,7 @@ pub async fn serve_router(
     let unix_server = {
         let (app, rx) = (app.clone(), stop_rx.clone());
         async move {
-            axum::serve(unix, app)
+            axum::serve(unix, app.into_make_service_with_connect_info::<Caller>())
                 .with_graceful_shutdown(stopped(rx))
                 .await
                 .context("control API on the Unix socket")
@@ -262,7 +294,9 @@ pub async fn serve_router(
     let result = match tcp {
         None => unix_server.await,
         Some((listener, token)) => {
-            let authed = app.layer(middleware::from_fn_with_state(token, require_token));
+            let authed = app
+                .layer(Extension(ConnectInfo(Caller::token())))
+                .layer(middleware::from_fn_with_state(token, require_token));
             let tcp_server = async move {
                 axum::serve(listener, authed)
                     .with_graceful_shutdown(stopped(stop_rx))

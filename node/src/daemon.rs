@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::api::ApiState;
 use crate::config::{Config, LogFormat, CONFIG_FILE, TEMPLATE};
 use crate::keys;
 use crate::net::{NetActor, NetHandle};
@@ -154,37 +155,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     let (store, writer) = Store::open(&cfg.db_path())
         .with_context(|| format!("cannot open the database {}", cfg.db_path().display()))
         .context(Startup)?;
-    let registry = Arc::new(Mutex::new(Registry::with_prefix("")));
-    let (net, commands) = NetHandle::channel();
-    let actor = NetActor::new(cfg.clone(), &key, store.clone(), commands, registry.clone())
-        .context(Startup)?;
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let actor_task = tokio::spawn(actor.run(stopped(stop_rx.clone())));
+    let (api_state, actor_task) =
+        start_node(&cfg, &key, store.clone(), stopped(stop_rx.clone())).context(Startup)?;
     let prune_task = tokio::spawn(prune_loop(
         store.clone(),
         cfg.store.retention_days,
         stopped(stop_rx.clone()),
     ));
 
-    let api_state = Arc::new(crate::api::ApiState {
-        key: Arc::new(key),
-        store: store.clone(),
-        net: Some(net.clone()),
-        started: Instant::now(),
-        peer_id: keys::peer_id_string(&pk),
-        token: cfg.api.token.clone(),
-    });
-    let app =
-        crate::api::router(api_state).merge(crate::control::router(crate::control::ControlState {
-            net,
-            store: store.clone(),
-            registry,
-            test_control: cfg.test_control,
-        }));
     if cfg.test_control {
         warn!("test_control is enabled: partition endpoints are live (never in production)");
     }
@@ -193,9 +175,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         signal().await;
         let _ = sig_tx.send(true);
     });
-    let served = crate::api::serve_router(
-        app,
-        cfg.api.token.clone(),
+    let served = crate::api::serve(
+        api_state,
         &cfg.socket_path(),
         cfg.api.tcp,
         stopped(stop_rx.clone()),
@@ -211,6 +192,33 @@ pub async fn run(cfg: Config) -> Result<()> {
     info!("tocsind stopped; all pending writes committed");
     // The API only fails when it cannot bind its socket or TCP address: a start-up error.
     served.context(Startup)
+}
+
+/// Starts the network actor (listening on `cfg.net.listen`) over `store`, and builds
+/// the API state that talks to it. The actor runs until `shutdown` resolves or every
+/// handle to it (the API state holds one) is dropped.
+pub fn start_node(
+    cfg: &Config,
+    key: &tocsin_proto::SigningKey,
+    store: Store,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(Arc<ApiState>, tokio::task::JoinHandle<()>)> {
+    let pk = keys::public_key(key);
+    let registry = Arc::new(Mutex::new(Registry::with_prefix("")));
+    let (net, commands) = NetHandle::channel();
+    let actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
+    let task = tokio::spawn(actor.run(shutdown));
+    let state = Arc::new(ApiState {
+        public_key: pk,
+        store,
+        net,
+        registry,
+        test_control: cfg.test_control,
+        started: Instant::now(),
+        peer_id: keys::peer_id_string(&pk),
+        token: cfg.api.token.clone(),
+    });
+    Ok((state, task))
 }
 
 async fn prune_loop(

@@ -6,96 +6,16 @@
 //! characters and a newline. It is created with mode 0600, and, as ssh does, a key file
 //! that group or others can read is refused.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+pub use tocsin_proto::keyfile::{load_key, public_key, KeyError, KEY_FILE};
 use tocsin_proto::{PublicKey, SigningKey};
-
-/// The key file's name inside the data directory.
-pub const KEY_FILE: &str = "node.key";
-
-/// Why a key file cannot be created or used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    #[error("key file {path} already exists; refusing to overwrite an agency's identity")]
-    Exists { path: PathBuf },
-    #[error("key file {path} is readable by group or others (mode {mode:04o}); fix it with: chmod 600 {path}")]
-    Permissions { path: PathBuf, mode: u32 },
-    #[error("cannot read key file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write key file {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("key file {path} is malformed: expected 64 hex characters (32 secret bytes)")]
-    Malformed { path: PathBuf },
-}
 
 /// Creates a new random key at `path` with mode 0600. Refuses to overwrite.
 pub fn generate_key(path: &Path) -> Result<SigningKey, KeyError> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                KeyError::Exists {
-                    path: path.to_owned(),
-                }
-            } else {
-                KeyError::Write {
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-        })?;
-    let write = |file: &mut fs::File| -> std::io::Result<()> {
-        file.write_all(format!("{}\n", hex::encode(key.to_bytes())).as_bytes())?;
-        file.sync_all()
-    };
-    write(&mut file).map_err(|source| KeyError::Write {
-        path: path.to_owned(),
-        source,
-    })?;
+    tocsin_proto::keyfile::write_new_key(path, &key)?;
     Ok(key)
-}
-
-/// Loads the key at `path`, refusing a file that group or others can read.
-pub fn load_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let meta = fs::metadata(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut secret = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| KeyError::Malformed {
-        path: path.to_owned(),
-    })?;
-    Ok(SigningKey::from_bytes(&secret))
-}
-
-/// The public key (agency identity) of a signing key.
-pub fn public_key(key: &SigningKey) -> PublicKey {
-    PublicKey(key.verifying_key().to_bytes())
 }
 
 /// The libp2p keypair built from the same 32 secret bytes.
@@ -134,6 +54,8 @@ pub fn key_of_peer(peer: &libp2p::PeerId) -> Option<PublicKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn created_0600_and_round_trips_to_same_peer_id() {

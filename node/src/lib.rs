@@ -8,13 +8,14 @@
 //! - [`keys`]: the node key file (created 0600, refused when others can read it).
 //! - [`store`]: the redb store: signed bytes, receipts, indexes, append log, group commit.
 //! - [`engine`]: the sans-IO gossip engine (`handle(event, now) -> actions`).
-//! - [`net`]: the network actor that owns the libp2p `Swarm` and the engine.
-//! - [`api`]: the HTTP/JSON control API on a Unix socket (and optional TCP).
+//! - [`net`]: the network actor: the one owner of the libp2p `Swarm`, the engine, the
+//!   trust table and the signing key; issues local alerts and applies trust changes.
+//! - [`api`]: the HTTP/JSON control API on a Unix socket (and optional TCP): alerts,
+//!   the event stream, trust, peers and metrics, with one error type.
 //! - [`daemon`]: wiring, signals and graceful shutdown.
 
 pub mod api;
 pub mod config;
-pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod keys;

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use tempfile::TempDir;
 use tocsin_node::store::{
-    AlertState, AuditRecord, Insert, Query, Receipt, Store, StoreError, StoredAlert, TrustEntry,
-    SCHEMA_VERSION,
+    AlertState, AuditRecord, Insert, Query, Receipt, Store, StoreError, StoredAlert, TrustCommit,
+    TrustEntry, SCHEMA_VERSION,
 };
 use tocsin_proto::{
     AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert,
@@ -933,48 +933,56 @@ async fn cursors_trust_and_audit_round_trip_and_survive_reopen() {
         name: "bad".into(),
         addrs: vec![],
     };
-    store.put_trust(&e1).unwrap();
-    store.put_trust(&e2).unwrap();
-    store.put_trust(&e3).unwrap();
+    let rec = |at: u64, key: PublicKey, old, new, source: &str| AuditRecord {
+        at,
+        key,
+        old,
+        new,
+        source: source.into(),
+        who: "test".into(),
+        name: None,
+        addrs: None,
+        reason: None,
+    };
+    let put = |e: &TrustEntry, audit: AuditRecord| TrustCommit {
+        key: e.key,
+        entry: Some(e.clone()),
+        audit,
+    };
     let e1b = TrustEntry {
         level: TrustLevel::Partner,
         ..e1.clone()
     };
-    store.put_trust(&e1b).unwrap();
-    assert!(store.remove_trust(&pk(2)).unwrap());
-    assert!(!store.remove_trust(&pk(2)).unwrap());
+    let records: Vec<AuditRecord> = vec![
+        rec(1, pk(1), None, Some(TrustLevel::Member), "config"),
+        rec(2, pk(2), None, Some(TrustLevel::Public), "config"),
+        rec(3, pk(3), None, Some(TrustLevel::Blocked), "api"),
+        rec(
+            4,
+            pk(1),
+            Some(TrustLevel::Member),
+            Some(TrustLevel::Partner),
+            "api",
+        ),
+        rec(5, pk(2), Some(TrustLevel::Public), None, "api"),
+        rec(6, pk(2), None, None, "api"),
+    ];
+    assert!(!store.commit_trust(&put(&e1, records[0].clone())).unwrap());
+    assert!(!store.commit_trust(&put(&e2, records[1].clone())).unwrap());
+    assert!(!store.commit_trust(&put(&e3, records[2].clone())).unwrap());
+    assert!(store.commit_trust(&put(&e1b, records[3].clone())).unwrap());
+    let remove = |audit: AuditRecord| TrustCommit {
+        key: pk(2),
+        entry: None,
+        audit,
+    };
+    assert!(store.commit_trust(&remove(records[4].clone())).unwrap());
+    assert!(!store.commit_trust(&remove(records[5].clone())).unwrap());
     let mut want = vec![e1b.clone(), e3.clone()];
     want.sort_by_key(|e| e.key);
     assert_eq!(store.trust_entries().unwrap(), want);
-
-    let records: Vec<AuditRecord> = vec![
-        AuditRecord {
-            at: 1,
-            key: pk(1),
-            old: None,
-            new: Some(TrustLevel::Member),
-            source: "config".into(),
-        },
-        AuditRecord {
-            at: 2,
-            key: pk(1),
-            old: Some(TrustLevel::Member),
-            new: Some(TrustLevel::Partner),
-            source: "api".into(),
-        },
-        AuditRecord {
-            at: 3,
-            key: pk(2),
-            old: Some(TrustLevel::Public),
-            new: None,
-            source: "api".into(),
-        },
-    ];
-    for r in &records {
-        store.append_audit(r).unwrap();
-    }
     assert_eq!(store.audit_log(10).unwrap(), records);
-    assert_eq!(store.audit_log(2).unwrap(), records[1..].to_vec());
+    assert_eq!(store.audit_log(2).unwrap(), records[4..].to_vec());
     assert!(store.audit_log(0).unwrap().is_empty());
     close(store, join).await;
 
@@ -984,14 +992,18 @@ async fn cursors_trust_and_audit_round_trip_and_survive_reopen() {
     assert_eq!(store.cursor(&pk(3)).unwrap(), None);
     assert_eq!(store.trust_entries().unwrap(), want);
     assert_eq!(store.audit_log(100).unwrap(), records);
-    let more = AuditRecord {
-        at: 4,
-        key: pk(3),
-        old: None,
-        new: Some(TrustLevel::Blocked),
-        source: "api".into(),
+    let more = rec(
+        7,
+        pk(3),
+        Some(TrustLevel::Blocked),
+        Some(TrustLevel::Public),
+        "api",
+    );
+    let e3b = TrustEntry {
+        level: TrustLevel::Public,
+        ..e3.clone()
     };
-    store.append_audit(&more).unwrap();
+    assert!(store.commit_trust(&put(&e3b, more.clone())).unwrap());
     assert_eq!(store.audit_log(1).unwrap(), vec![more]);
     close(store, join).await;
 }

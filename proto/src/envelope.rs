@@ -25,8 +25,9 @@ struct EnvelopeWire {
 /// A decoded alert with its original body bytes and signature.
 ///
 /// [`SignedAlert::decode`] checks limits and decodes but does not verify; call
-/// [`SignedAlert::verify`] before trusting it (the gossip engine verifies last, after
-/// the cheaper checks). [`SignedAlert::sign`] produces an alert that verifies.
+/// [`SignedAlert::verify`] to get a [`VerifiedAlert`] before trusting it (the gossip
+/// engine verifies last, after the cheaper checks). [`SignedAlert::sign`] produces an
+/// alert that verifies.
 #[derive(Clone)]
 pub struct SignedAlert {
     id: AlertId,
@@ -91,9 +92,29 @@ impl SignedAlert {
         })
     }
 
-    /// Strict ed25519 verification of the signature over the original body bytes.
-    pub fn verify(&self) -> Result<(), Error> {
-        let vk = self.body.origin.verifying_key()?;
+    /// Strict ed25519 verification of the signature over the original body bytes, by
+    /// the origin key. Only this (and [`SignedAlert::verify_cached`]) makes a
+    /// [`VerifiedAlert`].
+    pub fn verify(self) -> Result<VerifiedAlert, Error> {
+        self.check_signature()?;
+        Ok(VerifiedAlert(self))
+    }
+
+    /// [`SignedAlert::verify`], with the origin key decompressed once per origin across
+    /// calls that share `keys` (about a tenth of a verification saved per alert).
+    pub fn verify_cached(self, keys: &mut VerifyingKeys) -> Result<VerifiedAlert, Error> {
+        let vk = keys.get(&self.body.origin)?;
+        self.check_with(&vk)?;
+        Ok(VerifiedAlert(self))
+    }
+
+    /// The same strict check as [`SignedAlert::verify`], for reports (`"signature":
+    /// "valid"`) and audits: it does not make a [`VerifiedAlert`].
+    pub fn check_signature(&self) -> Result<(), Error> {
+        self.check_with(&self.body.origin.verifying_key()?)
+    }
+
+    fn check_with(&self, vk: &ed25519_dalek::VerifyingKey) -> Result<(), Error> {
         vk.verify_strict(
             &message(&self.body_bytes),
             &Signature::from_bytes(&self.sig),
@@ -102,10 +123,8 @@ impl SignedAlert {
     }
 
     /// Decodes and verifies.
-    pub fn decode_verified(envelope: &[u8]) -> Result<Self, Error> {
-        let a = Self::decode(envelope)?;
-        a.verify()?;
-        Ok(a)
+    pub fn decode_verified(envelope: &[u8]) -> Result<VerifiedAlert, Error> {
+        Self::decode(envelope)?.verify()
     }
 
     /// The envelope bytes to store and forward.
@@ -152,6 +171,54 @@ impl SignedAlert {
     /// The message that is signed, for batch verification.
     pub fn signed_message(&self) -> Vec<u8> {
         message(&self.body_bytes)
+    }
+}
+
+/// An alert whose signature passed strict verification: the only kind the store, the
+/// relay path and the API accept as received. It can only be made by
+/// [`SignedAlert::verify`] and [`SignedAlert::verify_cached`]; it reads like the
+/// [`SignedAlert`] it wraps.
+#[derive(Clone)]
+pub struct VerifiedAlert(SignedAlert);
+
+impl VerifiedAlert {
+    /// The verified alert.
+    pub fn signed(&self) -> &SignedAlert {
+        &self.0
+    }
+
+    /// Gives up the proof of verification.
+    pub fn into_signed(self) -> SignedAlert {
+        self.0
+    }
+}
+
+impl std::ops::Deref for VerifiedAlert {
+    type Target = SignedAlert;
+    fn deref(&self) -> &SignedAlert {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for VerifiedAlert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("VerifiedAlert").field(&self.0.id).finish()
+    }
+}
+
+/// Decompressed origin keys, for [`SignedAlert::verify_cached`] over many alerts.
+#[derive(Debug, Default)]
+pub struct VerifyingKeys(std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey>);
+
+impl VerifyingKeys {
+    /// The verifying key of `origin`, decompressed on first use.
+    fn get(&mut self, origin: &PublicKey) -> Result<ed25519_dalek::VerifyingKey, Error> {
+        if let Some(vk) = self.0.get(&origin.0) {
+            return Ok(*vk);
+        }
+        let vk = origin.verifying_key()?;
+        self.0.insert(origin.0, vk);
+        Ok(vk)
     }
 }
 

@@ -27,7 +27,7 @@
 //!     references: vec![],
 //! };
 //! let alert = SignedAlert::sign(body, &key)?;
-//! let received = SignedAlert::decode_verified(&alert.to_envelope())?;
+//! let received = SignedAlert::decode(&alert.to_envelope())?.verify()?;
 //! assert_eq!(received.id(), alert.id());
 //! # Ok::<(), tocsin_proto::Error>(())
 //! ```
@@ -40,21 +40,28 @@
 //! - [`envelope`]: signing and strict verification over the original bytes.
 //! - [`wire`]: gossip frames.
 //! - [`policy`]: trust levels and the TLP relay/accept rules as pure functions.
+//! - [`verdict`]: why an inbound frame is dropped, and what it costs the sender.
+//! - [`api`]: the control API's request and response bodies, shared by daemon and CLI.
+//! - [`keyfile`]: the node key file (mode 0600, refused when others can read it).
 
 pub mod alert;
+pub mod api;
 pub mod codec;
 pub mod envelope;
 mod error;
 pub mod ids;
+pub mod keyfile;
 pub mod limits;
 pub mod policy;
+pub mod verdict;
 pub mod wire;
 
 pub use alert::{AlertBody, Indicator, IndicatorType, Kind, Severity, Tlp, FORMAT_VERSION};
-pub use envelope::{verify_batch, SignedAlert, SIGNING_CONTEXT};
+pub use envelope::{verify_batch, SignedAlert, VerifiedAlert, VerifyingKeys, SIGNING_CONTEXT};
 pub use error::Error;
 pub use ids::{AlertId, PublicKey};
-pub use policy::{Rejection, Scope, TrustLevel};
+pub use policy::{Scope, TrustLevel};
+pub use verdict::Reason;
 pub use wire::Frame;
 
 /// Re-exported so that callers sign with the same ed25519 implementation.

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::Tlp;
 use crate::ids::PublicKey;
 use crate::limits::MAX_HOPS;
+use crate::verdict::Reason;
 
 /// How much a peer is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,48 +89,6 @@ pub struct Scope<'a> {
     pub recipients: &'a [PublicKey],
 }
 
-/// Why an inbound alert is refused. Each reason is counted per peer; see
-/// [`Rejection::penalised`] for which ones count against the sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rejection {
-    /// The sending peer is not in the trust table, or is blocked.
-    UnknownPeer,
-    /// The alert's origin is blocked here.
-    BlockedOrigin,
-    /// A peer we hold at `public` relayed an alert it did not originate (benign).
-    RelayNotAllowed,
-    /// The alert's TLP does not allow it to reach us this way (relayed AMBER/RED, RED to
-    /// a non-recipient).
-    ScopeViolation,
-    /// The hop count is zero or beyond [`MAX_HOPS`].
-    HopLimit,
-}
-
-impl Rejection {
-    /// Whether this rejection means the sender broke the rules (and is penalised), as
-    /// opposed to a benign difference of configuration.
-    pub fn penalised(self) -> bool {
-        match self {
-            // A relay from a peer we hold at `public` is a difference of configuration
-            // (it may hold us at `member`), not invalid data: counted, not penalised.
-            Rejection::UnknownPeer | Rejection::BlockedOrigin | Rejection::RelayNotAllowed => false,
-            Rejection::ScopeViolation | Rejection::HopLimit => true,
-        }
-    }
-
-    /// The snake_case name used in metrics and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::UnknownPeer => "unknown_peer",
-            Rejection::BlockedOrigin => "blocked_origin",
-            Rejection::RelayNotAllowed => "relay_not_allowed",
-            Rejection::ScopeViolation => "scope_violation",
-            Rejection::HopLimit => "hop_limit",
-        }
-    }
-}
-
 /// May we accept `scope` from `sender` (at `sender_level`), having travelled `hops`
 /// hops, when the origin's level here is `origin_level` and we are `me`?
 pub fn check_inbound(
@@ -139,30 +98,30 @@ pub fn check_inbound(
     origin_level: Option<TrustLevel>,
     scope: Scope<'_>,
     hops: u8,
-) -> Result<(), Rejection> {
+) -> Result<(), Reason> {
     if !TrustLevel::may_connect(sender_level) {
-        return Err(Rejection::UnknownPeer);
+        return Err(Reason::UnknownPeer);
     }
     if origin_level == Some(TrustLevel::Blocked) {
-        return Err(Rejection::BlockedOrigin);
+        return Err(Reason::BlockedOrigin);
     }
     if hops == 0 || hops > MAX_HOPS {
-        return Err(Rejection::HopLimit);
+        return Err(Reason::HopLimit);
     }
     let direct = sender == scope.origin;
     if direct {
         // The origin decides whom it sends to; only RED is bound to named recipients.
         if scope.tlp == Tlp::Red && !scope.recipients.contains(me) {
-            return Err(Rejection::ScopeViolation);
+            return Err(Reason::ScopeViolation);
         }
         return Ok(());
     }
     if sender_level == Some(TrustLevel::Public) {
-        return Err(Rejection::RelayNotAllowed);
+        return Err(Reason::RelayNotAllowed);
     }
     match scope.tlp {
         Tlp::Clear | Tlp::Green => Ok(()),
-        Tlp::Amber | Tlp::AmberStrict | Tlp::Red => Err(Rejection::ScopeViolation),
+        Tlp::Amber | Tlp::AmberStrict | Tlp::Red => Err(Reason::ScopeViolation),
     }
 }
 

@@ -8,7 +8,8 @@ mod common;
 
 use common::*;
 use tocsin_proto::limits::MAX_HOPS;
-use tocsin_proto::policy::{check_inbound, may_send, Rejection, Scope, TrustLevel};
+use tocsin_proto::policy::{check_inbound, may_send, Scope, TrustLevel};
+use tocsin_proto::verdict::Reason as Rejection;
 use tocsin_proto::{PublicKey, Tlp};
 
 use TrustLevel::*;

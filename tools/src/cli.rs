@@ -141,6 +141,9 @@ pub enum TrustCommand {
         /// A name for tables and logs
         #[arg(long, default_value = "")]
         name: String,
+        /// Why, for the audit log
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Change a peer's level, name or addresses (a demotion cuts what it receives at once)
     Set {
@@ -153,13 +156,20 @@ pub enum TrustCommand {
         addrs: Vec<String>,
         #[arg(long)]
         name: Option<String>,
+        /// Why, for the audit log
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Remove a peer from the trust table (it can no longer connect)
     Remove {
         #[arg(value_parser = parse_key)]
         key: PublicKey,
+        /// Why, for the audit log
+        #[arg(long)]
+        reason: Option<String>,
     },
-    /// Show the audit log of trust changes
+    /// Show the audit log of trust changes: when, whose entry, old -> new level, who
+    /// made the change and why
     Audit,
 }
 

@@ -51,11 +51,12 @@ pub async fn trust<W: Write>(
             level,
             addrs,
             name,
+            reason,
         } => {
             let v = client
                 .post(
                     "/v1/trust",
-                    &json!({"key": key.to_string(), "level": level.as_str(), "addrs": addrs, "name": name}),
+                    &json!({"key": key.to_string(), "level": level.as_str(), "addrs": addrs, "name": name, "reason": reason}),
                 )
                 .await?;
             changed(&v, json_out, out)
@@ -65,6 +66,7 @@ pub async fn trust<W: Write>(
             level,
             addrs,
             name,
+            reason,
         } => {
             let mut patch = serde_json::Map::new();
             if let Some(l) = level {
@@ -79,6 +81,9 @@ pub async fn trust<W: Write>(
             if patch.is_empty() {
                 anyhow::bail!("nothing to change: give --level, --addr or --name");
             }
+            if let Some(r) = reason {
+                patch.insert("reason".into(), json!(r));
+            }
             let v = client
                 .call(
                     Method::PUT,
@@ -88,9 +93,10 @@ pub async fn trust<W: Write>(
                 .await?;
             changed(&v, json_out, out)
         }
-        TrustCommand::Remove { key } => {
+        TrustCommand::Remove { key, reason } => {
+            let body = reason.map(|r| json!({ "reason": r }));
             let v = client
-                .call(Method::DELETE, &format!("/v1/trust/{key}"), None)
+                .call(Method::DELETE, &format!("/v1/trust/{key}"), body.as_ref())
                 .await?;
             changed(&v, json_out, out)
         }
@@ -100,13 +106,24 @@ pub async fn trust<W: Write>(
                 if json_out {
                     out.json_line(r)?;
                 } else {
+                    let who = r["who"]
+                        .as_str()
+                        .filter(|w| !w.is_empty())
+                        .map(|w| format!("  by {w}"))
+                        .unwrap_or_default();
+                    let reason = r["reason"]
+                        .as_str()
+                        .map(|x| format!("  \"{x}\""))
+                        .unwrap_or_default();
                     out.line(&format!(
-                        "{}  {}  {} -> {}  ({})",
+                        "{}  {}  {} -> {}  ({}){}{}",
                         format_time(r["at"].as_u64().unwrap_or(0)),
                         short(r["key"].as_str().unwrap_or(""), 16),
                         r["old"].as_str().unwrap_or("none"),
                         r["new"].as_str().unwrap_or("removed"),
-                        r["source"].as_str().unwrap_or("?")
+                        r["source"].as_str().unwrap_or("?"),
+                        who,
+                        reason
                     ))?;
                 }
             }

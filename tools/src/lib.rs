@@ -32,6 +32,3 @@ pub mod commands;
 pub mod federation;
 pub mod format;
 pub mod sse;
-
-#[cfg(test)]
-mod e2e_tests;

@@ -12,16 +12,15 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use tocsin_proto::limits::{Limit, MAX_TITLE_BYTES};
 use tocsin_proto::{
-    AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert, Tlp,
-    FORMAT_VERSION,
+    AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, Tlp, FORMAT_VERSION,
 };
 
 use super::error::{limit_error, ApiError};
 use super::view::alert_json;
 use super::{ApiState, MAX_REQUEST_BYTES};
-use crate::store::{
-    AlertState, Insert, Query as StoreQuery, Receipt, StoredAlert, MAX_QUERY_LIMIT,
-};
+use crate::net::IssueError;
+use crate::store::{AlertState, Insert, Query as StoreQuery, StoredAlert, MAX_QUERY_LIMIT};
+use tocsin_proto::api::Issued;
 
 /// A handler's JSON answer with its status.
 pub(super) type Answer = Result<(StatusCode, Json<Value>), ApiError>;
@@ -258,39 +257,29 @@ fn no_such_alert(id: &AlertId) -> ApiError {
     ApiError::not_found(format!("no alert with id {id}"))
 }
 
-/// Signs, stores (awaiting the durable commit) and publishes a body issued here.
+/// Hands a body issued here to the network actor, which signs, stores and gossips it;
+/// answers once the alert is durable.
 async fn commit(st: &ApiState, body: AlertBody) -> Answer {
-    let alert = SignedAlert::sign(body, &st.key).map_err(|e| ApiError::from_proto(&e))?;
-    let id = alert.id();
-    let receipt = Receipt {
-        received_at: crate::now_ms(),
-        from: None,
-        hops: 0,
+    let issued = st.net.issue(body).await.map_err(|e| match e {
+        IssueError::Invalid(e) => ApiError::from_proto(&e),
+        IssueError::Store(e) => ApiError::from(e),
+        IssueError::ShuttingDown => ApiError::unavailable("the node is shutting down"),
+    })?;
+    let (status, seq, duplicate) = match issued.insert {
+        Insert::Inserted { seq } => (StatusCode::CREATED, seq, false),
+        Insert::Duplicate { seq } => (StatusCode::OK, seq, true),
     };
-    // Gossip starts while the commit is in flight, so the fsync is not on the path to
-    // peers; the answer below still waits for the commit ("issued" means durable).
-    if let Some(net) = &st.net {
-        net.publish(alert.clone(), 0).await;
-    }
-    let inserted = st.store.insert(alert.clone(), receipt).await;
-    if inserted.is_err() {
-        if let Some(net) = &st.net {
-            net.unpublish(id).await;
-        }
-    }
-    match inserted? {
-        Insert::Inserted { seq } => {
-            tracing::info!(id = %id.fmt_short(), seq, kind = ?alert.body().kind, "alert issued");
-            Ok((
-                StatusCode::CREATED,
-                Json(json!({"id": id.to_string(), "seq": seq, "duplicate": false})),
-            ))
-        }
-        Insert::Duplicate { seq } => Ok((
-            StatusCode::OK,
-            Json(json!({"id": id.to_string(), "seq": seq, "duplicate": true})),
-        )),
-    }
+    Ok((
+        status,
+        Json(
+            serde_json::to_value(Issued {
+                id: issued.id,
+                seq,
+                duplicate,
+            })
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        ),
+    ))
 }
 
 /// `POST /v1/alerts`
@@ -302,7 +291,7 @@ pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer
     let now = crate::now_ms();
     let body = AlertBody {
         v: FORMAT_VERSION,
-        origin: crate::keys::public_key(&st.key),
+        origin: st.public_key,
         issued_at: now,
         expires_at: f.expires.map(|e| e.resolve(now)),
         kind: Kind::New,
@@ -324,7 +313,7 @@ pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer
 fn own_alert(st: &ApiState, id: &AlertId, verb: &str) -> Result<StoredAlert, ApiError> {
     let stored = st.store.get(id)?.ok_or_else(|| no_such_alert(id))?;
     let body = stored.alert.body();
-    let me = crate::keys::public_key(&st.key);
+    let me = st.public_key;
     if body.origin != me {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

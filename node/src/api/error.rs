@@ -3,19 +3,12 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use tocsin_proto::api::FieldError;
 use tocsin_proto::limits::Limit;
 
 use crate::store::StoreError;
 
-/// The JSON body of every error response. The CLI deserialises the same type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What was wrong, for a human; limits are named with their value.
-    pub error: String,
-    /// The request field or query parameter at fault, when there is one.
-    pub field: Option<String>,
-}
+pub use tocsin_proto::api::ErrorBody;
 
 /// An error response: a status code and an [`ErrorBody`].
 #[derive(Debug, Clone)]
@@ -61,6 +54,11 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, None, message)
     }
 
+    /// 503: the node cannot do this now (it is stopping).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, None, message)
+    }
+
     /// 401: the bearer token is missing or wrong.
     pub fn unauthorized() -> Self {
         Self::new(
@@ -73,56 +71,23 @@ impl ApiError {
     /// 400 for a proto validation error, naming the field and, for a limit, the
     /// constant and its value.
     pub fn from_proto(err: &tocsin_proto::Error) -> Self {
-        match err {
-            tocsin_proto::Error::Limit { limit, actual } => limit_error(*limit, *actual, None),
-            tocsin_proto::Error::Invalid { field, .. } => {
-                Self::bad(api_field(field), err.to_string())
-            }
-            tocsin_proto::Error::Encode(_) => Self::internal(err.to_string()),
-            _ => Self::new(StatusCode::BAD_REQUEST, None, err.to_string()),
+        if let tocsin_proto::Error::Encode(_) = err {
+            return Self::internal(err.to_string());
         }
+        Self::from_field(tocsin_proto::api::field_error(err))
     }
-}
 
-/// The API field a proto field name corresponds to.
-fn api_field(proto_field: &str) -> &str {
-    match proto_field {
-        "indicator" | "indicator type" => "indicators",
-        "key" => "recipients",
-        other => other,
+    /// 400 for a field error worded by [`tocsin_proto::api`].
+    pub fn from_field(e: FieldError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, e.field, e.message)
     }
 }
 
 /// 400 for an exceeded limit, e.g. "text is 40000 bytes, exceeds the limit
 /// MAX_TEXT_BYTES = 32768". `field` overrides the field the limit belongs to (a cancel's
 /// reason is stored as the text).
-pub fn limit_error(limit: Limit, actual: usize, field: Option<&str>) -> ApiError {
-    let (default_field, what) = match limit {
-        Limit::TitleBytes => (Some("title"), format!("title is {actual} bytes")),
-        Limit::TextBytes => (Some("text"), format!("text is {actual} bytes")),
-        Limit::IndicatorBytes => (
-            Some("indicators"),
-            format!("an indicator value is {actual} bytes"),
-        ),
-        Limit::TagBytes => (Some("tags"), format!("a tag is {actual} bytes")),
-        Limit::ReferenceBytes => (Some("references"), format!("a reference is {actual} bytes")),
-        Limit::Indicators => (Some("indicators"), format!("{actual} indicators")),
-        Limit::Tags => (Some("tags"), format!("{actual} tags")),
-        Limit::Recipients => (Some("recipients"), format!("{actual} recipients")),
-        Limit::References => (Some("references"), format!("{actual} references")),
-        Limit::EnvelopeBytes => (None, format!("the signed alert is {actual} bytes")),
-        Limit::FrameBytes | Limit::IdsPerFrame => (None, format!("{actual}")),
-    };
-    let field = field.or(default_field);
-    let what = match (field, default_field) {
-        (Some(f), Some(d)) if f != d => what.replacen(d, f, 1),
-        _ => what,
-    };
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        field,
-        format!("{what}, exceeds the limit {limit}"),
-    )
+pub fn limit_error(limit: Limit, actual: usize, field: Option<&'static str>) -> ApiError {
+    ApiError::from_field(tocsin_proto::api::limit_error(limit, actual, field))
 }
 
 impl From<StoreError> for ApiError {

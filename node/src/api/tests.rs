@@ -25,19 +25,22 @@ struct Harness {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// API state over `store` with a network actor that has no listen address and no
+/// peers (it stops when the state, holding the only handle, is dropped).
+fn api_state(store: Store, key: SigningKey, token: Option<String>) -> Arc<ApiState> {
+    let mut cfg = crate::config::Config::default();
+    cfg.net.listen.clear();
+    cfg.api.token = token;
+    crate::daemon::start_node(&cfg, &key, store, futures::future::pending())
+        .unwrap()
+        .0
+}
+
 async fn harness_with(tcp: Option<std::net::SocketAddr>, token: Option<&str>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let (store, _writer) = Store::open(&dir.path().join("alerts.redb")).unwrap();
     let key = SigningKey::from_bytes(&[42u8; 32]);
-    let pk = crate::keys::public_key(&key);
-    let state = Arc::new(ApiState {
-        key: Arc::new(key),
-        store,
-        net: None,
-        started: Instant::now(),
-        peer_id: crate::keys::peer_id_string(&pk),
-        token: token.map(str::to_owned),
-    });
+    let state = api_state(store, key, token.map(str::to_owned));
     let socket = dir.path().join("tocsind.sock");
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn({
@@ -147,10 +150,7 @@ async fn issue_get_list_history() {
     assert_eq!(view["alert"]["title"], "Phishing wave");
     assert_eq!(view["alert"]["tlp"], "GREEN");
     assert_eq!(view["alert"]["kind"], "new");
-    assert_eq!(
-        view["alert"]["origin"],
-        crate::keys::public_key(&h.state.key).to_string()
-    );
+    assert_eq!(view["alert"]["origin"], h.state.public_key.to_string());
     assert_eq!(view["alert"]["indicators"][1]["type"], "domain");
     let issued_at = view["alert"]["issued_at"].as_u64().unwrap();
     assert_eq!(
@@ -368,14 +368,7 @@ async fn tcp_requires_the_bearer_token() {
     // Refused outright without a token.
     let dir = tempfile::tempdir().unwrap();
     let (store, _writer) = Store::open(&dir.path().join("a.redb")).unwrap();
-    let state = Arc::new(ApiState {
-        key: Arc::new(SigningKey::from_bytes(&[1u8; 32])),
-        store,
-        net: None,
-        started: Instant::now(),
-        peer_id: String::new(),
-        token: None,
-    });
+    let state = api_state(store, SigningKey::from_bytes(&[1u8; 32]), None);
     let err = serve(
         state,
         &dir.path().join("s.sock"),
@@ -519,14 +512,7 @@ async fn stale_socket_is_replaced_and_mode_is_0600() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     let (store, _writer) = Store::open(&dir.path().join("a.redb")).unwrap();
-    let state = Arc::new(ApiState {
-        key: Arc::new(SigningKey::from_bytes(&[1u8; 32])),
-        store,
-        net: None,
-        started: Instant::now(),
-        peer_id: String::new(),
-        token: None,
-    });
+    let state = api_state(store, SigningKey::from_bytes(&[1u8; 32]), None);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn({
         let path = path.clone();
@@ -546,14 +532,7 @@ async fn stale_socket_is_replaced_and_mode_is_0600() {
     assert_eq!(mode, 0o600);
     // A second server on the same live socket is refused.
     let (store2, _w2) = Store::open(&dir.path().join("b.redb")).unwrap();
-    let state2 = Arc::new(ApiState {
-        key: Arc::new(SigningKey::from_bytes(&[2u8; 32])),
-        store: store2,
-        net: None,
-        started: Instant::now(),
-        peer_id: String::new(),
-        token: None,
-    });
+    let state2 = api_state(store2, SigningKey::from_bytes(&[2u8; 32]), None);
     let err = serve(state2, &path, None, async {}).await.unwrap_err();
     assert!(err.to_string().contains("already running"), "{err}");
     let _ = stop.send(());

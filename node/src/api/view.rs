@@ -40,7 +40,7 @@ pub fn alert_json(stored: &StoredAlert) -> Value {
 
 /// `"valid"` or `"invalid"`: strict verification over the stored body bytes.
 fn signature_status(alert: &SignedAlert) -> &'static str {
-    if alert.verify().is_ok() {
+    if alert.check_signature().is_ok() {
         "valid"
     } else {
         "invalid"

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
 use tocsin_proto::policy::{self, Scope, TrustLevel};
-use tocsin_proto::{AlertId, Frame, Kind, PublicKey, SignedAlert, Tlp};
+use tocsin_proto::{AlertId, Frame, Kind, PublicKey, SignedAlert, Tlp, VerifiedAlert};
 
 /// Most ids remembered as "announced but not yet received". Bounds what announce
 /// floods can make a node hold; beyond it, catch-up recovers the rest.
@@ -185,11 +185,10 @@ pub enum Event {
     PeerDisconnected(PublicKey),
     /// A frame (the CBOR bytes after the length prefix) arrived from a peer.
     Frame { peer: PublicKey, bytes: Vec<u8> },
-    /// An alert issued here. `seq` is its sequence number if it is already committed,
-    /// or 0 when the daemon gossips it while the commit is in flight (the number then
-    /// arrives with [`Event::Committed`]; store sequence numbers start at 1).
-    Local { alert: SignedAlert, seq: u64 },
-    /// The store committed these alerts (received from peers) at these sequence numbers.
+    /// An alert issued here, signed and verified. The daemon gossips it while its
+    /// commit is in flight; its sequence number arrives with [`Event::Committed`].
+    Local { alert: VerifiedAlert },
+    /// The store committed these alerts (received or issued) at these sequence numbers.
     Committed(Vec<(u64, AlertId)>),
     /// The store refused these alerts (e.g. disk full); they are forgotten so that a
     /// later copy or catch-up can deliver them again.
@@ -354,11 +353,6 @@ struct Missing {
     /// The announcer last asked for the alert with a graft: if the alert comes from it,
     /// that link becomes eager for the alert's origin on our side too.
     grafted: Option<PublicKey>,
-}
-
-/// Why an alert or frame was refused, as counted per peer.
-pub fn reason_name(r: policy::Rejection) -> &'static str {
-    r.as_str()
 }
 
 /// A peer's row for the API's `peers` view.
@@ -537,7 +531,7 @@ impl Engine {
                 self.peers.remove(&peer);
             }
             Event::Frame { peer, bytes } => self.on_frame(peer, &bytes, now),
-            Event::Local { alert, seq } => self.on_local(alert, seq, now),
+            Event::Local { alert } => self.on_local(alert.into_signed(), now),
             Event::Committed(entries) => self.on_committed(entries, now),
             Event::StoreFailed(ids) => {
                 for id in ids {
@@ -1056,7 +1050,7 @@ impl Engine {
             return;
         }
         // 8. signature
-        if alert.verify().is_err() {
+        if alert.check_signature().is_err() {
             self.penalise(peer, PENALTY_BAD_SIGNATURE, "bad_signature", now);
             self.drop_wanted(&id, peer, now);
             return;
@@ -1151,11 +1145,8 @@ impl Engine {
         }
     }
 
-    fn on_local(&mut self, alert: SignedAlert, seq: u64, now: u64) {
+    fn on_local(&mut self, alert: SignedAlert, now: u64) {
         let id = alert.id();
-        if seq > 0 {
-            self.log.insert(seq, id);
-        }
         if self.known.contains_key(&id) {
             return;
         }

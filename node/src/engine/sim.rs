@@ -1080,7 +1080,9 @@ impl Sim {
                 from: None,
             },
         );
-        self.deliver(node, Event::Local { alert, seq });
+        let alert = alert.verify()?;
+        self.deliver(node, Event::Local { alert });
+        self.deliver(node, Event::Committed(vec![(seq, id)]));
         Ok(id)
     }
 

@@ -523,13 +523,7 @@ fn withdrawing_trust_disconnects_and_a_demotion_narrows_what_is_sent() {
     );
     assert_eq!(disconnect_of(&out, &c), None);
     let green = alert(&a, 2, Tlp::Green);
-    let out = ea.handle(
-        Event::Local {
-            alert: green,
-            seq: 1,
-        },
-        T0,
-    );
+    let out = issue(&mut ea, green, 1, T0);
     let out = [out.clone(), fire_timers(&mut ea, &out, T0 + 1_000)].concat();
     assert!(frames_to(&out, &c).is_empty(), "{out:?}");
 
@@ -552,13 +546,7 @@ fn red_goes_only_to_named_partners() {
     connect(&mut ea, &c, TrustLevel::Partner); // not named
     connect(&mut ea, &d, TrustLevel::Member); // named, but only a member
     let x = red(&a, 1, vec![pk(&b), pk(&d)]);
-    let out = ea.handle(
-        Event::Local {
-            alert: x.clone(),
-            seq: 1,
-        },
-        T0,
-    );
+    let out = issue(&mut ea, x.clone(), 1, T0);
     let out = [out.clone(), fire_timers(&mut ea, &out, T0 + 10_000)].concat();
     assert_eq!(alerts_to(&out, &b), vec![x.id()]);
     assert!(frames_to(&out, &c).is_empty(), "{out:?}");
@@ -660,13 +648,7 @@ fn equal_inputs_give_equal_outputs() {
         for p in &peers {
             connect(&mut e, p, TrustLevel::Member);
         }
-        e.handle(
-            Event::Local {
-                alert: alert(&me, 1, Tlp::Clear),
-                seq: 1,
-            },
-            T0,
-        )
+        issue(&mut e, alert(&me, 1, Tlp::Clear), 1, T0)
     };
     assert_eq!(trace(&run()), trace(&run()));
 }
@@ -904,14 +886,7 @@ fn a_lost_amber_push_is_repaired_while_connected() {
     // Without loss, b gets a's AMBER alerts (the harness works).
     let y = alert(&a, 0, Tlp::Amber);
     first.extend(
-        engines[0]
-            .handle(
-                Event::Local {
-                    alert: y.clone(),
-                    seq: 1,
-                },
-                T0,
-            )
+        issue(&mut engines[0], y.clone(), 1, T0)
             .into_iter()
             .map(|x| (0, x)),
     );
@@ -929,13 +904,7 @@ fn a_lost_amber_push_is_repaired_while_connected() {
     }));
 
     let x = alert(&a, 1, Tlp::Amber);
-    let out = engines[0].handle(
-        Event::Local {
-            alert: x.clone(),
-            seq: 2,
-        },
-        T0 + 60_000,
-    );
+    let out = issue(&mut engines[0], x.clone(), 2, T0 + 60_000);
     let mut lost = false;
     let log = run_pair(
         &mut engines,
@@ -1002,4 +971,17 @@ fn a_relayed_forged_cancel_does_not_get_the_relay_banned() {
             n + 1
         );
     }
+}
+
+/// Issues `alert` on `e` as the daemon does: [`Event::Local`], then its commit at `seq`.
+fn issue(e: &mut Engine, alert: SignedAlert, seq: u64, now: u64) -> Vec<Action> {
+    let id = alert.id();
+    let mut out = e.handle(
+        Event::Local {
+            alert: alert.verify().unwrap(),
+        },
+        now,
+    );
+    out.extend(e.handle(Event::Committed(vec![(seq, id)]), now));
+    out
 }

@@ -20,7 +20,7 @@
 //! index keys, and it writes each batch's index entries in key order.
 //!
 //! Reads open their own redb read transaction and never wait for the writer. The small
-//! federation-state writes ([`Store::set_cursor`], [`Store::put_trust`], …) commit
+//! federation-state writes ([`Store::set_cursor`], [`Store::commit_trust`], …) commit
 //! their own write transaction directly; they block the calling thread for one commit
 //! (redb serialises them with the writer's transactions).
 //!
@@ -72,6 +72,7 @@ mod tests;
 mod verify;
 mod writer;
 
+pub use tocsin_proto::api::{AlertState, AuditRecord, TrustEntry};
 pub use verify::{verify_all, VERIFY_CHUNK};
 
 use std::path::{Path, PathBuf};
@@ -80,7 +81,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
-use tocsin_proto::{codec, AlertId, Kind, PublicKey, Severity, SignedAlert, Tlp, TrustLevel};
+use tocsin_proto::{codec, AlertId, Kind, PublicKey, Severity, SignedAlert, Tlp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -246,20 +247,6 @@ impl Insert {
     }
 }
 
-/// The lifecycle state of a stored alert (see the module doc for the rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    /// Current.
-    Active,
-    /// Replaced by an update from its origin.
-    Superseded,
-    /// Retracted by a cancel from its origin.
-    Cancelled,
-    /// Past its `expires_at`.
-    Expired,
-}
-
 /// A stored alert with what the node knows about it.
 #[derive(Debug, Clone)]
 pub struct StoredAlert {
@@ -318,32 +305,16 @@ pub struct Counts {
     pub head: u64,
 }
 
-/// One row of the trust table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrustEntry {
-    /// The peer's key.
+/// One trust change as [`Store::commit_trust`] writes it: the new entry (`None`: removed)
+/// and its audit record, committed together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustCommit {
+    /// Whose entry changes.
     pub key: PublicKey,
-    /// How much it is trusted.
-    pub level: TrustLevel,
-    /// A human name for it.
-    pub name: String,
-    /// Where to dial it (multiaddrs).
-    pub addrs: Vec<String>,
-}
-
-/// One change of the trust table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// When, unix ms.
-    pub at: u64,
-    /// Whose level changed.
-    pub key: PublicKey,
-    /// The level before (`None`: not in the table).
-    pub old: Option<TrustLevel>,
-    /// The level after (`None`: removed).
-    pub new: Option<TrustLevel>,
-    /// Who changed it: `"api"`, `"config"`.
-    pub source: String,
+    /// The entry after the change; `None` removes it.
+    pub entry: Option<TrustEntry>,
+    /// The audit record of the change.
+    pub audit: AuditRecord,
 }
 
 /// A search over stored alerts. Every filter that is set must match.
@@ -673,6 +644,19 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs a blocking read (`f` gets this store) on tokio's blocking pool, so async
+    /// code never waits on redb.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
     /// Per-peer catch-up cursor: the peer's log epoch and the last seq fully received
     /// from it.
     pub fn cursor(&self, peer: &PublicKey) -> Result<Option<(u64, u64)>, StoreError> {
@@ -705,37 +689,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds or replaces the trust entry for `e.key` (one committed write transaction).
-    pub fn put_trust(&self, e: &TrustEntry) -> Result<(), StoreError> {
-        let bytes = codec::encode(e).map_err(|err| StoreError::Encode {
-            what: "trust entry",
-            reason: err.to_string(),
-        })?;
-        self.write(|txn| {
-            txn.open_table(TRUST)?.insert(&e.key.0, bytes.as_slice())?;
-            Ok(())
-        })
-    }
-
-    /// Removes the trust entry for `key`; returns whether there was one.
-    pub fn remove_trust(&self, key: &PublicKey) -> Result<bool, StoreError> {
-        self.write(|txn| Ok(txn.open_table(TRUST)?.remove(&key.0)?.is_some()))
-    }
-
-    /// Appends a record to the trust audit log (one committed write transaction).
-    pub fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
-        let bytes = codec::encode(rec).map_err(|err| StoreError::Encode {
+    /// Commits one trust change: the entry for `c.key` is put (or removed when
+    /// `c.entry` is `None`) and `c.audit` appended to the audit log, in one durable
+    /// write transaction, so no entry ever changes without its audit record. Returns
+    /// whether an entry for the key was there before.
+    pub fn commit_trust(&self, c: &TrustCommit) -> Result<bool, StoreError> {
+        let entry = match &c.entry {
+            Some(e) => Some(codec::encode(e).map_err(|err| StoreError::Encode {
+                what: "trust entry",
+                reason: err.to_string(),
+            })?),
+            None => None,
+        };
+        let audit = codec::encode(&c.audit).map_err(|err| StoreError::Encode {
             what: "audit record",
             reason: err.to_string(),
         })?;
         self.write(|txn| {
-            let mut table = txn.open_table(AUDIT)?;
-            let next = match table.last()? {
+            let existed = {
+                let mut trust = txn.open_table(TRUST)?;
+                match &entry {
+                    Some(bytes) => trust.insert(&c.key.0, bytes.as_slice())?.is_some(),
+                    None => trust.remove(&c.key.0)?.is_some(),
+                }
+            };
+            let mut log = txn.open_table(AUDIT)?;
+            let next = match log.last()? {
                 Some((k, _)) => k.value().saturating_add(1),
                 None => 1,
             };
-            table.insert(next, bytes.as_slice())?;
-            Ok(())
+            log.insert(next, audit.as_slice())?;
+            Ok(existed)
         })
     }
 

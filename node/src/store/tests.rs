@@ -46,7 +46,7 @@ fn bad_signature(a: &SignedAlert) -> SignedAlert {
     let mut env = a.to_envelope();
     *env.last_mut().unwrap() ^= 1;
     let bad = SignedAlert::decode(&env).unwrap();
-    assert!(bad.verify().is_err());
+    assert!(bad.check_signature().is_err());
     bad
 }
 

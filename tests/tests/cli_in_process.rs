@@ -1,5 +1,9 @@
-//! The CLI and client against the real control API (`tocsin_node::api::serve`) over a
-//! real store, on a Unix socket (and TCP) in a temp dir.
+//! The CLI and client (in-process, as library calls) against the real control API
+//! (`tocsin_node::api::serve`) with a real network actor and store, on a Unix socket
+//! (and TCP) in a temp dir. Moved here from `tools` so that `tocsin-tools` does not
+//! depend on the daemon.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,11 +16,22 @@ use tocsin_node::store::Store;
 use tocsin_proto::SigningKey;
 use tokio::sync::oneshot;
 
-use crate::cli::Cli;
-use crate::client::{Client, ClientError, Endpoint, ListQuery, EXIT_INPUT, EXIT_OK};
-use crate::commands::{exit_code, run, Output};
+use tocsin_tools::cli::Cli;
+use tocsin_tools::client::{Client, ClientError, Endpoint, ListQuery, EXIT_INPUT, EXIT_OK};
+use tocsin_tools::commands::{exit_code, run, Output};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// API state over `store` with a network actor that has no listen address and no
+/// peers (it stops when the state, holding the only handle, is dropped).
+fn api_state(store: Store, key: SigningKey, token: Option<String>) -> Arc<ApiState> {
+    let mut cfg = tocsin_node::config::Config::default();
+    cfg.net.listen.clear();
+    cfg.api.token = token;
+    tocsin_node::daemon::start_node(&cfg, &key, store, futures::future::pending())
+        .unwrap()
+        .0
+}
 
 struct Node {
     dir: tempfile::TempDir,
@@ -31,14 +46,7 @@ async fn node_with(tcp: Option<std::net::SocketAddr>, token: Option<&str>) -> No
     let (store, _writer) = Store::open(&dir.path().join("alerts.redb")).unwrap();
     let key = SigningKey::from_bytes(&[9u8; 32]);
     let pk = tocsin_node::keys::public_key(&key);
-    let state = Arc::new(ApiState {
-        key: Arc::new(key),
-        store,
-        net: None,
-        started: Instant::now(),
-        peer_id: tocsin_node::keys::peer_id_string(&pk),
-        token: token.map(str::to_owned),
-    });
+    let state = api_state(store, key, token.map(str::to_owned));
     let socket = dir.path().join("tocsind.sock");
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn({
@@ -103,7 +111,9 @@ impl Node {
     }
 }
 
-async fn next_event(stream: &mut crate::client::EventStream) -> (String, Option<String>, Value) {
+async fn next_event(
+    stream: &mut tocsin_tools::client::EventStream,
+) -> (String, Option<String>, Value) {
     let ev = tokio::time::timeout(TIMEOUT, stream.next())
         .await
         .expect("no event in time")
@@ -383,14 +393,7 @@ async fn socket_is_0600_stale_one_replaced_live_one_kept() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let state = |n: u8, file: &str| {
         let (store, _writer) = Store::open(&dir.path().join(file)).unwrap();
-        Arc::new(ApiState {
-            key: Arc::new(SigningKey::from_bytes(&[n; 32])),
-            store,
-            net: None,
-            started: Instant::now(),
-            peer_id: String::new(),
-            token: None,
-        })
+        api_state(store, SigningKey::from_bytes(&[n; 32]), None)
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn({

@@ -9,33 +9,41 @@
 //! slow or failing peer only ever fills its own queue; frames beyond it are dropped and
 //! counted, never waited for.
 
+mod commands;
+mod gossip;
+mod handle;
+mod metrics;
+mod state;
+pub mod trust;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rand::Rng;
-use serde::Serialize;
-use tocsin_proto::wire::{frame_len, with_len_prefix, GOSSIP_PROTOCOL};
-use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, TrustLevel};
+use tocsin_proto::api::TrustChanged;
+use tocsin_proto::wire::GOSSIP_PROTOCOL;
+use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, SigningKey, VerifiedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
-use crate::engine::{Action, Engine, EngineConfig, Event, KnownAlert, PeerReport, Timer};
-use crate::keys::{key_of_peer, peer_id};
-use crate::store::{AuditRecord, Receipt, Store, TrustEntry};
+pub use handle::{Command, IssueError, Issued, NetHandle, NetStatus, PeerInfo, COMMAND_CHANNEL};
+pub use metrics::Metrics;
+pub use trust::{ChangedBy, TrustChange, TrustError, TrustTable};
 
-/// Capacity of the command channel into the network actor.
-pub const COMMAND_CHANNEL: usize = 1024;
+use crate::config::Config;
+use crate::engine::{Action, Engine, EngineConfig, Event, KnownAlert, Timer};
+use crate::keys::{key_of_peer, peer_id};
+use crate::store::{Receipt, Store, TrustCommit, TrustEntry};
+use state::{StateJob, StateWriter};
+use trust::TrustReply;
+
 /// Frames queued for one peer's writer. A peer that falls this far behind loses frames
 /// (counted) rather than slowing the node; catch-up repairs what it missed.
 pub const PEER_WRITE_QUEUE: usize = 4096;
@@ -44,138 +52,6 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 pub const INBOUND_QUEUE: usize = 4096;
 /// How long an idle connection is kept open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Commands to the network actor.
-#[derive(Debug)]
-pub enum Command {
-    /// A locally issued alert: gossip it. `seq` is 0 while its commit is in flight.
-    Publish { alert: Box<SignedAlert>, seq: u64 },
-    /// The local commit of a published alert failed: forget it (catch-up and peers will
-    /// not be offered what this node does not hold).
-    Unpublish(AlertId),
-    /// Add or change a trust entry (persisted, audited, applied at once).
-    TrustSet {
-        entry: TrustEntry,
-        reply: oneshot::Sender<Result<Option<TrustLevel>, String>>,
-    },
-    /// Remove a trust entry.
-    TrustRemove {
-        key: PublicKey,
-        reply: oneshot::Sender<Result<Option<TrustLevel>, String>>,
-    },
-    /// Connected and known peers with their counters.
-    Peers {
-        reply: oneshot::Sender<Vec<PeerInfo>>,
-    },
-    /// Listen addresses and connection counts.
-    Status { reply: oneshot::Sender<NetStatus> },
-    /// Test control: drop and refuse these peers until healed.
-    Partition {
-        peers: Vec<PublicKey>,
-        reply: oneshot::Sender<()>,
-    },
-    /// Test control: undo every partition.
-    Heal { reply: oneshot::Sender<()> },
-}
-
-/// A peer row for `tocsin peers`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerInfo {
-    pub key: PublicKey,
-    pub peer_id: String,
-    pub name: String,
-    pub level: Option<TrustLevel>,
-    pub addrs: Vec<String>,
-    /// Unix ms of the last frame or connection event.
-    pub last_seen: Option<u64>,
-    #[serde(flatten)]
-    pub report: PeerReport,
-}
-
-/// Network status for `tocsin status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct NetStatus {
-    pub listen: Vec<String>,
-    pub connected: usize,
-    pub known_alerts: usize,
-    /// Incoming connections refused since start (unknown, blocked, banned, partitioned).
-    pub connections_refused: u64,
-}
-
-/// A cloneable handle to the network actor.
-#[derive(Clone, Debug)]
-pub struct NetHandle {
-    tx: mpsc::Sender<Command>,
-}
-
-impl NetHandle {
-    /// A handle and the receiving end for the actor.
-    pub fn channel() -> (NetHandle, mpsc::Receiver<Command>) {
-        let (tx, rx) = mpsc::channel(COMMAND_CHANNEL);
-        (NetHandle { tx }, rx)
-    }
-
-    /// Hands a local alert to the network for gossip, with its sequence number if it is
-    /// committed or 0 while the commit is in flight (the API publishes in parallel with
-    /// the commit, so the fsync is not on the gossip path). If the actor is gone
-    /// (shutting down), a committed alert stays stored and peers get it by catch-up.
-    pub async fn publish(&self, alert: SignedAlert, seq: u64) {
-        let _ = self
-            .tx
-            .send(Command::Publish {
-                alert: Box::new(alert),
-                seq,
-            })
-            .await;
-    }
-
-    /// Withdraws a published alert whose local commit failed.
-    pub async fn unpublish(&self, id: AlertId) {
-        let _ = self.tx.send(Command::Unpublish(id)).await;
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Adds or changes a trust entry; returns the previous level.
-    pub async fn trust_set(&self, entry: TrustEntry) -> Result<Option<TrustLevel>, String> {
-        self.ask(|reply| Command::TrustSet { entry, reply })
-            .await
-            .unwrap_or_else(|| Err("the network actor is shutting down".into()))
-    }
-
-    /// Removes a trust entry; returns the previous level.
-    pub async fn trust_remove(&self, key: PublicKey) -> Result<Option<TrustLevel>, String> {
-        self.ask(|reply| Command::TrustRemove { key, reply })
-            .await
-            .unwrap_or_else(|| Err("the network actor is shutting down".into()))
-    }
-
-    /// Peers and their counters.
-    pub async fn peers(&self) -> Vec<PeerInfo> {
-        self.ask(|reply| Command::Peers { reply })
-            .await
-            .unwrap_or_default()
-    }
-
-    /// Network status.
-    pub async fn status(&self) -> Option<NetStatus> {
-        self.ask(|reply| Command::Status { reply }).await
-    }
-
-    /// Test control: drop and refuse these peers.
-    pub async fn partition(&self, peers: Vec<PublicKey>) {
-        let _ = self.ask(|reply| Command::Partition { peers, reply }).await;
-    }
-
-    /// Test control: undo partitions.
-    pub async fn heal(&self) {
-        let _ = self.ask(|reply| Command::Heal { reply }).await;
-    }
-}
 
 /// The libp2p behaviours of a node.
 #[derive(NetworkBehaviour)]
@@ -189,64 +65,33 @@ pub struct Behaviour {
     ping: ping::Behaviour,
 }
 
-/// Node metrics, registered in the shared Prometheus registry.
-#[derive(Clone, Default)]
-pub struct Metrics {
-    /// Alerts accepted from peers.
-    pub alerts_received: Counter,
-    /// Alerts sent in full to peers.
-    pub frames_sent: Family<Vec<(String, String)>, Counter>,
-    /// Rejections, by reason.
-    pub rejections: Family<Vec<(String, String)>, Counter>,
-    /// Incoming connections refused (unknown, blocked, banned).
-    pub connections_refused: Counter,
-    /// Frames dropped because a peer's write queue was full.
-    pub write_queue_drops: Counter,
-    /// Connected peers.
-    pub peers_connected: Gauge,
-}
-
-impl Metrics {
-    /// Registers the metrics in `registry`.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "tocsin_alerts_received",
-            "Alerts accepted from peers",
-            self.alerts_received.clone(),
-        );
-        registry.register(
-            "tocsin_frames_sent",
-            "Gossip frames sent, by kind",
-            self.frames_sent.clone(),
-        );
-        registry.register(
-            "tocsin_rejections",
-            "Frames and alerts refused, by reason",
-            self.rejections.clone(),
-        );
-        registry.register(
-            "tocsin_connections_refused",
-            "Incoming connections refused (unknown, blocked, banned or partitioned key)",
-            self.connections_refused.clone(),
-        );
-        registry.register(
-            "tocsin_write_queue_drops",
-            "Frames dropped because a peer's write queue was full",
-            self.write_queue_drops.clone(),
-        );
-        registry.register(
-            "tocsin_peers_connected",
-            "Connected peers",
-            self.peers_connected.clone(),
-        );
-    }
-}
-
+/// What the actor's helpers (stream readers and writers, store tasks, the state
+/// writer) send back into its loop.
 enum Inbound {
-    Frame { peer: PeerId, bytes: Vec<u8> },
-    Oversized { peer: PeerId },
+    Frame {
+        peer: PeerId,
+        bytes: Vec<u8>,
+    },
+    Oversized {
+        peer: PeerId,
+    },
     StoreFailed(AlertId),
-    WriterFailed { peer: PeerId },
+    WriterFailed {
+        peer: PeerId,
+    },
+    /// A locally issued alert, signed and verified off the loop.
+    Signed {
+        alert: Result<Box<VerifiedAlert>, tocsin_proto::Error>,
+        reply: oneshot::Sender<Result<Issued, IssueError>>,
+    },
+    /// A trust change the state writer committed (or failed to).
+    TrustCommitted {
+        commit: Box<TrustCommit>,
+        result: Result<(), String>,
+        reply: TrustReply,
+    },
+    /// A page of the log, re-read after missed store notifications.
+    LogPage(Vec<(u64, AlertId)>),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -306,7 +151,9 @@ pub struct NetActor {
     engine_timers: HashMap<u64, Timer>,
     next_timer: u64,
     redial: HashMap<PeerId, Redial>,
-    trust: HashMap<PublicKey, TrustEntry>,
+    trust: TrustTable,
+    state: StateWriter,
+    key: Arc<SigningKey>,
     partitioned: HashSet<PublicKey>,
     last_seen: HashMap<PublicKey, u64>,
     cfg: Config,
@@ -370,11 +217,7 @@ impl NetActor {
             );
         }
         // Trust: the database wins; config entries seed keys it does not have yet.
-        let mut trust: HashMap<PublicKey, TrustEntry> = store
-            .trust_entries()?
-            .into_iter()
-            .map(|e| (e.key, e))
-            .collect();
+        let mut trust = TrustTable::new(store.trust_entries()?);
         // Keys changed through the API (including removals) are never re-seeded.
         let api_touched: HashSet<PublicKey> = store
             .audit_log(usize::MAX)?
@@ -382,34 +225,35 @@ impl NetActor {
             .filter(|r| r.source == "api")
             .map(|r| r.key)
             .collect();
+        let seeded_by = ChangedBy {
+            source: "config",
+            who: "config".into(),
+            reason: Some("peers in the config file".into()),
+        };
         for p in &cfg.peers {
             let key = p.public_key()?;
-            if trust.contains_key(&key) || api_touched.contains(&key) {
+            if trust.get(&key).is_some() || api_touched.contains(&key) {
                 continue;
             }
-            let entry = TrustEntry {
+            let change = TrustChange::Put(TrustEntry {
                 key,
                 level: p.level,
                 name: p.name.clone(),
                 addrs: p.addrs.clone(),
-            };
-            store.put_trust(&entry)?;
-            store.append_audit(&AuditRecord {
-                at: crate::now_ms(),
-                key,
-                old: None,
-                new: Some(p.level),
-                source: "config".into(),
-            })?;
-            trust.insert(key, entry);
+            });
+            let commit = trust.plan(&change, &seeded_by, crate::now_ms())?;
+            store.commit_trust(&commit)?;
+            trust.apply(&commit);
         }
-        for e in trust.values() {
+        for e in trust.list() {
             engine.load_trust(e.key, e.level);
             if let Some(cursor) = store.cursor(&e.key)? {
                 engine.load_cursor(e.key, cursor.0, cursor.1);
             }
         }
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let state = StateWriter::start(store.clone(), inbound_tx.clone())
+            .map_err(|e| anyhow::anyhow!("cannot start the state writer thread: {e}"))?;
         Ok(NetActor {
             swarm,
             engine,
@@ -424,6 +268,8 @@ impl NetActor {
             next_timer: 0,
             redial: HashMap::new(),
             trust,
+            state,
+            key: Arc::new(key.clone()),
             partitioned: HashSet::new(),
             last_seen: HashMap::new(),
             cfg,
@@ -451,12 +297,11 @@ impl NetActor {
         let inbound = self.inbound_tx.clone();
         let acceptor = tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
-                spawn_reader(inbound.clone(), peer, stream);
+                gossip::spawn_reader(inbound.clone(), peer, stream);
             }
         });
         let mut committed = self.store.subscribe();
-        let keys: Vec<PublicKey> = self.trust.keys().copied().collect();
-        for key in keys {
+        for key in self.trust.keys() {
             self.apply_trust(key);
         }
         tokio::pin!(shutdown);
@@ -474,7 +319,7 @@ impl NetActor {
             tokio::select! {
                 _ = &mut shutdown => break,
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd).await,
+                    Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm(event),
@@ -488,25 +333,25 @@ impl NetActor {
             }
         }
         acceptor.abort();
+        // Nothing reads the inbound queue any more: close it so the state writer never
+        // waits on it, then let it finish the queued writes.
+        let NetActor {
+            state,
+            mut trust,
+            inbound_rx,
+            ..
+        } = self;
+        drop(inbound_rx);
+        trust.drain();
+        state.finish().await;
         info!("network actor stopped");
     }
 
-    /// After missing store notifications, re-reads the log tail so the engine's log has
-    /// no gaps.
+    /// After missing store notifications, has the state writer re-read the log so the
+    /// engine's log has no gaps (pages come back as [`Inbound::LogPage`]).
     fn resync_log(&mut self) {
-        let mut after = 0;
-        loop {
-            match self.store.log_after(after, 4096) {
-                Ok(page) if page.is_empty() => break,
-                Ok(page) => {
-                    after = page.last().map_or(after, |(s, _)| *s);
-                    self.feed(Event::Committed(page));
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot read the log after a lag");
-                    break;
-                }
-            }
+        if self.state.send(StateJob::ResyncLog).is_err() {
+            warn!("the state writer is gone; cannot resync the log");
         }
     }
 
@@ -598,8 +443,12 @@ impl NetActor {
                 }
             }
             Action::SaveCursor { peer, epoch, seq } => {
-                if let Err(e) = self.store.set_cursor(&peer, epoch, seq) {
-                    warn!(error = %e, peer = %peer.fmt_short(), "cannot save catch-up cursor");
+                if self
+                    .state
+                    .send(StateJob::Cursor { peer, epoch, seq })
+                    .is_err()
+                {
+                    warn!(peer = %peer.fmt_short(), "the state writer is gone; cursor not saved");
                 }
             }
         }
@@ -772,63 +621,16 @@ impl NetActor {
             return;
         }
         self.metrics.peers_connected.inc();
+        self.metrics.peer_connects.inc();
         self.spawn_writer(pid);
         self.feed(Event::PeerConnected(key));
     }
 
     fn spawn_writer(&mut self, pid: PeerId) {
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_WRITE_QUEUE);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(PEER_WRITE_QUEUE);
         self.writers.insert(pid, tx);
-        let mut control = self.swarm.behaviour().stream.new_control();
-        let failed = self.inbound_tx.clone();
-        tokio::spawn(async move {
-            let result: Result<(), String> = async {
-                let stream = control
-                    .open_stream(pid, StreamProtocol::new(GOSSIP_PROTOCOL))
-                    .await
-                    .map_err(|e| format!("cannot open gossip stream: {e}"))?;
-                // The peer never writes on this stream, so anything on its read side
-                // means the peer dropped it: a reset (libp2p-stream drops an inbound
-                // stream that arrives while another is being handed over) or a close.
-                // Noticing it at once, rather than at the next write, gets the link
-                // rebuilt (and the missed Hello re-sent) without waiting for traffic.
-                let (mut reader, mut writer) = stream.split();
-                let mut probe = [0u8; 1];
-                loop {
-                    let frame = tokio::select! {
-                        frame = rx.recv() => frame,
-                        read = reader.read(&mut probe) => {
-                            return Err(match read {
-                                Ok(0) => "gossip stream closed by the peer".to_string(),
-                                Ok(_) => "unexpected data on the gossip stream".to_string(),
-                                Err(e) => format!("gossip stream reset by the peer: {e}"),
-                            });
-                        }
-                    };
-                    let Some(frame) = frame else { break };
-                    let bytes = with_len_prefix(&frame);
-                    writer
-                        .write_all(&bytes)
-                        .await
-                        .map_err(|e| format!("gossip stream write failed: {e}"))?;
-                    // Flush when the queue is drained, so bursts go out in few packets.
-                    if rx.is_empty() {
-                        writer
-                            .flush()
-                            .await
-                            .map_err(|e| format!("gossip stream flush failed: {e}"))?;
-                    }
-                }
-                let _ = writer.close().await;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = result {
-                debug!(peer = %pid, error = %e, "gossip writer ended");
-                // A connection without a working stream is useless: rebuild it.
-                let _ = failed.send(Inbound::WriterFailed { peer: pid }).await;
-            }
-        });
+        let control = self.swarm.behaviour().stream.new_control();
+        gossip::spawn_writer(control, pid, rx, self.inbound_tx.clone());
     }
 
     fn on_inbound(&mut self, msg: Inbound) {
@@ -847,6 +649,7 @@ impl NetActor {
             Inbound::StoreFailed(id) => self.feed(Event::StoreFailed(vec![id])),
             Inbound::WriterFailed { peer } => {
                 if self.writers.get(&peer).is_some_and(|w| w.is_closed()) {
+                    self.metrics.stream_failures.inc();
                     info!(peer = %peer, "gossip stream failed; reconnecting");
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
@@ -866,98 +669,14 @@ impl NetActor {
                     bytes: vec![0xff],
                 });
             }
+            Inbound::Signed { alert, reply } => self.on_signed(alert, reply),
+            Inbound::TrustCommitted {
+                commit,
+                result,
+                reply,
+            } => self.on_trust_committed(*commit, result, reply),
+            Inbound::LogPage(page) => self.feed(Event::Committed(page)),
         }
-    }
-
-    async fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Publish { alert, seq } => self.feed(Event::Local { alert: *alert, seq }),
-            Command::Unpublish(id) => self.feed(Event::StoreFailed(vec![id])),
-            Command::TrustSet { entry, reply } => {
-                let _ = reply.send(self.set_trust(Some(entry.clone()), entry.key));
-            }
-            Command::TrustRemove { key, reply } => {
-                let _ = reply.send(self.set_trust(None, key));
-            }
-            Command::Peers { reply } => {
-                let rows = self
-                    .engine
-                    .peer_reports()
-                    .into_iter()
-                    .map(|report| {
-                        let entry = self.trust.get(&report.key);
-                        PeerInfo {
-                            key: report.key,
-                            peer_id: crate::keys::peer_id_string(&report.key),
-                            name: entry.map(|e| e.name.clone()).unwrap_or_default(),
-                            level: entry.map(|e| e.level),
-                            addrs: entry.map(|e| e.addrs.clone()).unwrap_or_default(),
-                            last_seen: self.last_seen.get(&report.key).copied(),
-                            report,
-                        }
-                    })
-                    .collect();
-                let _ = reply.send(rows);
-            }
-            Command::Status { reply } => {
-                let _ = reply.send(NetStatus {
-                    listen: self.swarm.listeners().map(ToString::to_string).collect(),
-                    connected: self.swarm.connected_peers().count(),
-                    known_alerts: self.engine.known_count(),
-                    connections_refused: self.metrics.connections_refused.get(),
-                });
-            }
-            Command::Partition { peers, reply } => {
-                for key in peers {
-                    self.partitioned.insert(key);
-                    self.apply_trust(key);
-                }
-                let _ = reply.send(());
-            }
-            Command::Heal { reply } => {
-                let keys: Vec<PublicKey> = self.partitioned.drain().collect();
-                for key in keys {
-                    self.apply_trust(key);
-                }
-                let _ = reply.send(());
-            }
-        }
-    }
-
-    fn set_trust(
-        &mut self,
-        entry: Option<TrustEntry>,
-        key: PublicKey,
-    ) -> Result<Option<TrustLevel>, String> {
-        let old = self.trust.get(&key).map(|e| e.level);
-        let new = entry.as_ref().map(|e| e.level);
-        match &entry {
-            Some(e) => self.store.put_trust(e).map_err(|e| e.to_string())?,
-            None => {
-                self.store.remove_trust(&key).map_err(|e| e.to_string())?;
-            }
-        }
-        self.store
-            .append_audit(&AuditRecord {
-                at: crate::now_ms(),
-                key,
-                old,
-                new,
-                source: "api".into(),
-            })
-            .map_err(|e| e.to_string())?;
-        info!(peer = %key.fmt_short(), old = ?old.map(|l| l.as_str()), new = ?new.map(|l| l.as_str()), "trust changed");
-        match entry {
-            Some(e) => {
-                self.trust.insert(key, e);
-            }
-            None => {
-                self.trust.remove(&key);
-            }
-        }
-        self.feed(Event::Trust { key, level: new });
-        self.apply_trust(key);
-        Ok(old)
     }
 }
 
@@ -967,32 +686,4 @@ pub fn short_ids(ids: &[AlertId]) -> String {
         .map(AlertId::fmt_short)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Reads length-prefixed frames from one inbound gossip stream into the actor's queue,
-/// refusing an oversized length prefix before reading the frame.
-fn spawn_reader(tx: mpsc::Sender<Inbound>, pid: PeerId, mut stream: libp2p::Stream) {
-    tokio::spawn(async move {
-        loop {
-            let mut prefix = [0u8; 4];
-            if stream.read_exact(&mut prefix).await.is_err() {
-                return;
-            }
-            let len = match frame_len(prefix) {
-                Ok(len) => len,
-                Err(_) => {
-                    // Oversized: refuse before reading it, and drop the stream.
-                    let _ = tx.send(Inbound::Oversized { peer: pid }).await;
-                    return;
-                }
-            };
-            let mut bytes = vec![0u8; len];
-            if stream.read_exact(&mut bytes).await.is_err() {
-                return;
-            }
-            if tx.send(Inbound::Frame { peer: pid, bytes }).await.is_err() {
-                return;
-            }
-        }
-    });
 }

@@ -1,0 +1,274 @@
+//! Federation endpoints: trust management, peers, network status, metrics, and the
+//! test-only partition control.
+//!
+//! The trust table belongs to the network actor: these handlers parse and check the
+//! request, then ask the actor, which commits each change with its audit record and
+//! applies it before answering. Nothing here reads or writes trust in the store.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use tocsin_proto::api::{
+    AuditLog, PartitionRequest, TrustAddRequest, TrustChanged, TrustEntry, TrustList,
+    TrustPatchRequest, TrustRemoveRequest,
+};
+use tocsin_proto::{PublicKey, TrustLevel};
+
+use super::caller::Caller;
+use super::error::ApiError;
+use super::ApiState;
+use crate::net::{ChangedBy, TrustChange, TrustError};
+
+/// Audit records returned by `GET /v1/trust-audit` (the most recent ones).
+pub const AUDIT_PAGE: usize = 1000;
+
+/// Longest `reason` accepted with a trust change, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+type Reply<T> = Result<Json<T>, ApiError>;
+
+/// Parses a JSON body into `T`, naming the field at fault when it can.
+pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = (path != ".").then_some(path);
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            field.as_deref(),
+            format!("bad request body: {inner}"),
+        )
+    })
+}
+
+fn parse_key(s: &str) -> Result<PublicKey, ApiError> {
+    PublicKey::from_hex(s).map_err(|e| ApiError::bad("key", e.to_string()))
+}
+
+fn parse_level(s: &str) -> Result<TrustLevel, ApiError> {
+    s.parse::<TrustLevel>()
+        .map_err(|e| ApiError::bad("level", e.to_string()))
+}
+
+fn check_addrs(addrs: &[String]) -> Result<(), ApiError> {
+    for a in addrs {
+        if a.parse::<libp2p::Multiaddr>().is_err() {
+            return Err(ApiError::bad(
+                "addrs",
+                format!("{a:?} is not a multiaddr (e.g. /ip4/192.0.2.7/tcp/7400)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn changed_by(caller: Caller, reason: Option<String>) -> Result<ChangedBy, ApiError> {
+    if let Some(r) = &reason {
+        if r.len() > MAX_REASON_BYTES {
+            return Err(ApiError::bad(
+                "reason",
+                format!(
+                    "reason is {} bytes, exceeds the limit of {MAX_REASON_BYTES}",
+                    r.len()
+                ),
+            ));
+        }
+    }
+    Ok(ChangedBy {
+        source: "api",
+        who: caller.0,
+        reason: reason.filter(|r| !r.trim().is_empty()),
+    })
+}
+
+async fn change(
+    st: &ApiState,
+    change: TrustChange,
+    by: ChangedBy,
+) -> Result<TrustChanged, ApiError> {
+    st.net.trust(change, by).await.map_err(|e| match e {
+        TrustError::NotFound(key) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            Some("key"),
+            format!("no trust entry for {key}; add it with `tocsin trust add`"),
+        ),
+        TrustError::Store(e) => ApiError::internal(format!("trust change not stored: {e}")),
+        TrustError::ShuttingDown => ApiError::unavailable("the node is shutting down"),
+    })
+}
+
+async fn table(st: &ApiState) -> Result<Vec<TrustEntry>, ApiError> {
+    st.net
+        .trust_list()
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))
+}
+
+/// `GET /v1/trust`
+pub(super) async fn trust_list(State(st): State<Arc<ApiState>>) -> Reply<TrustList> {
+    Ok(Json(TrustList {
+        entries: table(&st).await?,
+    }))
+}
+
+/// `GET /v1/trust/{key}`
+pub(super) async fn trust_get(
+    State(st): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+) -> Reply<TrustEntry> {
+    let key = parse_key(&key)?;
+    table(&st)
+        .await?
+        .into_iter()
+        .find(|e| e.key == key)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                Some("key"),
+                format!("no trust entry for {key}"),
+            )
+        })
+}
+
+/// `POST /v1/trust`: adds an entry (or replaces the one for that key).
+pub(super) async fn trust_add(
+    State(st): State<Arc<ApiState>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<TrustChanged>), ApiError> {
+    let req: TrustAddRequest = parse_body(&body)?;
+    let key = parse_key(&req.key)?;
+    let level = parse_level(&req.level)?;
+    check_addrs(&req.addrs)?;
+    let by = changed_by(caller, req.reason)?;
+    let entry = TrustEntry {
+        key,
+        level,
+        name: req.name,
+        addrs: req.addrs,
+    };
+    let done = change(&st, TrustChange::Put(entry), by).await?;
+    Ok((StatusCode::CREATED, Json(done)))
+}
+
+/// `PUT /v1/trust/{key}`: changes the given fields of an existing entry.
+pub(super) async fn trust_set(
+    State(st): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    caller: Caller,
+    body: Bytes,
+) -> Reply<TrustChanged> {
+    let key = parse_key(&key)?;
+    let req: TrustPatchRequest = parse_body(&body)?;
+    let level = req.level.as_deref().map(parse_level).transpose()?;
+    if let Some(a) = &req.addrs {
+        check_addrs(a)?;
+    }
+    let by = changed_by(caller, req.reason)?;
+    let patch = TrustChange::Patch {
+        key,
+        level,
+        name: req.name,
+        addrs: req.addrs,
+    };
+    Ok(Json(change(&st, patch, by).await?))
+}
+
+/// `DELETE /v1/trust/{key}` (an optional body gives the reason).
+pub(super) async fn trust_remove(
+    State(st): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    caller: Caller,
+    body: Bytes,
+) -> Reply<TrustChanged> {
+    let key = parse_key(&key)?;
+    let req: TrustRemoveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TrustRemoveRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let by = changed_by(caller, req.reason)?;
+    Ok(Json(change(&st, TrustChange::Remove { key }, by).await?))
+}
+
+/// `GET /v1/trust-audit`: the most recent audit records, oldest first.
+pub(super) async fn audit(State(st): State<Arc<ApiState>>) -> Reply<AuditLog> {
+    let records = st.store.read(|s| s.audit_log(AUDIT_PAGE)).await?;
+    Ok(Json(AuditLog { records }))
+}
+
+/// `GET /v1/peers`
+pub(super) async fn peers(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let peers = st
+        .net
+        .peers()
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?;
+    Ok(Json(serde_json::json!({ "peers": peers })).into_response())
+}
+
+/// `GET /v1/net`
+pub(super) async fn net_status(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let status = st
+        .net
+        .status()
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?;
+    Ok(Json(status).into_response())
+}
+
+/// `GET /metrics`: OpenMetrics text.
+pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let mut out = String::new();
+    {
+        let reg = st
+            .registry
+            .lock()
+            .map_err(|_| ApiError::internal("metrics registry poisoned"))?;
+        prometheus_client::encoding::text::encode(&mut out, &reg)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// `POST /v1/test/partition` (only with `test_control`).
+pub(super) async fn partition(
+    State(st): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PartitionRequest = parse_body(&body)?;
+    let keys = req
+        .peers
+        .iter()
+        .map(|p| parse_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = keys.len();
+    st.net
+        .partition(keys)
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?;
+    Ok(Json(serde_json::json!({ "partitioned": n })).into_response())
+}
+
+/// `POST /v1/test/heal` (only with `test_control`).
+pub(super) async fn heal(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    st.net
+        .heal()
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?;
+    Ok(Json(serde_json::json!({ "healed": true })).into_response())
+}

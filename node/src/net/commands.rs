@@ -1,0 +1,177 @@
+//! The actor's answers to [`Command`]s: issuing local alerts, trust changes, and the
+//! read-only views (`peers`, `status`).
+//!
+//! Issuing: the body is signed and verified off the loop ([`Inbound::Signed`]), handed
+//! to the engine as [`Event::Local`], and stored; the reply waits for the durable
+//! commit. A failed commit is [`Event::StoreFailed`], so the engine forgets the alert.
+//!
+//! Trust: changes are queued in the [`TrustTable`] and run one at a time: planned
+//! against the table, committed with their audit record by the state writer, and
+//! applied (table, engine, allow-list) when [`Inbound::TrustCommitted`] comes back.
+
+use tracing::{info, warn};
+
+use super::*;
+
+impl NetActor {
+    pub(super) fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Issue { body, reply } => {
+                let key = self.key.clone();
+                let inbound = self.inbound_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let alert = SignedAlert::sign(*body, &key)
+                        .and_then(SignedAlert::verify)
+                        .map(Box::new);
+                    let _ = inbound.blocking_send(Inbound::Signed { alert, reply });
+                });
+            }
+            Command::Trust { change, by, reply } => {
+                self.trust.enqueue(change, by, reply);
+                self.next_trust_change();
+            }
+            Command::TrustList { reply } => {
+                let _ = reply.send(self.trust.list());
+            }
+            Command::Peers { reply } => {
+                let rows = self
+                    .engine
+                    .peer_reports()
+                    .into_iter()
+                    .map(|report| {
+                        let entry = self.trust.get(&report.key);
+                        PeerInfo {
+                            key: report.key,
+                            peer_id: crate::keys::peer_id_string(&report.key),
+                            name: entry.map(|e| e.name.clone()).unwrap_or_default(),
+                            level: entry.map(|e| e.level),
+                            addrs: entry.map(|e| e.addrs.clone()).unwrap_or_default(),
+                            last_seen: self.last_seen.get(&report.key).copied(),
+                            report,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(rows);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(NetStatus {
+                    listen: self.swarm.listeners().map(ToString::to_string).collect(),
+                    connected: self.swarm.connected_peers().count(),
+                    known_alerts: self.engine.known_count(),
+                    connections_refused: self.metrics.connections_refused.get(),
+                    stream_failures: self.metrics.stream_failures.get(),
+                    peer_connects: self.metrics.peer_connects.get(),
+                });
+            }
+            Command::Partition { peers, reply } => {
+                for key in peers {
+                    self.partitioned.insert(key);
+                    self.apply_trust(key);
+                }
+                let _ = reply.send(());
+            }
+            Command::Heal { reply } => {
+                let keys: Vec<PublicKey> = self.partitioned.drain().collect();
+                for key in keys {
+                    self.apply_trust(key);
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// A local alert came back signed: gossip it and store it; reply after the commit.
+    pub(super) fn on_signed(
+        &mut self,
+        alert: Result<Box<VerifiedAlert>, tocsin_proto::Error>,
+        reply: oneshot::Sender<Result<Issued, IssueError>>,
+    ) {
+        let alert = match alert {
+            Ok(a) => *a,
+            Err(e) => {
+                let _ = reply.send(Err(IssueError::Invalid(e)));
+                return;
+            }
+        };
+        let id = alert.id();
+        let signed = alert.signed().clone();
+        // Gossip starts while the commit is in flight, so the fsync is not on the path
+        // to peers; the reply still waits for the commit ("issued" means durable).
+        self.feed(Event::Local { alert });
+        let store = self.store.clone();
+        let inbound = self.inbound_tx.clone();
+        let receipt = Receipt {
+            received_at: crate::now_ms(),
+            from: None,
+            hops: 0,
+        };
+        tokio::spawn(async move {
+            let kind = signed.body().kind;
+            match store.insert(signed, receipt).await {
+                Ok(insert) => {
+                    if let crate::store::Insert::Inserted { seq } = insert {
+                        info!(id = %id.fmt_short(), seq, ?kind, "alert issued");
+                    }
+                    let _ = reply.send(Ok(Issued { id, insert }));
+                }
+                Err(e) => {
+                    warn!(error = %e, alert = %id.fmt_short(), "commit of a local alert failed; not gossiped further");
+                    let _ = inbound.send(Inbound::StoreFailed(id)).await;
+                    let _ = reply.send(Err(IssueError::Store(e)));
+                }
+            }
+        });
+    }
+
+    /// Starts the next queued trust change, unless one is in flight.
+    fn next_trust_change(&mut self) {
+        while let Some((change, by, reply)) = self.trust.next_change() {
+            let commit = match self.trust.plan(&change, &by, crate::now_ms()) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.trust.finished();
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            };
+            let job = StateJob::Trust {
+                commit: Box::new(commit),
+                reply,
+            };
+            if let Err(job) = self.state.send(job) {
+                self.trust.finished();
+                if let StateJob::Trust { reply, .. } = job {
+                    let _ = reply.send(Err(TrustError::Store(
+                        "the state writer has stopped".into(),
+                    )));
+                }
+            }
+            return;
+        }
+    }
+
+    /// A trust change was committed (or not): apply it everywhere, answer, go on.
+    pub(super) fn on_trust_committed(
+        &mut self,
+        commit: TrustCommit,
+        result: Result<(), String>,
+        reply: TrustReply,
+    ) {
+        self.trust.finished();
+        match result {
+            Ok(()) => {
+                self.trust.apply(&commit);
+                let (key, old, new) = (commit.key, commit.audit.old, commit.audit.new);
+                info!(peer = %key.fmt_short(), old = ?old.map(|l| l.as_str()), new = ?new.map(|l| l.as_str()), who = %commit.audit.who, "trust changed");
+                self.feed(Event::Trust { key, level: new });
+                self.apply_trust(key);
+                let _ = reply.send(Ok(TrustChanged { key, old, new }));
+            }
+            Err(e) => {
+                warn!(error = %e, peer = %commit.key.fmt_short(), "trust change not stored; table unchanged");
+                let _ = reply.send(Err(TrustError::Store(e)));
+            }
+        }
+        self.next_trust_change();
+    }
+}

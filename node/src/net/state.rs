@@ -1,0 +1,117 @@
+//! The state writer: the network actor's store work, off the actor's event loop.
+//!
+//! redb calls block (a durable commit waits for fsync), so the actor never makes them
+//! itself. It sends jobs to one thread that runs them in the order they were sent, and
+//! answers come back into the actor's inbound queue as [`Inbound`] messages. One thread
+//! keeps per-peer cursor saves in order and trust commits in the order the actor
+//! planned them.
+
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use tocsin_proto::PublicKey;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::trust::TrustReply;
+use super::Inbound;
+use crate::store::{Store, TrustCommit};
+
+/// Log entries read per store call when the actor resyncs its log.
+pub const RESYNC_PAGE: usize = 4096;
+
+/// Work for the state writer.
+pub enum StateJob {
+    /// Commit a trust change with its audit record; the result goes back to the actor.
+    Trust {
+        commit: Box<TrustCommit>,
+        reply: TrustReply,
+    },
+    /// Save a peer's catch-up cursor.
+    Cursor {
+        peer: PublicKey,
+        epoch: u64,
+        seq: u64,
+    },
+    /// Re-read the whole log and send it back in pages (after missed notifications).
+    ResyncLog,
+}
+
+/// The handle the actor keeps; dropping it stops the thread after the queued jobs.
+pub struct StateWriter {
+    tx: Option<std_mpsc::Sender<StateJob>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StateWriter {
+    /// Starts the thread.
+    pub fn start(store: Store, inbound: mpsc::Sender<Inbound>) -> std::io::Result<StateWriter> {
+        let (tx, rx) = std_mpsc::channel::<StateJob>();
+        let thread = std::thread::Builder::new()
+            .name("tocsin-state".into())
+            .spawn(move || {
+                for job in rx {
+                    run(&store, &inbound, job);
+                }
+            })?;
+        Ok(StateWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a job. Returns it back if the thread is gone.
+    pub fn send(&self, job: StateJob) -> Result<(), StateJob> {
+        match &self.tx {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// Stops accepting jobs and waits (off the async threads) until the queued ones ran.
+    pub async fn finish(mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
+    match job {
+        StateJob::Trust { commit, reply } => {
+            let result = store
+                .commit_trust(&commit)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let _ = inbound.blocking_send(Inbound::TrustCommitted {
+                commit,
+                result,
+                reply,
+            });
+        }
+        StateJob::Cursor { peer, epoch, seq } => {
+            if let Err(e) = store.set_cursor(&peer, epoch, seq) {
+                warn!(error = %e, peer = %peer.fmt_short(), "cannot save catch-up cursor");
+            }
+        }
+        StateJob::ResyncLog => {
+            let mut after = 0;
+            loop {
+                match store.log_after(after, RESYNC_PAGE) {
+                    Ok(page) if page.is_empty() => break,
+                    Ok(page) => {
+                        after = page.last().map_or(after, |(s, _)| *s);
+                        if inbound.blocking_send(Inbound::LogPage(page)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the log after a lag");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

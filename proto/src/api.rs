@@ -1,0 +1,439 @@
+//! The control API's shared vocabulary: request and response bodies, the error body,
+//! and the CLI's exit codes.
+//!
+//! `tocsind` serialises these and `tocsin` deserialises them, so both sides agree on
+//! every field without the CLI linking the daemon. JSON is done by each side (with
+//! `serde_json`); this module only defines the shapes. Keys and ids serialise as 64 hex
+//! characters in JSON (see [`crate::ids`]). `docs/api.md` documents every endpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::AlertBody;
+use crate::ids::{AlertId, PublicKey};
+use crate::limits::Limit;
+use crate::policy::TrustLevel;
+use crate::Error;
+
+/// CLI exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// CLI exit code: bad input, or the daemon refused the request (4xx).
+pub const EXIT_INPUT: u8 = 1;
+/// CLI exit code: the daemon cannot be reached.
+pub const EXIT_UNREACHABLE: u8 = 2;
+/// CLI exit code: the daemon failed (5xx) or answered something unreadable.
+pub const EXIT_DAEMON: u8 = 3;
+
+/// The JSON body of every error response: `{"error": "<message>", "field": "<field or
+/// null>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What was wrong, for a human; limits are named with their value.
+    pub error: String,
+    /// The request field or query parameter at fault, when there is one.
+    pub field: Option<String>,
+}
+
+/// A problem with one field of a request, as both the daemon and the CLI word it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The API field at fault, when there is one (`title`, `indicators`, …).
+    pub field: Option<&'static str>,
+    /// The message, naming limits with their value.
+    pub message: String,
+}
+
+/// The API field a [`Limit`] belongs to, if it belongs to one.
+fn limit_field(limit: Limit) -> Option<&'static str> {
+    match limit {
+        Limit::TitleBytes => Some("title"),
+        Limit::TextBytes => Some("text"),
+        Limit::IndicatorBytes | Limit::Indicators => Some("indicators"),
+        Limit::TagBytes | Limit::Tags => Some("tags"),
+        Limit::ReferenceBytes | Limit::References => Some("references"),
+        Limit::Recipients => Some("recipients"),
+        Limit::EnvelopeBytes | Limit::FrameBytes | Limit::IdsPerFrame => None,
+    }
+}
+
+/// An exceeded limit, e.g. "text is 40000 bytes, exceeds the limit MAX_TEXT_BYTES =
+/// 32768". `field` overrides the field the limit belongs to (a cancel's reason is stored
+/// as the text, so it is reported as `reason`).
+pub fn limit_error(limit: Limit, actual: usize, field: Option<&'static str>) -> FieldError {
+    let own = limit_field(limit);
+    let name = field.or(own).unwrap_or("the value");
+    let what = match limit {
+        Limit::TitleBytes | Limit::TextBytes => format!("{name} is {actual} bytes"),
+        Limit::IndicatorBytes => format!("an indicator value is {actual} bytes"),
+        Limit::TagBytes => format!("a tag is {actual} bytes"),
+        Limit::ReferenceBytes => format!("a reference is {actual} bytes"),
+        Limit::Indicators | Limit::Tags | Limit::Recipients | Limit::References => {
+            format!("{actual} {name}")
+        }
+        Limit::EnvelopeBytes => format!("the signed alert is {actual} bytes"),
+        Limit::FrameBytes | Limit::IdsPerFrame => format!("{actual}"),
+    };
+    FieldError {
+        field: field.or(own),
+        message: format!("{what}, exceeds the limit {limit}"),
+    }
+}
+
+/// The API field a validation error of the alert model belongs to, and its message.
+pub fn field_error(err: &Error) -> FieldError {
+    match err {
+        Error::Limit { limit, actual } => limit_error(*limit, *actual, None),
+        Error::Invalid { field, .. } => FieldError {
+            field: Some(match *field {
+                "indicator" | "indicator type" => "indicators",
+                "key" => "recipients",
+                other => other,
+            }),
+            message: err.to_string(),
+        },
+        _ => FieldError {
+            field: None,
+            message: err.to_string(),
+        },
+    }
+}
+
+/// The answer to issue, update and cancel (`201 Created`, or `200` with `duplicate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issued {
+    /// The alert's id.
+    pub id: AlertId,
+    /// Its local sequence number.
+    pub seq: u64,
+    /// Whether the same alert was already stored.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// An indicator as a request gives it: `"TYPE:VALUE"` or `{"type": …, "value": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IndicatorSpec {
+    /// `"ipv4:192.0.2.1"`.
+    Text(String),
+    /// `{"type": "ipv4", "value": "192.0.2.1"}`.
+    Object(IndicatorObject),
+}
+
+/// The object form of [`IndicatorSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndicatorObject {
+    /// The indicator type (`ipv4`, `domain`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The value.
+    pub value: String,
+}
+
+/// `POST /v1/alerts` (issue) and `POST /v1/alerts/{id}/update`. Names and labels are
+/// strings here and parsed by the daemon, so that its errors name the field and list
+/// the values it accepts. For an update, every field is optional and what is not given
+/// is kept from the alert it replaces (the TLP and the recipients cannot change).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertRequest {
+    /// `critical`, `high`, `medium`, `low` or `info` (required to issue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// `CLEAR`, `GREEN`, `AMBER`, `AMBER+STRICT` or `RED` (required to issue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tlp: Option<String>,
+    /// The title (required to issue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Recipient node keys (required for RED).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
+    /// Typed indicators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicators: Option<Vec<IndicatorSpec>>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// References (URLs, case numbers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub references: Option<Vec<String>>,
+    /// Expiry as a duration after issue, e.g. `"24h"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// Expiry as unix milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// `POST /v1/alerts/{id}/cancel`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why it is cancelled (required, not empty; stored as the cancel's text).
+    pub reason: Option<String>,
+}
+
+/// The lifecycle state of a stored alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// Current.
+    Active,
+    /// Replaced by an update from its origin.
+    Superseded,
+    /// Retracted by a cancel from its origin.
+    Cancelled,
+    /// Past its `expires_at`.
+    Expired,
+}
+
+impl AlertState {
+    /// Every state.
+    pub const ALL: [AlertState; 4] = [
+        AlertState::Active,
+        AlertState::Superseded,
+        AlertState::Cancelled,
+        AlertState::Expired,
+    ];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Active => "active",
+            AlertState::Superseded => "superseded",
+            AlertState::Cancelled => "cancelled",
+            AlertState::Expired => "expired",
+        }
+    }
+}
+
+impl std::str::FromStr for AlertState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        AlertState::ALL
+            .into_iter()
+            .find(|x| x.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "state",
+                    format!("{s:?} is not one of active, superseded, cancelled, expired"),
+                )
+            })
+    }
+}
+
+/// Whether the stored signature verifies (checked again on every read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureStatus {
+    /// Strict ed25519 verification over the stored body bytes succeeds.
+    Valid,
+    /// It does not (the stored record was damaged).
+    Invalid,
+}
+
+/// How the node came to hold an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// When it was received (or issued here), unix ms.
+    pub received_at: u64,
+    /// The peer it came from; `None` when issued on this node.
+    pub from: Option<PublicKey>,
+    /// Relay hops it had travelled; 0 when issued here.
+    pub hops: u8,
+}
+
+/// The one JSON view of a stored alert, used by every endpoint and the event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertView {
+    /// The alert id.
+    pub id: AlertId,
+    /// The local sequence number.
+    pub seq: u64,
+    /// Its state now.
+    pub state: AlertState,
+    /// The update or cancel that replaced it.
+    pub replaced_by: Option<AlertId>,
+    /// Whether the stored signature verifies.
+    pub signature: SignatureStatus,
+    /// The signed body.
+    pub alert: AlertBody,
+    /// How it arrived.
+    pub provenance: Provenance,
+}
+
+/// `GET /v1/alerts`: one page, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertPage {
+    /// The alerts.
+    pub alerts: Vec<AlertView>,
+    /// The cursor of the next page; `None` on the last one.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/alerts/{id}/history`: the chain of versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertHistory {
+    /// The versions.
+    pub alerts: Vec<AlertView>,
+}
+
+/// `POST /v1/trust`: add (or replace) a trust entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustAddRequest {
+    /// The peer's public key, 64 hex.
+    pub key: String,
+    /// `blocked`, `public`, `member` or `partner`.
+    pub level: String,
+    /// A human name.
+    #[serde(default)]
+    pub name: String,
+    /// Multiaddrs to dial it at.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    /// Why, for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `PUT /v1/trust/{key}`: change any subset of an existing entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustPatchRequest {
+    /// New level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// New name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New addresses (replacing the old ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addrs: Option<Vec<String>>,
+    /// Why, for the audit log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `DELETE /v1/trust/{key}` body (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustRemoveRequest {
+    /// Why, for the audit log.
+    pub reason: Option<String>,
+}
+
+/// One row of the trust table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustEntry {
+    /// The peer's key.
+    pub key: PublicKey,
+    /// How much it is trusted.
+    pub level: TrustLevel,
+    /// A human name for it.
+    pub name: String,
+    /// Where to dial it (multiaddrs).
+    pub addrs: Vec<String>,
+}
+
+/// The answer to a trust change: the level before and after (`None`: not in the table,
+/// or removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustChanged {
+    /// Whose entry changed.
+    pub key: PublicKey,
+    /// The level before.
+    pub old: Option<TrustLevel>,
+    /// The level after.
+    pub new: Option<TrustLevel>,
+}
+
+/// `GET /v1/trust`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustList {
+    /// The entries, by name then key.
+    pub entries: Vec<TrustEntry>,
+}
+
+/// One change of the trust table, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, unix ms.
+    pub at: u64,
+    /// Whose entry changed.
+    pub key: PublicKey,
+    /// The level before (`None`: not in the table).
+    pub old: Option<TrustLevel>,
+    /// The level after (`None`: removed).
+    pub new: Option<TrustLevel>,
+    /// Where the change came from: `api` or `config`.
+    pub source: String,
+    /// Who made it: the Unix user on the socket (`unix:alice (uid 1000)`), `token` for
+    /// the TCP listener, `config` for entries seeded from the config file.
+    #[serde(default)]
+    pub who: String,
+    /// The name before and after, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<(String, String)>,
+    /// The addresses before and after, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addrs: Option<(Vec<String>, Vec<String>)>,
+    /// The reason given with the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/trust-audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLog {
+    /// The latest records, oldest first.
+    pub records: Vec<AuditRecord>,
+}
+
+/// `POST /v1/test/partition` (test control only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionRequest {
+    /// Peer keys to drop and refuse until healed.
+    pub peers: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_messages_name_field_and_constant() {
+        let e = limit_error(Limit::TextBytes, 40000, None);
+        assert_eq!(e.field, Some("text"));
+        assert_eq!(
+            e.message,
+            "text is 40000 bytes, exceeds the limit MAX_TEXT_BYTES = 32768"
+        );
+        let e = limit_error(Limit::TextBytes, 40000, Some("reason"));
+        assert_eq!(e.field, Some("reason"));
+        assert_eq!(
+            e.message,
+            "reason is 40000 bytes, exceeds the limit MAX_TEXT_BYTES = 32768"
+        );
+        let e = limit_error(Limit::Tags, 33, None);
+        assert_eq!(e.message, "33 tags, exceeds the limit MAX_TAGS = 32");
+    }
+
+    #[test]
+    fn model_errors_map_to_api_fields() {
+        let err = crate::Indicator::parse("ipv4:999.1.1.1").err();
+        let e = err.as_ref().map(field_error);
+        assert_eq!(e.as_ref().and_then(|e| e.field), Some("indicators"));
+        assert!(e.is_some_and(|e| e.message.contains("999.1.1.1")));
+        let err = "purple".parse::<crate::Tlp>().err();
+        assert_eq!(
+            err.as_ref().map(field_error).and_then(|e| e.field),
+            Some("tlp")
+        );
+    }
+}
