@@ -47,6 +47,10 @@ use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
 use tocsin_proto::policy::{self, Scope, TrustLevel};
 use tocsin_proto::{AlertId, Frame, Kind, PublicKey, SignedAlert, Tlp, VerifiedAlert};
 
+pub use tocsin_proto::verdict::{
+    Reason, PENALTY_BAD_SIGNATURE, PENALTY_MALFORMED, PENALTY_NOT_ORIGIN, PENALTY_POLICY,
+};
+
 /// Most ids remembered as "announced but not yet received". Bounds what announce
 /// floods can make a node hold; beyond it, catch-up recovers the rest.
 pub const MAX_MISSING: usize = 100_000;
@@ -68,14 +72,6 @@ pub const TREE_OPTIMISE_HOPS: u8 = 1;
 /// follow the link's default state (one tree shared by those origins). Bounds what
 /// `Graft`/`Prune` frames naming made-up origins can make a node hold.
 pub const MAX_ORIGIN_TREES: usize = 1024;
-/// Penalty points for each kind of invalid data.
-pub const PENALTY_MALFORMED: u32 = 10;
-/// A signature that does not verify.
-pub const PENALTY_BAD_SIGNATURE: u32 = 20;
-/// Policy violations (relayed AMBER/RED, RED to non-recipient, public peer relaying).
-pub const PENALTY_POLICY: u32 = 20;
-/// An update or cancel signed by a key that is not the original's origin.
-pub const PENALTY_NOT_ORIGIN: u32 = 20;
 /// Penalty points forgiven per second.
 pub const PENALTY_DECAY_PER_SEC: u32 = 1;
 
@@ -185,6 +181,9 @@ pub enum Event {
     PeerDisconnected(PublicKey),
     /// A frame (the CBOR bytes after the length prefix) arrived from a peer.
     Frame { peer: PublicKey, bytes: Vec<u8> },
+    /// A peer sent a length prefix over `MAX_FRAME_BYTES`; the frame was not read and
+    /// its stream was dropped.
+    OversizedFrame { peer: PublicKey },
     /// An alert issued here, signed and verified. The daemon gossips it while its
     /// commit is in flight; its sequence number arrives with [`Event::Committed`].
     Local { alert: VerifiedAlert },
@@ -233,6 +232,9 @@ pub enum Action {
         epoch: u64,
         seq: u64,
     },
+    /// A frame or alert from `peer` was refused for `reason` (already counted in the
+    /// peer's stats, and penalised if [`Reason::penalised`]): for metrics and logs.
+    Verdict { peer: PublicKey, reason: Reason },
 }
 
 /// Counters per peer, kept across reconnections.
@@ -393,17 +395,6 @@ pub struct Engine {
     cursors: HashMap<PublicKey, (u64, u64)>,
     flush_pending: bool,
     actions: Vec<Action>,
-    rejections: Vec<Rejected>,
-}
-
-/// One counted rejection, drained by the runtime with [`Engine::take_rejections`] for
-/// metrics and logs.
-#[derive(Debug, Clone, Copy)]
-pub struct Rejected {
-    pub peer: PublicKey,
-    pub reason: &'static str,
-    /// Whether it cost the peer penalty points.
-    pub penalised: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -437,7 +428,6 @@ impl Engine {
             cursors: HashMap::new(),
             flush_pending: false,
             actions: Vec::new(),
-            rejections: Vec::new(),
         }
     }
 
@@ -456,11 +446,6 @@ impl Engine {
     /// Sets a trust entry without side effects (start-up).
     pub fn load_trust(&mut self, key: PublicKey, level: TrustLevel) {
         self.trust.insert(key, level);
-    }
-
-    /// Rejections counted since the last call (for metrics and logs).
-    pub fn take_rejections(&mut self) -> Vec<Rejected> {
-        std::mem::take(&mut self.rejections)
     }
 
     /// This node's key.
@@ -531,6 +516,7 @@ impl Engine {
                 self.peers.remove(&peer);
             }
             Event::Frame { peer, bytes } => self.on_frame(peer, &bytes, now),
+            Event::OversizedFrame { peer } => self.verdict(peer, Reason::OversizedFrame, now),
             Event::Local { alert } => self.on_local(alert.into_signed(), now),
             Event::Committed(entries) => self.on_committed(entries, now),
             Event::StoreFailed(ids) => {
@@ -594,19 +580,23 @@ impl Engine {
         }
     }
 
-    /// Adds penalty points; past the threshold the peer is disconnected and banned.
-    fn penalise(&mut self, peer: PublicKey, points: u32, reason: &'static str, now: u64) {
+    /// Refuses input from `peer` for `reason`: counts it, reports it as
+    /// [`Action::Verdict`], and adds the reason's penalty points; past the threshold the
+    /// peer is disconnected and banned.
+    fn verdict(&mut self, peer: PublicKey, reason: Reason, now: u64) {
         let threshold = self.cfg.penalty_threshold;
         let ban_ms = self.cfg.ban_ms;
-        self.rejections.push(Rejected {
-            peer,
-            reason,
-            penalised: true,
-        });
+        self.actions.push(Action::Verdict { peer, reason });
         let s = self.stats_mut(peer);
-        *s.rejections.entry(reason).or_default() += 1;
+        *s.rejections.entry(reason.as_str()).or_default() += 1;
+        if !reason.penalised() {
+            return;
+        }
         let decay = (now.saturating_sub(s.penalty_at) / 1000) as u32 * PENALTY_DECAY_PER_SEC;
-        s.penalty = s.penalty.saturating_sub(decay).saturating_add(points);
+        s.penalty = s
+            .penalty
+            .saturating_sub(decay)
+            .saturating_add(reason.penalty());
         s.penalty_at = now;
         if s.penalty >= threshold {
             let until = now + ban_ms;
@@ -621,19 +611,10 @@ impl Engine {
         }
     }
 
-    fn count(&mut self, peer: PublicKey, reason: &'static str) {
-        self.rejections.push(Rejected {
-            peer,
-            reason,
-            penalised: false,
-        });
-        *self.stats_mut(peer).rejections.entry(reason).or_default() += 1;
-    }
-
     fn on_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
         if !self.peers.contains_key(&peer) {
             // Not (or no longer) an accepted connection: drop without work.
-            self.count(peer, "not_connected");
+            self.verdict(peer, Reason::NotConnected, now);
             return;
         }
         let (rate, burst) = (
@@ -649,7 +630,7 @@ impl Engine {
         let frame = match Frame::decode(bytes) {
             Ok(f) => f,
             Err(_) => {
-                self.penalise(peer, PENALTY_MALFORMED, "malformed_frame", now);
+                self.verdict(peer, Reason::MalformedFrame, now);
                 return;
             }
         };
@@ -983,7 +964,7 @@ impl Engine {
         let alert = match SignedAlert::decode(&envelope) {
             Ok(a) => a,
             Err(_) => {
-                self.penalise(peer, PENALTY_MALFORMED, "malformed_alert", now);
+                self.verdict(peer, Reason::MalformedAlert, now);
                 return;
             }
         };
@@ -1035,23 +1016,19 @@ impl Engine {
             scope,
             hops,
         ) {
-            if r.penalised() {
-                self.penalise(peer, PENALTY_POLICY, r.as_str(), now);
-            } else {
-                self.count(peer, r.as_str());
-            }
+            self.verdict(peer, r, now);
             self.drop_wanted(&id, peer, now);
             return;
         }
         // 7. expiry
         if body.is_expired(now) {
-            self.count(peer, "expired");
+            self.verdict(peer, Reason::Expired, now);
             self.drop_wanted(&id, peer, now);
             return;
         }
         // 8. signature
         if alert.check_signature().is_err() {
-            self.penalise(peer, PENALTY_BAD_SIGNATURE, "bad_signature", now);
+            self.verdict(peer, Reason::BadSignature, now);
             self.drop_wanted(&id, peer, now);
             return;
         }
@@ -1060,11 +1037,12 @@ impl Engine {
         // relay could not have known).
         if let Some(target) = body.replaces.and_then(|t| self.known.get(&t)) {
             if target.origin != body.origin {
-                if peer == body.origin {
-                    self.penalise(peer, PENALTY_NOT_ORIGIN, "not_origin", now);
+                let reason = if peer == body.origin {
+                    Reason::NotOrigin
                 } else {
-                    self.count(peer, "not_origin");
-                }
+                    Reason::ForeignReplacement
+                };
+                self.verdict(peer, reason, now);
                 self.drop_wanted(&id, peer, now);
                 return;
             }

@@ -246,10 +246,11 @@ pub struct SimCounters {
     pub unroutable_sends: u64,
 }
 
-/// Counters summed over the engines' per-peer stats (running nodes only).
+/// Counters summed over the engines' per-peer stats (running nodes only), and the
+/// engines' verdicts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct EngineTotals {
-    /// Rejections by reason.
+    /// Rejections by reason: every [`Action::Verdict`] over the run, all nodes.
     pub rejections: BTreeMap<&'static str, u64>,
     /// Frames or alerts dropped by rate limits.
     pub rate_limited: u64,
@@ -501,6 +502,9 @@ pub struct Sim {
     track_of: HashMap<AlertId, usize>,
     frames: BTreeMap<&'static str, FrameStats>,
     disconnects: Vec<DisconnectRecord>,
+    /// Every [`Action::Verdict`], by reason, over the whole run (as the daemon's
+    /// `tocsin_rejections` counts them).
+    verdicts: BTreeMap<&'static str, u64>,
     counters: SimCounters,
 }
 
@@ -580,6 +584,7 @@ impl Sim {
             track_of: HashMap::new(),
             frames: BTreeMap::new(),
             disconnects: Vec::new(),
+            verdicts: BTreeMap::new(),
             counters: SimCounters::default(),
             cfg,
         };
@@ -722,9 +727,6 @@ impl Sim {
             return;
         };
         let actions = engine.handle(event, now);
-        // The daemon drains these for metrics and logs; the report reads the same counts
-        // from the engines' per-peer stats, so here they are only kept from piling up.
-        drop(engine.take_rejections());
         self.apply(node, actions);
     }
 
@@ -780,6 +782,9 @@ impl Sim {
                     }
                 }
                 Action::Store { alert, from, hops } => self.store(node, &alert, from, hops),
+                Action::Verdict { reason, .. } => {
+                    *self.verdicts.entry(reason.as_str()).or_default() += 1;
+                }
                 Action::SetTimer { at, timer } => {
                     let life = self.nodes[node].life;
                     self.schedule(at, Scheduled::Timer { node, life, timer });
@@ -1429,12 +1434,12 @@ impl Sim {
         totals.latency_ratio_mean =
             (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64);
 
-        let mut engine = EngineTotals::default();
+        let mut engine = EngineTotals {
+            rejections: self.verdicts.clone(),
+            ..EngineTotals::default()
+        };
         for e in self.nodes.iter().filter_map(|n| n.engine.as_ref()) {
             for p in e.peer_reports() {
-                for (reason, count) in &p.stats.rejections {
-                    *engine.rejections.entry(*reason).or_default() += count;
-                }
                 engine.rate_limited += p.stats.rate_limited;
                 engine.duplicates += p.stats.duplicates;
             }

@@ -158,6 +158,11 @@ fn stats(e: &Engine, peer: &SigningKey) -> PeerStats {
         .unwrap_or_default()
 }
 
+/// The engine did nothing but refuse the input for `reason`.
+fn only_verdict(actions: &[Action], reason: Reason) -> bool {
+    matches!(actions, [Action::Verdict { reason: r, .. }] if *r == reason)
+}
+
 fn rejections(e: &Engine, peer: &SigningKey, reason: &str) -> u64 {
     stats(e, peer).rejections.get(reason).copied().unwrap_or(0)
 }
@@ -195,14 +200,14 @@ fn frames_from_unknown_or_unconnected_peers_are_dropped() {
 
     // Trusted but not connected.
     let out = ea.handle(alert_event(&b, 2, &x), T0);
-    assert!(out.is_empty(), "{out:?}");
+    assert!(only_verdict(&out, Reason::NotConnected), "{out:?}");
     assert_eq!(rejections(&ea, &b, "not_connected"), 1);
     // Not in the trust table at all.
     let out = ea.handle(
         alert_event(&stranger, 1, &alert(&stranger, 2, Tlp::Clear)),
         T0,
     );
-    assert!(out.is_empty(), "{out:?}");
+    assert!(only_verdict(&out, Reason::NotConnected), "{out:?}");
     assert!(!ea.knows(&x.id()));
 
     // Once connected, the same frame is accepted.
@@ -322,7 +327,7 @@ fn enough_bad_frames_disconnect_and_ban_until_the_ban_expires() {
 
     // While banned, frames are dropped and a reconnection is refused.
     let out = ea.handle(garbage, T0 + 1);
-    assert!(out.is_empty());
+    assert!(only_verdict(&out, Reason::NotConnected), "{out:?}");
     let out = ea.handle(Event::PeerConnected(pk(&b)), T0 + 1_000);
     assert_eq!(disconnect_of(&out, &b), Some(None));
     // After the ban it may connect again.
@@ -486,7 +491,13 @@ fn only_the_origin_may_update_or_cancel() {
         let out = ea.handle(alert_event(&b, 2, &forged), T0 + n);
         assert!(stored(&out).is_empty(), "{kind:?} from another origin");
     }
-    assert_eq!(rejections(&ea, &b, "not_origin"), 2);
+    assert_eq!(rejections(&ea, &b, "foreign_replacement"), 2);
+    assert_eq!(
+        rejections(&ea, &b, "not_origin"),
+        0,
+        "a relay could not have known"
+    );
+    assert_eq!(stats(&ea, &b).penalty, 0, "relays are not penalised for it");
 
     // The origin's own update is accepted.
     let update = replacing(&o, 4, Kind::Update, x.id());
@@ -984,4 +995,21 @@ fn issue(e: &mut Engine, alert: SignedAlert, seq: u64, now: u64) -> Vec<Action> 
     );
     out.extend(e.handle(Event::Committed(vec![(seq, id)]), now));
     out
+}
+
+#[test]
+fn an_oversized_frame_is_its_own_verdict_and_costs_its_penalty() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let out = ea.handle(Event::OversizedFrame { peer: pk(&b) }, T0);
+    assert!(only_verdict(&out, Reason::OversizedFrame), "{out:?}");
+    assert_eq!(rejections(&ea, &b, "oversized_frame"), 1);
+    assert_eq!(rejections(&ea, &b, "malformed_frame"), 0);
+    assert!(Reason::OversizedFrame.penalised());
+    assert_eq!(
+        stats(&ea, &b).penalty,
+        Reason::OversizedFrame.penalty(),
+        "penalised once, by the reason's own points"
+    );
 }

@@ -358,17 +358,6 @@ impl NetActor {
     fn feed(&mut self, event: Event) {
         let now = crate::now_ms();
         let actions = self.engine.handle(event, now);
-        for r in self.engine.take_rejections() {
-            self.metrics
-                .rejections
-                .get_or_create(&vec![("reason".into(), r.reason.into())])
-                .inc();
-            if r.penalised {
-                warn!(peer = %r.peer.fmt_short(), reason = r.reason, "peer penalised for invalid data");
-            } else {
-                debug!(peer = %r.peer.fmt_short(), reason = r.reason, "alert refused");
-            }
-        }
         for a in actions {
             self.act(a, now);
         }
@@ -440,6 +429,17 @@ impl NetActor {
                         warn!(peer = %peer.fmt_short(), ban_secs = (until.saturating_sub(now)) / 1000, "peer penalised: refused until the ban expires");
                         self.timers.push(Reverse((until, NetTimer::Unban(pid))));
                     }
+                }
+            }
+            Action::Verdict { peer, reason } => {
+                self.metrics
+                    .rejections
+                    .get_or_create(&vec![("reason".into(), reason.as_str().into())])
+                    .inc();
+                if reason.penalised() {
+                    warn!(peer = %peer.fmt_short(), reason = reason.as_str(), "peer penalised for invalid data");
+                } else {
+                    debug!(peer = %peer.fmt_short(), reason = reason.as_str(), "input refused");
                 }
             }
             Action::SaveCursor { peer, epoch, seq } => {
@@ -658,16 +658,7 @@ impl NetActor {
                 let Some(key) = key_of_peer(&peer) else {
                     return;
                 };
-                warn!(peer = %key.fmt_short(), "oversized frame refused");
-                self.metrics
-                    .rejections
-                    .get_or_create(&vec![("reason".into(), "oversized_frame".into())])
-                    .inc();
-                // An undecodable frame: the engine counts and penalises it.
-                self.feed(Event::Frame {
-                    peer: key,
-                    bytes: vec![0xff],
-                });
+                self.feed(Event::OversizedFrame { peer: key });
             }
             Inbound::Signed { alert, reply } => self.on_signed(alert, reply),
             Inbound::TrustCommitted {
