@@ -30,7 +30,7 @@ use crate::sse::{SseError, SseEvent, SseParser};
 /// for a durable commit, which takes milliseconds; a minute means the daemon is stuck.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Largest response body read. A page of [`tocsin_node::store::MAX_QUERY_LIMIT`] alert
+/// Largest response body read. A page of `MAX_QUERY_LIMIT` (the daemon's page limit) alert
 /// views of the largest legal size stays well below it.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -507,7 +507,7 @@ fn decode(status: StatusCode, bytes: &[u8]) -> Result<Value, ClientError> {
         return serde_json::from_slice(bytes)
             .map_err(|e| ClientError::Response(format!("not JSON: {e}")));
     }
-    match serde_json::from_slice::<tocsin_node::api::ErrorBody>(bytes) {
+    match serde_json::from_slice::<tocsin_proto::api::ErrorBody>(bytes) {
         Ok(body) => Err(ClientError::Api {
             status: status.as_u16(),
             error: body.error,

@@ -159,11 +159,11 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
 }
 
 fn key_show<W: Write>(g: &GlobalArgs, out: &mut Output<W>) -> anyhow::Result<()> {
-    let path = g.data_dir.join(tocsin_node::keys::KEY_FILE);
-    let key = tocsin_node::keys::load_key(&path)
+    let path = g.data_dir.join(tocsin_proto::keyfile::KEY_FILE);
+    let key = tocsin_proto::keyfile::load_key(&path)
         .with_context(|| format!("cannot read the node key in {}", g.data_dir.display()))?;
-    let public = tocsin_node::keys::public_key(&key);
-    let peer_id = tocsin_node::keys::peer_id_string(&public);
+    let public = tocsin_proto::keyfile::public_key(&key);
+    let peer_id = peer_id_string(&public);
     if g.json {
         out.json_line(&json!({"public_key": public.to_string(), "peer_id": peer_id}))
     } else {
@@ -189,10 +189,10 @@ fn option_of(field: Option<&str>) -> &'static str {
 }
 
 fn input_error(err: &tocsin_proto::Error) -> InputError {
-    let api = tocsin_node::api::ApiError::from_proto(err);
+    let e = tocsin_proto::api::field_error(err);
     InputError {
-        option: option_of(api.body.field.as_deref()),
-        message: api.body.error,
+        option: option_of(e.field),
+        message: e.message,
     }
 }
 
@@ -384,10 +384,10 @@ async fn cancel<W: Write>(
         .into());
     }
     if Limit::TextBytes.check(a.reason.len()).is_err() {
-        let e = tocsin_node::api::limit_error(Limit::TextBytes, a.reason.len(), Some("reason"));
+        let e = tocsin_proto::api::limit_error(Limit::TextBytes, a.reason.len(), Some("reason"));
         return Err(InputError {
             option: "--reason",
-            message: e.body.error,
+            message: e.message,
         }
         .into());
     }
@@ -506,7 +506,7 @@ async fn watch<W: Write>(g: &GlobalArgs, a: WatchArgs, out: &mut Output<W>) -> a
                 alert_line(g, &v, out)?;
             }
             "error" => {
-                let message = serde_json::from_str::<tocsin_node::api::ErrorBody>(&event.data)
+                let message = serde_json::from_str::<tocsin_proto::api::ErrorBody>(&event.data)
                     .map(|b| b.error)
                     .unwrap_or(event.data);
                 return Err(ClientError::Api {
@@ -567,6 +567,16 @@ pub fn report(err: &anyhow::Error, global: &GlobalArgs, stderr: &mut impl Write)
     }
     debug_assert!(code <= EXIT_DAEMON);
     code
+}
+
+/// The libp2p `PeerId` of a node key ("invalid key" if the bytes are not a curve
+/// point), as `tocsind` derives it from the same key.
+pub fn peer_id_string(key: &tocsin_proto::PublicKey) -> String {
+    libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0)
+        .map(|pk| {
+            libp2p::PeerId::from_public_key(&libp2p::identity::PublicKey::from(pk)).to_string()
+        })
+        .unwrap_or_else(|_| "invalid key".to_string())
 }
 
 #[cfg(test)]
@@ -691,6 +701,18 @@ mod tests {
         assert_eq!(
             q.to_query_string(),
             "?since=1000&min_severity=high&tlp=AMBER%2BSTRICT&state=active&limit=5"
+        );
+    }
+
+    #[test]
+    fn peer_id_is_the_one_libp2p_derives_from_the_same_secret() {
+        let mut secret = [5u8; 32];
+        let key = tocsin_proto::SigningKey::from_bytes(&secret);
+        let public = tocsin_proto::keyfile::public_key(&key);
+        let kp = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
+        assert_eq!(
+            peer_id_string(&public),
+            kp.public().to_peer_id().to_string()
         );
     }
 }
