@@ -670,11 +670,3 @@ impl NetActor {
         }
     }
 }
-
-/// Ids of alerts, for logs.
-pub fn short_ids(ids: &[AlertId]) -> String {
-    ids.iter()
-        .map(AlertId::fmt_short)
-        .collect::<Vec<_>>()
-        .join(",")
-}
