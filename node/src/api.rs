@@ -295,7 +295,7 @@ async fn serve_router(
         None => unix_server.await,
         Some((listener, token)) => {
             let authed = app
-                .layer(Extension(ConnectInfo(Caller::token())))
+                .layer(Extension(ConnectInfo(Caller::Token)))
                 .layer(middleware::from_fn_with_state(token, require_token));
             let tcp_server = async move {
                 axum::serve(listener, authed)

@@ -68,7 +68,7 @@ fn check_addrs(addrs: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn changed_by(caller: Caller, reason: Option<String>) -> Result<ChangedBy, ApiError> {
+async fn changed_by(caller: Caller, reason: Option<String>) -> Result<ChangedBy, ApiError> {
     if let Some(r) = &reason {
         if r.len() > MAX_REASON_BYTES {
             return Err(ApiError::bad(
@@ -82,7 +82,7 @@ fn changed_by(caller: Caller, reason: Option<String>) -> Result<ChangedBy, ApiEr
     }
     Ok(ChangedBy {
         source: "api",
-        who: caller.0,
+        who: caller.audit_name().await,
         reason: reason.filter(|r| !r.trim().is_empty()),
     })
 }
@@ -147,7 +147,7 @@ pub(super) async fn trust_add(
     let key = parse_key(&req.key)?;
     let level = parse_level(&req.level)?;
     check_addrs(&req.addrs)?;
-    let by = changed_by(caller, req.reason)?;
+    let by = changed_by(caller, req.reason).await?;
     let entry = TrustEntry {
         key,
         level,
@@ -171,7 +171,7 @@ pub(super) async fn trust_set(
     if let Some(a) = &req.addrs {
         check_addrs(a)?;
     }
-    let by = changed_by(caller, req.reason)?;
+    let by = changed_by(caller, req.reason).await?;
     let patch = TrustChange::Patch {
         key,
         level,
@@ -194,7 +194,7 @@ pub(super) async fn trust_remove(
     } else {
         parse_body(&body)?
     };
-    let by = changed_by(caller, req.reason)?;
+    let by = changed_by(caller, req.reason).await?;
     Ok(Json(change(&st, TrustChange::Remove { key }, by).await?))
 }
 
