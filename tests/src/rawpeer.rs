@@ -1,38 +1,40 @@
 //! A raw libp2p peer for tests: connects to a node with a chosen key and writes
-//! arbitrary bytes as gossip frames, so tests can send tampered alerts, bad signatures
-//! and malformed frames the way a misbehaving agency would.
+//! arbitrary bytes as gossip frames, so tests can send tampered alerts, bad signatures,
+//! malformed and oversized frames the way a misbehaving agency would.
+//!
+//! It speaks `/tocsin/gossip/1` through the node's own gossip behaviour
+//! ([`tocsin_node::net::gossip`]), so frames travel on one long-lived stream as a real
+//! node's do; but nothing checks what it sends.
 
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
-use tocsin_proto::wire::{with_len_prefix, GOSSIP_PROTOCOL};
+use libp2p::{noise, tcp, yamux, Multiaddr, PeerId};
+use tocsin_node::net::gossip;
 use tocsin_proto::SigningKey;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long one [`RawPeer::send_frames`] waits for its frames to be flushed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+type SendJob = (Vec<Vec<u8>>, oneshot::Sender<Result<(), String>>);
 
 /// A connected raw peer. Dropping it closes the connection.
-///
-/// Like a real node it writes every frame on one long-lived gossip stream. (The node
-/// accepts inbound streams through libp2p-stream, which drops a stream that arrives
-/// while the previous one is still being handed over; opening a stream per send would
-/// race with that under load.)
 pub struct RawPeer {
-    control: libp2p_stream::Control,
-    target: PeerId,
-    stream: Option<libp2p::Stream>,
+    jobs: mpsc::Sender<SendJob>,
     _stop: oneshot::Sender<()>,
 }
 
 /// The outcome of a connection attempt.
 pub enum Connect {
-    /// Connected, with a gossip stream open.
+    /// Connected, with the gossip streams open.
     Open(Box<RawPeer>),
-    /// The node refused or closed the connection before a stream could be opened.
+    /// The node refused or closed the connection.
     Refused(String),
 }
 
-/// Connects to `addr` as `key` and opens a gossip stream.
+/// Connects to `addr` as `key`.
 pub async fn connect(key: &SigningKey, addr: Multiaddr, target: PeerId) -> Connect {
     let mut secret = key.to_bytes();
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
@@ -44,42 +46,56 @@ pub async fn connect(key: &SigningKey, addr: Multiaddr, target: PeerId) -> Conne
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .with_behaviour(|_| gossip::Behaviour::new(gossip::Config { queue: 1 << 16 }))
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    let control = swarm.behaviour().new_control();
-    // Accept the node's own gossip stream and read it to the end (discarding), as a real
-    // peer would; a dropped stream makes the node reconnect.
-    let mut incoming = swarm
-        .behaviour()
-        .new_control()
-        .accept(StreamProtocol::new(GOSSIP_PROTOCOL))
-        .unwrap();
     swarm.dial(addr.with_p2p(target).unwrap()).unwrap();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let (conn_tx, conn_rx) = oneshot::channel::<Result<(), String>>();
+    let (jobs_tx, mut jobs_rx) = mpsc::channel::<SendJob>(16);
     tokio::spawn(async move {
         let mut conn_tx = Some(conn_tx);
+        // Sends waiting for their flush, by token.
+        let mut waiting: Vec<(u64, oneshot::Sender<Result<(), String>>)> = Vec::new();
+        let fail_all = |waiting: &mut Vec<(u64, oneshot::Sender<Result<(), String>>)>, e: &str| {
+            for (_, tx) in waiting.drain(..) {
+                let _ = tx.send(Err(e.to_string()));
+            }
+        };
         loop {
             tokio::select! {
                 _ = &mut stop_rx => return,
-                Some((_, mut s)) = incoming.next() => {
-                    tokio::spawn(async move {
-                        let mut sink = vec![0u8; 64 * 1024];
-                        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-                    });
+                Some((frames, reply)) = jobs_rx.recv() => {
+                    let g = swarm.behaviour_mut();
+                    let queued = frames.into_iter().try_for_each(|f| g.send(&target, f));
+                    match queued.and_then(|()| g.flush(&target)) {
+                        Ok(token) => waiting.push((token, reply)),
+                        Err(e) => { let _ = reply.send(Err(e.to_string())); }
+                    }
                 }
                 ev = swarm.select_next_some() => match ev {
                     SwarmEvent::ConnectionEstablished { .. } => {
                         if let Some(tx) = conn_tx.take() { let _ = tx.send(Ok(())); }
                     }
                     SwarmEvent::ConnectionClosed { cause, .. } => {
-                        if let Some(tx) = conn_tx.take() { let _ = tx.send(Err(format!("closed: {cause:?}"))); }
+                        let e = format!("closed: {cause:?}");
+                        fail_all(&mut waiting, &e);
+                        if let Some(tx) = conn_tx.take() { let _ = tx.send(Err(e)); }
                     }
                     SwarmEvent::OutgoingConnectionError { error, .. } => {
                         if let Some(tx) = conn_tx.take() { let _ = tx.send(Err(error.to_string())); }
                     }
+                    SwarmEvent::Behaviour(gossip::Event::Flushed { token, .. }) => {
+                        if let Some(i) = waiting.iter().position(|(t, _)| *t == token) {
+                            let _ = waiting.swap_remove(i).1.send(Ok(()));
+                        }
+                    }
+                    SwarmEvent::Behaviour(gossip::Event::StreamFailed { error, .. }) => {
+                        fail_all(&mut waiting, &error);
+                    }
+                    // The node's own frames are read and discarded, as a real peer
+                    // would; a dropped stream makes the node reconnect.
                     _ => {}
                 },
             }
@@ -91,44 +107,30 @@ pub async fn connect(key: &SigningKey, addr: Multiaddr, target: PeerId) -> Conne
         _ => return Connect::Refused("no answer".into()),
     }
     let mut peer = RawPeer {
-        control,
-        target,
-        stream: None,
+        jobs: jobs_tx,
         _stop: stop_tx,
     };
-    // The node may close the connection right after the handshake (unknown key).
-    match tokio::time::timeout(Duration::from_secs(5), peer.open()).await {
-        Ok(Ok(s)) => {
-            peer.stream = Some(s);
-            Connect::Open(Box::new(peer))
-        }
-        Ok(Err(e)) => Connect::Refused(e),
-        Err(_) => Connect::Refused("stream open timed out".into()),
+    // The node may close the connection right after the handshake (unknown key): an
+    // empty send succeeds only once the stream is open and flushed.
+    match peer.send_frames(&[]).await {
+        Ok(()) => Connect::Open(Box::new(peer)),
+        Err(e) => Connect::Refused(e),
     }
 }
 
 impl RawPeer {
-    async fn open(&mut self) -> Result<libp2p::Stream, String> {
-        self.control
-            .open_stream(self.target, StreamProtocol::new(GOSSIP_PROTOCOL))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Writes each item as one length-prefixed frame on the peer's gossip stream
-    /// (opening one if the last write failed), and flushes.
+    /// Writes each item as one length-prefixed frame (its true length, even over the
+    /// limit) on the peer's gossip stream, and waits until they are flushed.
     pub async fn send_frames(&mut self, frames: &[Vec<u8>]) -> Result<(), String> {
-        let mut s = match self.stream.take() {
-            Some(s) => s,
-            None => self.open().await?,
-        };
-        for f in frames {
-            s.write_all(&with_len_prefix(f))
-                .await
-                .map_err(|e| e.to_string())?;
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send((frames.to_vec(), tx))
+            .await
+            .map_err(|_| "the raw peer's swarm is gone".to_string())?;
+        match tokio::time::timeout(SEND_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the raw peer's swarm is gone".into()),
+            Err(_) => Err("send timed out".into()),
         }
-        s.flush().await.map_err(|e| e.to_string())?;
-        self.stream = Some(s);
-        Ok(())
     }
 }

@@ -365,6 +365,27 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
+        let (status, bytes) = self.fetch(method, path, body).await?;
+        decode(status, &bytes)
+    }
+
+    /// `GET path` for a text answer (`/metrics`); an error status becomes
+    /// [`ClientError::Api`].
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let (status, bytes) = self.fetch(Method::GET, path, None).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Sends a request and reads the whole answer, within [`REQUEST_TIMEOUT`].
+    async fn fetch(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let req = self.request(method, path, body);
         let exchange = async {
             let resp = self.send(req).await?;
@@ -377,7 +398,7 @@ impl Client {
                     source,
                 })?
                 .to_bytes();
-            decode(status, &bytes)
+            Ok((status, bytes))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -507,17 +528,23 @@ fn decode(status: StatusCode, bytes: &[u8]) -> Result<Value, ClientError> {
         return serde_json::from_slice(bytes)
             .map_err(|e| ClientError::Response(format!("not JSON: {e}")));
     }
+    Err(api_error(status, bytes))
+}
+
+/// The [`ClientError::Api`] for an error status: the daemon's JSON error body, or the
+/// body's text if it is not one.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
     match serde_json::from_slice::<tocsin_proto::api::ErrorBody>(bytes) {
-        Ok(body) => Err(ClientError::Api {
+        Ok(body) => ClientError::Api {
             status: status.as_u16(),
             error: body.error,
             field: body.field,
-        }),
-        Err(_) => Err(ClientError::Api {
+        },
+        Err(_) => ClientError::Api {
             status: status.as_u16(),
             error: String::from_utf8_lossy(bytes).trim().to_string(),
             field: None,
-        }),
+        },
     }
 }
 
@@ -607,6 +634,47 @@ mod tests {
         assert_eq!(
             api(400).to_string(),
             "tocsind refused the request: x (field: title)"
+        );
+    }
+
+    /// A client for a Unix socket at `path` that answers one request with `status` and
+    /// `body`.
+    fn serve_once(path: std::path::PathBuf, status: &str, body: &str) -> Client {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before sending its request");
+                request.extend_from_slice(&buf[..n]);
+            }
+            assert!(request.starts_with(b"GET /metrics HTTP/1.1\r\n"));
+            s.write_all(answer.as_bytes()).await.unwrap();
+        });
+        Client::new(Endpoint::Unix(path))
+    }
+
+    #[tokio::test]
+    async fn text_answers_are_read_and_error_statuses_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = serve_once(dir.path().join("ok.sock"), "200 OK", "up 1\nfrom 2\n");
+        assert_eq!(ok.get_text("/metrics").await.unwrap(), "up 1\nfrom 2\n");
+        let failed = serve_once(
+            dir.path().join("failed.sock"),
+            "500 Internal Server Error",
+            "store down",
+        );
+        let err = failed.get_text("/metrics").await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Api { status: 500, ref error, .. } if error == "store down"),
+            "{err:?}"
         );
     }
 

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use crate::cli::TrustCommand;
 use crate::client::Client;
-use crate::commands::Output;
 use crate::format::{format_time, now_ms, short};
+use crate::output::Output;
 
 /// Runs a `tocsin trust` subcommand.
 pub async fn trust<W: Write>(

@@ -22,13 +22,20 @@
 //! - [`format`]: tables, the full view of an alert, times.
 //! - [`cli`]: the `tocsin` command line (clap derive) and its value parsers.
 //! - [`commands`]: running the subcommands; error reporting and exit codes.
+//! - [`output`]: writing to stdout, noticing a closed pipe.
+//! - [`federation`]: `tocsin trust …` and `tocsin peers`.
+//! - [`cluster`]: local federations of real `tocsind` processes (tests, testers).
+//! - [`cluster_cli`]: the `tocsin-cluster` command line.
+//! - [`bench`]: `tocsin-cluster bench`; [`baseline`]: its plain-gossipsub node.
 
 pub mod baseline;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod cluster_cli;
 pub mod commands;
 pub mod federation;
 pub mod format;
+pub mod output;
 pub mod sse;

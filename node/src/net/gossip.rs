@@ -1,97 +1,472 @@
-//! The gossip streams: one task writes each peer's outbound stream, one reads each
-//! inbound stream. Frames are length-prefixed ([`tocsin_proto::wire`]); a length over
-//! `MAX_FRAME_BYTES` is refused before the frame is read.
+//! The `/tocsin/gossip/1` protocol as a libp2p [`NetworkBehaviour`] with its own
+//! [`ConnectionHandler`].
+//!
+//! Per connection the handler opens one long-lived outbound stream, on which it writes
+//! every frame queued for the peer, and reads frames from the peer's inbound stream.
+//! Frames are length-prefixed ([`tocsin_proto::wire`]); a length over `MAX_FRAME_BYTES`
+//! is refused before the frame is read, and the stream is dropped.
+//!
+//! Back-pressure: the handler reads a frame only when the swarm polls it, so a node
+//! that falls behind slows its peers' streams, not itself. Each connection's outbound
+//! queue is bounded ([`Config::queue`]); frames beyond it are dropped and reported
+//! ([`Event::Dropped`]), never waited for, so one slow peer never holds up the others.
 
-use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{PeerId, StreamProtocol};
-use tocsin_proto::wire::{frame_len, with_len_prefix, GOSSIP_PROTOCOL};
-use tokio::sync::mpsc;
-use tracing::debug;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use super::Inbound;
+use asynchronous_codec::{BytesMut, Decoder, Encoder, Framed};
+use futures::{Sink, StreamExt};
+use libp2p::core::transport::PortUse;
+use libp2p::core::upgrade::ReadyUpgrade;
+use libp2p::core::Endpoint;
+use libp2p::swarm::handler::{
+    ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+};
+use libp2p::swarm::{
+    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId,
+    FromSwarm, NetworkBehaviour, NotifyHandler, Stream, StreamProtocol, StreamUpgradeError,
+    SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use tocsin_proto::limits::MAX_FRAME_BYTES;
+use tocsin_proto::wire::{frame_len, GOSSIP_PROTOCOL};
 
-/// Reads length-prefixed frames from one inbound gossip stream into the actor's queue,
-/// refusing an oversized length prefix before reading the frame.
-pub fn spawn_reader(tx: mpsc::Sender<Inbound>, pid: PeerId, mut stream: libp2p::Stream) {
-    tokio::spawn(async move {
-        loop {
-            let mut prefix = [0u8; 4];
-            if stream.read_exact(&mut prefix).await.is_err() {
-                return;
-            }
-            let len = match frame_len(prefix) {
-                Ok(len) => len,
-                Err(_) => {
-                    // Oversized: refuse before reading it, and drop the stream.
-                    let _ = tx.send(Inbound::Oversized { peer: pid }).await;
-                    return;
-                }
-            };
-            let mut bytes = vec![0u8; len];
-            if stream.read_exact(&mut bytes).await.is_err() {
-                return;
-            }
-            if tx.send(Inbound::Frame { peer: pid, bytes }).await.is_err() {
-                return;
-            }
-        }
-    });
+/// Settings of the gossip behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Frames queued per connection before new ones are dropped.
+    pub queue: usize,
 }
 
-/// Writes one peer's queued frames, length-prefixed, on one outbound gossip stream.
-/// When the stream fails, tells the actor ([`Inbound::WriterFailed`]).
-pub fn spawn_writer(
-    mut control: libp2p_stream::Control,
-    pid: PeerId,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    failed: mpsc::Sender<Inbound>,
-) {
-    tokio::spawn(async move {
-        let result: Result<(), String> = async {
-            let stream = control
-                .open_stream(pid, StreamProtocol::new(GOSSIP_PROTOCOL))
-                .await
-                .map_err(|e| format!("cannot open gossip stream: {e}"))?;
-            // The peer never writes on this stream, so anything on its read side
-            // means the peer dropped it: a reset (libp2p-stream drops an inbound
-            // stream that arrives while another is being handed over) or a close.
-            // Noticing it at once, rather than at the next write, gets the link
-            // rebuilt (and the missed Hello re-sent) without waiting for traffic.
-            let (mut reader, mut writer) = stream.split();
-            let mut probe = [0u8; 1];
-            loop {
-                let frame = tokio::select! {
-                    frame = rx.recv() => frame,
-                    read = reader.read(&mut probe) => {
-                        return Err(match read {
-                            Ok(0) => "gossip stream closed by the peer".to_string(),
-                            Ok(_) => "unexpected data on the gossip stream".to_string(),
-                            Err(e) => format!("gossip stream reset by the peer: {e}"),
-                        });
+/// What the gossip behaviour reports to the swarm's owner.
+#[derive(Debug)]
+pub enum Event {
+    /// One frame read from the peer (its CBOR, without the length prefix).
+    Frame { peer: PeerId, bytes: Vec<u8> },
+    /// The peer sent a length prefix over `MAX_FRAME_BYTES`; the frame was not read and
+    /// the stream was dropped.
+    Oversized { peer: PeerId },
+    /// This node's outbound stream to the peer could not be opened, failed, or was
+    /// closed by the peer. The connection is useless for gossip until rebuilt.
+    StreamFailed { peer: PeerId, error: String },
+    /// `count` frames for the peer were dropped because its queue was full.
+    Dropped { peer: PeerId, count: u64 },
+    /// Every frame queued before [`Behaviour::flush`] returned `token` has been written
+    /// and flushed.
+    Flushed { peer: PeerId, token: u64 },
+}
+
+/// The gossip behaviour: routes frames to one connection per peer.
+pub struct Behaviour {
+    config: Config,
+    /// Open connections per peer, oldest first; frames go to the oldest.
+    connections: HashMap<PeerId, Vec<ConnectionId>>,
+    events: VecDeque<ToSwarm<Event, In>>,
+    next_token: u64,
+}
+
+/// Sending failed because no connection to the peer is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not connected")]
+pub struct NotConnected;
+
+impl Behaviour {
+    pub fn new(config: Config) -> Behaviour {
+        Behaviour {
+            config,
+            connections: HashMap::new(),
+            events: VecDeque::new(),
+            next_token: 0,
+        }
+    }
+
+    /// Queues one encoded frame for the peer.
+    pub fn send(&mut self, peer: &PeerId, frame: Vec<u8>) -> Result<(), NotConnected> {
+        self.notify(peer, In::Frame(frame))
+    }
+
+    /// Asks to be told ([`Event::Flushed`] with the returned token) once every frame
+    /// queued so far for the peer is written and flushed.
+    pub fn flush(&mut self, peer: &PeerId) -> Result<u64, NotConnected> {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.notify(peer, In::Flush(token))?;
+        Ok(token)
+    }
+
+    fn notify(&mut self, peer: &PeerId, event: In) -> Result<(), NotConnected> {
+        let connection = *self
+            .connections
+            .get(peer)
+            .and_then(|c| c.first())
+            .ok_or(NotConnected)?;
+        self.events.push_back(ToSwarm::NotifyHandler {
+            peer_id: *peer,
+            handler: NotifyHandler::One(connection),
+            event,
+        });
+        Ok(())
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Event;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        _peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::new(self.config))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        _peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::new(self.config))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(c) => {
+                self.connections
+                    .entry(c.peer_id)
+                    .or_default()
+                    .push(c.connection_id);
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
+                if let Some(list) = self.connections.get_mut(&peer_id) {
+                    list.retain(|c| *c != connection_id);
+                    if list.is_empty() {
+                        self.connections.remove(&peer_id);
                     }
-                };
-                let Some(frame) = frame else { break };
-                let bytes = with_len_prefix(&frame);
-                writer
-                    .write_all(&bytes)
-                    .await
-                    .map_err(|e| format!("gossip stream write failed: {e}"))?;
-                // Flush when the queue is drained, so bursts go out in few packets.
-                if rx.is_empty() {
-                    writer
-                        .flush()
-                        .await
-                        .map_err(|e| format!("gossip stream flush failed: {e}"))?;
                 }
             }
-            let _ = writer.close().await;
-            Ok(())
+            _ => {}
         }
-        .await;
-        if let Err(e) = result {
-            debug!(peer = %pid, error = %e, "gossip writer ended");
-            // A connection without a working stream is useless: rebuild it.
-            let _ = failed.send(Inbound::WriterFailed { peer: pid }).await;
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        _connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        let event = match event {
+            Out::Frame(bytes) => Event::Frame { peer, bytes },
+            Out::Oversized => Event::Oversized { peer },
+            Out::StreamFailed(error) => Event::StreamFailed { peer, error },
+            Out::Dropped(count) => Event::Dropped { peer, count },
+            Out::Flushed(token) => Event::Flushed { peer, token },
+        };
+        self.events.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    fn poll(&mut self, _cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        match self.events.pop_front() {
+            Some(event) => Poll::Ready(event),
+            None => Poll::Pending,
         }
-    });
+    }
+}
+
+/// From the behaviour to one connection's handler.
+#[derive(Debug)]
+pub enum In {
+    Frame(Vec<u8>),
+    Flush(u64),
+}
+
+/// From one connection's handler to the behaviour.
+#[derive(Debug)]
+pub enum Out {
+    Frame(Vec<u8>),
+    Oversized,
+    StreamFailed(String),
+    Dropped(u64),
+    Flushed(u64),
+}
+
+/// The state of this node's outbound stream on one connection.
+enum Outbound {
+    /// Not asked for yet: asked for at the first poll.
+    Idle,
+    /// Being negotiated.
+    Opening,
+    Open(Box<Framed<Stream, Codec>>),
+    /// Failed and reported; the owner closes the connection.
+    Failed,
+}
+
+/// One connection's gossip streams.
+pub struct Handler {
+    config: Config,
+    outbound: Outbound,
+    /// The peer's stream to this node. A newer one replaces it.
+    inbound: Option<Box<Framed<Stream, Codec>>>,
+    queue: VecDeque<In>,
+    /// Flush tokens written out and waiting for the stream's flush.
+    flushing: Vec<u64>,
+    dropped: u64,
+    events: VecDeque<Out>,
+}
+
+impl Handler {
+    fn new(config: Config) -> Handler {
+        Handler {
+            config,
+            outbound: Outbound::Idle,
+            inbound: None,
+            queue: VecDeque::new(),
+            flushing: Vec::new(),
+            dropped: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        self.outbound = Outbound::Failed;
+        self.queue.clear();
+        self.flushing.clear();
+        self.events.push_back(Out::StreamFailed(error));
+    }
+
+    /// Writes queued frames and flushes; notices the peer dropping the stream.
+    fn poll_outbound(&mut self, cx: &mut Context<'_>) {
+        let Outbound::Open(stream) = &mut self.outbound else {
+            return;
+        };
+        // The peer never writes on this stream: anything on its read side means it
+        // dropped the stream (a close or a reset). Noticing at once, rather than at
+        // the next write, gets the link rebuilt without waiting for traffic.
+        let error = match stream.poll_next_unpin(cx) {
+            Poll::Pending => None,
+            Poll::Ready(None) => Some("gossip stream closed by the peer".to_string()),
+            Poll::Ready(Some(Ok(_))) => Some("unexpected data on the gossip stream".to_string()),
+            Poll::Ready(Some(Err(e))) => Some(format!("gossip stream reset by the peer: {e}")),
+        };
+        if let Some(error) = error {
+            return self.fail(error);
+        }
+        loop {
+            match Pin::new(&mut **stream).poll_ready(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Err(e)) => {
+                    return self.fail(format!("gossip stream write failed: {e}"))
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.queue.pop_front() {
+                Some(In::Frame(frame)) => {
+                    if let Err(e) = Pin::new(&mut **stream).start_send(frame.as_slice()) {
+                        return self.fail(format!("gossip stream write failed: {e}"));
+                    }
+                }
+                Some(In::Flush(token)) => self.flushing.push(token),
+                None => break,
+            }
+        }
+        match Pin::new(&mut **stream).poll_flush(cx) {
+            Poll::Pending => {}
+            Poll::Ready(Err(e)) => self.fail(format!("gossip stream flush failed: {e}")),
+            Poll::Ready(Ok(())) => {
+                let done = std::mem::take(&mut self.flushing);
+                self.events.extend(done.into_iter().map(Out::Flushed));
+            }
+        }
+    }
+
+    /// Reads at most one frame from the peer's stream.
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Option<Out> {
+        let stream = self.inbound.as_mut()?;
+        match stream.poll_next_unpin(cx) {
+            Poll::Pending => None,
+            Poll::Ready(Some(Ok(bytes))) => Some(Out::Frame(bytes)),
+            Poll::Ready(Some(Err(CodecError::Oversized))) => {
+                self.inbound = None;
+                Some(Out::Oversized)
+            }
+            // Closed or reset: the peer notices on its side and rebuilds the link.
+            Poll::Ready(None) | Poll::Ready(Some(Err(CodecError::Io(_)))) => {
+                self.inbound = None;
+                None
+            }
+        }
+    }
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = In;
+    type ToBehaviour = Out;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
+        SubstreamProtocol::new(ReadyUpgrade::new(StreamProtocol::new(GOSSIP_PROTOCOL)), ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        // Links between trusted agencies are meant to stay up; ping notices dead ones.
+        true
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
+        if matches!(self.outbound, Outbound::Idle) {
+            self.outbound = Outbound::Opening;
+            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(
+                    ReadyUpgrade::new(StreamProtocol::new(GOSSIP_PROTOCOL)),
+                    (),
+                ),
+            });
+        }
+        self.poll_outbound(cx);
+        if self.dropped > 0 {
+            let count = std::mem::take(&mut self.dropped);
+            self.events.push_back(Out::Dropped(count));
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+        }
+        if let Some(event) = self.poll_inbound(cx) {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+        }
+        Poll::Pending
+    }
+
+    fn on_behaviour_event(&mut self, event: In) {
+        match (&self.outbound, event) {
+            // A failed link takes no more frames; the connection is being closed.
+            (Outbound::Failed, _) => {}
+            (_, In::Frame(_)) if self.queue.len() >= self.config.queue => {
+                self.dropped += 1;
+            }
+            (_, event) => self.queue.push_back(event),
+        }
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: stream,
+                ..
+            }) => {
+                self.inbound = Some(Box::new(Framed::new(stream, Codec)));
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: stream,
+                ..
+            }) => {
+                self.outbound = Outbound::Open(Box::new(Framed::new(stream, Codec)));
+            }
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
+                let error = match error {
+                    StreamUpgradeError::Timeout => "timed out".to_string(),
+                    StreamUpgradeError::NegotiationFailed => {
+                        format!("the peer does not speak {GOSSIP_PROTOCOL}")
+                    }
+                    StreamUpgradeError::Io(e) => e.to_string(),
+                    StreamUpgradeError::Apply(never) => match never {},
+                };
+                self.fail(format!("cannot open gossip stream: {error}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Length-prefixed frames: a 4-byte big-endian length, then that many bytes.
+pub struct Codec;
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("frame length over MAX_FRAME_BYTES ({MAX_FRAME_BYTES})")]
+    Oversized,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Decoder for Codec {
+    type Item = Vec<u8>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<u8>>, CodecError> {
+        let Some(prefix) = src.get(..4) else {
+            return Ok(None);
+        };
+        let mut len = [0u8; 4];
+        len.copy_from_slice(prefix);
+        // Checked before a byte of the frame is buffered.
+        let len = frame_len(len).map_err(|_| CodecError::Oversized)?;
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(4 + len);
+        Ok(Some(frame.split_off(4).to_vec()))
+    }
+}
+
+impl Encoder for Codec {
+    type Item<'a> = &'a [u8];
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        // The true length, even over the limit: the receiver is the one that refuses.
+        let len = u32::try_from(frame.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+        dst.reserve(4 + frame.len());
+        dst.extend_from_slice(&len.to_be_bytes());
+        dst.extend_from_slice(frame);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_round_trips_and_waits_for_a_whole_frame() {
+        let mut buf = BytesMut::new();
+        Codec.encode(b"hello", &mut buf).unwrap();
+        Codec.encode(b"", &mut buf).unwrap();
+        let mut partial = buf.split_to(6);
+        assert_eq!(Codec.decode(&mut partial).unwrap(), None, "half a frame");
+        partial.unsplit(buf);
+        assert_eq!(Codec.decode(&mut partial).unwrap(), Some(b"hello".to_vec()));
+        assert_eq!(Codec.decode(&mut partial).unwrap(), Some(Vec::new()));
+        assert_eq!(Codec.decode(&mut partial).unwrap(), None);
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_the_frame_is_read() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&((MAX_FRAME_BYTES + 1) as u32).to_be_bytes());
+        assert!(matches!(Codec.decode(&mut buf), Err(CodecError::Oversized)));
+        assert!(buf.capacity() < MAX_FRAME_BYTES, "nothing reserved for it");
+    }
 }

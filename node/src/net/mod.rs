@@ -3,14 +3,14 @@
 //! Everything else talks to it through a cloneable [`NetHandle`] that sends a
 //! [`Command`] with a oneshot reply. A closed command channel means shut down.
 //!
-//! Per connected peer there is one outbound gossip stream (`/tocsin/gossip/1`) written by
-//! a writer task fed from a bounded queue, and one inbound stream read by a reader task
-//! that checks each length prefix against `MAX_FRAME_BYTES` before reading the frame. A
-//! slow or failing peer only ever fills its own queue; frames beyond it are dropped and
+//! Gossip runs on our own libp2p behaviour ([`gossip`]): per connection one outbound
+//! stream (`/tocsin/gossip/1`) fed from a bounded queue, and one inbound stream whose
+//! length prefixes are checked against `MAX_FRAME_BYTES` before a frame is read. A slow
+//! or failing peer only ever fills its own queue; frames beyond it are dropped and
 //! counted, never waited for.
 
 mod commands;
-mod gossip;
+pub mod gossip;
 mod handle;
 mod metrics;
 mod state;
@@ -24,11 +24,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{allow_block_list, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{allow_block_list, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use tocsin_proto::api::TrustChanged;
-use tocsin_proto::wire::GOSSIP_PROTOCOL;
 use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, SigningKey, VerifiedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -47,8 +46,8 @@ use trust::TrustReply;
 /// Frames queued for one peer's writer. A peer that falls this far behind loses frames
 /// (counted) rather than slowing the node; catch-up repairs what it missed.
 pub const PEER_WRITE_QUEUE: usize = 4096;
-/// Frames queued from all reader tasks into the actor. Readers wait when it is full,
-/// which back-pressures the sending peers' streams, not the actor.
+/// Messages queued from the actor's helper tasks (store commits, signing, the state
+/// writer) back into its loop.
 pub const INBOUND_QUEUE: usize = 4096;
 /// How long an idle connection is kept open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -59,25 +58,20 @@ pub struct Behaviour {
     /// Refuses every connection from a key that is not trusted (unknown, blocked, banned
     /// or partitioned) right after the Noise handshake, before any protocol stream.
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
-    /// Raw gossip streams for `/tocsin/gossip/1`.
-    stream: libp2p_stream::Behaviour,
+    /// The gossip streams for `/tocsin/gossip/1`.
+    gossip: gossip::Behaviour,
     /// Liveness checks, so dead connections are noticed and redialled.
     ping: ping::Behaviour,
 }
 
-/// What the actor's helpers (stream readers and writers, store tasks, the state
-/// writer) send back into its loop.
+/// What the actor's helpers (store tasks, signing, the state writer) send back into
+/// its loop.
 enum Inbound {
-    Frame {
-        peer: PeerId,
-        bytes: Vec<u8>,
-    },
-    Oversized {
-        peer: PeerId,
-    },
     StoreFailed(AlertId),
-    WriterFailed {
+    /// Stored alerts loaded for one peer (catch-up), encoded as frames.
+    Loaded {
         peer: PeerId,
+        frames: Vec<Vec<u8>>,
     },
     /// A locally issued alert, signed and verified off the loop.
     Signed {
@@ -129,7 +123,9 @@ pub fn build_swarm(
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_| Behaviour {
             allow: allow_block_list::Behaviour::default(),
-            stream: libp2p_stream::Behaviour::new(),
+            gossip: gossip::Behaviour::new(gossip::Config {
+                queue: PEER_WRITE_QUEUE,
+            }),
             ping: ping::Behaviour::default(),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
@@ -146,7 +142,8 @@ pub struct NetActor {
     commands: mpsc::Receiver<Command>,
     inbound_tx: mpsc::Sender<Inbound>,
     inbound_rx: mpsc::Receiver<Inbound>,
-    writers: HashMap<PeerId, mpsc::Sender<Vec<u8>>>,
+    /// Peers the engine has been told are connected.
+    connected: HashSet<PeerId>,
     timers: BinaryHeap<Reverse<(u64, NetTimer)>>,
     engine_timers: HashMap<u64, Timer>,
     next_timer: u64,
@@ -262,7 +259,7 @@ impl NetActor {
             commands,
             inbound_tx,
             inbound_rx,
-            writers: HashMap::new(),
+            connected: HashSet::new(),
             timers: BinaryHeap::new(),
             engine_timers: HashMap::new(),
             next_timer: 0,
@@ -279,27 +276,6 @@ impl NetActor {
     /// Runs until the command channel closes (every handle dropped) or `shutdown`
     /// resolves.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut incoming = match self
-            .swarm
-            .behaviour()
-            .stream
-            .new_control()
-            .accept(StreamProtocol::new(GOSSIP_PROTOCOL))
-        {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot register the gossip protocol");
-                return;
-            }
-        };
-        // libp2p-stream hands inbound streams over through a channel with a single
-        // slot and drops a stream that finds it full, so a dedicated task drains it.
-        let inbound = self.inbound_tx.clone();
-        let acceptor = tokio::spawn(async move {
-            while let Some((peer, stream)) = incoming.next().await {
-                gossip::spawn_reader(inbound.clone(), peer, stream);
-            }
-        });
         let mut committed = self.store.subscribe();
         for key in self.trust.keys() {
             self.apply_trust(key);
@@ -332,7 +308,6 @@ impl NetActor {
                 _ = sleep => self.fire_timers(),
             }
         }
-        acceptor.abort();
         // Nothing reads the inbound queue any more: close it so the state writer never
         // waits on it, then let it finish the queued writes.
         let NetActor {
@@ -367,20 +342,21 @@ impl NetActor {
         match action {
             Action::Send { peer, frame } => self.send_frame(&peer, &frame),
             Action::SendStored { peer, alerts } => {
-                let Some(writer) = peer_id(&peer).and_then(|p| self.writers.get(&p).cloned())
-                else {
+                let Some(pid) = peer_id(&peer).filter(|p| self.connected.contains(p)) else {
                     return;
                 };
                 let store = self.store.clone();
-                let drops = self.metrics.write_queue_drops.clone();
+                let inbound = self.inbound_tx.clone();
                 tokio::task::spawn_blocking(move || {
+                    let mut frames = Vec::with_capacity(alerts.len());
                     for (id, hops) in alerts {
                         match store.envelope(&id) {
                             Ok(Some(envelope)) => {
                                 let frame = Frame::Alert { hops, envelope };
-                                if let Ok(bytes) = frame.encode() {
-                                    if writer.try_send(bytes).is_err() {
-                                        drops.inc();
+                                match frame.encode() {
+                                    Ok(bytes) => frames.push(bytes),
+                                    Err(e) => {
+                                        warn!(error = %e, alert = %id.fmt_short(), "cannot encode a stored alert")
                                     }
                                 }
                             }
@@ -390,6 +366,7 @@ impl NetActor {
                             }
                         }
                     }
+                    let _ = inbound.blocking_send(Inbound::Loaded { peer: pid, frames });
                 });
             }
             Action::Store { alert, from, hops } => {
@@ -455,7 +432,7 @@ impl NetActor {
     }
 
     fn send_frame(&mut self, peer: &PublicKey, frame: &Frame) {
-        let Some(writer) = peer_id(peer).and_then(|p| self.writers.get(&p)) else {
+        let Some(pid) = peer_id(peer).filter(|p| self.connected.contains(p)) else {
             return;
         };
         match frame.encode() {
@@ -464,9 +441,8 @@ impl NetActor {
                     .frames_sent
                     .get_or_create(&vec![("kind".into(), frame.name().into())])
                     .inc();
-                if writer.try_send(bytes).is_err() {
-                    self.metrics.write_queue_drops.inc();
-                }
+                // Not connected any more: the engine hears of it from the swarm.
+                let _ = self.swarm.behaviour_mut().gossip.send(&pid, bytes);
             }
             Err(e) => warn!(error = %e, "cannot encode frame"),
         }
@@ -584,8 +560,9 @@ impl NetActor {
             } => {
                 let Some(key) = key_of_peer(&pid) else { return };
                 info!(peer = %key.fmt_short(), cause = ?cause.map(|c| c.to_string()), "peer disconnected");
-                self.metrics.peers_connected.dec();
-                self.writers.remove(&pid);
+                if self.connected.remove(&pid) {
+                    self.metrics.peers_connected.dec();
+                }
                 self.last_seen.insert(key, crate::now_ms());
                 self.feed(Event::PeerDisconnected(key));
                 if self.redial.contains_key(&pid) {
@@ -610,55 +587,63 @@ impl NetActor {
                     self.schedule_redial(pid);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(event)) => self.on_gossip(event),
             _ => {}
         }
     }
 
-    /// Registers a newly connected peer once: its writer and the engine's
-    /// `PeerConnected`, whichever of the connection event and its first frame comes first.
+    fn on_gossip(&mut self, event: gossip::Event) {
+        match event {
+            gossip::Event::Frame { peer, bytes } => {
+                let Some(key) = key_of_peer(&peer) else {
+                    return;
+                };
+                self.ensure_connected(peer, key);
+                self.last_seen.insert(key, crate::now_ms());
+                self.feed(Event::Frame { peer: key, bytes });
+            }
+            gossip::Event::Oversized { peer } => {
+                if let Some(key) = key_of_peer(&peer) {
+                    self.feed(Event::OversizedFrame { peer: key });
+                }
+            }
+            gossip::Event::StreamFailed { peer, error } => {
+                self.metrics.stream_failures.inc();
+                info!(peer = %peer, error, "gossip stream failed; reconnecting");
+                // A connection without a working stream is useless: rebuild it.
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            gossip::Event::Dropped { count, .. } => {
+                self.metrics.write_queue_drops.inc_by(count);
+            }
+            gossip::Event::Flushed { .. } => {}
+        }
+    }
+
+    /// Tells the engine once that a peer is connected, whichever of the connection event
+    /// and its first frame comes first.
     fn ensure_connected(&mut self, pid: PeerId, key: PublicKey) {
-        if self.writers.contains_key(&pid) {
+        if !self.swarm.is_connected(&pid) || !self.connected.insert(pid) {
             return;
         }
         self.metrics.peers_connected.inc();
         self.metrics.peer_connects.inc();
-        self.spawn_writer(pid);
         self.feed(Event::PeerConnected(key));
-    }
-
-    fn spawn_writer(&mut self, pid: PeerId) {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(PEER_WRITE_QUEUE);
-        self.writers.insert(pid, tx);
-        let control = self.swarm.behaviour().stream.new_control();
-        gossip::spawn_writer(control, pid, rx, self.inbound_tx.clone());
     }
 
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
-            Inbound::Frame { peer, bytes } => {
-                let Some(key) = key_of_peer(&peer) else {
-                    return;
-                };
-                // A peer's first frame can overtake the ConnectionEstablished event.
-                if self.swarm.is_connected(&peer) {
-                    self.ensure_connected(peer, key);
-                }
-                self.last_seen.insert(key, crate::now_ms());
-                self.feed(Event::Frame { peer: key, bytes });
-            }
             Inbound::StoreFailed(id) => self.feed(Event::StoreFailed(vec![id])),
-            Inbound::WriterFailed { peer } => {
-                if self.writers.get(&peer).is_some_and(|w| w.is_closed()) {
-                    self.metrics.stream_failures.inc();
-                    info!(peer = %peer, "gossip stream failed; reconnecting");
-                    let _ = self.swarm.disconnect_peer_id(peer);
-                }
-            }
-            Inbound::Oversized { peer } => {
-                let Some(key) = key_of_peer(&peer) else {
+            Inbound::Loaded { peer, frames } => {
+                if !self.connected.contains(&peer) {
                     return;
-                };
-                self.feed(Event::OversizedFrame { peer: key });
+                }
+                let gossip = &mut self.swarm.behaviour_mut().gossip;
+                for bytes in frames {
+                    if gossip.send(&peer, bytes).is_err() {
+                        break;
+                    }
+                }
             }
             Inbound::Signed { alert, reply } => self.on_signed(alert, reply),
             Inbound::TrustCommitted {

@@ -1,5 +1,11 @@
+//! # tocsin-sim
+//!
 //! A deterministic discrete-event simulator that runs the real [`Engine`] for every
-//! node of a federation.
+//! node of a federation. Test support only: `tocsind` does not link it.
+//!
+//! After every event it checks the engine's invariants ([`Engine::check_invariants`]);
+//! failures are counted in [`SimCounters::invariant_violations`] and the first is kept
+//! in [`SimReport::first_violation`].
 //!
 //! Time is virtual (milliseconds from 0); events wait in an ordered map keyed by
 //! `(time, sequence number)`, so two events at the same instant run in the order they
@@ -50,7 +56,7 @@ use tocsin_proto::{
     SigningKey, Tlp, FORMAT_VERSION,
 };
 
-use super::{Action, Engine, EngineConfig, Event, KnownAlert, Timer};
+use tocsin_node::engine::{Action, Engine, EngineConfig, Event, KnownAlert, Timer};
 
 /// Simulated time from an [`Action::Store`] to its [`Event::Committed`], ms: one group
 /// commit of the node's store.
@@ -234,6 +240,8 @@ pub struct DisconnectRecord {
 pub struct SimCounters {
     /// Events processed.
     pub events: u64,
+    /// Events after which an engine's [`Engine::check_invariants`] failed.
+    pub invariant_violations: u64,
     /// Connection attempts refused by one end's `may_connect` (blocked links, bans).
     pub refused_connections: u64,
     /// `Store` actions for an alert the node already held.
@@ -353,6 +361,8 @@ pub struct SimReport {
     pub engine: EngineTotals,
     /// Simulator bookkeeping.
     pub counters: SimCounters,
+    /// The first broken engine invariant, if any (see [`SimCounters::invariant_violations`]).
+    pub first_violation: Option<String>,
 }
 
 impl SimReport {
@@ -506,6 +516,7 @@ pub struct Sim {
     /// `tocsin_rejections` counts them).
     verdicts: BTreeMap<&'static str, u64>,
     counters: SimCounters,
+    first_violation: Option<String>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -586,6 +597,7 @@ impl Sim {
             disconnects: Vec::new(),
             verdicts: BTreeMap::new(),
             counters: SimCounters::default(),
+            first_violation: None,
             cfg,
         };
         sim.build_graph();
@@ -727,6 +739,11 @@ impl Sim {
             return;
         };
         let actions = engine.handle(event, now);
+        if let Err(e) = engine.check_invariants(now) {
+            self.counters.invariant_violations += 1;
+            self.first_violation
+                .get_or_insert_with(|| format!("node {node} at {now} ms: {e}"));
+        }
         self.apply(node, actions);
     }
 
@@ -1455,6 +1472,7 @@ impl Sim {
             disconnects: self.disconnects.clone(),
             engine,
             counters: self.counters.clone(),
+            first_violation: self.first_violation.clone(),
         }
     }
 }

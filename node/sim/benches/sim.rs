@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tocsin_node::engine::sim::{LevelMix, Sim, SimConfig, SimError, SimReport};
 use tocsin_node::engine::EngineConfig;
 use tocsin_proto::policy::TrustLevel;
 use tocsin_proto::Tlp;
+use tocsin_sim::{LevelMix, Sim, SimConfig, SimError, SimReport};
 
 /// Alerts per run.
 const ALERTS: usize = 20;

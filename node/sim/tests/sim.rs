@@ -10,10 +10,10 @@
 
 use std::collections::BTreeSet;
 
-use tocsin_node::engine::sim::{LevelMix, Sim, SimConfig, SimReport};
 use tocsin_node::engine::EngineConfig;
 use tocsin_proto::policy::TrustLevel;
 use tocsin_proto::{AlertId, Tlp};
+use tocsin_sim::{LevelMix, Sim, SimConfig, SimReport};
 
 const SEEDS: [u64; 3] = [11, 22, 33];
 /// Virtual time allowed for a run to settle; catch-up timers are 5 s, so a healthy run
@@ -58,8 +58,14 @@ fn neighbours_at(sim: &Sim, node: usize, level: TrustLevel) -> Vec<usize> {
         .collect()
 }
 
-/// Every alert reached every permitted node and no other.
+/// Every alert reached every permitted node and no other, and no engine broke an
+/// invariant on the way.
 fn assert_exact(report: &SimReport) {
+    assert_eq!(
+        report.first_violation, None,
+        "seed {}: engine invariant broken",
+        report.seed
+    );
     for a in &report.alerts {
         assert!(
             a.missing.is_empty(),

@@ -1,0 +1,243 @@
+//! Frames from peers: decoding, the validation order for alerts (cheapest first), and
+//! the answers to announces, wants and catch-up requests. Each step hands its state
+//! changes to the part that owns them.
+
+use std::sync::Arc;
+
+use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
+use tocsin_proto::policy::{self, Scope};
+use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
+
+use super::{Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS};
+
+impl Engine {
+    pub(super) fn on_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
+        if !self.trees.is_connected(&peer) {
+            // Not (or no longer) an accepted connection: drop without work.
+            self.verdict(peer, Reason::NotConnected, now);
+            return;
+        }
+        if !self.scoring.take_bytes(peer, bytes.len(), now) {
+            return;
+        }
+        let frame = match Frame::decode(bytes) {
+            Ok(f) => f,
+            Err(_) => {
+                self.verdict(peer, Reason::MalformedFrame, now);
+                return;
+            }
+        };
+        match frame {
+            Frame::Hello { epoch, head } => {
+                self.catchup
+                    .on_hello(peer, epoch, head, now, &mut self.actions)
+            }
+            Frame::Alert { hops, envelope } => self.on_alert(peer, hops, envelope, now),
+            Frame::Announce { ids, hops } => self.on_announce(peer, ids, hops, now),
+            Frame::Want { ids, graft } => self.on_want(peer, ids, graft, now),
+            Frame::Prune { origin } => self.trees.on_prune(&peer, origin),
+            Frame::Graft { origin } => self.trees.on_graft(&peer, origin),
+            Frame::SyncRequest { epoch, after } => self.on_sync_request(peer, epoch, after, now),
+            Frame::SyncPage {
+                epoch,
+                ids,
+                next,
+                done,
+            } => self.catchup.on_page(
+                peer,
+                epoch,
+                ids,
+                next,
+                done,
+                &self.known,
+                now,
+                &mut self.actions,
+            ),
+        }
+    }
+
+    fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) {
+        // A cursor from another epoch of our log means nothing: start from the beginning.
+        let after = if epoch == self.epoch { after } else { 0 };
+        let level = self.scoring.level(&peer);
+        let mut ids = Vec::new();
+        let mut next = after;
+        let mut done = true;
+        for (scanned, (seq, id)) in self.known.log_after(after).enumerate() {
+            if scanned == SYNC_PAGE_SCAN || ids.len() == MAX_IDS_PER_FRAME {
+                done = false;
+                break;
+            }
+            next = seq;
+            if let Some(k) = self.known.get(id) {
+                if self.shareable(k, &peer, level, now) && k.from != Some(peer) {
+                    ids.push(*id);
+                }
+            }
+        }
+        self.send(
+            peer,
+            Frame::SyncPage {
+                epoch: self.epoch,
+                ids,
+                next,
+                done,
+            },
+        );
+    }
+
+    fn on_announce(&mut self, peer: PublicKey, ids: Vec<AlertId>, hops: Vec<u8>, now: u64) {
+        for (i, id) in ids.into_iter().enumerate() {
+            let Some(k) = self.known.get(&id) else {
+                self.trees.announced(peer, id, now, &mut self.actions);
+                continue;
+            };
+            // A much shorter path through the announcer: make it our tree link for
+            // what comes next, and prune the link the long copy came over.
+            let offered = hops.get(i).copied().unwrap_or(u8::MAX);
+            if let Some(parent) = k.from {
+                if parent != peer && offered.saturating_add(TREE_OPTIMISE_HOPS) <= k.hops {
+                    let origin = k.origin;
+                    self.trees.optimise(peer, parent, origin, &mut self.actions);
+                }
+            }
+        }
+    }
+
+    fn on_want(&mut self, peer: PublicKey, ids: Vec<AlertId>, graft: bool, now: u64) {
+        let level = self.scoring.level(&peer);
+        if graft {
+            let origins: Vec<PublicKey> = ids
+                .iter()
+                .filter_map(|id| self.known.get(id).map(|k| k.origin))
+                .collect();
+            self.trees.on_want_graft(&peer, origins);
+        }
+        let mut from_store = Vec::new();
+        for id in ids {
+            let Some(k) = self.known.get(&id) else {
+                continue;
+            };
+            if !self.shareable(k, &peer, level, now) {
+                continue;
+            }
+            let hops = k.hops.saturating_add(1);
+            match self.known.envelope(&id) {
+                Some(env) => {
+                    let envelope = env.as_ref().clone();
+                    self.scoring.stats_mut(peer).alerts_out += 1;
+                    self.send(peer, Frame::Alert { hops, envelope });
+                }
+                None => from_store.push((id, hops)),
+            }
+        }
+        if !from_store.is_empty() {
+            self.scoring.stats_mut(peer).alerts_out += from_store.len() as u64;
+            self.actions.push(Action::SendStored {
+                peer,
+                alerts: from_store,
+            });
+        }
+    }
+
+    fn on_alert(&mut self, peer: PublicKey, hops: u8, envelope: Vec<u8>, now: u64) {
+        if !self.scoring.take_alert(peer, now) {
+            return;
+        }
+        // 1. limits and decode
+        let alert = match SignedAlert::decode(&envelope) {
+            Ok(a) => a,
+            Err(_) => {
+                self.verdict(peer, Reason::MalformedAlert, now);
+                return;
+            }
+        };
+        let id = alert.id();
+        // 2. duplicate
+        if self.known.contains(&id) {
+            self.on_duplicate(peer, id, hops, now);
+            return;
+        }
+        let body = alert.body();
+        // 3–6. sending peer's level, origin not blocked, TLP scope, hop limit
+        let scope = Scope {
+            origin: &body.origin,
+            tlp: body.tlp,
+            recipients: &body.recipients,
+        };
+        if let Err(r) = policy::check_inbound(
+            &self.me,
+            &peer,
+            self.scoring.level(&peer),
+            self.scoring.level(&body.origin),
+            scope,
+            hops,
+        ) {
+            return self.refuse(peer, id, r, now);
+        }
+        // 7. expiry
+        if body.is_expired(now) {
+            return self.refuse(peer, id, Reason::Expired, now);
+        }
+        // 8. signature
+        if alert.check_signature().is_err() {
+            return self.refuse(peer, id, Reason::BadSignature, now);
+        }
+        // Only the origin may update or cancel its alert. A validly signed one naming
+        // another origin's alert is refused; only its origin is penalised for it (a
+        // relay could not have known).
+        if let Some(target) = body.replaces.and_then(|t| self.known.get(&t)) {
+            if target.origin != body.origin {
+                let reason = if peer == body.origin {
+                    Reason::NotOrigin
+                } else {
+                    Reason::ForeignReplacement
+                };
+                return self.refuse(peer, id, reason, now);
+            }
+        }
+        self.scoring.stats_mut(peer).alerts_in += 1;
+        self.trees.arrived(&id, &peer, body.origin);
+        let meta = KnownAlert::of(&alert, hops, Some(peer));
+        self.accept(meta, Arc::new(envelope));
+        self.known.mark_uncommitted(id);
+        self.actions.push(Action::Store {
+            alert: Box::new(alert),
+            from: peer,
+            hops,
+        });
+        self.relay(id, Some(peer), now);
+    }
+
+    /// A full copy of an alert we hold arrived from `peer` at `hops`.
+    fn on_duplicate(&mut self, peer: PublicKey, id: AlertId, hops: u8, now: u64) {
+        let Some(k) = self.known.get_mut(&id) else {
+            return;
+        };
+        // A shorter path: hold the alert at the lower hop count, and offer it again if
+        // that brings it back under the hop limit.
+        let mut reoffer = false;
+        let origin = k.origin;
+        if hops < k.hops && k.from.is_some() {
+            reoffer = k.hops >= MAX_HOPS && hops < MAX_HOPS;
+            k.hops = hops;
+        }
+        if reoffer {
+            self.relay(id, Some(peer), now);
+        }
+        self.scoring.stats_mut(peer).duplicates += 1;
+        // Prune the link in the tree that brought the copy: the origin's own, or the
+        // default one.
+        if let Some(prune) = self.trees.prune_duplicate(&peer, origin, hops) {
+            self.send(peer, prune);
+        }
+    }
+
+    /// `peer`'s copy of `id` was refused for `reason`: the verdict, and stop asking
+    /// `peer` for it or waiting for it in `peer`'s catch-up page.
+    fn refuse(&mut self, peer: PublicKey, id: AlertId, reason: Reason, now: u64) {
+        self.verdict(peer, reason, now);
+        self.trees.drop_announcer(&id, &peer);
+        self.catchup.refused(peer, &id, now, &mut self.actions);
+    }
+}

@@ -1,0 +1,215 @@
+//! The alerts a node holds: their metadata, which are cancelled, which are accepted but
+//! not yet committed, the envelope cache that answers `Want` without a disk read, and
+//! the node's append log (seq → id) that answers catch-up.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tocsin_proto::policy::Scope;
+use tocsin_proto::{AlertId, Kind, PublicKey, SignedAlert, Tlp};
+
+/// What the engine knows about an alert it holds.
+#[derive(Debug, Clone)]
+pub struct KnownAlert {
+    pub id: AlertId,
+    pub origin: PublicKey,
+    pub tlp: Tlp,
+    pub recipients: Vec<PublicKey>,
+    pub expires_at: Option<u64>,
+    pub kind: Kind,
+    pub replaces: Option<AlertId>,
+    /// Hops from the origin when we got it (0 = issued here).
+    pub hops: u8,
+    /// The peer that delivered it (None = issued here).
+    pub from: Option<PublicKey>,
+}
+
+impl KnownAlert {
+    /// The metadata of a signed alert received at `hops` from `from`.
+    pub fn of(alert: &SignedAlert, hops: u8, from: Option<PublicKey>) -> Self {
+        let b = alert.body();
+        KnownAlert {
+            id: alert.id(),
+            origin: b.origin,
+            tlp: b.tlp,
+            recipients: b.recipients.clone(),
+            expires_at: b.expires_at,
+            kind: b.kind,
+            replaces: b.replaces,
+            hops,
+            from,
+        }
+    }
+
+    pub(super) fn scope(&self) -> Scope<'_> {
+        Scope {
+            origin: &self.origin,
+            tlp: self.tlp,
+            recipients: &self.recipients,
+        }
+    }
+
+    pub(super) fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// The alerts held, the cancels among them, and the log.
+#[derive(Debug)]
+pub struct Known {
+    alerts: HashMap<AlertId, KnownAlert>,
+    /// Ids of alerts cancelled by their origin.
+    cancelled: HashSet<AlertId>,
+    /// Cancels whose target has not arrived yet: target → cancel's origin.
+    early_cancels: HashMap<AlertId, Vec<PublicKey>>,
+    /// Accepted and handed to the store, not yet committed.
+    uncommitted: HashSet<AlertId>,
+    cache: HashMap<AlertId, Arc<Vec<u8>>>,
+    cache_order: VecDeque<AlertId>,
+    cache_cap: usize,
+    /// Our append log (seq → id), for answering catch-up.
+    log: BTreeMap<u64, AlertId>,
+}
+
+impl Known {
+    pub fn new(cache_cap: usize) -> Known {
+        Known {
+            alerts: HashMap::new(),
+            cancelled: HashSet::new(),
+            early_cancels: HashMap::new(),
+            uncommitted: HashSet::new(),
+            cache: HashMap::new(),
+            cache_order: VecDeque::new(),
+            cache_cap,
+            log: BTreeMap::new(),
+        }
+    }
+
+    /// A stored alert at start-up, at `seq` in our log.
+    pub fn load(&mut self, seq: u64, meta: KnownAlert) {
+        self.log.insert(seq, meta.id);
+        self.note_replacement(&meta);
+        self.alerts.insert(meta.id, meta);
+    }
+
+    pub fn get(&self, id: &AlertId) -> Option<&KnownAlert> {
+        self.alerts.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &AlertId) -> Option<&mut KnownAlert> {
+        self.alerts.get_mut(id)
+    }
+
+    pub fn contains(&self, id: &AlertId) -> bool {
+        self.alerts.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    pub fn is_cancelled(&self, id: &AlertId) -> bool {
+        self.cancelled.contains(id)
+    }
+
+    pub fn is_uncommitted(&self, id: &AlertId) -> bool {
+        self.uncommitted.contains(id)
+    }
+
+    /// The cached envelope of an alert, if still cached.
+    pub fn envelope(&self, id: &AlertId) -> Option<&Arc<Vec<u8>>> {
+        self.cache.get(id)
+    }
+
+    /// Holds a newly accepted alert (and caches its envelope).
+    pub fn accept(&mut self, meta: KnownAlert, envelope: Arc<Vec<u8>>) {
+        let id = meta.id;
+        self.note_replacement(&meta);
+        self.alerts.insert(id, meta);
+        if self.cache_cap > 0 {
+            self.cache.insert(id, envelope);
+            self.cache_order.push_back(id);
+            while self.cache_order.len() > self.cache_cap {
+                if let Some(old) = self.cache_order.pop_front() {
+                    self.cache.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// An accepted alert was handed to the store.
+    pub fn mark_uncommitted(&mut self, id: AlertId) {
+        self.uncommitted.insert(id);
+    }
+
+    /// The store committed `id` at `seq`.
+    pub fn committed(&mut self, seq: u64, id: AlertId) {
+        self.log.insert(seq, id);
+        self.uncommitted.remove(&id);
+    }
+
+    /// The store refused `id`: forget it, so a later copy can deliver it again.
+    pub fn forget(&mut self, id: &AlertId) {
+        self.uncommitted.remove(id);
+        self.alerts.remove(id);
+        self.cache.remove(id);
+    }
+
+    /// The highest sequence number in our log (0 when empty).
+    pub fn head(&self) -> u64 {
+        self.log.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Our log after sequence `after`, in order.
+    pub fn log_after(&self, after: u64) -> impl Iterator<Item = (u64, &AlertId)> {
+        self.log
+            .range(after.saturating_add(1)..)
+            .map(|(seq, id)| (*seq, id))
+    }
+
+    fn note_replacement(&mut self, meta: &KnownAlert) {
+        if meta.kind == Kind::Cancel {
+            if let Some(target) = meta.replaces {
+                match self.alerts.get(&target) {
+                    Some(t) if t.origin == meta.origin => {
+                        self.cancelled.insert(target);
+                    }
+                    Some(_) => {}
+                    None => self
+                        .early_cancels
+                        .entry(target)
+                        .or_default()
+                        .push(meta.origin),
+                }
+            }
+        }
+        if let Some(origins) = self.early_cancels.remove(&meta.id) {
+            if origins.contains(&meta.origin) {
+                self.cancelled.insert(meta.id);
+            }
+        }
+    }
+
+    /// This part's invariants.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if let Some(id) = self
+            .uncommitted
+            .iter()
+            .find(|id| !self.alerts.contains_key(id))
+        {
+            return Err(format!("uncommitted {} is not held", id.fmt_short()));
+        }
+        if let Some(id) = self.cache.keys().find(|id| !self.alerts.contains_key(id)) {
+            return Err(format!("cached envelope {} is not held", id.fmt_short()));
+        }
+        if self.cache.len() > self.cache_cap || self.cache.len() > self.cache_order.len() {
+            return Err(format!(
+                "envelope cache holds {} (cap {}, order {})",
+                self.cache.len(),
+                self.cache_cap,
+                self.cache_order.len()
+            ));
+        }
+        Ok(())
+    }
+}

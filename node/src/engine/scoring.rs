@@ -1,0 +1,207 @@
+//! Peers' trust levels and scores: the trust table the engine decides by, the counters
+//! kept per peer across reconnections, the per-peer rate limits, and the penalty score
+//! that bans a peer sending invalid data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tocsin_proto::policy::TrustLevel;
+use tocsin_proto::{PublicKey, Reason};
+
+use super::{EngineConfig, PENALTY_DECAY_PER_SEC};
+
+/// Counters per peer, kept across reconnections.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStats {
+    /// Alerts accepted from this peer.
+    pub alerts_in: u64,
+    /// Full alerts sent to this peer.
+    pub alerts_out: u64,
+    /// Frame bytes received from this peer.
+    pub bytes_in: u64,
+    /// Duplicate full alerts received (benign; drives pruning).
+    pub duplicates: u64,
+    /// Frames or alerts dropped by the rate limits.
+    pub rate_limited: u64,
+    /// Rejections by reason.
+    pub rejections: BTreeMap<&'static str, u64>,
+    /// Current penalty score (decays over time).
+    pub penalty: u32,
+    /// Refused until this time (ms), after crossing the penalty threshold.
+    pub banned_until: Option<u64>,
+    #[serde(skip)]
+    penalty_at: u64,
+    #[serde(skip)]
+    alert_bucket: Bucket,
+    #[serde(skip)]
+    byte_bucket: Bucket,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    tokens: f64,
+    at: u64,
+    primed: bool,
+}
+
+impl Bucket {
+    fn take(&mut self, now: u64, rate: f64, burst: f64, n: f64) -> bool {
+        if !self.primed {
+            self.tokens = burst;
+            self.at = now;
+            self.primed = true;
+        }
+        let elapsed = now.saturating_sub(self.at) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The settings this part uses (from [`EngineConfig`]).
+#[derive(Debug, Clone)]
+struct Limits {
+    alerts_per_sec: f64,
+    alert_burst: f64,
+    bytes_per_sec: f64,
+    byte_burst: f64,
+    penalty_threshold: u32,
+    ban_ms: u64,
+}
+
+/// Trust levels, counters, rate limits and penalties.
+#[derive(Debug)]
+pub struct Scoring {
+    trust: HashMap<PublicKey, TrustLevel>,
+    stats: HashMap<PublicKey, PeerStats>,
+    limits: Limits,
+}
+
+impl Scoring {
+    pub fn new(cfg: &EngineConfig) -> Scoring {
+        Scoring {
+            trust: HashMap::new(),
+            stats: HashMap::new(),
+            limits: Limits {
+                alerts_per_sec: f64::from(cfg.peer_alerts_per_sec),
+                alert_burst: f64::from(cfg.peer_alert_burst),
+                bytes_per_sec: cfg.peer_bytes_per_sec as f64,
+                byte_burst: cfg.peer_byte_burst as f64,
+                penalty_threshold: cfg.penalty_threshold,
+                ban_ms: cfg.ban_ms,
+            },
+        }
+    }
+
+    /// The trust level of a key.
+    pub fn level(&self, key: &PublicKey) -> Option<TrustLevel> {
+        self.trust.get(key).copied()
+    }
+
+    /// Sets (or, with `None`, removes) a key's trust level.
+    pub fn set_level(&mut self, key: PublicKey, level: Option<TrustLevel>) {
+        match level {
+            Some(l) => self.trust.insert(key, l),
+            None => self.trust.remove(&key),
+        };
+    }
+
+    /// Whether a peer may connect now (trusted, not banned).
+    pub fn may_connect(&self, key: &PublicKey, now: u64) -> bool {
+        TrustLevel::may_connect(self.level(key))
+            && self
+                .stats
+                .get(key)
+                .and_then(|s| s.banned_until)
+                .is_none_or(|u| u <= now)
+    }
+
+    pub fn stats(&self, peer: &PublicKey) -> Option<&PeerStats> {
+        self.stats.get(peer)
+    }
+
+    pub fn stats_mut(&mut self, peer: PublicKey) -> &mut PeerStats {
+        self.stats.entry(peer).or_default()
+    }
+
+    /// Every key that is trusted or has counters, sorted.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = self
+            .trust
+            .keys()
+            .chain(self.stats.keys())
+            .copied()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Counts a frame's bytes; false (counted as rate-limited) when the peer's byte
+    /// bucket is empty.
+    pub fn take_bytes(&mut self, peer: PublicKey, n: usize, now: u64) -> bool {
+        let (rate, burst) = (self.limits.bytes_per_sec, self.limits.byte_burst);
+        let s = self.stats_mut(peer);
+        s.bytes_in += n as u64;
+        let ok = s.byte_bucket.take(now, rate, burst, n as f64);
+        if !ok {
+            s.rate_limited += 1;
+        }
+        ok
+    }
+
+    /// False (counted as rate-limited) when the peer's alert bucket is empty.
+    pub fn take_alert(&mut self, peer: PublicKey, now: u64) -> bool {
+        let (rate, burst) = (self.limits.alerts_per_sec, self.limits.alert_burst);
+        let s = self.stats_mut(peer);
+        let ok = s.alert_bucket.take(now, rate, burst, 1.0);
+        if !ok {
+            s.rate_limited += 1;
+        }
+        ok
+    }
+
+    /// Counts a refusal and adds its penalty. Returns the end of the ban when this
+    /// refusal takes the peer past the threshold.
+    pub fn judge(&mut self, peer: PublicKey, reason: Reason, now: u64) -> Option<u64> {
+        let (threshold, ban_ms) = (self.limits.penalty_threshold, self.limits.ban_ms);
+        let s = self.stats_mut(peer);
+        *s.rejections.entry(reason.as_str()).or_default() += 1;
+        if !reason.penalised() {
+            return None;
+        }
+        let decay = (now.saturating_sub(s.penalty_at) / 1000) as u32 * PENALTY_DECAY_PER_SEC;
+        s.penalty = s
+            .penalty
+            .saturating_sub(decay)
+            .saturating_add(reason.penalty());
+        s.penalty_at = now;
+        if s.penalty < threshold {
+            return None;
+        }
+        let until = now + ban_ms;
+        s.banned_until = Some(until);
+        s.penalty = 0;
+        Some(until)
+    }
+
+    /// This part's invariants: a penalty is always below the threshold (reaching it
+    /// bans and resets).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (k, s) in &self.stats {
+            if s.penalty >= self.limits.penalty_threshold {
+                return Err(format!(
+                    "peer {} holds penalty {} at or over the threshold",
+                    k.fmt_short(),
+                    s.penalty
+                ));
+            }
+        }
+        Ok(())
+    }
+}

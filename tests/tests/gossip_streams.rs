@@ -1,0 +1,106 @@
+//! The `/tocsin/gossip/1` streams over real `tocsind` processes: a full mesh links up
+//! with one stream per connection and no drops or reconnects, and a peer that sends a
+//! frame over the size limit is refused before the frame is read, penalised, and
+//! cannot take the node or its stored alerts with it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use tocsin_proto::limits::MAX_FRAME_BYTES;
+use tocsin_proto::TrustLevel::Member;
+use tocsin_tests::rawpeer::{connect, Connect};
+use tocsin_tests::{alert, Fed, ARRIVAL_TIMEOUT, QUIET_PERIOD};
+use tocsin_tools::cluster::Link;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twelve_node_mesh_starts_with_no_stream_failures_or_reconnects() {
+    let n = 12;
+    let mut links = Vec::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            links.push(Link::sym(a, b, Member));
+        }
+    }
+    let fed = Fed::start(n, links).await;
+    // Every link is up; give late failures (a stream dropped at start-up, a redial) time
+    // to show before counting.
+    tokio::time::sleep(QUIET_PERIOD * 2).await;
+    for i in 0..n {
+        let net = fed.cluster.nodes[i].client().get("/v1/net").await.unwrap();
+        assert_eq!(net["stream_failures"], 0, "node {}: {net}", i + 1);
+        assert_eq!(
+            net["peer_connects"],
+            n - 1,
+            "node {}: one connect per link, no reconnects: {net}",
+            i + 1
+        );
+        assert_eq!(net["connected"], n - 1, "node {}: {net}", i + 1);
+    }
+    // And the streams carry traffic: one alert from each end of the mesh.
+    let first = fed.issue(0, alert("CLEAR", "across the mesh")).await;
+    let last = fed
+        .issue(n - 1, alert("GREEN", "back across the mesh"))
+        .await;
+    for i in 0..n {
+        fed.wait_for(i, &first).await;
+        fed.wait_for(i, &last).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused_unread_and_penalised_and_the_node_keeps_its_alerts() {
+    let fed = Fed::line(2, Member).await;
+    let before = fed
+        .issue(0, alert("CLEAR", "stored before the attack"))
+        .await;
+    fed.wait_for(1, &before).await;
+
+    let raw = tocsin_proto::SigningKey::from_bytes(&[5u8; 32]);
+    let raw_key = tocsin_proto::PublicKey(raw.verifying_key().to_bytes()).to_string();
+    let node = &fed.cluster.nodes[0];
+    node.client()
+        .post(
+            "/v1/trust",
+            &json!({"key": raw_key, "level": "member", "name": "oversized"}),
+        )
+        .await
+        .unwrap();
+    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+    let mut peer = match connect(&raw, node.addr().parse().unwrap(), target).await {
+        Connect::Open(peer) => peer,
+        Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
+    };
+    // One byte over the limit, with its true length in the prefix. The node drops the
+    // stream after the prefix, so the rest of the write may fail: that is the point.
+    let _ = peer.send_frames(&[vec![0u8; MAX_FRAME_BYTES + 1]]).await;
+
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    let row = loop {
+        let row = fed.peer_row(0, &raw_key).await.unwrap();
+        if row["rejections"]["oversized_frame"] == 1 {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "oversized frame not counted: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(row["penalty"].as_u64().unwrap() > 0, "penalised: {row}");
+    assert_eq!(row["alerts_in"], 0, "{row}");
+
+    // The node is up, keeps what it stored, and honest traffic flows both ways.
+    assert!(fed.get(0, &before).await.is_some());
+    let after = fed.issue(1, alert("GREEN", "after the attack")).await;
+    fed.wait_for(0, &after).await;
+    let back = fed.issue(0, alert("GREEN", "and back")).await;
+    fed.wait_for(1, &back).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    let net = node.client().get("/v1/net").await.unwrap();
+    assert_eq!(
+        net["stream_failures"], 0,
+        "the honest link was not disturbed: {net}"
+    );
+}
