@@ -238,7 +238,7 @@ async fn serve_router(
     tcp: Option<std::net::SocketAddr>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let token = token.filter(|t| !t.trim().is_empty());
+    let token = token.filter(|t| !t.is_empty());
     let tcp = match tcp {
         None => None,
         Some(addr) => {
@@ -247,7 +247,7 @@ async fn serve_router(
                     "the control API on TCP ({addr}) needs a bearer token: set api.token in the config, or remove the TCP address"
                 );
             };
-            Some((addr, Arc::<str>::from(token.trim())))
+            Some((addr, Arc::<str>::from(token.as_str())))
         }
     };
 

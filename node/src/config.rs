@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tocsin_proto::{PublicKey, TrustLevel};
 
+use crate::engine::EngineConfig;
+
 /// The config file's name inside the data directory.
 pub const CONFIG_FILE: &str = "config.toml";
 /// The control API socket's default name inside the data directory.
@@ -83,9 +85,19 @@ pub struct ApiConfig {
     pub socket: Option<PathBuf>,
     /// Optional TCP listen address, e.g. `127.0.0.1:7300`. Requires `token`.
     pub tcp: Option<SocketAddr>,
-    /// Bearer token required on TCP. At least 16 characters.
+    /// Bearer token required on TCP: at least 16 characters, no whitespace. The
+    /// environment variable `TOCSIN_API_TOKEN`, when set, takes its place; so does
+    /// `token_file`.
     pub token: Option<String>,
+    /// A file holding the bearer token (one line; a trailing newline is ignored), so the
+    /// token need not be in the config. Relative paths are resolved against the config
+    /// file's directory. Give `token` or `token_file`, not both.
+    pub token_file: Option<PathBuf>,
 }
+
+/// The environment variable that supplies the TCP API's bearer token, overriding
+/// `api.token` and `api.token_file`.
+pub const TOKEN_ENV: &str = "TOCSIN_API_TOKEN";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,9 +118,12 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-/// Networking and gossip.
+/// Networking and gossip. The gossip options are the engine's own config
+/// ([`EngineConfig`]), embedded here so each is defined once. `[net]` is checked for
+/// unknown keys by [`Config::parse`] (serde's `deny_unknown_fields` does not work
+/// across `flatten`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct NetConfig {
     /// libp2p listen multiaddrs (TCP and QUIC). Port 0 picks a free port.
     pub listen: Vec<String>,
@@ -117,28 +132,9 @@ pub struct NetConfig {
     pub dial_backoff_initial_ms: u64,
     /// Longest redial delay, ms.
     pub dial_backoff_max_ms: u64,
-    /// How often queued announces (lazy push) are flushed, ms. Lower cuts repair latency;
-    /// higher packs more ids per frame.
-    pub announce_interval_ms: u64,
-    /// How long to wait for a pushed body after an announce before asking for it, ms.
-    /// Too low causes duplicate bodies; too high slows repair after a lost push.
-    pub graft_timeout_ms: u64,
-    /// Sustained alerts per second accepted from one peer (token bucket rate). Excess is
-    /// dropped and counted; the sender's catch-up delivers it later.
-    pub peer_alerts_per_sec: u32,
-    /// Burst of alerts accepted from one peer (token bucket size).
-    pub peer_alert_burst: u32,
-    /// Sustained bytes per second accepted from one peer.
-    pub peer_bytes_per_sec: u64,
-    /// Burst of bytes accepted from one peer.
-    pub peer_byte_burst: u64,
-    /// Penalty score at which a peer is disconnected and refused for `ban_secs`.
-    /// A bad signature costs 20, a malformed frame 10, a scope violation 20.
-    pub penalty_threshold: u32,
-    /// How long a penalised peer is refused, seconds.
-    pub ban_secs: u64,
-    /// Alert bodies kept in memory to answer peers' requests without a disk read.
-    pub envelope_cache: usize,
+    /// The gossip engine's settings.
+    #[serde(flatten)]
+    pub gossip: EngineConfig,
 }
 
 impl Default for NetConfig {
@@ -150,15 +146,7 @@ impl Default for NetConfig {
             ],
             dial_backoff_initial_ms: 500,
             dial_backoff_max_ms: 60_000,
-            announce_interval_ms: 20,
-            graft_timeout_ms: 250,
-            peer_alerts_per_sec: 200,
-            peer_alert_burst: 2_000,
-            peer_bytes_per_sec: 4 * 1024 * 1024,
-            peer_byte_burst: 16 * 1024 * 1024,
-            penalty_threshold: 100,
-            ban_secs: 600,
-            envelope_cache: 20_000,
+            gossip: EngineConfig::default(),
         }
     }
 }
@@ -194,6 +182,30 @@ pub struct PeerConfig {
     pub addrs: Vec<String>,
 }
 
+/// `[net]` embeds the engine's settings with `flatten`, which serde cannot check for
+/// unknown keys and whose errors do not name the key: checks both here.
+fn check_net(net: &toml::Table) -> Result<(), String> {
+    // The keys of the defaults are every key `[net]` has, its own and the engine's.
+    let known = toml::Table::try_from(NetConfig::default()).map_err(|e| e.to_string())?;
+    let gossip = toml::Table::try_from(EngineConfig::default()).map_err(|e| e.to_string())?;
+    if let Some(key) = net.keys().find(|k| !known.contains_key(*k)) {
+        let mut expected: Vec<&str> = known.keys().map(String::as_str).collect();
+        expected.sort_unstable();
+        return Err(format!(
+            "unknown field `net.{key}`, expected one of {}",
+            expected.join(", ")
+        ));
+    }
+    let given: toml::Table = net
+        .iter()
+        .filter(|(k, _)| gossip.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_path_to_error::deserialize::<_, EngineConfig>(toml::Value::Table(given))
+        .map(|_| ())
+        .map_err(|e| format!("field `net.{}`: {}", e.path(), e.inner()))
+}
+
 impl PeerConfig {
     /// The parsed key.
     pub fn public_key(&self) -> Result<PublicKey, ConfigError> {
@@ -209,16 +221,56 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message,
         })?;
+        let base = path.parent().unwrap_or(Path::new("."));
         if cfg.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             cfg.data_dir = base.join(&cfg.data_dir);
         }
+        cfg.resolve_token(base, std::env::var(TOKEN_ENV).ok())?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Puts the effective bearer token in `api.token`: `env` (the value of
+    /// [`TOKEN_ENV`]) when set and not empty, else the contents of `api.token_file`,
+    /// else `api.token` as written.
+    pub fn resolve_token(&mut self, base: &Path, env: Option<String>) -> Result<(), ConfigError> {
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            return Err(invalid(
+                "api.token_file",
+                "give api.token or api.token_file, not both",
+            ));
+        }
+        if let Some(t) = env.filter(|t| !t.is_empty()) {
+            self.api.token = Some(t);
+            return Ok(());
+        }
+        if let Some(file) = &self.api.token_file {
+            let file = base.join(file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                invalid(
+                    "api.token_file",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            let line = text.strip_suffix('\n').unwrap_or(&text);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            self.api.token = Some(line.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Parses config text (not yet validated). Unknown keys and bad values are refused,
+    /// naming the key.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(net) = table.get("net").and_then(|v| v.as_table()) {
+            check_net(net)?;
+        }
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// Checks every field; the error names the first bad one.
@@ -234,7 +286,15 @@ impl Config {
                         "required when api.tcp is set: the TCP API refuses to start without a bearer token",
                     ))
                 }
-                Some(t) if t.len() < 16 => {
+                // Checked as it is used: no trimming, so padding cannot stand in for
+                // length.
+                Some(t) if t.chars().any(char::is_whitespace) => {
+                    return Err(invalid(
+                        "api.token",
+                        "must not contain spaces or other whitespace",
+                    ))
+                }
+                Some(t) if t.chars().count() < 16 => {
                     return Err(invalid("api.token", "must be at least 16 characters"))
                 }
                 _ => {}
@@ -254,18 +314,24 @@ impl Config {
                 self.net.dial_backoff_initial_ms,
             ),
             ("net.dial_backoff_max_ms", self.net.dial_backoff_max_ms),
-            ("net.announce_interval_ms", self.net.announce_interval_ms),
-            ("net.graft_timeout_ms", self.net.graft_timeout_ms),
+            (
+                "net.announce_interval_ms",
+                self.net.gossip.announce_interval_ms,
+            ),
+            ("net.graft_timeout_ms", self.net.gossip.graft_timeout_ms),
             (
                 "net.peer_alerts_per_sec",
-                u64::from(self.net.peer_alerts_per_sec),
+                u64::from(self.net.gossip.peer_alerts_per_sec),
             ),
-            ("net.peer_alert_burst", u64::from(self.net.peer_alert_burst)),
-            ("net.peer_bytes_per_sec", self.net.peer_bytes_per_sec),
-            ("net.peer_byte_burst", self.net.peer_byte_burst),
+            (
+                "net.peer_alert_burst",
+                u64::from(self.net.gossip.peer_alert_burst),
+            ),
+            ("net.peer_bytes_per_sec", self.net.gossip.peer_bytes_per_sec),
+            ("net.peer_byte_burst", self.net.gossip.peer_byte_burst),
             (
                 "net.penalty_threshold",
-                u64::from(self.net.penalty_threshold),
+                u64::from(self.net.gossip.penalty_threshold),
             ),
         ];
         for (field, v) in nonzero {
@@ -279,7 +345,7 @@ impl Config {
                 "must be at least net.dial_backoff_initial_ms",
             ));
         }
-        if self.net.peer_byte_burst < tocsin_proto::limits::MAX_FRAME_BYTES as u64 {
+        if self.net.gossip.peer_byte_burst < tocsin_proto::limits::MAX_FRAME_BYTES as u64 {
             return Err(invalid(
                 "net.peer_byte_burst",
                 format!(
@@ -305,6 +371,9 @@ impl Config {
                     ));
                 }
             }
+            // The rest of what the trust API also checks (name, address count).
+            crate::net::trust::check_peer(&key, Some(&p.name), &p.addrs)
+                .map_err(|(field, why)| invalid(format!("peers[{i}].{field}"), why))?;
         }
         Ok(())
     }
@@ -345,6 +414,9 @@ test_control = false
 # Optional TCP listener; requires a bearer token of 16+ characters.
 # tcp = "127.0.0.1:7300"
 # token = "change-me-to-a-long-random-string"
+# Or keep the token out of this file: in a file (one line), or in the environment
+# variable TOCSIN_API_TOKEN, which overrides both.
+# token_file = "/etc/tocsin/api-token"
 
 [log]
 # "text" or "json" (env TOCSIN_LOG_FORMAT overrides). Level: env RUST_LOG (default info).
@@ -391,16 +463,80 @@ mod tests {
     #[test]
     fn template_parses_to_defaults() {
         let text = TEMPLATE.replace("{data_dir}", "/tmp/x");
-        let cfg: Config = toml::from_str(&text).unwrap();
+        let cfg = Config::parse(&text).unwrap();
         cfg.validate().unwrap();
         let def = NetConfig::default();
         assert_eq!(cfg.net.listen, def.listen);
-        assert_eq!(cfg.net.announce_interval_ms, def.announce_interval_ms);
-        assert_eq!(cfg.net.peer_byte_burst, def.peer_byte_burst);
+        assert_eq!(
+            cfg.net.gossip.announce_interval_ms,
+            def.gossip.announce_interval_ms
+        );
+        assert_eq!(cfg.net.gossip.peer_byte_burst, def.gossip.peer_byte_burst);
         assert_eq!(
             cfg.store.retention_days,
             StoreConfig::default().retention_days
         );
+    }
+
+    /// Every leaf of a TOML table by dotted path (empty arrays left out: an unset list
+    /// is commented out in the template).
+    fn leaves(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in table {
+            let path = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(t) => leaves(t, &format!("{path}."), out),
+                toml::Value::Array(a) if a.is_empty() => {}
+                v => out.push((path, v.clone())),
+            }
+        }
+    }
+
+    #[test]
+    fn template_has_every_option_at_its_default_and_nothing_else() {
+        let default = Config::default();
+        let text = TEMPLATE.replace("{data_dir}", &default.data_dir.to_string_lossy());
+        let template: toml::Table = toml::from_str(&text).unwrap();
+        let defaults = toml::Table::try_from(&default).unwrap();
+        let (mut t, mut d) = (Vec::new(), Vec::new());
+        leaves(&template, "", &mut t);
+        leaves(&defaults, "", &mut d);
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = d.iter().map(|(k, _)| k.as_str()).collect();
+        // The embedded engine settings are among them, by their config names.
+        for key in [
+            "net.announce_interval_ms",
+            "net.ban_secs",
+            "net.envelope_cache",
+        ] {
+            assert!(names.contains(&key), "{key} in {names:?}");
+        }
+        assert_eq!(t, d, "TEMPLATE and Config::default() disagree");
+    }
+
+    #[test]
+    fn the_token_comes_from_the_environment_a_file_or_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "from-the-file-0123456789\n").unwrap();
+        let mut cfg = Config::default();
+        cfg.api.token_file = Some("token".into());
+        cfg.resolve_token(dir.path(), None).unwrap();
+        assert_eq!(cfg.api.token.as_deref(), Some("from-the-file-0123456789"));
+        let mut cfg = Config::default();
+        cfg.api.token = Some("from-the-config-0123456".into());
+        cfg.resolve_token(dir.path(), Some("from-the-environment-01".into()))
+            .unwrap();
+        assert_eq!(cfg.api.token.as_deref(), Some("from-the-environment-01"));
+        let mut cfg = Config::default();
+        cfg.api.token_file = Some("missing".into());
+        let err = cfg.resolve_token(dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("api.token_file") && err.contains("missing"),
+            "{err}"
+        );
+        cfg.api.token = Some("both-given-0123456789".into());
+        let err = cfg.resolve_token(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]
@@ -412,6 +548,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("api.token"));
+        // Padding does not make a short token long enough.
+        let mut cfg = Config::default();
+        cfg.api.tcp = Some("127.0.0.1:1".parse().unwrap());
+        cfg.api.token = Some(format!("x{}", " ".repeat(15)));
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("api.token") && err.contains("whitespace"),
+            "{err}"
+        );
+        cfg.api.token = Some("short-token".into());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        cfg.api.token = Some("a-long-enough-token-1234".into());
+        cfg.validate().unwrap();
         let mut cfg = Config::default();
         cfg.net.listen = vec!["not an addr".into()];
         assert!(cfg
@@ -419,9 +569,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("net.listen[0]"));
-        let err = toml::from_str::<Config>("[net]\nlisten = 5\n").unwrap_err();
-        assert!(err.to_string().contains("listen"), "{err}");
-        let err = toml::from_str::<Config>("bogus = 1\n").unwrap_err();
-        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = Config::parse("[net]\nlisten = 5\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = Config::parse("bogus = 1\n").unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
+        // In `[net]`, both its own keys and the embedded gossip keys are checked.
+        let err = Config::parse("[net]\nbogus = 1\n").unwrap_err();
+        assert!(err.contains("net.bogus"), "{err}");
+        let err = Config::parse("[net]\nannounce_interval = 5\n").unwrap_err();
+        assert!(err.contains("net.announce_interval"), "{err}");
+        let err = Config::parse("[net]\npenalty_threshold = \"high\"\n").unwrap_err();
+        assert!(err.contains("penalty_threshold"), "{err}");
+        let err = Config::parse("[store]\nbogus = 1\n").unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -70,7 +70,8 @@ pub fn init(data_dir: &Path, listen: &[String]) -> Result<InitOutput> {
             );
         }
         // Validate what we write, so init never leaves a config that `run` refuses.
-        let parsed: Config = toml::from_str(&text).context("generated config does not parse")?;
+        let parsed = Config::parse(&text)
+            .map_err(|e| anyhow::anyhow!("generated config does not parse: {e}"))?;
         parsed.validate()?;
         std::fs::write(&config_file, text)
             .with_context(|| format!("cannot write {}", config_file.display()))?;

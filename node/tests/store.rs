@@ -792,15 +792,15 @@ async fn metadata_log_and_counts() {
     let meta = store.all_meta().unwrap();
     assert_eq!(meta.len(), 2);
     assert_eq!(meta[0].seq, 1);
-    assert_eq!(meta[0].id, red.id());
-    assert_eq!(meta[0].origin, pk(1));
-    assert_eq!(meta[0].tlp, Tlp::Red);
-    assert_eq!(meta[0].recipients, vec![pk(5), pk(6)]);
-    assert_eq!(meta[0].expires_at, Some(u64::MAX - 1));
-    assert_eq!(meta[0].kind, Kind::New);
+    assert_eq!(meta[0].alert.id, red.id());
+    assert_eq!(meta[0].alert.origin, pk(1));
+    assert_eq!(meta[0].alert.tlp, Tlp::Red);
+    assert_eq!(meta[0].alert.recipients, vec![pk(5), pk(6)]);
+    assert_eq!(meta[0].alert.expires_at, Some(u64::MAX - 1));
+    assert_eq!(meta[0].alert.kind, Kind::New);
     assert_eq!(meta[0].receipt, receipt);
-    assert_eq!(meta[1].kind, Kind::Cancel);
-    assert_eq!(meta[1].replaces, Some(red.id()));
+    assert_eq!(meta[1].alert.kind, Kind::Cancel);
+    assert_eq!(meta[1].alert.replaces, Some(red.id()));
 
     assert_eq!(
         store.log_after(0, 10).unwrap(),

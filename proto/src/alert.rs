@@ -462,3 +462,41 @@ impl AlertBody {
         self.expires_at.is_some_and(|e| e <= now_ms)
     }
 }
+
+/// The facts about an alert that relaying and catch-up decide by: who issued it, its
+/// audience, its expiry, and what it replaces. The one summary of an alert: the store
+/// reads it back at start-up, and the gossip engine keeps it in memory for every alert
+/// it holds ([`crate::SignedAlert::summary`] makes one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertSummary {
+    /// The alert id.
+    pub id: AlertId,
+    /// The origin key.
+    pub origin: PublicKey,
+    /// TLP label.
+    pub tlp: Tlp,
+    /// Explicit recipients.
+    pub recipients: Vec<PublicKey>,
+    /// Expiry, unix ms.
+    pub expires_at: Option<u64>,
+    /// New, update or cancel.
+    pub kind: Kind,
+    /// For update and cancel, the id replaced.
+    pub replaces: Option<AlertId>,
+}
+
+impl AlertSummary {
+    /// The audience, as the sharing rules take it.
+    pub fn scope(&self) -> crate::policy::Scope<'_> {
+        crate::policy::Scope {
+            origin: &self.origin,
+            tlp: self.tlp,
+            recipients: &self.recipients,
+        }
+    }
+
+    /// Whether the alert has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now_ms)
+    }
+}

@@ -4,7 +4,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::AlertBody;
+use crate::alert::{AlertBody, AlertSummary};
 use crate::codec;
 use crate::ids::{AlertId, PublicKey};
 use crate::limits::Limit;
@@ -156,6 +156,20 @@ impl SignedAlert {
     /// The origin key.
     pub fn origin(&self) -> PublicKey {
         self.body.origin
+    }
+
+    /// The alert's [`AlertSummary`].
+    pub fn summary(&self) -> AlertSummary {
+        let b = &self.body;
+        AlertSummary {
+            id: self.id,
+            origin: b.origin,
+            tlp: b.tlp,
+            recipients: b.recipients.clone(),
+            expires_at: b.expires_at,
+            kind: b.kind,
+            replaces: b.replaces,
+        }
     }
 
     /// The exact body bytes that were signed.

@@ -105,4 +105,31 @@ impl PublicKey {
         ed25519_dalek::VerifyingKey::from_bytes(&self.0)
             .map_err(|e| Error::invalid("key", format!("not an ed25519 public key: {e}")))
     }
+
+    /// Whether these bytes are a key an agency could hold: a point on the curve, in
+    /// its canonical encoding, and not of small order (a "weak" key, for which
+    /// signatures prove nothing). `ff…ff` decodes, but is not canonical.
+    pub fn is_valid_point(&self) -> bool {
+        self.verifying_key()
+            .is_ok_and(|vk| !vk.is_weak() && vk.to_edwards().compress().to_bytes() == self.0)
+    }
+}
+
+#[cfg(test)]
+mod point_tests {
+    use super::PublicKey;
+
+    #[test]
+    fn only_canonical_points_of_large_order_are_valid_keys() {
+        let real = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+        assert!(PublicKey(real.to_bytes()).is_valid_point());
+        // Decodes (y = 2^255 - 1 is y = 18 plus p), but is not canonical.
+        assert!(!PublicKey([0xff; 32]).is_valid_point());
+        // The identity point: small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(!PublicKey(identity).is_valid_point());
+        // All zero: a point of order 4.
+        assert!(!PublicKey([0u8; 32]).is_valid_point());
+    }
 }

@@ -56,7 +56,9 @@ pub mod policy;
 pub mod verdict;
 pub mod wire;
 
-pub use alert::{AlertBody, Indicator, IndicatorType, Kind, Severity, Tlp, FORMAT_VERSION};
+pub use alert::{
+    AlertBody, AlertSummary, Indicator, IndicatorType, Kind, Severity, Tlp, FORMAT_VERSION,
+};
 pub use envelope::{verify_batch, SignedAlert, VerifiedAlert, VerifyingKeys, SIGNING_CONTEXT};
 pub use error::Error;
 pub use ids::{AlertId, PublicKey};

@@ -105,9 +105,7 @@ pub fn check_inbound(
     if origin_level == Some(TrustLevel::Blocked) {
         return Err(Reason::BlockedOrigin);
     }
-    if hops == 0 || hops > MAX_HOPS {
-        return Err(Reason::HopLimit);
-    }
+    check_hops(sender, scope.origin, hops)?;
     let direct = sender == scope.origin;
     if direct {
         // The origin decides whom it sends to; only RED is bound to named recipients.
@@ -123,6 +121,17 @@ pub fn check_inbound(
         Tlp::Clear | Tlp::Green => Ok(()),
         Tlp::Amber | Tlp::AmberStrict | Tlp::Red => Err(Reason::ScopeViolation),
     }
+}
+
+/// Is `hops` a hop count `sender` could honestly give an alert of `origin`? It is in
+/// `1..=MAX_HOPS`, and it is 1 exactly when the sender is the origin (every relay adds
+/// one to the count it holds, which is at least 1). Checked on every alert frame,
+/// duplicates included, so that a peer cannot lower the count a node holds.
+pub fn check_hops(sender: &PublicKey, origin: &PublicKey, hops: u8) -> Result<(), Reason> {
+    if hops == 0 || hops > MAX_HOPS || (hops == 1) != (sender == origin) {
+        return Err(Reason::HopLimit);
+    }
+    Ok(())
 }
 
 /// May we send `scope` to `peer` (at `peer_level`), when we hold it at `hops` hops from

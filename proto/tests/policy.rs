@@ -139,7 +139,9 @@ fn check_inbound_matches_design_for_every_combination() {
                                 Err(Rejection::UnknownPeer)
                             } else if origin_level == Some(Blocked) {
                                 Err(Rejection::BlockedOrigin)
-                            } else if hops == 0 || hops > MAX_HOPS {
+                            } else if hops == 0 || hops > MAX_HOPS || (hops == 1) != direct {
+                                // 1 hop exactly when the sender is the origin: a relay
+                                // adds one to the count it holds (at least 1).
                                 Err(Rejection::HopLimit)
                             } else if direct {
                                 // "we accept from it: alerts it originated" at every level;

@@ -109,14 +109,32 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Replaces control characters (escape sequences included) with `�`; keeps newlines
-/// and tabs when `multiline`.
+/// Whether `c` changes the direction or layout of the text around it: the Unicode
+/// bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069),
+/// the directional marks (U+200E, U+200F, U+061C), and the line and paragraph
+/// separators. A title holding U+202E can make a terminal show text reversed, so that
+/// what an operator reads is not what was sent.
+fn reorders_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{061C}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
+}
+
+/// Replaces control characters (escape sequences included) and bidirectional
+/// overrides with `�`; keeps newlines and tabs when `multiline`.
 pub fn sanitize(s: &str, multiline: bool) -> String {
     s.chars()
         .map(|c| {
             if multiline && (c == '\n' || c == '\t') {
                 c
-            } else if c.is_control() {
+            } else if c.is_control() || reorders_text(c) {
                 '\u{FFFD}'
             } else {
                 c
@@ -328,6 +346,18 @@ mod tests {
         let title = &row[header.find("TITLE").unwrap()..];
         assert_eq!(title.chars().count(), TITLE_COLUMN);
         assert!(title.ends_with('…'));
+    }
+
+    #[test]
+    fn bidi_overrides_are_neutralised() {
+        let spoof = "Invoice \u{202E}fdp.exe\u{202C} and \u{2066}isolate\u{2069}\u{200F}";
+        let out = sanitize(spoof, false);
+        for c in ['\u{202E}', '\u{202C}', '\u{2066}', '\u{2069}', '\u{200F}'] {
+            assert!(!out.contains(c), "{c:?} left in {out:?}");
+        }
+        assert!(out.contains("fdp.exe"), "the text itself stays: {out:?}");
+        // Ordinary right-to-left text is not touched.
+        assert_eq!(sanitize("تنبيه", false), "تنبيه");
     }
 
     #[test]

@@ -978,7 +978,7 @@ impl Sim {
                 n.commit_scheduled = false;
                 let mut entries = Vec::with_capacity(n.pending.len());
                 for (seq, meta) in n.pending.drain(..) {
-                    entries.push((seq, meta.id));
+                    entries.push((seq, meta.id()));
                     n.stored.insert(seq, meta);
                 }
                 self.deliver(node, Event::Committed(entries));
@@ -1238,7 +1238,7 @@ impl Sim {
         n.life += 1;
         n.commit_scheduled = false;
         for (_, meta) in n.pending.drain(..) {
-            n.held.remove(&meta.id);
+            n.held.remove(&meta.id());
         }
         n.next_seq = n.stored.keys().next_back().map_or(1, |s| s + 1);
         Ok(())

@@ -4,23 +4,23 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tocsin_proto::limits::{Limit, MAX_TITLE_BYTES};
 use tocsin_proto::{
     AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, Tlp, FORMAT_VERSION,
 };
 
-use super::error::{limit_error, ApiError};
+use super::error::{limit_error, parse_body, read_body, ApiError};
 use super::view::alert_json;
-use super::{ApiState, MAX_REQUEST_BYTES};
+use super::ApiState;
 use crate::net::IssueError;
 use crate::store::{AlertState, Insert, Query as StoreQuery, StoredAlert, MAX_QUERY_LIMIT};
-use tocsin_proto::api::Issued;
+use tocsin_proto::api::{AlertRequest, CancelRequest, IndicatorSpec, Issued};
 
 /// A handler's JSON answer with its status.
 pub(super) type Answer = Result<(StatusCode, Json<Value>), ApiError>;
@@ -59,183 +59,98 @@ impl Expiry {
     }
 }
 
-/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`] before parsing.
-pub(super) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_REQUEST_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                format!(
-                    "the request body exceeds the limit MAX_REQUEST_BYTES = {MAX_REQUEST_BYTES}"
-                ),
-            )
-        })
-}
-
-/// Parses a JSON object body; an empty body is an empty object.
-fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            None,
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            None,
-            format!("the request body is not valid JSON: {e}"),
-        )),
-    }
-}
-
-fn string(v: Value, field: &str) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s),
-        _ => Err(ApiError::bad(field, format!("{field} must be a string"))),
-    }
-}
-
-fn array(v: Value, field: &str, limit: Limit) -> Result<Vec<Value>, ApiError> {
-    match v {
-        Value::Array(items) => {
-            // The count limit is checked before any element is looked at.
-            limit
-                .check(items.len())
-                .map_err(|e| ApiError::from_proto(&e))?;
-            Ok(items)
-        }
-        _ => Err(ApiError::bad(field, format!("{field} must be an array"))),
-    }
-}
-
-fn strings(v: Value, field: &str, limit: Limit) -> Result<Vec<String>, ApiError> {
-    array(v, field, limit)?
-        .into_iter()
-        .map(|item| match item {
-            Value::String(s) => Ok(s),
-            _ => Err(ApiError::bad(
-                field,
-                format!("{field} must be an array of strings"),
-            )),
-        })
-        .collect()
-}
-
-fn indicator(v: Value) -> Result<Indicator, ApiError> {
-    let proto = |e: tocsin_proto::Error| ApiError::from_proto(&e);
-    match v {
-        Value::String(spec) => Indicator::parse(&spec).map_err(proto),
-        Value::Object(mut obj) => {
-            let kind = obj
-                .remove("type")
-                .ok_or_else(|| ApiError::bad("indicators", "an indicator object needs \"type\""))
-                .and_then(|t| string(t, "indicators"))?;
-            let value = obj
-                .remove("value")
-                .ok_or_else(|| ApiError::bad("indicators", "an indicator object needs \"value\""))
-                .and_then(|t| string(t, "indicators"))?;
-            if let Some(extra) = obj.keys().next() {
-                return Err(ApiError::bad(
-                    "indicators",
-                    format!("unknown indicator field {extra:?} (expected \"type\" and \"value\")"),
-                ));
+/// Parses a request body into `T` (an empty body is an empty object), naming the
+/// top-level field at fault.
+fn parse_request<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    parse_body(bytes).map_err(|mut e| {
+        // `indicators[2].value` is the `indicators` field to a caller.
+        if let Some(f) = e.body.field.as_mut() {
+            if let Some(end) = f.find(['.', '[']) {
+                f.truncate(end);
             }
-            let kind: IndicatorType = kind.parse().map_err(proto)?;
-            Indicator::new(kind, value).map_err(proto)
         }
-        _ => Err(ApiError::bad(
-            "indicators",
-            "an indicator is \"TYPE:VALUE\" or {\"type\": …, \"value\": …}",
-        )),
+        e
+    })
+}
+
+/// A list field's items, after checking their count against `limit`.
+fn limited<T>(items: Option<Vec<T>>, limit: Limit) -> Result<Option<Vec<T>>, ApiError> {
+    if let Some(items) = &items {
+        limit
+            .check(items.len())
+            .map_err(|e| ApiError::from_proto(&e))?;
+    }
+    Ok(items)
+}
+
+fn indicator(spec: IndicatorSpec) -> Result<Indicator, ApiError> {
+    let proto = |e: tocsin_proto::Error| ApiError::from_proto(&e);
+    match spec {
+        IndicatorSpec::Text(spec) => Indicator::parse(&spec).map_err(proto),
+        IndicatorSpec::Object(o) => {
+            let kind: IndicatorType = o.kind.parse().map_err(proto)?;
+            Indicator::new(kind, o.value).map_err(proto)
+        }
     }
 }
 
 /// Parses the fields of an issue or update request, naming the field at fault.
 pub(super) fn parse_alert_fields(bytes: &[u8]) -> Result<AlertFields, ApiError> {
-    let mut f = AlertFields::default();
-    for (key, value) in parse_object(bytes)? {
-        if value.is_null() {
-            continue;
+    let r: AlertRequest = parse_request(bytes)?;
+    let proto = |e: tocsin_proto::Error| ApiError::from_proto(&e);
+    let expires = match (r.expires_in, r.expires_at) {
+        (Some(_), Some(_)) => return Err(both_expiries()),
+        (Some(s), None) => {
+            let d = humantime::parse_duration(&s).map_err(|e| {
+                ApiError::bad(
+                    "expires_in",
+                    format!("expires_in {s:?} is not a duration such as \"24h\": {e}"),
+                )
+            })?;
+            if d.is_zero() {
+                return Err(ApiError::bad(
+                    "expires_in",
+                    "expires_in must be longer than zero",
+                ));
+            }
+            Some(Expiry::In(d))
         }
-        let k = key.as_str();
-        match k {
-            "severity" => {
-                f.severity = Some(
-                    string(value, k)?
-                        .parse()
-                        .map_err(|e| ApiError::from_proto(&e))?,
-                )
-            }
-            "tlp" => {
-                f.tlp = Some(
-                    string(value, k)?
-                        .parse()
-                        .map_err(|e| ApiError::from_proto(&e))?,
-                )
-            }
-            "title" => f.title = Some(string(value, k)?),
-            "text" => f.text = Some(string(value, k)?),
-            "recipients" => {
-                let keys = strings(value, k, Limit::Recipients)?
-                    .iter()
-                    .map(|s| {
-                        PublicKey::from_hex(s).map_err(|_| {
-                            ApiError::bad(
-                                "recipients",
-                                format!("recipient {s:?} is not a node key (64 hex characters)"),
-                            )
-                        })
+        (None, Some(at)) => Some(Expiry::At(at)),
+        (None, None) => None,
+    };
+    let recipients = limited(r.recipients, Limit::Recipients)?
+        .map(|keys| {
+            keys.iter()
+                .map(|s| {
+                    PublicKey::from_hex(s).map_err(|_| {
+                        ApiError::bad(
+                            "recipients",
+                            format!("recipient {s:?} is not a node key (64 hex characters)"),
+                        )
                     })
-                    .collect::<Result<Vec<_>, _>>()?;
-                f.recipients = Some(keys);
-            }
-            "indicators" => {
-                f.indicators = Some(
-                    array(value, k, Limit::Indicators)?
-                        .into_iter()
-                        .map(indicator)
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-            "tags" => f.tags = Some(strings(value, k, Limit::Tags)?),
-            "references" => f.references = Some(strings(value, k, Limit::References)?),
-            "expires_in" => {
-                if f.expires.is_some() {
-                    return Err(both_expiries());
-                }
-                let s = string(value, k)?;
-                let d = humantime::parse_duration(&s).map_err(|e| {
-                    ApiError::bad(
-                        k,
-                        format!("expires_in {s:?} is not a duration such as \"24h\": {e}"),
-                    )
-                })?;
-                if d.is_zero() {
-                    return Err(ApiError::bad(k, "expires_in must be longer than zero"));
-                }
-                f.expires = Some(Expiry::In(d));
-            }
-            "expires_at" => {
-                if f.expires.is_some() {
-                    return Err(both_expiries());
-                }
-                let at = value.as_u64().ok_or_else(|| {
-                    ApiError::bad(k, "expires_at must be unix milliseconds (an integer)")
-                })?;
-                f.expires = Some(Expiry::At(at));
-            }
-            _ => {
-                return Err(ApiError::bad(k, format!("unknown field {k:?}")));
-            }
-        }
-    }
-    Ok(f)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let indicators = limited(r.indicators, Limit::Indicators)?
+        .map(|specs| specs.into_iter().map(indicator).collect::<Result<_, _>>())
+        .transpose()?;
+    Ok(AlertFields {
+        severity: r.severity.map(|s| s.parse()).transpose().map_err(proto)?,
+        tlp: r.tlp.map(|s| s.parse()).transpose().map_err(proto)?,
+        title: r.title,
+        text: r.text,
+        recipients,
+        indicators,
+        tags: limited(r.tags, Limit::Tags)?,
+        references: limited(r.references, Limit::References)?,
+        expires,
+    })
 }
 
 fn both_expiries() -> ApiError {
@@ -441,15 +356,8 @@ pub(super) async fn cancel(
     body: Body,
 ) -> Answer {
     let id = parse_id(id)?;
-    let mut reason = None;
-    for (key, value) in parse_object(&read_body(body).await?)? {
-        match key.as_str() {
-            "reason" if !value.is_null() => reason = Some(string(value, "reason")?),
-            "reason" => {}
-            other => return Err(ApiError::bad(other, format!("unknown field {other:?}"))),
-        }
-    }
-    let reason = reason.ok_or_else(|| ApiError::missing("reason"))?;
+    let request: CancelRequest = parse_request(&read_body(body).await?)?;
+    let reason = request.reason.ok_or_else(|| ApiError::missing("reason"))?;
     if reason.trim().is_empty() {
         return Err(ApiError::bad("reason", "reason must not be empty"));
     }

@@ -3,6 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use tocsin_proto::api::FieldError;
 use tocsin_proto::limits::Limit;
 
@@ -134,6 +135,46 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`](super::MAX_REQUEST_BYTES) before parsing.
+pub(super) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, super::MAX_REQUEST_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                format!(
+                    "the request body exceeds the limit MAX_REQUEST_BYTES = {}",
+                    super::MAX_REQUEST_BYTES
+                ),
+            )
+        })
+}
+
+/// Parses a JSON body into `T`, naming the field at fault when it can.
+pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // An unknown key is reported at its parent; name the key itself.
+        let unknown = inner
+            .to_string()
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(|key| match path.as_str() {
+                "." => key.to_owned(),
+                parent => format!("{parent}.{key}"),
+            });
+        let field = unknown.or((path != ".").then_some(path));
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            field.as_deref(),
+            format!("bad request body: {inner}"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 use tocsin_proto::api::{
     AuditLog, PartitionRequest, TrustAddRequest, TrustChanged, TrustEntry, TrustList,
     TrustPatchRequest, TrustRemoveRequest,
@@ -20,7 +19,7 @@ use tocsin_proto::api::{
 use tocsin_proto::{PublicKey, TrustLevel};
 
 use super::caller::Caller;
-use super::error::ApiError;
+use super::error::{parse_body, read_body, ApiError};
 use super::ApiState;
 use crate::net::{ChangedBy, TrustChange, TrustError};
 
@@ -32,21 +31,6 @@ pub const MAX_REASON_BYTES: usize = 1024;
 
 type Reply<T> = Result<Json<T>, ApiError>;
 
-/// Parses a JSON body into `T`, naming the field at fault when it can.
-pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = (path != ".").then_some(path);
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            field.as_deref(),
-            format!("bad request body: {inner}"),
-        )
-    })
-}
-
 fn parse_key(s: &str) -> Result<PublicKey, ApiError> {
     PublicKey::from_hex(s).map_err(|e| ApiError::bad("key", e.to_string()))
 }
@@ -56,16 +40,22 @@ fn parse_level(s: &str) -> Result<TrustLevel, ApiError> {
         .map_err(|e| ApiError::bad("level", e.to_string()))
 }
 
-fn check_addrs(addrs: &[String]) -> Result<(), ApiError> {
-    for a in addrs {
-        if a.parse::<libp2p::Multiaddr>().is_err() {
-            return Err(ApiError::bad(
-                "addrs",
-                format!("{a:?} is not a multiaddr (e.g. /ip4/192.0.2.7/tcp/7400)"),
-            ));
-        }
+/// Checks a trust entry's fields as the config's `[[peers]]` are checked, and that it
+/// is not this node's own key.
+fn check_peer(
+    st: &ApiState,
+    key: &PublicKey,
+    name: Option<&str>,
+    addrs: &[String],
+) -> Result<(), ApiError> {
+    if *key == st.public_key {
+        return Err(ApiError::bad(
+            "key",
+            format!("{key} is this node's own key; a node does not hold a trust entry for itself"),
+        ));
     }
-    Ok(())
+    crate::net::trust::check_peer(key, name, addrs)
+        .map_err(|(field, why)| ApiError::bad(field, why))
 }
 
 async fn changed_by(caller: Caller, reason: Option<String>) -> Result<ChangedBy, ApiError> {
@@ -141,12 +131,12 @@ pub(super) async fn trust_get(
 pub(super) async fn trust_add(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<TrustChanged>), ApiError> {
-    let req: TrustAddRequest = parse_body(&body)?;
+    let req: TrustAddRequest = parse_body(&read_body(body).await?)?;
     let key = parse_key(&req.key)?;
     let level = parse_level(&req.level)?;
-    check_addrs(&req.addrs)?;
+    check_peer(&st, &key, Some(&req.name), &req.addrs)?;
     let by = changed_by(caller, req.reason).await?;
     let entry = TrustEntry {
         key,
@@ -163,14 +153,17 @@ pub(super) async fn trust_set(
     State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
     caller: Caller,
-    body: Bytes,
+    body: Body,
 ) -> Reply<TrustChanged> {
     let key = parse_key(&key)?;
-    let req: TrustPatchRequest = parse_body(&body)?;
+    let req: TrustPatchRequest = parse_body(&read_body(body).await?)?;
     let level = req.level.as_deref().map(parse_level).transpose()?;
-    if let Some(a) = &req.addrs {
-        check_addrs(a)?;
-    }
+    check_peer(
+        &st,
+        &key,
+        req.name.as_deref(),
+        req.addrs.as_deref().unwrap_or_default(),
+    )?;
     let by = changed_by(caller, req.reason).await?;
     let patch = TrustChange::Patch {
         key,
@@ -186,9 +179,10 @@ pub(super) async fn trust_remove(
     State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
     caller: Caller,
-    body: Bytes,
+    body: Body,
 ) -> Reply<TrustChanged> {
     let key = parse_key(&key)?;
+    let body = read_body(body).await?;
     let req: TrustRemoveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TrustRemoveRequest::default()
     } else {
@@ -248,9 +242,9 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
 /// `POST /v1/test/partition` (only with `test_control`).
 pub(super) async fn partition(
     State(st): State<Arc<ApiState>>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let req: PartitionRequest = parse_body(&body)?;
+    let req: PartitionRequest = parse_body(&read_body(body).await?)?;
     let keys = req
         .peers
         .iter()

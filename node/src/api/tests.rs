@@ -108,7 +108,9 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     }
     req.push_str("\r\n");
     req.push_str(&body);
-    stream.write_all(req.as_bytes()).await.unwrap();
+    // A server that refuses a body too big answers before reading all of it and closes:
+    // the rest of the write may fail, the answer is still there to read.
+    let _ = stream.write_all(req.as_bytes()).await;
     let mut raw = Vec::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
         .await
@@ -541,4 +543,134 @@ async fn stale_socket_is_replaced_and_mode_is_0600() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn trust_entries_are_validated_like_the_config_and_big_bodies_get_json_413() {
+    let h = harness().await;
+    let own = h.state.public_key.to_string();
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/trust",
+            Some(json!({"key": own, "level": "member"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "key", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("own key"),
+        "{body}"
+    );
+
+    // Not a point on the curve: the config refuses it, so does the API.
+    let bad_point = "ff".repeat(32);
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/trust",
+            Some(json!({"key": bad_point, "level": "member"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "key", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("ed25519"),
+        "{body}"
+    );
+
+    let peer = tocsin_proto::PublicKey(
+        SigningKey::from_bytes(&[7u8; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+    .to_string();
+    let long = "n".repeat(crate::net::trust::MAX_PEER_NAME_BYTES + 1);
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/trust",
+            Some(json!({"key": peer, "level": "member", "name": long})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "name", "{body}");
+    let (status, body) = h
+        .call(
+            "PUT",
+            &format!("/v1/trust/{peer}"),
+            Some(json!({"name": "x\u{7}bell"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "name", "{body}");
+
+    // A 1.5 MB name is over the request limit: the JSON error body, like every error.
+    let huge = "n".repeat(1_500_000);
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/trust",
+            Some(json!({"key": peer, "level": "member", "name": huge})),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_REQUEST_BYTES"),
+        "{body}"
+    );
+    // Nothing of it was stored.
+    let (_, list) = h.call("GET", "/v1/trust", None).await;
+    assert_eq!(list["entries"], json!([]), "{list}");
+    // A good entry still goes in.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/trust",
+            Some(json!({"key": peer, "level": "member", "name": "CERT-Test"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn alert_requests_name_the_field_through_serde() {
+    let h = harness().await;
+    for (body, field) in [
+        (
+            json!({"severity": "high", "tlp": "CLEAR", "title": 5}),
+            "title",
+        ),
+        (
+            json!({"severity": "high", "tlp": "CLEAR", "title": "t", "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"severity": "high", "tlp": "CLEAR", "title": "t",
+                   "indicators": [{"type": "ipv4", "value": "192.0.2.1", "extra": 1}]}),
+            "indicators",
+        ),
+        (
+            json!({"severity": "high", "tlp": "CLEAR", "title": "t", "expires_at": "soon"}),
+            "expires_at",
+        ),
+    ] {
+        let (status, answer) = h.call("POST", "/v1/alerts", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_eq!(answer["field"], field, "{body} -> {answer}");
+    }
+    let (status, answer) = h
+        .call(
+            "POST",
+            &format!("/v1/alerts/{}/cancel", "ab".repeat(32)),
+            Some(json!({"why": "x"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["field"], "why", "{answer}");
+    h.shutdown().await;
 }

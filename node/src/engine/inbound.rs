@@ -97,7 +97,7 @@ impl Engine {
             let offered = hops.get(i).copied().unwrap_or(u8::MAX);
             if let Some(parent) = k.from {
                 if parent != peer && offered.saturating_add(TREE_OPTIMISE_HOPS) <= k.hops {
-                    let origin = k.origin;
+                    let origin = k.alert.origin;
                     self.trees.optimise(peer, parent, origin, &mut self.actions);
                 }
             }
@@ -109,7 +109,7 @@ impl Engine {
         if graft {
             let origins: Vec<PublicKey> = ids
                 .iter()
-                .filter_map(|id| self.known.get(id).map(|k| k.origin))
+                .filter_map(|id| self.known.get(id).map(|k| k.alert.origin))
                 .collect();
             self.trees.on_want_graft(&peer, origins);
         }
@@ -153,8 +153,11 @@ impl Engine {
             }
         };
         let id = alert.id();
-        // 2. duplicate
+        // 2. duplicate (its hop count is checked too: a lie must not lower ours)
         if self.known.contains(&id) {
+            if let Err(reason) = policy::check_hops(&peer, &alert.origin(), hops) {
+                return self.refuse(peer, id, reason, now);
+            }
             self.on_duplicate(peer, id, hops, now);
             return;
         }
@@ -187,7 +190,7 @@ impl Engine {
         // another origin's alert is refused; only its origin is penalised for it (a
         // relay could not have known).
         if let Some(target) = body.replaces.and_then(|t| self.known.get(&t)) {
-            if target.origin != body.origin {
+            if target.alert.origin != body.origin {
                 let reason = if peer == body.origin {
                     Reason::NotOrigin
                 } else {
@@ -217,7 +220,7 @@ impl Engine {
         // A shorter path: hold the alert at the lower hop count, and offer it again if
         // that brings it back under the hop limit.
         let mut reoffer = false;
-        let origin = k.origin;
+        let origin = k.alert.origin;
         if hops < k.hops && k.from.is_some() {
             reoffer = k.hops >= MAX_HOPS && hops < MAX_HOPS;
             k.hops = hops;

@@ -5,19 +5,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use tocsin_proto::policy::Scope;
-use tocsin_proto::{AlertId, Kind, PublicKey, SignedAlert, Tlp};
+use tocsin_proto::{AlertId, AlertSummary, Kind, PublicKey, SignedAlert};
 
-/// What the engine knows about an alert it holds.
+/// What the engine knows about an alert it holds: its summary, and how it got here.
 #[derive(Debug, Clone)]
 pub struct KnownAlert {
-    pub id: AlertId,
-    pub origin: PublicKey,
-    pub tlp: Tlp,
-    pub recipients: Vec<PublicKey>,
-    pub expires_at: Option<u64>,
-    pub kind: Kind,
-    pub replaces: Option<AlertId>,
+    pub alert: AlertSummary,
     /// Hops from the origin when we got it (0 = issued here).
     pub hops: u8,
     /// The peer that delivered it (None = issued here).
@@ -25,32 +18,17 @@ pub struct KnownAlert {
 }
 
 impl KnownAlert {
-    /// The metadata of a signed alert received at `hops` from `from`.
+    /// A signed alert received at `hops` from `from`.
     pub fn of(alert: &SignedAlert, hops: u8, from: Option<PublicKey>) -> Self {
-        let b = alert.body();
         KnownAlert {
-            id: alert.id(),
-            origin: b.origin,
-            tlp: b.tlp,
-            recipients: b.recipients.clone(),
-            expires_at: b.expires_at,
-            kind: b.kind,
-            replaces: b.replaces,
+            alert: alert.summary(),
             hops,
             from,
         }
     }
 
-    pub(super) fn scope(&self) -> Scope<'_> {
-        Scope {
-            origin: &self.origin,
-            tlp: self.tlp,
-            recipients: &self.recipients,
-        }
-    }
-
-    pub(super) fn expired(&self, now: u64) -> bool {
-        self.expires_at.is_some_and(|e| e <= now)
+    pub fn id(&self) -> AlertId {
+        self.alert.id
     }
 }
 
@@ -87,9 +65,9 @@ impl Known {
 
     /// A stored alert at start-up, at `seq` in our log.
     pub fn load(&mut self, seq: u64, meta: KnownAlert) {
-        self.log.insert(seq, meta.id);
+        self.log.insert(seq, meta.id());
         self.note_replacement(&meta);
-        self.alerts.insert(meta.id, meta);
+        self.alerts.insert(meta.id(), meta);
     }
 
     pub fn get(&self, id: &AlertId) -> Option<&KnownAlert> {
@@ -123,7 +101,7 @@ impl Known {
 
     /// Holds a newly accepted alert (and caches its envelope).
     pub fn accept(&mut self, meta: KnownAlert, envelope: Arc<Vec<u8>>) {
-        let id = meta.id;
+        let id = meta.id();
         self.note_replacement(&meta);
         self.alerts.insert(id, meta);
         if self.cache_cap > 0 {
@@ -168,10 +146,11 @@ impl Known {
     }
 
     fn note_replacement(&mut self, meta: &KnownAlert) {
+        let meta = &meta.alert;
         if meta.kind == Kind::Cancel {
             if let Some(target) = meta.replaces {
                 match self.alerts.get(&target) {
-                    Some(t) if t.origin == meta.origin => {
+                    Some(t) if t.alert.origin == meta.origin => {
                         self.cancelled.insert(target);
                     }
                     Some(_) => {}

@@ -55,7 +55,7 @@ mod tree;
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
 use tocsin_proto::policy::{self, TrustLevel};
 use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, Tlp, VerifiedAlert};
@@ -95,24 +95,32 @@ pub const MAX_ORIGIN_TREES: usize = 1024;
 /// Penalty points forgiven per second.
 pub const PENALTY_DECAY_PER_SEC: u32 = 1;
 
-/// Engine settings (from `[net]` in the config).
-#[derive(Debug, Clone)]
+/// Engine settings: the gossip options of `[net]` in `config.toml` (the daemon's
+/// `NetConfig` embeds this struct; the doc comments are the options' documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EngineConfig {
-    /// Flush queued announces this often, ms.
+    /// How often queued announces (lazy push) are flushed, ms. Lower cuts repair latency;
+    /// higher packs more ids per frame.
     pub announce_interval_ms: u64,
-    /// Wait this long for a body after an announce before asking for it, ms.
+    /// How long to wait for a pushed body after an announce before asking for it, ms.
+    /// Too low causes duplicate bodies; too high slows repair after a lost push.
     pub graft_timeout_ms: u64,
-    /// Token bucket for alerts from one peer: rate per second and burst.
+    /// Sustained alerts per second accepted from one peer (token bucket rate). Excess is
+    /// dropped and counted; the sender's catch-up delivers it later.
     pub peer_alerts_per_sec: u32,
+    /// Burst of alerts accepted from one peer (token bucket size).
     pub peer_alert_burst: u32,
-    /// Token bucket for bytes from one peer: rate per second and burst.
+    /// Sustained bytes per second accepted from one peer.
     pub peer_bytes_per_sec: u64,
+    /// Burst of bytes accepted from one peer.
     pub peer_byte_burst: u64,
-    /// Penalty score at which a peer is disconnected and refused.
+    /// Penalty score at which a peer is disconnected and refused for `ban_secs`.
+    /// A bad signature costs 20, a malformed frame 10, a scope violation 20.
     pub penalty_threshold: u32,
-    /// How long a penalised peer is refused, ms.
-    pub ban_ms: u64,
-    /// Envelopes kept in memory to answer `Want` without a disk read.
+    /// How long a penalised peer is refused, seconds.
+    pub ban_secs: u64,
+    /// Alert bodies kept in memory to answer peers' requests without a disk read.
     pub envelope_cache: usize,
 }
 
@@ -126,7 +134,7 @@ impl Default for EngineConfig {
             peer_bytes_per_sec: 4 * 1024 * 1024,
             peer_byte_burst: 16 * 1024 * 1024,
             penalty_threshold: 100,
-            ban_ms: 600_000,
+            ban_secs: 600,
             envelope_cache: 20_000,
         }
     }
@@ -457,15 +465,15 @@ impl Engine {
         level: Option<TrustLevel>,
         now: u64,
     ) -> bool {
-        !k.expired(now)
-            && !self.known.is_cancelled(&k.id)
-            && self.scoring.level(&k.origin) != Some(TrustLevel::Blocked)
-            && policy::may_send(&self.me, peer, level, k.scope(), k.hops)
+        !k.alert.is_expired(now)
+            && !self.known.is_cancelled(&k.alert.id)
+            && self.scoring.level(&k.alert.origin) != Some(TrustLevel::Blocked)
+            && policy::may_send(&self.me, peer, level, k.alert.scope(), k.hops)
     }
 
     /// Holds a newly accepted alert.
     fn accept(&mut self, meta: KnownAlert, envelope: Arc<Vec<u8>>) {
-        self.trees.forget_missing(&meta.id);
+        self.trees.forget_missing(&meta.id());
         self.known.accept(meta, envelope);
     }
 
@@ -487,13 +495,13 @@ impl Engine {
         }
         // Alerts that are never relayed further (AMBER, RED) go in full: no receiver can
         // get them another way, so there is nothing to deduplicate.
-        let push_all = !matches!(k.tlp, Tlp::Clear | Tlp::Green);
+        let push_all = !matches!(k.alert.tlp, Tlp::Clear | Tlp::Green);
         let targets: Vec<(PublicKey, bool)> = self
             .trees
             .links()
             .filter(|(peer, _)| Some(**peer) != from)
             .filter(|(peer, _)| self.shareable(k, peer, self.scoring.level(peer), now))
-            .map(|(peer, l)| (*peer, l.eager_for(&k.origin) || push_all))
+            .map(|(peer, l)| (*peer, l.eager_for(&k.alert.origin) || push_all))
             .collect();
         let hops = k.hops.saturating_add(1);
         let envelope = self.known.envelope(&id).cloned();

@@ -93,7 +93,7 @@ impl Scoring {
                 bytes_per_sec: cfg.peer_bytes_per_sec as f64,
                 byte_burst: cfg.peer_byte_burst as f64,
                 penalty_threshold: cfg.penalty_threshold,
-                ban_ms: cfg.ban_ms,
+                ban_ms: cfg.ban_secs.saturating_mul(1000),
             },
         }
     }

@@ -296,7 +296,7 @@ fn enough_bad_frames_disconnect_and_ban_until_the_ban_expires() {
     let (a, b) = (key(1), key(2));
     let cfg = EngineConfig {
         penalty_threshold: 100,
-        ban_ms: 60_000,
+        ban_secs: 60,
         ..EngineConfig::default()
     };
     let mut ea = engine_for(&a, cfg);
@@ -816,6 +816,38 @@ fn a_shorter_copy_lowers_the_hop_count() {
     );
     assert!(
         matches!(frames_to(&out, &d).as_slice(), [Frame::SyncPage { ids, .. }] if ids == &vec![x.id()]),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_duplicate_that_lies_about_its_hop_count_is_refused_and_lowers_nothing() {
+    let (a, relay, liar, d, o) = (key(1), key(2), key(3), key(4), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &relay, TrustLevel::Member);
+    connect(&mut ea, &liar, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    ea.handle(alert_event(&relay, MAX_HOPS, &x), T0);
+    ea.handle(Event::Committed(vec![(1, x.id())]), T0 + 1);
+    // 0 and over the limit are never valid; 1 only from the origin itself.
+    for hops in [0, 1, MAX_HOPS + 1] {
+        let out = ea.handle(alert_event(&liar, hops, &x), T0 + 5);
+        assert!(
+            only_verdict(&out, Reason::HopLimit),
+            "hops {hops}: refused, nothing re-offered: {out:?}"
+        );
+    }
+    assert_eq!(rejections(&ea, &liar, "hop_limit"), 3);
+    assert_eq!(stats(&ea, &liar).penalty, 3 * PENALTY_POLICY);
+    assert_eq!(stats(&ea, &liar).duplicates, 0);
+    // Still held at MAX_HOPS: a new peer's catch-up does not get it.
+    connect(&mut ea, &d, TrustLevel::Member);
+    let out = ea.handle(
+        frame_event(&d, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0 + 10,
+    );
+    assert!(
+        matches!(frames_to(&out, &d).as_slice(), [Frame::SyncPage { ids, .. }] if ids.is_empty()),
         "{out:?}"
     );
 }

@@ -37,7 +37,7 @@ pub use metrics::Metrics;
 pub use trust::{ChangedBy, TrustChange, TrustError, TrustTable};
 
 use crate::config::Config;
-use crate::engine::{Action, Engine, EngineConfig, Event, KnownAlert, Timer};
+use crate::engine::{Action, Engine, Event, KnownAlert, Timer};
 use crate::keys::{key_of_peer, peer_id};
 use crate::store::{Receipt, Store, TrustCommit, TrustEntry};
 use state::{StateJob, StateWriter};
@@ -181,37 +181,14 @@ impl NetActor {
                 .listen_on(ma.clone())
                 .map_err(|e| anyhow::anyhow!("cannot listen on {ma} (net.listen): {e}"))?;
         }
-        let n = &cfg.net;
-        let mut engine = Engine::new(
-            me,
-            store.epoch(),
-            EngineConfig {
-                announce_interval_ms: n.announce_interval_ms,
-                graft_timeout_ms: n.graft_timeout_ms,
-                peer_alerts_per_sec: n.peer_alerts_per_sec,
-                peer_alert_burst: n.peer_alert_burst,
-                peer_bytes_per_sec: n.peer_bytes_per_sec,
-                peer_byte_burst: n.peer_byte_burst,
-                penalty_threshold: n.penalty_threshold,
-                ban_ms: n.ban_secs.saturating_mul(1000),
-                envelope_cache: n.envelope_cache,
-            },
-        );
+        let mut engine = Engine::new(me, store.epoch(), cfg.net.gossip.clone());
         for meta in store.all_meta()? {
-            engine.load_alert(
-                meta.seq,
-                KnownAlert {
-                    id: meta.id,
-                    origin: meta.origin,
-                    tlp: meta.tlp,
-                    recipients: meta.recipients,
-                    expires_at: meta.expires_at,
-                    kind: meta.kind,
-                    replaces: meta.replaces,
-                    hops: meta.receipt.hops,
-                    from: meta.receipt.from,
-                },
-            );
+            let known = KnownAlert {
+                alert: meta.alert,
+                hops: meta.receipt.hops,
+                from: meta.receipt.from,
+            };
+            engine.load_alert(meta.seq, known);
         }
         // Trust: the database wins; config entries seed keys it does not have yet.
         let mut trust = TrustTable::new(store.trust_entries()?);

@@ -16,6 +16,56 @@ use tokio::sync::oneshot;
 
 use crate::store::TrustCommit;
 
+/// Longest peer name in a trust entry, in bytes.
+pub const MAX_PEER_NAME_BYTES: usize = 256;
+/// Most addresses in a trust entry.
+pub const MAX_PEER_ADDRS: usize = 16;
+
+/// Checks a trust entry's fields the same way wherever it comes from (the config's
+/// `[[peers]]`, the trust API): a key that is a valid ed25519 point, a bounded name, and
+/// at most [`MAX_PEER_ADDRS`] multiaddrs. The error is the field at fault and why.
+pub fn check_peer(
+    key: &PublicKey,
+    name: Option<&str>,
+    addrs: &[String],
+) -> Result<(), (&'static str, String)> {
+    if !key.is_valid_point() || crate::keys::peer_id(key).is_none() {
+        return Err((
+            "key",
+            format!("{key} is not a valid ed25519 public key (a canonical point of large order)"),
+        ));
+    }
+    if let Some(name) = name {
+        if name.len() > MAX_PEER_NAME_BYTES {
+            return Err((
+                "name",
+                format!(
+                    "name is {} bytes, exceeds the limit of {MAX_PEER_NAME_BYTES}",
+                    name.len()
+                ),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(("name", "name must not contain control characters".into()));
+        }
+    }
+    if addrs.len() > MAX_PEER_ADDRS {
+        return Err((
+            "addrs",
+            format!("{} addresses, more than {MAX_PEER_ADDRS}", addrs.len()),
+        ));
+    }
+    for a in addrs {
+        if a.parse::<libp2p::Multiaddr>().is_err() {
+            return Err((
+                "addrs",
+                format!("{a:?} is not a multiaddr (e.g. /ip4/192.0.2.7/tcp/7400)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A requested change of the trust table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustChange {

@@ -129,16 +129,9 @@ pub(super) fn all_meta(db: &Database) -> Result<Vec<AlertMeta>, StoreError> {
         let id = id.value();
         let (seq, receipt, envelope) = rec.value();
         let (alert, receipt) = schema::decode_record(&id, receipt, envelope)?;
-        let b = alert.body();
         out.push(AlertMeta {
             seq,
-            id: AlertId(id),
-            origin: b.origin,
-            tlp: b.tlp,
-            recipients: b.recipients.clone(),
-            expires_at: b.expires_at,
-            kind: b.kind,
-            replaces: b.replaces,
+            alert: alert.summary(),
             receipt,
         });
     }

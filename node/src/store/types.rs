@@ -1,0 +1,214 @@
+//! The store's public types: errors, receipts, insert outcomes, stored alerts and their
+//! summaries, trust commits, and queries with their pages.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tocsin_proto::{AlertId, AlertSummary, PublicKey, Severity, SignedAlert, Tlp};
+
+use super::{AlertState, AuditRecord, TrustEntry};
+
+/// Errors of the store. Messages name what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open the store database {}: {error}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported (for example that another process has it open).
+        error: Box<redb::DatabaseError>,
+    },
+    /// The file was written by a newer build with a layout this one cannot read.
+    #[error(
+        "the store's schema version is {found}, newer than schema version {supported} that this build supports; run a newer tocsind"
+    )]
+    SchemaTooNew {
+        /// The schema version in the file.
+        found: u64,
+        /// [`super::SCHEMA_VERSION`].
+        supported: u32,
+    },
+    /// A read or write of the database failed (I/O error, full disk, …).
+    #[error("store database error: {0}")]
+    Db(Box<redb::Error>),
+    /// Something stored cannot be decoded or breaks an invariant.
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt {
+        /// What was being read, for example `alert 3fa2…`.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {what} for storage: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// [`Store::open`] was called outside a tokio runtime.
+    #[error(
+        "Store::open must be called inside a tokio runtime (the writer task is spawned on it)"
+    )]
+    NoRuntime,
+    /// The writer has stopped ([`Store::shutdown`] was called); nothing was written.
+    #[error("the store writer has shut down; the write was not performed")]
+    Closed,
+    /// The batch holding this write failed to commit; nothing of it was stored.
+    #[error("the store write batch was not committed: {0}")]
+    WriteFailed(String),
+    /// A [`Query`] is invalid; the message names the field.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// What the node learned when it received an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// When it was received (or issued here), unix milliseconds.
+    pub received_at: u64,
+    /// The peer it came from; `None` when it was issued on this node.
+    pub from: Option<PublicKey>,
+    /// Relay hops it had travelled when it arrived; 0 when issued here.
+    pub hops: u8,
+}
+
+/// The result of storing one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// Newly stored with this local sequence number.
+    Inserted {
+        /// The new alert's seq.
+        seq: u64,
+    },
+    /// Already stored (nothing changed); its existing seq.
+    Duplicate {
+        /// The stored alert's seq.
+        seq: u64,
+    },
+}
+
+impl Insert {
+    /// The alert's seq, new or existing.
+    pub fn seq(self) -> u64 {
+        match self {
+            Insert::Inserted { seq } | Insert::Duplicate { seq } => seq,
+        }
+    }
+}
+
+/// A stored alert with what the node knows about it.
+#[derive(Debug, Clone)]
+pub struct StoredAlert {
+    /// Local sequence number.
+    pub seq: u64,
+    /// The alert, decoded from the stored envelope.
+    pub alert: SignedAlert,
+    /// How it arrived.
+    pub receipt: Receipt,
+    /// Its state now.
+    pub state: AlertState,
+    /// The update or cancel that replaced it, if any.
+    pub replaced_by: Option<AlertId>,
+}
+
+/// A newly committed alert, as announced by [`Store::subscribe`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Stored {
+    /// Its local sequence number.
+    pub seq: u64,
+    /// Its id.
+    pub id: AlertId,
+}
+
+/// A stored alert's summary, where it is in the log, and how it arrived: what the
+/// gossip engine loads for every stored alert at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertMeta {
+    /// Local sequence number.
+    pub seq: u64,
+    /// The alert's summary.
+    pub alert: AlertSummary,
+    /// How it arrived.
+    pub receipt: Receipt,
+}
+
+/// Store totals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Alerts stored.
+    pub alerts: u64,
+    /// Of those, how many are [`AlertState::Active`] now.
+    pub active: u64,
+    /// Highest seq ([`Store::head`]).
+    pub head: u64,
+}
+
+/// One trust change as [`Store::commit_trust`] writes it: the new entry (`None`: removed)
+/// and its audit record, committed together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustCommit {
+    /// Whose entry changes.
+    pub key: PublicKey,
+    /// The entry after the change; `None` removes it.
+    pub entry: Option<TrustEntry>,
+    /// The audit record of the change.
+    pub audit: AuditRecord,
+}
+
+/// A search over stored alerts. Every filter that is set must match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Query {
+    /// Issued at or after this time, unix ms (inclusive).
+    pub since: Option<u64>,
+    /// Issued before this time, unix ms (exclusive).
+    pub until: Option<u64>,
+    /// Issued by this origin.
+    pub origin: Option<PublicKey>,
+    /// At least this severe.
+    pub min_severity: Option<Severity>,
+    /// Exactly this TLP label.
+    pub tlp: Option<Tlp>,
+    /// Has this tag (case-insensitive).
+    pub tag: Option<String>,
+    /// Has an indicator with exactly this value, of any type.
+    pub indicator: Option<String>,
+    /// Case-insensitive substring of the title or the text.
+    pub text: Option<String>,
+    /// In this state now.
+    pub state: Option<AlertState>,
+    /// Page size: default [`super::DEFAULT_QUERY_LIMIT`], at most [`super::MAX_QUERY_LIMIT`], not 0.
+    pub limit: Option<usize>,
+    /// Where to continue: [`QueryPage::next`] of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of query results.
+#[derive(Debug, Clone)]
+pub struct QueryPage {
+    /// Newest first: by issued_at, then id, descending.
+    pub alerts: Vec<StoredAlert>,
+    /// Cursor for the next page; `None` when this is the last one.
+    pub next: Option<String>,
+}
