@@ -205,7 +205,7 @@ pub fn start_node(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(Arc<ApiState>, tokio::task::JoinHandle<()>)> {
     let pk = keys::public_key(key);
-    let registry = Arc::new(Mutex::new(Registry::with_prefix("")));
+    let registry = Arc::new(Mutex::new(Registry::default()));
     let (net, commands) = NetHandle::channel();
     let actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
     let task = tokio::spawn(actor.run(shutdown));

@@ -22,6 +22,8 @@ use tocsin_tools::cluster::{find_binary, Cluster, CreateOptions, Link};
 
 /// How long a federation may take to start and link up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many lines of each node's log a failed start prints.
+const LOG_TAIL_LINES: usize = 60;
 /// How long an alert may take to arrive where it is expected.
 pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long we watch for something that must NOT arrive.
@@ -39,9 +41,34 @@ impl Fed {
         let dir = tempfile::tempdir().unwrap();
         let opts = CreateOptions::local().unwrap();
         let mut cluster = Cluster::create(dir.path(), n, links, &opts).unwrap();
-        cluster.start_all(START_TIMEOUT).await.unwrap();
-        cluster.wait_links(START_TIMEOUT).await.unwrap();
-        Fed { cluster, dir }
+        let fed_started = cluster.start_all(START_TIMEOUT).await;
+        let linked = match fed_started {
+            Ok(()) => cluster.wait_links(START_TIMEOUT).await,
+            Err(e) => Err(e),
+        };
+        let fed = Fed { cluster, dir };
+        if let Err(e) = linked {
+            fed.print_logs();
+            panic!("federation did not start: {e:#}");
+        }
+        fed
+    }
+
+    /// Prints the end of every node's log, so that a failure on CI can be diagnosed.
+    pub fn print_logs(&self) {
+        for (i, node) in self.cluster.nodes.iter().enumerate() {
+            let text = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "---- node {} ({}) log tail ----",
+                i + 1,
+                node.log_path().display()
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 
     /// A line of `n` nodes, every link at `level`.

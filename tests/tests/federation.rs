@@ -128,6 +128,77 @@ async fn unknown_key_cannot_connect_and_nothing_it_sends_is_stored() {
     );
 }
 
+/// A peer that still trusts a node which has blocked it keeps dialling it. The
+/// handshake completes before the refusal, so a connection alone is not a session: the
+/// redial backs off as after a failed dial, and neither side logs every attempt at info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_peer_backs_off_instead_of_redialling_at_once() {
+    // Node 2 trusts node 1 and dials it; node 1 has blocked node 2.
+    let links = vec![Link {
+        a: 1,
+        b: 0,
+        ab: Partner,
+        ba: Blocked,
+    }];
+    let fed = Fed::start(2, links).await;
+    let watched = Duration::from_secs(6);
+    tokio::time::sleep(watched).await;
+    let refused = counter(&fed, 0, "tocsin_connections_refused_total").await;
+    // The cluster's backoff starts at 100 ms and doubles up to 2 s (±25%): about eight
+    // attempts in six seconds. Redialling after every refusal makes about sixty.
+    assert!(refused >= 2, "node 2 kept trying: {refused} refused");
+    assert!(
+        refused <= 16,
+        "{refused} connections refused in {watched:?}: the redial does not back off"
+    );
+    assert!(fed
+        .peer_row(0, &fed.key(1))
+        .await
+        .is_none_or(|p| p["connected"] != true));
+    for i in 0..2 {
+        let log = std::fs::read_to_string(fed.cluster.nodes[i].log_path()).unwrap();
+        let info_lines = log
+            .lines()
+            .filter(|l| {
+                l.contains("INFO")
+                    && (l.contains("peer connected") || l.contains("connection refused"))
+            })
+            .count();
+        assert!(
+            info_lines <= 2,
+            "node {}: {info_lines} info lines about the refused link:\n{log}",
+            i + 1
+        );
+    }
+}
+
+/// The value of a counter in node `i`'s `/metrics`.
+async fn counter(fed: &Fed, i: usize, name: &str) -> u64 {
+    let text = fed.cluster.nodes[i]
+        .client()
+        .get_text("/metrics")
+        .await
+        .unwrap();
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            l.starts_with("tocsin_") || l.starts_with("libp2p_"),
+            "a series outside the tocsin_/libp2p_ namespaces: {l}"
+        );
+    }
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}")) as u64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_origin_is_dropped_even_when_a_trusted_member_relays_it() {
     // 1 – 2 – 3 members; 3 blocks 1 (an entry, no link).

@@ -215,6 +215,45 @@ async fn a_bad_config_is_refused_naming_the_field() {
     assert!(err.contains("verbosity"), "unknown field named: {err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_address_already_taken_is_refused_naming_it() {
+    let (dir, c) = one_node().await;
+    let taken = c.nodes[0].addr();
+    assert_ne!(c.nodes[0].port, 0, "the cluster read the bound port back");
+    let cfg = std::fs::read_to_string(c.nodes[0].data_dir.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains(&format!("listen = [\"{taken}\"]")),
+        "the bound port is pinned for restarts: {cfg}"
+    );
+    let data = dir.path().join("second");
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["init", "--listen", &taken, "--data-dir"])
+        .arg(&data));
+    assert_eq!(code, 0, "{err}");
+    let mut second = Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut second, Duration::from_secs(10));
+    if code.is_none() {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        code,
+        Some(1),
+        "a second daemon on a taken port must not start: {err}"
+    );
+    assert!(err.contains(&taken), "names the address: {err}");
+    assert!(err.contains("already in use"), "says why: {err}");
+    assert!(!data.join("tocsind.sock").exists(), "did not start");
+    // The first node is unaffected.
+    c.nodes[0].client().status().await.unwrap();
+}
+
 #[test]
 fn a_missing_daemon_gives_exit_2_and_says_how_to_start_it() {
     let dir = tempfile::tempdir().unwrap();

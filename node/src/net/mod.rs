@@ -49,8 +49,41 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 /// Messages queued from the actor's helper tasks (store commits, signing, the state
 /// writer) back into its loop.
 pub const INBOUND_QUEUE: usize = 4096;
+/// At most this many refused remote addresses are remembered for logging.
+const MAX_REFUSED_LOGGED: usize = 1024;
 /// How long an idle connection is kept open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Fails if another process already listens on this TCP address. libp2p listens with
+/// `SO_REUSEPORT`, so without this check two daemons on one port would both start and
+/// split the incoming connections between them.
+fn refuse_if_taken(ma: &Multiaddr) -> anyhow::Result<()> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = ma.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    // A plain bind (no SO_REUSEPORT) conflicts with any listener on the port.
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {ma} (net.listen): the address is already in use, \
+             probably by another tocsind; stop it or choose another port"
+        ),
+        Err(e) => anyhow::bail!("cannot listen on {ma} (net.listen): {e}"),
+    }
+}
 
 /// The libp2p behaviours of a node.
 #[derive(NetworkBehaviour)]
@@ -102,6 +135,8 @@ struct TimerKey(u64);
 
 struct Redial {
     addrs: Vec<Multiaddr>,
+    /// Attempts since the last gossip session. A connection alone does not reset it: a
+    /// peer that refuses us completes the handshake, then closes.
     attempt: u32,
 }
 
@@ -144,6 +179,10 @@ pub struct NetActor {
     inbound_rx: mpsc::Receiver<Inbound>,
     /// Peers the engine has been told are connected.
     connected: HashSet<PeerId>,
+    /// Connected peers that have sent a frame: a gossip session, not only a handshake.
+    sessions: HashSet<PeerId>,
+    /// Remote addresses whose refused connection was logged at info.
+    refused_logged: HashSet<Multiaddr>,
     timers: BinaryHeap<Reverse<(u64, NetTimer)>>,
     engine_timers: HashMap<u64, Timer>,
     next_timer: u64,
@@ -177,6 +216,7 @@ impl NetActor {
         };
         for addr in &cfg.net.listen {
             let ma: Multiaddr = addr.parse()?;
+            refuse_if_taken(&ma)?;
             swarm
                 .listen_on(ma.clone())
                 .map_err(|e| anyhow::anyhow!("cannot listen on {ma} (net.listen): {e}"))?;
@@ -237,6 +277,8 @@ impl NetActor {
             inbound_tx,
             inbound_rx,
             connected: HashSet::new(),
+            sessions: HashSet::new(),
+            refused_logged: HashSet::new(),
             timers: BinaryHeap::new(),
             engine_timers: HashMap::new(),
             next_timer: 0,
@@ -521,11 +563,15 @@ impl NetActor {
                     return;
                 };
                 self.last_seen.insert(key, crate::now_ms());
-                if let Some(r) = self.redial.get_mut(&pid) {
-                    r.attempt = 0;
-                }
                 if num_established.get() == 1 {
-                    info!(peer = %key.fmt_short(), addr = %endpoint.get_remote_address(), "peer connected");
+                    // Repeated connections to a peer that keeps closing them are logged at
+                    // debug; the first of a series, and every gossip session, at info.
+                    let addr = endpoint.get_remote_address();
+                    if self.redial.get(&pid).is_some_and(|r| r.attempt > 1) {
+                        debug!(peer = %key.fmt_short(), %addr, "peer connected again");
+                    } else {
+                        info!(peer = %key.fmt_short(), %addr, "peer connected");
+                    }
                     self.ensure_connected(pid, key);
                 }
             }
@@ -536,7 +582,12 @@ impl NetActor {
                 ..
             } => {
                 let Some(key) = key_of_peer(&pid) else { return };
-                info!(peer = %key.fmt_short(), cause = ?cause.map(|c| c.to_string()), "peer disconnected");
+                let cause = cause.map(|c| c.to_string());
+                if self.sessions.remove(&pid) {
+                    info!(peer = %key.fmt_short(), ?cause, "peer disconnected");
+                } else {
+                    debug!(peer = %key.fmt_short(), ?cause, "peer closed the connection before any gossip");
+                }
                 if self.connected.remove(&pid) {
                     self.metrics.peers_connected.dec();
                 }
@@ -552,7 +603,15 @@ impl NetActor {
                 ..
             } => {
                 self.metrics.connections_refused.inc();
-                info!(addr = %send_back_addr, error = %error, "incoming connection refused");
+                // A peer we refuse may retry for as long as it trusts us: one info line
+                // per address, then debug (the metric counts them all).
+                if self.refused_logged.len() < MAX_REFUSED_LOGGED
+                    && self.refused_logged.insert(send_back_addr.clone())
+                {
+                    info!(addr = %send_back_addr, error = %error, "incoming connection refused; repeats are logged at debug");
+                } else {
+                    debug!(addr = %send_back_addr, error = %error, "incoming connection refused");
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(pid),
@@ -576,6 +635,13 @@ impl NetActor {
                     return;
                 };
                 self.ensure_connected(peer, key);
+                if self.sessions.insert(peer) {
+                    // The peer speaks to us: the link is really up, so a later drop
+                    // redials quickly again.
+                    if let Some(r) = self.redial.get_mut(&peer) {
+                        r.attempt = 0;
+                    }
+                }
                 self.last_seen.insert(key, crate::now_ms());
                 self.feed(Event::Frame { peer: key, bytes });
             }

@@ -8,17 +8,19 @@ use serde_json::Value;
 
 use super::{CreateOptions, Link, NodeInfo};
 
-/// Runs `tocsind init` for node `i` (0-based) in `dir`, listening on a free loopback port.
+/// Runs `tocsind init` for node `i` (0-based) in `dir`. The node listens on loopback
+/// port 0: the kernel picks its port when it first starts, and [`set_listen_port`]
+/// then pins it for restarts. A port picked here and handed over later could be taken
+/// by another process in between.
 pub(super) fn init_node(tocsind: &Path, dir: &Path, i: usize) -> Result<NodeInfo> {
     let name = format!("n{}", i + 1);
     let data_dir = dir.join(&name);
-    let port = free_port()?;
     let out = Command::new(tocsind)
         .arg("init")
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--listen")
-        .arg(format!("/ip4/127.0.0.1/tcp/{port}"))
+        .arg("/ip4/127.0.0.1/tcp/0")
         .arg("--json")
         .output()
         .with_context(|| format!("cannot run {}", tocsind.display()))?;
@@ -37,20 +39,14 @@ pub(super) fn init_node(tocsind: &Path, dir: &Path, i: usize) -> Result<NodeInfo
         key,
         peer_id,
         data_dir,
-        port,
+        port: 0,
         pid: None,
+        peers_written: false,
     })
 }
 
-/// Writes node `i`'s options and its `[[peers]]` (the links it is an end of) into its
-/// `config.toml`.
-pub(super) fn write_config(
-    nodes: &[NodeInfo],
-    i: usize,
-    links: &[Link],
-    opts: &CreateOptions,
-) -> Result<()> {
-    let node = &nodes[i];
+/// Writes the cluster's options into node `i`'s `config.toml`.
+pub(super) fn write_options(node: &NodeInfo, opts: &CreateOptions) -> Result<()> {
     let path = node.data_dir.join("config.toml");
     let mut text = std::fs::read_to_string(&path)?;
     if opts.test_control {
@@ -59,6 +55,16 @@ pub(super) fn write_config(
     for (k, v) in &opts.net {
         text = set_option(&text, k, v)?;
     }
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+/// Appends node `i`'s `[[peers]]` (the links it is an end of) to its `config.toml`.
+/// Of each link, the higher-numbered node dials: nodes first start in order, so the
+/// port of every node it dials is known by then.
+pub(super) fn write_peers(nodes: &[NodeInfo], i: usize, links: &[Link]) -> Result<()> {
+    let path = nodes[i].data_dir.join("config.toml");
+    let mut text = std::fs::read_to_string(&path)?;
     for l in links {
         let (other, level) = if l.a == i {
             (l.b, l.ab)
@@ -68,8 +74,14 @@ pub(super) fn write_config(
             continue;
         };
         let o = &nodes[other];
-        // Only the lower-numbered side dials; the other accepts. Both trust.
-        let addrs = if i < other {
+        let addrs = if other < i {
+            if o.port == 0 {
+                bail!(
+                    "node {} dials node {}, which has never started; start the cluster with `tocsin-cluster up`",
+                    i + 1,
+                    other + 1
+                );
+            }
             format!("[\"{}\"]", o.addr())
         } else {
             "[]".into()
@@ -83,9 +95,23 @@ pub(super) fn write_config(
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot pick a free port")?;
-    Ok(l.local_addr()?.port())
+/// Pins the port node picked at its first start, so that it listens there again after
+/// a restart and its peers find it.
+pub(super) fn set_listen_port(node: &NodeInfo) -> Result<()> {
+    let path = node.data_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path)?;
+    let text = set_option(&text, "listen", &format!("[\"{}\"]", node.addr()))?;
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+/// The TCP port of the first `/ip4/…/tcp/PORT` address in a node's `listen` list.
+pub(super) fn tcp_port(listen: &[String]) -> Option<u16> {
+    listen.iter().find_map(|a| {
+        let rest = a.strip_prefix("/ip4/")?;
+        let (_, port) = rest.split_once("/tcp/")?;
+        port.split('/').next()?.parse().ok().filter(|p| *p != 0)
+    })
 }
 
 /// Replaces the `name = …` line of the `[net]` section (or any top-level option) in a
@@ -122,5 +148,16 @@ mod tests {
             "a = 1\ntest_control = true\nb = 2\n"
         );
         assert!(set_option(t, "nope", "1").is_err());
+    }
+
+    #[test]
+    fn tcp_port_reads_the_bound_port() {
+        let listen = vec![
+            "/ip4/127.0.0.1/udp/9/quic-v1".to_string(),
+            "/ip4/127.0.0.1/tcp/41234".to_string(),
+        ];
+        assert_eq!(tcp_port(&listen), Some(41234));
+        assert_eq!(tcp_port(&["/ip4/127.0.0.1/tcp/0".to_string()]), None);
+        assert_eq!(tcp_port(&[]), None);
     }
 }

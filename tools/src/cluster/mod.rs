@@ -6,9 +6,13 @@
 //! API socket and `tocsind.log`. Every command of `tocsin-cluster` loads that file, so
 //! later commands in other shells find the cluster.
 //!
-//! Each node listens on a loopback TCP port picked when the cluster is created and kept
-//! across restarts, so peers redial a restarted node at the same address. Trust is
-//! written into each node's `config.toml` as `[[peers]]` entries matching the topology.
+//! Each node listens on a loopback TCP port that the kernel picks at its first start
+//! (`/tcp/0`); the cluster reads it back and pins it in the node's config, so peers
+//! redial a restarted node at the same address. Nodes first start one at a time, in
+//! order, and trust is written into each node's `config.toml` as `[[peers]]` entries
+//! matching the topology just before that: of each link the higher-numbered node dials
+//! the lower, whose port is known by then. (A port picked in advance and handed to the
+//! daemon could be taken by another process in between.)
 //!
 //! # Layout
 //! - `topology`: [`Topology`], [`Levels`], [`Link`] and [`plan`].
@@ -49,10 +53,13 @@ pub struct NodeInfo {
     pub peer_id: String,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
-    /// Loopback TCP port for libp2p.
+    /// Loopback TCP port for libp2p; 0 until the node first started.
     pub port: u16,
     /// The running process, if any.
     pub pid: Option<u32>,
+    /// Whether its `[[peers]]` are in its config (written once, at its first start).
+    #[serde(default)]
+    pub peers_written: bool,
 }
 
 impl NodeInfo {
@@ -165,8 +172,8 @@ impl Cluster {
         for i in 0..n {
             nodes.push(config::init_node(&opts.tocsind, &dir, i)?);
         }
-        for i in 0..n {
-            config::write_config(&nodes, i, &links, opts)?;
+        for node in &nodes {
+            config::write_options(node, opts)?;
         }
         let cluster = Cluster {
             dir,

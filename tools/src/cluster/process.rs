@@ -38,6 +38,11 @@ impl Cluster {
         if self.is_up(i) {
             return Ok(());
         }
+        if !self.node(i)?.peers_written {
+            super::config::write_peers(&self.nodes, i, &self.links)?;
+            self.nodes[i].peers_written = true;
+            self.save()?;
+        }
         let node = self.node(i)?.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)

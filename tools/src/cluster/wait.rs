@@ -8,13 +8,21 @@ use tocsin_proto::TrustLevel;
 
 use super::{Cluster, Link, POLL};
 
+/// How often a starting node's API is polled: a fresh node answers within milliseconds,
+/// and nodes that never ran start one after another.
+const READY_POLL: Duration = Duration::from_millis(5);
+
 impl Cluster {
-    /// Waits until node `i` answers on its API socket.
+    /// Waits until node `i` answers on its API socket. At a node's first start, also
+    /// reads back the port it listens on and pins it in its config.
     pub async fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let client = self.node(i)?.client();
         loop {
             if client.status().await.is_ok() {
+                if self.nodes[i].port == 0 {
+                    self.read_port(i).await?;
+                }
                 return Ok(());
             }
             if !self.is_up(i) {
@@ -33,14 +41,44 @@ impl Cluster {
                     self.node(i)?.socket.display()
                 );
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(READY_POLL).await;
         }
     }
 
-    /// Starts every node and waits for their APIs.
+    /// Reads the port node `i` listens on from its API, records it and pins it in the
+    /// node's config.
+    async fn read_port(&mut self, i: usize) -> Result<()> {
+        let net = self.node(i)?.client().get("/v1/net").await?;
+        let listen: Vec<String> = net["listen"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(port) = super::config::tcp_port(&listen) else {
+            bail!("node {} reports no TCP listen address: {listen:?}", i + 1);
+        };
+        self.nodes[i].port = port;
+        super::config::set_listen_port(&self.nodes[i])?;
+        self.save()
+    }
+
+    /// Starts every node and waits for their APIs. Nodes that never ran start one at a
+    /// time, in order, so that each one's port is known before a node that dials it
+    /// starts; the others start together.
     pub async fn start_all(&mut self, timeout: Duration) -> Result<()> {
         for i in 0..self.nodes.len() {
-            self.start(i)?;
+            if self.nodes[i].port != 0 {
+                self.start(i)?;
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].port == 0 {
+                self.start(i)?;
+                self.wait_ready(i, timeout).await?;
+            }
         }
         for i in 0..self.nodes.len() {
             self.wait_ready(i, timeout).await?;
