@@ -151,6 +151,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Valu
         "alerts": counts.alerts,
         "active": counts.active,
         "head": counts.head,
+        "quarantined": counts.quarantined,
         "epoch": st.store.epoch(),
     })))
 }

@@ -333,6 +333,10 @@ impl Config {
                 "net.penalty_threshold",
                 u64::from(self.net.gossip.penalty_threshold),
             ),
+            (
+                "net.max_clock_skew_secs",
+                self.net.gossip.max_clock_skew_secs,
+            ),
         ];
         for (field, v) in nonzero {
             if v == 0 {
@@ -442,6 +446,8 @@ penalty_threshold = 100
 ban_secs = 600
 # Alert bodies kept in memory to answer peers without a disk read.
 envelope_cache = 20000
+# Alerts dated more than this far ahead of this node's clock are refused, seconds.
+max_clock_skew_secs = 600
 
 [store]
 # Expired alerts are deleted this many days after expiry (0 = keep forever).

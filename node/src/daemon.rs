@@ -17,7 +17,7 @@ use crate::api::ApiState;
 use crate::config::{Config, LogFormat, CONFIG_FILE, TEMPLATE};
 use crate::keys;
 use crate::net::{NetActor, NetHandle};
-use crate::store::Store;
+use crate::store::{RedbCheck, Store};
 
 /// Marks an error that happened while starting (bad key, config, database, listen
 /// address or socket): `tocsind` exits 1 for these, 2 for failures while running.
@@ -77,6 +77,12 @@ pub fn init(data_dir: &Path, listen: &[String]) -> Result<InitOutput> {
             .with_context(|| format!("cannot write {}", config_file.display()))?;
         std::fs::set_permissions(&config_file, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot chmod {}", config_file.display()))?;
+    }
+    // An empty database now, so that a start that finds none knows it was lost.
+    let cfg = load_config(None, Some(data_dir))?;
+    if !cfg.db_path().exists() {
+        Store::create(&cfg.db_path())
+            .with_context(|| format!("cannot create the database {}", cfg.db_path().display()))?;
     }
     let pk = keys::public_key(&key);
     Ok(InitOutput {
@@ -147,13 +153,60 @@ async fn signal() {
     }
 }
 
+/// `tocsind check`: checks the database of a stopped node and prints what it found.
+/// Returns whether it is sound.
+pub fn check(cfg: &Config) -> Result<bool> {
+    let path = cfg.db_path();
+    if !path.exists() {
+        anyhow::bail!("no database at {}", path.display());
+    }
+    let report = Store::check(&path).with_context(|| {
+        format!(
+            "cannot check {} (stop tocsind first: the database can be open in one process only)",
+            path.display()
+        )
+    })?;
+    println!("database:    {}", path.display());
+    let redb_ok = match &report.redb {
+        RedbCheck::Passed => {
+            println!("redb:        ok");
+            true
+        }
+        RedbCheck::Repaired => {
+            println!("redb:        damage found and repaired");
+            true
+        }
+        RedbCheck::Failed(e) => {
+            println!("redb:        damaged beyond repair: {e}");
+            false
+        }
+    };
+    println!("alerts:      {}", report.alerts);
+    println!("damaged:     {}", report.damaged.len());
+    for (id, reason) in &report.damaged {
+        println!("  {id}: {reason}");
+    }
+    println!("quarantined: {}", report.quarantined);
+    if !report.damaged.is_empty() {
+        eprintln!("the daemon quarantines damaged alerts at its next start and serves the rest; peers may send them again");
+    }
+    if !redb_ok {
+        eprintln!("redb's pages are damaged: restore the database from a backup (docs/operations.md, \"A damaged database\"); until then the node may fail on damaged pages");
+    }
+    Ok(redb_ok && report.damaged.is_empty())
+}
+
 /// Runs the node until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> Result<()> {
     let key = keys::load_key(&cfg.key_path()).context(Startup)?;
     let pk = keys::public_key(&key);
     info!(public_key = %pk, peer_id = %keys::peer_id_string(&pk), data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting tocsind");
 
-    let (store, writer) = Store::open(&cfg.db_path())
+    let db_path = cfg.db_path();
+    if std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0) {
+        warn!(path = %db_path.display(), "no database (or an empty file): starting as a new node with no alerts. `tocsind init` creates one, so this usually means a lost disk or a deleted file: stop the node and restore the backup (docs/operations.md). Peers send back only what they may see, and never this node's own alerts");
+    }
+    let (store, writer) = Store::open(&db_path)
         .with_context(|| format!("cannot open the database {}", cfg.db_path().display()))
         .context(Startup)?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -35,6 +35,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check the database of a stopped node: redb's integrity check (it repairs what it
+    /// can), then every alert decoded and its signature verified. Exit 0 if sound, 1 if
+    /// anything is damaged or the database cannot be read.
+    Check {
+        /// Data directory (its config.toml is used if present).
+        #[arg(long, env = "TOCSIN_DATA_DIR", conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Config file.
+        #[arg(long, env = "TOCSIN_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run the node until SIGINT or SIGTERM.
     Run {
         /// Data directory (its config.toml is used if present).
@@ -78,6 +89,21 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Check { data_dir, config } => {
+            let checked = tocsin_node::daemon::load_config(config.as_deref(), data_dir.as_deref())
+                .and_then(|cfg| tocsin_node::daemon::check(&cfg));
+            match checked {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("error: the database is damaged (above)");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    report(&e);
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Run { data_dir, config } => {
             let cfg = match tocsin_node::daemon::load_config(config.as_deref(), data_dir.as_deref())
             {

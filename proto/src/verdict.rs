@@ -41,6 +41,9 @@ pub enum Reason {
     RelayNotAllowed,
     /// The alert has expired: clocks differ and catch-up can be late.
     Expired,
+    /// The alert is dated further ahead of this node's clock than `max_clock_skew_secs`:
+    /// a wrong clock at its origin (or here). Relays could not have known.
+    FutureDated,
     /// A relayed update or cancel of an alert of another origin: the relay could not
     /// have known.
     ForeignReplacement,
@@ -63,7 +66,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::NotConnected,
         Reason::RateLimited,
         Reason::Duplicate,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::BlockedOrigin,
         Reason::RelayNotAllowed,
         Reason::Expired,
+        Reason::FutureDated,
         Reason::ForeignReplacement,
         Reason::OversizedFrame,
         Reason::MalformedFrame,
@@ -91,6 +95,7 @@ impl Reason {
             | Reason::BlockedOrigin
             | Reason::RelayNotAllowed
             | Reason::Expired
+            | Reason::FutureDated
             | Reason::ForeignReplacement => 0,
             Reason::OversizedFrame | Reason::MalformedFrame | Reason::MalformedAlert => {
                 PENALTY_MALFORMED
@@ -116,6 +121,7 @@ impl Reason {
             Reason::BlockedOrigin => "blocked_origin",
             Reason::RelayNotAllowed => "relay_not_allowed",
             Reason::Expired => "expired",
+            Reason::FutureDated => "future_dated",
             Reason::ForeignReplacement => "foreign_replacement",
             Reason::OversizedFrame => "oversized_frame",
             Reason::MalformedFrame => "malformed_frame",

@@ -233,10 +233,15 @@ async fn tampered_or_badly_signed_alerts_are_rejected_counted_and_penalised() {
     let mut body = tampered.body_bytes().to_vec();
     let at = body.windows(4).position(|w| w == b"AAAA").unwrap();
     body[at] = b'B';
+    // Validly signed, but dated 1 January 2100: it would be listed first for 74 years.
+    let mut future = self::body(&raw, "dated in 2100");
+    future.issued_at = 4_102_444_800_000;
+    let future = tocsin_proto::SignedAlert::sign(future, &raw).unwrap();
     let frames = vec![
         b"\xff\x00not cbor".to_vec(),
         envelope_frame(body.clone(), tampered.signature().to_vec(), 1),
         envelope_frame(badsig.body_bytes().to_vec(), vec![0u8; 64], 1),
+        alert_frame(&future, 1),
         alert_frame(&good, 1),
     ];
     peer.send_frames(&frames).await.unwrap();
@@ -248,8 +253,10 @@ async fn tampered_or_badly_signed_alerts_are_rejected_counted_and_penalised() {
     for i in 0..2 {
         fed.assert_absent(i, &tampered_id).await;
         fed.assert_absent(i, &badsig.id().to_string()).await;
+        fed.assert_absent(i, &future.id().to_string()).await;
     }
     let row = fed.peer_row(0, &hex(&raw)).await.unwrap();
+    assert_eq!(row["rejections"]["future_dated"], 1, "{row}");
     assert_eq!(row["rejections"]["bad_signature"], 2, "{row}");
     assert_eq!(row["rejections"]["malformed_frame"], 1, "{row}");
     assert!(row["penalty"].as_u64().unwrap() >= 50, "{row}");

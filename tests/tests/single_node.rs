@@ -254,6 +254,82 @@ async fn a_listen_address_already_taken_is_refused_naming_it() {
     c.nodes[0].client().status().await.unwrap();
 }
 
+/// Runs `tocsind ARGS --data-dir DATA` to its exit (bounded) and returns its stderr and
+/// exit code; a daemon still running after 10 s is killed and fails the test.
+fn run_to_exit(args: &[&str], data: &std::path::Path) -> (String, i32) {
+    let mut child = Command::new(tocsind_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(10));
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        err.clone(),
+        code.unwrap_or_else(|| panic!("tocsind {args:?} did not exit: {err}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_missing_database_is_reported_never_a_crash() {
+    let (_dir, mut c) = one_node().await;
+    for i in 0..50 {
+        c.nodes[0]
+            .client()
+            .post(
+                "/v1/alerts",
+                &serde_json::json!({"severity": "low", "tlp": "CLEAR", "title": format!("kept {i}")}),
+            )
+            .await
+            .unwrap();
+    }
+    c.stop(0, Duration::from_secs(10)).unwrap();
+    let data = c.nodes[0].data_dir.clone();
+    let db = data.join("tocsin.redb");
+
+    // A sound database checks clean.
+    let (err, code) = run_to_exit(&["check"], &data);
+    assert_eq!(code, 0, "{err}");
+
+    // Cut to half: start-up fails with exit 1 and says what to do, not exit 101.
+    let good = std::fs::read(&db).unwrap();
+    std::fs::write(&db, &good[..good.len() / 2]).unwrap();
+    let (err, code) = run_to_exit(&["run"], &data);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&db.display().to_string()),
+        "names the file: {err}"
+    );
+    assert!(err.contains("backup"), "says what to do: {err}");
+    let (err, code) = run_to_exit(&["check"], &data);
+    assert_eq!(code, 1, "check reports the damage: {err}");
+
+    // Deleted: the node starts empty, and says so with the path.
+    std::fs::remove_file(&db).unwrap();
+    c.start(0).unwrap();
+    c.wait_ready(0, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(c.nodes[0].client().status().await.unwrap()["alerts"], 0);
+    let log = std::fs::read_to_string(c.nodes[0].log_path()).unwrap();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("no database"))
+        .unwrap_or_else(|| panic!("no start-up warning about the missing database:\n{log}"));
+    assert!(warning.contains(&db.display().to_string()), "{warning}");
+    assert!(
+        !log.lines()
+            .take_while(|l| !l.contains("tocsind stopped"))
+            .any(|l| l.contains("WARN") && l.contains("no database")),
+        "the first start (after init) did not warn:\n{log}"
+    );
+}
+
 #[test]
 fn a_missing_daemon_gives_exit_2_and_says_how_to_start_it() {
     let dir = tempfile::tempdir().unwrap();

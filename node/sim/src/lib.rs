@@ -66,8 +66,10 @@ pub const COMMIT_DELAY_MS: u64 = 1;
 /// byte totals so that they match what a real connection carries.
 pub const LEN_PREFIX_BYTES: u64 = 4;
 
-/// `issued_at` of an alert published at virtual time `t` is this base plus `t`
-/// (1 January 2026, unix ms), so bodies look like real alerts.
+/// The engines' clock at virtual time 0 (1 January 2026, unix ms): the engines see
+/// `ISSUED_AT_BASE_MS + t`, and an alert published at virtual time `t` is issued then,
+/// so bodies look like real alerts and pass the engines' clock checks. Reports and
+/// schedules use virtual time.
 pub const ISSUED_AT_BASE_MS: u64 = 1_767_225_600_000;
 
 /// Most neighbours that block one blocked node (see [`SimConfig::blocked_origins`]).
@@ -733,13 +735,19 @@ impl Sim {
         self.groups.as_ref().is_some_and(|g| g[a] != g[b])
     }
 
+    /// The engines' clock now (see [`ISSUED_AT_BASE_MS`]).
+    fn engine_now(&self) -> u64 {
+        ISSUED_AT_BASE_MS + self.now
+    }
+
     fn deliver(&mut self, node: usize, event: Event) {
         let now = self.now;
+        let clock = self.engine_now();
         let Some(engine) = self.nodes[node].engine.as_mut() else {
             return;
         };
-        let actions = engine.handle(event, now);
-        if let Err(e) = engine.check_invariants(now) {
+        let actions = engine.handle(event, clock);
+        if let Err(e) = engine.check_invariants(clock) {
             self.counters.invariant_violations += 1;
             self.first_violation
                 .get_or_insert_with(|| format!("node {node} at {now} ms: {e}"));
@@ -756,7 +764,10 @@ impl Sim {
         }
         let (pa, pb) = (self.nodes[a].pk, self.nodes[b].pk);
         let allowed = match (&self.nodes[a].engine, &self.nodes[b].engine) {
-            (Some(ea), Some(eb)) => ea.may_connect(&pb, self.now) && eb.may_connect(&pa, self.now),
+            (Some(ea), Some(eb)) => {
+                let clock = self.engine_now();
+                ea.may_connect(&pb, clock) && eb.may_connect(&pa, clock)
+            }
             _ => return,
         };
         if !allowed {
@@ -804,6 +815,7 @@ impl Sim {
                 }
                 Action::SetTimer { at, timer } => {
                     let life = self.nodes[node].life;
+                    let at = at.saturating_sub(ISSUED_AT_BASE_MS);
                     self.schedule(at, Scheduled::Timer { node, life, timer });
                 }
                 Action::Disconnect {
@@ -819,7 +831,7 @@ impl Sim {
                         node,
                         peer: p,
                         reason,
-                        until,
+                        until: until.map(|u| u.saturating_sub(ISSUED_AT_BASE_MS)),
                     });
                     if let Some(&li) = self.link_of.get(&ordered(node, p)) {
                         self.disconnect_link(li);

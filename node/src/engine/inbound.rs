@@ -178,9 +178,12 @@ impl Engine {
         ) {
             return self.refuse(peer, id, r, now);
         }
-        // 7. expiry
+        // 7. expiry, and a date too far ahead of our clock
         if body.is_expired(now) {
             return self.refuse(peer, id, Reason::Expired, now);
+        }
+        if body.issued_at > now.saturating_add(self.max_skew_ms) {
+            return self.refuse(peer, id, Reason::FutureDated, now);
         }
         // 8. signature
         if alert.check_signature().is_err() {

@@ -122,6 +122,9 @@ pub struct EngineConfig {
     pub ban_secs: u64,
     /// Alert bodies kept in memory to answer peers' requests without a disk read.
     pub envelope_cache: usize,
+    /// How far ahead of this node's clock an alert's `issued_at` may be, seconds. One
+    /// dated later is refused (`future_dated`): it would sort first in every listing.
+    pub max_clock_skew_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -136,6 +139,7 @@ impl Default for EngineConfig {
             penalty_threshold: 100,
             ban_secs: 600,
             envelope_cache: 20_000,
+            max_clock_skew_secs: 600,
         }
     }
 }
@@ -251,6 +255,8 @@ pub struct Engine {
     trees: Trees,
     /// Catch-up sessions and saved cursors.
     catchup: CatchUp,
+    /// `max_clock_skew_secs` in ms.
+    max_skew_ms: u64,
     actions: Vec<Action>,
 }
 
@@ -274,6 +280,7 @@ impl Engine {
             known: Known::new(cfg.envelope_cache),
             trees: Trees::new(cfg.announce_interval_ms, cfg.graft_timeout_ms),
             catchup: CatchUp::default(),
+            max_skew_ms: cfg.max_clock_skew_secs.saturating_mul(1000),
             actions: Vec::new(),
         }
     }

@@ -13,7 +13,10 @@ use tocsin_proto::{
 use super::*;
 
 /// Virtual start time of every test, ms.
-const T0: u64 = 1_000_000;
+/// Alerts in these tests are issued from [`ISSUED`] on; the engine's clock starts a
+/// little later, as a real node's would.
+const ISSUED: u64 = 1_767_225_600_000;
+const T0: u64 = ISSUED + 1_000_000;
 
 fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
@@ -27,7 +30,7 @@ fn body(origin: &SigningKey, n: u64, tlp: Tlp, recipients: Vec<PublicKey>) -> Al
     AlertBody {
         v: FORMAT_VERSION,
         origin: pk(origin),
-        issued_at: 1_767_225_600_000 + n,
+        issued_at: ISSUED + n,
         expires_at: None,
         kind: Kind::New,
         replaces: None,
@@ -1044,4 +1047,33 @@ fn an_oversized_frame_is_its_own_verdict_and_costs_its_penalty() {
         Reason::OversizedFrame.penalty(),
         "penalised once, by the reason's own points"
     );
+}
+
+#[test]
+fn an_alert_dated_beyond_the_clock_skew_is_refused_and_costs_nothing() {
+    let (a, b, o) = (key(1), key(2), key(9));
+    let cfg = EngineConfig {
+        max_clock_skew_secs: 600,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    connect(&mut ea, &b, TrustLevel::Member);
+    let dated = |n: u64, issued_at: u64| {
+        let mut body = body(&o, n, Tlp::Clear, vec![]);
+        body.issued_at = issued_at;
+        SignedAlert::sign(body, &o).unwrap()
+    };
+    // Eleven minutes ahead (or in 2100): refused, named, not stored, no penalty.
+    for (n, issued_at) in [(1, T0 + 660_000), (2, 4_102_444_800_000)] {
+        let x = dated(n, issued_at);
+        let out = ea.handle(alert_event(&b, 2, &x), T0);
+        assert!(only_verdict(&out, Reason::FutureDated), "{out:?}");
+        assert!(!ea.knows(&x.id()));
+    }
+    assert_eq!(rejections(&ea, &b, "future_dated"), 2);
+    assert_eq!(stats(&ea, &b).penalty, 0);
+    // Nine minutes ahead is within the skew.
+    let ok = dated(3, T0 + 540_000);
+    let out = ea.handle(alert_event(&b, 2, &ok), T0);
+    assert_eq!(stored(&out), vec![ok.id()]);
 }

@@ -54,6 +54,13 @@
 //! | `cursors` | key `[u8; 32]` | `(u64, u64)` | per-peer catch-up cursor: (peer's log epoch, last seq received). |
 //! | `trust` | key `[u8; 32]` | `&[u8]` | CBOR [`TrustEntry`]. |
 //! | `audit` | `u64` | `&[u8]` | append-only CBOR [`AuditRecord`]s, numbered from 1. |
+//! | `quarantine` | id `[u8; 32]` | as `alerts` | records that no longer decode (a damaged disk), moved out of `alerts` at start-up by [`Store::all_meta`] and kept for inspection. Their index entries stay; readers skip index entries without an alert. |
+//!
+//! # Damage
+//! redb reports most damage as errors, but some damaged files make it panic (an
+//! assertion while opening, an unreachable branch in a B-tree walk). [`Store::open`] and
+//! [`Store::all_meta`] run inside `catch_unwind` and turn that into
+//! [`StoreError::Damaged`], so the daemon exits 1 with a message instead of 101.
 //!
 //! All CBOR goes through [`tocsin_proto::codec`].
 //!
@@ -80,7 +87,7 @@ pub use types::{
 };
 pub use verify::{verify_all, VERIFY_CHUNK};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -147,6 +154,8 @@ pub const MAX_QUERY_LIMIT: usize = 1000;
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The database file, for messages.
+    path: Arc<PathBuf>,
     tx: mpsc::Sender<Request>,
     events: broadcast::Sender<Stored>,
     epoch: u64,
@@ -172,12 +181,23 @@ impl Store {
     /// dropped: await the handle before reopening the same path.
     pub fn open(path: &Path) -> Result<(Store, JoinHandle<()>), StoreError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
-        let db = Database::create(path).map_err(|error| StoreError::Open {
-            path: path.to_path_buf(),
-            error: Box::new(error),
+        let (db, epoch, head) = guard(path, || {
+            let db = Database::create(path).map_err(|error| match error {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                    StoreError::Damaged {
+                        path: path.to_path_buf(),
+                        detail,
+                    }
+                }
+                error => StoreError::Open {
+                    path: path.to_path_buf(),
+                    error: Box::new(error),
+                },
+            })?;
+            let epoch = init(&db)?;
+            let head = read::head(&db)?;
+            Ok((db, epoch, head))
         })?;
-        let epoch = init(&db)?;
-        let head = read::head(&db)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (events, _) = broadcast::channel(EVENTS);
@@ -192,12 +212,81 @@ impl Store {
         Ok((
             Store {
                 db,
+                path: Arc::new(path.to_path_buf()),
                 tx,
                 events,
                 epoch,
             },
             join,
         ))
+    }
+
+    /// Creates an empty database at `path` (its tables and meta entries), for
+    /// `tocsind init`, so that a later start that finds no file knows it was lost.
+    pub fn create(path: &Path) -> Result<(), StoreError> {
+        guard(path, || {
+            let db = Database::create(path).map_err(|error| StoreError::Open {
+                path: path.to_path_buf(),
+                error: Box::new(error),
+            })?;
+            init(&db).map(|_| ())
+        })
+    }
+
+    /// Checks the database at `path` while no daemon has it open: every alert record
+    /// decoded and its signature verified, then redb's integrity check (which repairs
+    /// what it can). Changes nothing else.
+    pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
+        guard(path, || {
+            let mut db = Database::open(path).map_err(|error| match error {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                    StoreError::Damaged {
+                        path: path.to_path_buf(),
+                        detail,
+                    }
+                }
+                error => StoreError::Open {
+                    path: path.to_path_buf(),
+                    error: Box::new(error),
+                },
+            })?;
+            let txn = db.begin_read()?;
+            let alerts = txn.open_table(schema::ALERTS)?;
+            let mut report = CheckReport {
+                redb: RedbCheck::Passed,
+                alerts: alerts.len()?,
+                damaged: Vec::new(),
+                quarantined: match txn.open_table(schema::QUARANTINE) {
+                    Ok(t) => t.len()?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            for row in alerts.iter()? {
+                let (id, rec) = row?;
+                let id = id.value();
+                let (_, receipt, envelope) = rec.value();
+                let verdict = schema::decode_record(&id, receipt, envelope)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(alert, _)| {
+                        alert
+                            .verify()
+                            .map(|_| ())
+                            .map_err(|e| format!("signature: {e}"))
+                    });
+                if let Err(reason) = verdict {
+                    report.damaged.push((AlertId(id), reason));
+                }
+            }
+            drop(alerts);
+            drop(txn);
+            report.redb = match db.check_integrity() {
+                Ok(true) => RedbCheck::Passed,
+                Ok(false) => RedbCheck::Repaired,
+                Err(e) => RedbCheck::Failed(e.to_string()),
+            };
+            Ok(report)
+        })
     }
 
     /// Asks the writer to finish: it commits what is already queued, then exits; later
@@ -415,9 +504,17 @@ impl Store {
     }
 
     /// Metadata of every stored alert in seq order, for the gossip engine's in-memory
-    /// index at start-up.
+    /// index at start-up. A record that no longer decodes (a flipped byte on disk) does
+    /// not stop the node: it is logged with its id, moved to the `quarantine` table and
+    /// left out, so that a peer can send the alert again. Blocks for that one commit.
     pub fn all_meta(&self) -> Result<Vec<AlertMeta>, StoreError> {
-        read::all_meta(&self.db)
+        guard(&self.path, || {
+            let (meta, damaged) = read::all_meta(&self.db)?;
+            if !damaged.is_empty() {
+                quarantine(&self.db, &damaged)?;
+            }
+            Ok(meta)
+        })
     }
 
     /// Deletes alerts whose `expires_at < before_ms`, with their index entries. Their
@@ -618,6 +715,68 @@ fn init(db: &Database) -> Result<u64, StoreError> {
     txn.open_table(CURSORS)?;
     txn.open_table(TRUST)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(schema::QUARANTINE)?;
     txn.commit()?;
     Ok(epoch)
+}
+
+/// The outcome of redb's own integrity check (page checksums, tree structure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedbCheck {
+    Passed,
+    /// It found damage and repaired the file.
+    Repaired,
+    /// It found damage it cannot repair.
+    Failed(String),
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// redb's own integrity check, run after the records were read.
+    pub redb: RedbCheck,
+    /// Alert records read.
+    pub alerts: u64,
+    /// Records that do not decode or whose signature does not verify, with the reason.
+    pub damaged: Vec<(AlertId, String)>,
+    /// Records already moved aside at an earlier start-up.
+    pub quarantined: u64,
+}
+
+/// Moves the records of `damaged` alerts from `alerts` to `quarantine`, in one
+/// durable transaction, logging each with its id and what is wrong with it.
+fn quarantine(db: &Database, damaged: &[([u8; 32], String)]) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate);
+    {
+        let mut alerts = txn.open_table(schema::ALERTS)?;
+        let mut aside = txn.open_table(schema::QUARANTINE)?;
+        for (id, reason) in damaged {
+            let record = alerts.remove(id)?.map(|g| {
+                let (seq, receipt, envelope) = g.value();
+                (seq, receipt.to_vec(), envelope.to_vec())
+            });
+            if let Some((seq, receipt, envelope)) = record {
+                aside.insert(id, (seq, receipt.as_slice(), envelope.as_slice()))?;
+                tracing::warn!(id = %AlertId(*id), seq, %reason, "stored alert is damaged: quarantined; it is left out until a peer sends it again");
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Runs `f`, turning a panic inside redb into [`StoreError::Damaged`].
+fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "redb panicked".to_string());
+        Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail,
+        })
+    })
 }

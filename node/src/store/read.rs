@@ -113,30 +113,39 @@ pub(super) fn counts(db: &Database, now: u64) -> Result<Counts, StoreError> {
         }
     }
     let head = log.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    let quarantined = txn.open_table(schema::QUARANTINE)?.len()?;
     Ok(Counts {
         alerts: total,
         active: total.saturating_sub(replaced).saturating_sub(expired),
         head,
+        quarantined,
     })
 }
 
-pub(super) fn all_meta(db: &Database) -> Result<Vec<AlertMeta>, StoreError> {
+/// Ids of stored records that do not decode, with the reason.
+pub(super) type Damaged = Vec<([u8; 32], String)>;
+
+/// Every alert's metadata in seq order, and the records that do not decode.
+pub(super) fn all_meta(db: &Database) -> Result<(Vec<AlertMeta>, Damaged), StoreError> {
     let txn = db.begin_read()?;
     let alerts = txn.open_table(ALERTS)?;
     let mut out = Vec::with_capacity(usize::try_from(alerts.len()?).unwrap_or(0));
+    let mut damaged = Vec::new();
     for row in alerts.iter()? {
         let (id, rec) = row?;
         let id = id.value();
         let (seq, receipt, envelope) = rec.value();
-        let (alert, receipt) = schema::decode_record(&id, receipt, envelope)?;
-        out.push(AlertMeta {
-            seq,
-            alert: alert.summary(),
-            receipt,
-        });
+        match schema::decode_record(&id, receipt, envelope) {
+            Ok((alert, receipt)) => out.push(AlertMeta {
+                seq,
+                alert: alert.summary(),
+                receipt,
+            }),
+            Err(e) => damaged.push((id, e.to_string())),
+        }
     }
     out.sort_by_key(|m| m.seq);
-    Ok(out)
+    Ok((out, damaged))
 }
 
 pub(super) fn history(db: &Database, id: &AlertId) -> Result<Vec<StoredAlert>, StoreError> {

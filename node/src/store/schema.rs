@@ -44,6 +44,10 @@ pub(super) const CURSORS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinitio
 pub(super) const TRUST: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trust");
 /// `audit`: append counter -> CBOR `AuditRecord`.
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// `quarantine`: alert id -> the raw `alerts` record (seq, receipt, envelope) of a
+/// stored alert that no longer decodes, moved aside at start-up.
+pub(super) const QUARANTINE: TableDefinition<[u8; 32], AlertValue> =
+    TableDefinition::new("quarantine");
 
 /// The secondary indexes. Every index is a `&[u8] -> ()` table whose key is
 /// `prefix ‖ sort key (u64 big-endian) ‖ alert id (32 bytes)`.

@@ -30,6 +30,17 @@ pub enum StoreError {
         /// [`super::SCHEMA_VERSION`].
         supported: u32,
     },
+    /// The database file is damaged beyond what redb reports as an error.
+    #[error(
+        "the store database {} is damaged ({detail}); restore it from a backup, or move it aside to start empty and let peers send back what they may (docs/operations.md, \"A damaged database\"); `tocsind check` tells more",
+        path.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        detail: String,
+    },
     /// A read or write of the database failed (I/O error, full disk, …).
     #[error("store database error: {0}")]
     Db(Box<redb::Error>),
@@ -162,6 +173,8 @@ pub struct Counts {
     pub active: u64,
     /// Highest seq ([`Store::head`]).
     pub head: u64,
+    /// Damaged records moved aside at start-up (see [`Store::all_meta`]).
+    pub quarantined: u64,
 }
 
 /// One trust change as [`Store::commit_trust`] writes it: the new entry (`None`: removed)
