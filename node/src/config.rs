@@ -329,6 +329,8 @@ impl Config {
             ),
             ("net.peer_bytes_per_sec", self.net.gossip.peer_bytes_per_sec),
             ("net.peer_byte_burst", self.net.gossip.peer_byte_burst),
+            ("net.peer_work_per_sec", self.net.gossip.peer_work_per_sec),
+            ("net.peer_work_burst", self.net.gossip.peer_work_burst),
             (
                 "net.penalty_threshold",
                 u64::from(self.net.gossip.penalty_threshold),
@@ -441,6 +443,10 @@ peer_alerts_per_sec = 200
 peer_alert_burst = 2000
 peer_bytes_per_sec = 4194304
 peer_byte_burst = 16777216
+# Work units per second (and burst) one peer's control frames may cost: 1 per frame,
+# 1 per id announced or listed, 2 per id wanted, 1 per log entry a sync request scans.
+peer_work_per_sec = 100000
+peer_work_burst = 200000
 # Penalty score at which a peer is disconnected and refused for ban_secs.
 penalty_threshold = 100
 ban_secs = 600

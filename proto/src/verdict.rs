@@ -17,6 +17,10 @@ pub const PENALTY_BAD_SIGNATURE: u32 = 20;
 pub const PENALTY_POLICY: u32 = 20;
 /// Penalty points for an update or cancel its signer sent of another origin's alert.
 pub const PENALTY_NOT_ORIGIN: u32 = 20;
+/// Penalty points per control frame beyond the peer's work budget, and per id a peer
+/// announced, was asked for and did not send. Small: an honest peer under load can
+/// cost a few; a flood of them reaches the threshold within seconds.
+pub const PENALTY_FLOOD: u32 = 1;
 
 /// Why an inbound frame or alert was dropped. Every verdict the engine reaches on
 /// input that it does not accept is one of these.
@@ -62,11 +66,17 @@ pub enum Reason {
     BadSignature,
     /// An update or cancel its signer sent directly, of an alert of another origin.
     NotOrigin,
+    /// A control frame (announce, want, sync request, …) beyond the peer's work budget
+    /// (`peer_work_per_sec`): dropped unanswered.
+    OverBudget,
+    /// The peer announced an id, was asked for it, and did not send it within the graft
+    /// timeout: made-up announces fill the table of missing ids.
+    Undelivered,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 18] = [
         Reason::NotConnected,
         Reason::RateLimited,
         Reason::Duplicate,
@@ -83,6 +93,8 @@ impl Reason {
         Reason::HopLimit,
         Reason::BadSignature,
         Reason::NotOrigin,
+        Reason::OverBudget,
+        Reason::Undelivered,
     ];
 
     /// Penalty points this costs the sender; 0 for benign reasons.
@@ -103,6 +115,7 @@ impl Reason {
             Reason::ScopeViolation | Reason::HopLimit => PENALTY_POLICY,
             Reason::BadSignature => PENALTY_BAD_SIGNATURE,
             Reason::NotOrigin => PENALTY_NOT_ORIGIN,
+            Reason::OverBudget | Reason::Undelivered => PENALTY_FLOOD,
         }
     }
 
@@ -130,6 +143,8 @@ impl Reason {
             Reason::HopLimit => "hop_limit",
             Reason::BadSignature => "bad_signature",
             Reason::NotOrigin => "not_origin",
+            Reason::OverBudget => "over_budget",
+            Reason::Undelivered => "undelivered",
         }
     }
 }
@@ -169,6 +184,8 @@ mod tests {
                 Reason::HopLimit,
                 Reason::BadSignature,
                 Reason::NotOrigin,
+                Reason::OverBudget,
+                Reason::Undelivered,
             ]
         );
     }

@@ -1,7 +1,9 @@
 //! The `/tocsin/gossip/1` streams over real `tocsind` processes: a full mesh links up
 //! with one stream per connection and no drops or reconnects, and a peer that sends a
 //! frame over the size limit is refused before the frame is read, penalised, and
-//! cannot take the node or its stored alerts with it.
+//! cannot take the node or its stored alerts with it. A peer flooding control frames
+//! (wants and sync requests) is cut off at its work budget and banned, while honest
+//! alerts keep crossing the node it floods.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -103,4 +105,69 @@ async fn an_oversized_frame_is_refused_unread_and_penalised_and_the_node_keeps_i
         net["stream_failures"], 0,
         "the honest link was not disturbed: {net}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_control_frames_is_banned_and_honest_alerts_keep_flowing() {
+    use tocsin_proto::{AlertId, Frame};
+    let fed = Fed::line(3, Member).await;
+    let raw = tocsin_proto::SigningKey::from_bytes(&[6u8; 32]);
+    let raw_key = tocsin_proto::PublicKey(raw.verifying_key().to_bytes()).to_string();
+    let node = &fed.cluster.nodes[1];
+    node.client()
+        .post(
+            "/v1/trust",
+            &json!({"key": raw_key, "level": "member", "name": "flooder"}),
+        )
+        .await
+        .unwrap();
+    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+    let mut peer = match connect(&raw, node.addr().parse().unwrap(), target).await {
+        Connect::Open(peer) => peer,
+        Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
+    };
+    // Wants for made-up ids (each id may be a store read) and sync requests from the
+    // start of the log, far past the default work budget of the middle node.
+    let wants: Vec<Vec<u8>> = (0..300u32)
+        .map(|f| {
+            let ids = (0..1024u32)
+                .map(|i| {
+                    let mut b = [0u8; 32];
+                    b[..4].copy_from_slice(&f.to_be_bytes());
+                    b[4..8].copy_from_slice(&i.to_be_bytes());
+                    AlertId(b)
+                })
+                .collect();
+            Frame::Want { ids, graft: false }.encode().unwrap()
+        })
+        .collect();
+    let sync = Frame::SyncRequest { epoch: 1, after: 0 }.encode().unwrap();
+    let during = fed.issue(0, alert("CLEAR", "during the flood")).await;
+    for chunk in wants.chunks(50) {
+        // Once banned, the node closes the connection: later writes may fail.
+        let _ = peer.send_frames(chunk).await;
+    }
+    let _ = peer.send_frames(&vec![sync; 20_000]).await;
+
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    let row = loop {
+        let row = fed.peer_row(1, &raw_key).await.unwrap();
+        if !row["banned_until"].is_null() {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flooding peer was not banned: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        row["rejections"]["over_budget"].as_u64().unwrap() >= 1,
+        "{row}"
+    );
+    assert_eq!(row["connected"], false, "{row}");
+    // Honest alerts cross the flooded node both ways.
+    fed.wait_for(2, &during).await;
+    let after = fed.issue(2, alert("GREEN", "after the flood")).await;
+    fed.wait_for(0, &after).await;
 }

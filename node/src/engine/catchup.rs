@@ -53,6 +53,13 @@ impl CatchUp {
         self.sessions.get(peer).is_some_and(|s| !s.complete)
     }
 
+    /// Whether the current catch-up page from `peer` waits for `id` (we asked for it).
+    pub fn is_waiting_for(&self, peer: &PublicKey, id: &AlertId) -> bool {
+        self.sessions
+            .get(peer)
+            .is_some_and(|s| s.waiting.contains(id))
+    }
+
     /// `Hello { epoch, head }` from a connected peer: starts reading its log.
     pub fn on_hello(
         &mut self,

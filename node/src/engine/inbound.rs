@@ -8,7 +8,7 @@ use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
 use tocsin_proto::policy::{self, Scope};
 use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
 
-use super::{Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS};
+use super::{Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO};
 
 impl Engine {
     pub(super) fn on_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
@@ -27,47 +27,81 @@ impl Engine {
                 return;
             }
         };
-        match frame {
+        if let Frame::Alert { hops, envelope } = frame {
+            return self.on_alert(peer, hops, envelope, now);
+        }
+        // Control frames: each costs work (scans, timers, store reads) out of the
+        // peer's work budget; beyond it they are dropped unanswered and penalised.
+        if !self.scoring.has_work(peer, now) {
+            self.verdict(peer, Reason::OverBudget, now);
+            return;
+        }
+        let cost = match frame {
             Frame::Hello { epoch, head } => {
                 self.catchup
-                    .on_hello(peer, epoch, head, now, &mut self.actions)
+                    .on_hello(peer, epoch, head, now, &mut self.actions);
+                WORK_HELLO
             }
-            Frame::Alert { hops, envelope } => self.on_alert(peer, hops, envelope, now),
-            Frame::Announce { ids, hops } => self.on_announce(peer, ids, hops, now),
-            Frame::Want { ids, graft } => self.on_want(peer, ids, graft, now),
-            Frame::Prune { origin } => self.trees.on_prune(&peer, origin),
-            Frame::Graft { origin } => self.trees.on_graft(&peer, origin),
-            Frame::SyncRequest { epoch, after } => self.on_sync_request(peer, epoch, after, now),
+            Frame::Alert { .. } => 0, // handled above
+            Frame::Announce { ids, hops } => {
+                let n = ids.len() as u64;
+                self.on_announce(peer, ids, hops, now);
+                1 + n
+            }
+            Frame::Want { ids, graft } => {
+                let n = ids.len() as u64;
+                self.on_want(peer, ids, graft, now);
+                1 + 2 * n
+            }
+            Frame::Prune { origin } => {
+                self.trees.on_prune(&peer, origin);
+                1
+            }
+            Frame::Graft { origin } => {
+                self.trees.on_graft(&peer, origin);
+                1
+            }
+            Frame::SyncRequest { epoch, after } => {
+                1 + self.on_sync_request(peer, epoch, after, now) as u64
+            }
             Frame::SyncPage {
                 epoch,
                 ids,
                 next,
                 done,
-            } => self.catchup.on_page(
-                peer,
-                epoch,
-                ids,
-                next,
-                done,
-                &self.known,
-                now,
-                &mut self.actions,
-            ),
-        }
+            } => {
+                let n = ids.len() as u64;
+                self.catchup.on_page(
+                    peer,
+                    epoch,
+                    ids,
+                    next,
+                    done,
+                    &self.known,
+                    now,
+                    &mut self.actions,
+                );
+                1 + n
+            }
+        };
+        self.scoring.charge_work(peer, cost);
     }
 
-    fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) {
+    /// Answers with one page of our log; returns the number of log entries scanned.
+    fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) -> usize {
         // A cursor from another epoch of our log means nothing: start from the beginning.
         let after = if epoch == self.epoch { after } else { 0 };
         let level = self.scoring.level(&peer);
         let mut ids = Vec::new();
         let mut next = after;
         let mut done = true;
-        for (scanned, (seq, id)) in self.known.log_after(after).enumerate() {
+        let mut scanned = 0;
+        for (seq, id) in self.known.log_after(after) {
             if scanned == SYNC_PAGE_SCAN || ids.len() == MAX_IDS_PER_FRAME {
                 done = false;
                 break;
             }
+            scanned += 1;
             next = seq;
             if let Some(k) = self.known.get(id) {
                 if self.shareable(k, &peer, level, now) && k.from != Some(peer) {
@@ -84,6 +118,7 @@ impl Engine {
                 done,
             },
         );
+        scanned
     }
 
     fn on_announce(&mut self, peer: PublicKey, ids: Vec<AlertId>, hops: Vec<u8>, now: u64) {
@@ -141,10 +176,7 @@ impl Engine {
     }
 
     fn on_alert(&mut self, peer: PublicKey, hops: u8, envelope: Vec<u8>, now: u64) {
-        if !self.scoring.take_alert(peer, now) {
-            return;
-        }
-        // 1. limits and decode
+        // 1. limits and decode (the byte budget bounds this work)
         let alert = match SignedAlert::decode(&envelope) {
             Ok(a) => a,
             Err(_) => {
@@ -153,6 +185,13 @@ impl Engine {
             }
         };
         let id = alert.id();
+        // An alert we asked this peer for (a catch-up page, a graft) is bounded by what
+        // we asked; only unsolicited alerts are charged to the peer's flood limit, so
+        // that catch-up runs at the speed of the disk, not of the limiter.
+        let solicited = self.catchup.is_waiting_for(&peer, &id) || self.trees.was_asked(&peer, &id);
+        if !solicited && !self.scoring.take_alert(peer, now) {
+            return;
+        }
         // 2. duplicate (its hop count is checked too: a lie must not lower ours)
         if self.known.contains(&id) {
             if let Err(reason) = policy::check_hops(&peer, &alert.origin(), hops) {

@@ -68,12 +68,18 @@ use scoring::Scoring;
 use tree::Trees;
 
 pub use tocsin_proto::verdict::{
-    Reason, PENALTY_BAD_SIGNATURE, PENALTY_MALFORMED, PENALTY_NOT_ORIGIN, PENALTY_POLICY,
+    Reason, PENALTY_BAD_SIGNATURE, PENALTY_FLOOD, PENALTY_MALFORMED, PENALTY_NOT_ORIGIN,
+    PENALTY_POLICY,
 };
 
 /// Most ids remembered as "announced but not yet received". Bounds what announce
 /// floods can make a node hold; beyond it, catch-up recovers the rest.
 pub const MAX_MISSING: usize = 100_000;
+/// Most missing ids first announced by one peer: one peer's made-up announces cannot
+/// fill the table that every other peer's announces need.
+pub const MAX_MISSING_PER_PEER: usize = 8_192;
+/// Work units a `Hello` costs (it restarts the peer's catch-up session).
+pub const WORK_HELLO: u64 = 64;
 /// Log entries scanned to answer one `SyncRequest` (a page). Bounds work per request.
 pub const SYNC_PAGE_SCAN: usize = 512;
 /// How long a catch-up page may take before it is requested again, ms.
@@ -115,6 +121,14 @@ pub struct EngineConfig {
     pub peer_bytes_per_sec: u64,
     /// Burst of bytes accepted from one peer.
     pub peer_byte_burst: u64,
+    /// Sustained work units per second one peer's control frames may cost (token bucket
+    /// rate). A frame costs 1, plus 1 per id in an announce or page, 2 per id in a want,
+    /// 1 per log entry a sync request makes us scan, 64 for a hello. Frames beyond it
+    /// are dropped unanswered and cost the peer 1 penalty point each (`over_budget`).
+    /// Alerts are limited by `peer_alerts_per_sec` instead.
+    pub peer_work_per_sec: u64,
+    /// Burst of work units (token bucket size).
+    pub peer_work_burst: u64,
     /// Penalty score at which a peer is disconnected and refused for `ban_secs`.
     /// A bad signature costs 20, a malformed frame 10, a scope violation 20.
     pub penalty_threshold: u32,
@@ -136,6 +150,8 @@ impl Default for EngineConfig {
             peer_alert_burst: 2_000,
             peer_bytes_per_sec: 4 * 1024 * 1024,
             peer_byte_burst: 16 * 1024 * 1024,
+            peer_work_per_sec: 100_000,
+            peer_work_burst: 200_000,
             penalty_threshold: 100,
             ban_secs: 600,
             envelope_cache: 20_000,
@@ -566,8 +582,8 @@ impl Engine {
             Timer::Graft(id) => {
                 if self.known.contains(&id) {
                     self.trees.forget_missing(&id);
-                } else {
-                    self.trees.graft_timer(id, now, &mut self.actions);
+                } else if let Some(peer) = self.trees.graft_timer(id, now, &mut self.actions) {
+                    self.verdict(peer, Reason::Undelivered, now);
                 }
             }
             Timer::Sync(peer) => self.catchup.on_stall_timer(peer, now, &mut self.actions),

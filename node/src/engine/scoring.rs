@@ -35,6 +35,8 @@ pub struct PeerStats {
     alert_bucket: Bucket,
     #[serde(skip)]
     byte_bucket: Bucket,
+    #[serde(skip)]
+    work_bucket: Bucket,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,7 +47,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn take(&mut self, now: u64, rate: f64, burst: f64, n: f64) -> bool {
+    fn refill(&mut self, now: u64, rate: f64, burst: f64) {
         if !self.primed {
             self.tokens = burst;
             self.at = now;
@@ -54,6 +56,10 @@ impl Bucket {
         let elapsed = now.saturating_sub(self.at) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.at = now;
+    }
+
+    fn take(&mut self, now: u64, rate: f64, burst: f64, n: f64) -> bool {
+        self.refill(now, rate, burst);
         if self.tokens >= n {
             self.tokens -= n;
             true
@@ -70,6 +76,8 @@ struct Limits {
     alert_burst: f64,
     bytes_per_sec: f64,
     byte_burst: f64,
+    work_per_sec: f64,
+    work_burst: f64,
     penalty_threshold: u32,
     ban_ms: u64,
 }
@@ -92,6 +100,8 @@ impl Scoring {
                 alert_burst: f64::from(cfg.peer_alert_burst),
                 bytes_per_sec: cfg.peer_bytes_per_sec as f64,
                 byte_burst: cfg.peer_byte_burst as f64,
+                work_per_sec: cfg.peer_work_per_sec as f64,
+                work_burst: cfg.peer_work_burst as f64,
                 penalty_threshold: cfg.penalty_threshold,
                 ban_ms: cfg.ban_secs.saturating_mul(1000),
             },
@@ -153,6 +163,26 @@ impl Scoring {
             s.rate_limited += 1;
         }
         ok
+    }
+
+    /// Whether the peer has work budget left for a control frame; false (counted as
+    /// rate-limited) when its work bucket is spent. The frame's cost is charged after
+    /// it is handled ([`Scoring::charge_work`]), when it is known.
+    pub fn has_work(&mut self, peer: PublicKey, now: u64) -> bool {
+        let (rate, burst) = (self.limits.work_per_sec, self.limits.work_burst);
+        let s = self.stats_mut(peer);
+        s.work_bucket.refill(now, rate, burst);
+        let ok = s.work_bucket.tokens > 0.0;
+        if !ok {
+            s.rate_limited += 1;
+        }
+        ok
+    }
+
+    /// Charges a handled control frame's cost to the peer's work bucket (it may go into
+    /// debt: the next frames wait until it is repaid).
+    pub fn charge_work(&mut self, peer: PublicKey, cost: u64) {
+        self.stats_mut(peer).work_bucket.tokens -= cost as f64;
     }
 
     /// False (counted as rate-limited) when the peer's alert bucket is empty.

@@ -1077,3 +1077,195 @@ fn an_alert_dated_beyond_the_clock_skew_is_refused_and_costs_nothing() {
     let out = ea.handle(alert_event(&b, 2, &ok), T0);
     assert_eq!(stored(&out), vec![ok.id()]);
 }
+
+#[test]
+fn a_sync_request_flood_is_answered_within_the_work_budget_then_banned() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let cfg = EngineConfig::default();
+    let mut ea = engine_for(&a, cfg.clone());
+    for n in 0..600 {
+        issue(&mut ea, alert(&a, n, Tlp::Clear), n + 1, T0);
+    }
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    let pages = |out: &[Action], to: &SigningKey| {
+        frames_to(out, to)
+            .into_iter()
+            .filter(|f| matches!(f, Frame::SyncPage { .. }))
+            .count() as u64
+    };
+    let request = Frame::SyncRequest { epoch: 7, after: 0 };
+    let (mut answered, mut banned) = (0, None);
+    for _ in 0..5_000 {
+        let out = ea.handle(frame_event(&b, &request), T0);
+        answered += pages(&out, &b);
+        if let Some(until) = disconnect_of(&out, &b) {
+            banned = until;
+            break;
+        }
+    }
+    // Each request scans a full page (512 entries): the burst pays for about 390.
+    let most = cfg.peer_work_burst / (SYNC_PAGE_SCAN as u64 + 1) + 1;
+    assert!(answered <= most, "{answered} pages answered, budget {most}");
+    assert!(answered >= most - 2, "only {answered} pages answered");
+    assert!(
+        banned.is_some(),
+        "a peer flooding past its budget is banned"
+    );
+    assert!(rejections(&ea, &b, "over_budget") >= 100);
+    // Another peer at the same instant is answered at once.
+    let out = ea.handle(frame_event(&c, &request), T0);
+    assert_eq!(pages(&out, &c), 1);
+    assert_eq!(stats(&ea, &c).rate_limited, 0);
+}
+
+#[test]
+fn an_announce_flood_cannot_crowd_out_other_peers_announces() {
+    let (a, b, c, o) = (key(1), key(2), key(3), key(9));
+    let cfg = EngineConfig::default();
+    let mut ea = engine_for(&a, cfg.clone());
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    // 110 frames of made-up ids: more than the whole table of missing ids.
+    let mut timers = Vec::new();
+    for f in 0..110u32 {
+        let ids: Vec<AlertId> = (0..MAX_IDS_PER_FRAME as u32)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[..4].copy_from_slice(&f.to_be_bytes());
+                b[4..8].copy_from_slice(&i.to_be_bytes());
+                AlertId(b)
+            })
+            .collect();
+        let hops = vec![1; ids.len()];
+        timers.extend(ea.handle(frame_event(&b, &Frame::Announce { ids, hops }), T0));
+    }
+    let graft_timers = |out: &[Action]| {
+        out.iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::SetTimer {
+                        timer: Timer::Graft(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(graft_timers(&timers), MAX_MISSING_PER_PEER);
+    // An honest announce is still heard and asked for.
+    let x = alert(&o, 1, Tlp::Clear);
+    let out = ea.handle(
+        frame_event(
+            &c,
+            &Frame::Announce {
+                ids: vec![x.id()],
+                hops: vec![2],
+            },
+        ),
+        T0 + 1,
+    );
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer { timer: Timer::Graft(id), .. } if *id == x.id())));
+    let out = fire_timers(&mut ea, &out, T0 + 1 + cfg.graft_timeout_ms);
+    assert_eq!(
+        frames_to(&out, &c),
+        vec![&Frame::Want {
+            ids: vec![x.id()],
+            graft: true
+        }]
+    );
+    // b is asked for what it announced, sends none of it, and is banned for it.
+    let mut banned = None;
+    let mut pending: BTreeMap<(u64, usize), Timer> = BTreeMap::new();
+    for (n, a) in timers.iter().enumerate() {
+        if let Action::SetTimer { at, timer } = a {
+            pending.insert((*at, n), timer.clone());
+        }
+    }
+    let mut n = timers.len();
+    while let Some(((at, _), timer)) = pending.pop_first() {
+        let out = ea.handle(Event::Timer(timer), at);
+        if let Some(until) = disconnect_of(&out, &b) {
+            banned = until;
+            break;
+        }
+        for a in out {
+            if let Action::SetTimer { at, timer } = a {
+                n += 1;
+                pending.insert((at, n), timer);
+            }
+        }
+    }
+    assert!(
+        banned.is_some(),
+        "an announcer whose ids never arrive is banned"
+    );
+    assert!(rejections(&ea, &b, "undelivered") >= 100);
+    assert_eq!(stats(&ea, &c).banned_until, None);
+}
+
+#[test]
+fn alerts_asked_for_are_not_charged_to_the_flood_limit() {
+    let (a, b) = (key(1), key(2));
+    let cfg = EngineConfig {
+        peer_alerts_per_sec: 1,
+        peer_alert_burst: 5,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg.clone());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let missed: Vec<SignedAlert> = (0..50).map(|n| alert(&b, n, Tlp::Clear)).collect();
+    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 50 }), T0);
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::SyncPage {
+                epoch: 3,
+                ids: missed.iter().map(|x| x.id()).collect(),
+                next: 50,
+                done: true,
+            },
+        ),
+        T0,
+    );
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::Want {
+            ids: missed.iter().map(|x| x.id()).collect(),
+            graft: false
+        }]
+    );
+    // The whole page arrives at once, ten times the burst: all of it is taken.
+    let mut taken = 0;
+    for x in &missed {
+        taken += stored(&ea.handle(alert_event(&b, 1, x), T0)).len();
+    }
+    assert_eq!(taken, 50);
+    assert_eq!(stats(&ea, &b).rate_limited, 0);
+
+    // An alert asked for with a graft is not charged either...
+    let y = alert(&b, 100, Tlp::Clear);
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::Announce {
+                ids: vec![y.id()],
+                hops: vec![1],
+            },
+        ),
+        T0,
+    );
+    fire_timers(&mut ea, &out, T0 + cfg.graft_timeout_ms);
+    // ...while unsolicited alerts still are: the burst of 5, then throttled.
+    let mut unsolicited = 0;
+    for n in 200..208 {
+        unsolicited += stored(&ea.handle(alert_event(&b, 1, &alert(&b, n, Tlp::Clear)), T0)).len();
+    }
+    assert_eq!(unsolicited, 5);
+    assert_eq!(stats(&ea, &b).rate_limited, 3);
+    let out = ea.handle(alert_event(&b, 1, &y), T0 + cfg.graft_timeout_ms);
+    assert_eq!(stored(&out), vec![y.id()]);
+}

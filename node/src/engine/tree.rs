@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use tocsin_proto::{AlertId, Frame, PublicKey};
 
-use super::{send, Action, Timer, MAX_MISSING, MAX_ORIGIN_TREES};
+use super::{send, Action, Timer, MAX_MISSING, MAX_MISSING_PER_PEER, MAX_ORIGIN_TREES};
 
 /// One connected link's place in the broadcast trees.
 #[derive(Debug)]
@@ -56,6 +56,8 @@ impl Link {
 
 #[derive(Debug)]
 struct Missing {
+    /// The peer whose announce made us wait for the id (counted in `per_peer`).
+    first: PublicKey,
     announcers: VecDeque<PublicKey>,
     /// The announcer last asked for the alert with a graft: if the alert comes from it,
     /// that link becomes eager for the alert's origin on our side too.
@@ -68,6 +70,8 @@ pub struct Trees {
     /// Ordered, so that the engine's output is deterministic for the same inputs.
     links: BTreeMap<PublicKey, Link>,
     missing: HashMap<AlertId, Missing>,
+    /// Entries of `missing` per first announcer, at most [`MAX_MISSING_PER_PEER`] each.
+    per_peer: HashMap<PublicKey, usize>,
     flush_pending: bool,
     announce_interval_ms: u64,
     graft_timeout_ms: u64,
@@ -78,6 +82,7 @@ impl Trees {
         Trees {
             links: BTreeMap::new(),
             missing: HashMap::new(),
+            per_peer: HashMap::new(),
             flush_pending: false,
             announce_interval_ms,
             graft_timeout_ms,
@@ -197,7 +202,8 @@ impl Trees {
     }
 
     /// `peer` announced `id`, which we do not hold: remember who has it, and arm the
-    /// graft timer the first time.
+    /// graft timer the first time. A peer that already holds [`MAX_MISSING_PER_PEER`]
+    /// entries gets no more; others' announces still do.
     pub fn announced(&mut self, peer: PublicKey, id: AlertId, now: u64, out: &mut Vec<Action>) {
         if let Some(m) = self.missing.get_mut(&id) {
             if !m.announcers.contains(&peer) {
@@ -205,12 +211,15 @@ impl Trees {
             }
             return;
         }
-        if self.missing.len() >= MAX_MISSING {
+        let count = self.per_peer.get(&peer).copied().unwrap_or(0);
+        if self.missing.len() >= MAX_MISSING || count >= MAX_MISSING_PER_PEER {
             return;
         }
+        self.per_peer.insert(peer, count + 1);
         self.missing.insert(
             id,
             Missing {
+                first: peer,
                 announcers: VecDeque::from([peer]),
                 grafted: None,
             },
@@ -221,13 +230,37 @@ impl Trees {
         });
     }
 
+    /// Stops waiting for `id`, releasing its place in its first announcer's share.
+    fn remove_missing(&mut self, id: &AlertId) -> Option<Missing> {
+        let m = self.missing.remove(id)?;
+        if let Some(n) = self.per_peer.get_mut(&m.first) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&m.first);
+            }
+        }
+        Some(m)
+    }
+
+    /// Whether we asked `peer` for `id` with a graft and are still waiting for it.
+    pub fn was_asked(&self, peer: &PublicKey, id: &AlertId) -> bool {
+        self.missing
+            .get(id)
+            .is_some_and(|m| m.grafted == Some(*peer))
+    }
+
     /// The graft timer for `id` fired and `id` has not arrived: asks the next connected
     /// announcer with a graft (its link turns eager) and re-arms the timer. Forgets
-    /// `id` when no announcer is left.
-    pub fn graft_timer(&mut self, id: AlertId, now: u64, out: &mut Vec<Action>) {
-        let Some(m) = self.missing.get_mut(&id) else {
-            return;
-        };
+    /// `id` when no announcer is left. Returns the announcer asked last time, if it is
+    /// still connected: it announced the id, was asked, and did not send it.
+    pub fn graft_timer(
+        &mut self,
+        id: AlertId,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Option<PublicKey> {
+        let m = self.missing.get_mut(&id)?;
+        let undelivered = m.grafted.take().filter(|p| self.links.contains_key(p));
         let mut chosen = None;
         while let Some(p) = m.announcers.pop_front() {
             if self.links.contains_key(&p) {
@@ -236,8 +269,8 @@ impl Trees {
             }
         }
         let Some(peer) = chosen else {
-            self.missing.remove(&id);
-            return;
+            self.remove_missing(&id);
+            return undelivered;
         };
         m.grafted = Some(peer);
         if let Some(l) = self.links.get_mut(&peer) {
@@ -255,6 +288,7 @@ impl Trees {
             at: now + self.graft_timeout_ms,
             timer: Timer::Graft(id),
         });
+        undelivered
     }
 
     /// `id` arrived from `peer`: if `peer` was asked for it with a graft, the link is
@@ -269,19 +303,23 @@ impl Trees {
                 }
             }
         }
-        self.missing.remove(id);
+        self.remove_missing(id);
     }
 
     /// Stops waiting for `id` (it is held).
     pub fn forget_missing(&mut self, id: &AlertId) {
-        self.missing.remove(id);
+        self.remove_missing(id);
     }
 
     /// `peer`'s copy of `id` was refused: stop asking `peer` for it (other announcers
-    /// are still asked, so one bad copy cannot suppress an alert).
+    /// are still asked, so one bad copy cannot suppress an alert). It did send a copy,
+    /// so it is not also counted as undelivered.
     pub fn drop_announcer(&mut self, id: &AlertId, peer: &PublicKey) {
         if let Some(m) = self.missing.get_mut(id) {
             m.announcers.retain(|a| a != peer);
+            if m.grafted == Some(*peer) {
+                m.grafted = None;
+            }
         }
     }
 
@@ -335,6 +373,22 @@ impl Trees {
         }
         if self.missing.len() > MAX_MISSING {
             return Err(format!("{} missing ids", self.missing.len()));
+        }
+        // Every entry is counted once, under its first announcer (a full recount per
+        // event would make the flood tests quadratic).
+        if self.per_peer.values().sum::<usize>() != self.missing.len() {
+            return Err("missing ids per first announcer miscounted".into());
+        }
+        if let Some((p, n)) = self
+            .per_peer
+            .iter()
+            .find(|(_, n)| **n > MAX_MISSING_PER_PEER)
+        {
+            return Err(format!(
+                "{} missing ids first announced by {}",
+                n,
+                p.fmt_short()
+            ));
         }
         if let Some(id) = self.missing.keys().find(|id| held(id)) {
             return Err(format!("{} is held and still missing", id.fmt_short()));
