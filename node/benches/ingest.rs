@@ -28,7 +28,7 @@ use tempfile::TempDir;
 use tocsin_node::store::{Receipt, Store};
 use tocsin_proto::{
     AlertBody, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert, SigningKey, Tlp,
-    FORMAT_VERSION,
+    VerifiedAlert, FORMAT_VERSION,
 };
 
 /// Alerts per ingest run.
@@ -142,21 +142,17 @@ fn close(rt: &tokio::runtime::Runtime, f: Fresh) -> R<()> {
 
 /// All alerts inserted concurrently (one task each, as connections would), so the
 /// writer batches them.
-fn ingest_group(
-    rt: &tokio::runtime::Runtime,
-    store: &Store,
-    alerts: Vec<SignedAlert>,
-    verify: bool,
-) -> R<()> {
+fn ingest_group(rt: &tokio::runtime::Runtime, store: &Store, alerts: Input) -> R<()> {
     rt.block_on(async {
         let tasks: Vec<_> = alerts
             .into_iter()
             .map(|a| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    if verify {
-                        a.check_signature().ctx("verify")?;
-                    }
+                    let a = match a {
+                        Ok(verified) => verified,
+                        Err(signed) => signed.verify().ctx("verify")?,
+                    };
                     store.insert(a, receipt()).await.ctx("insert")
                 })
             })
@@ -169,9 +165,12 @@ fn ingest_group(
 }
 
 /// All alerts through [`Store::insert_verified`]: verified in chunks beside the writer.
-fn ingest_verified(rt: &tokio::runtime::Runtime, store: &Store, alerts: Vec<SignedAlert>) -> R<()> {
+fn ingest_verified(rt: &tokio::runtime::Runtime, store: &Store, alerts: Input) -> R<()> {
     rt.block_on(async {
-        let items = alerts.into_iter().map(|a| (a, receipt())).collect();
+        let items = alerts
+            .into_iter()
+            .map(|a| (a.map_or_else(|s| s, VerifiedAlert::into_signed), receipt()))
+            .collect();
         let results = store.insert_verified(items).await.ctx("insert_verified")?;
         for r in results {
             r.ctx("verify")?;
@@ -181,13 +180,10 @@ fn ingest_verified(rt: &tokio::runtime::Runtime, store: &Store, alerts: Vec<Sign
 }
 
 /// Each insert awaited before the next: one transaction (one fsync) per alert.
-fn ingest_one_by_one(
-    rt: &tokio::runtime::Runtime,
-    store: &Store,
-    alerts: Vec<SignedAlert>,
-) -> R<()> {
+fn ingest_one_by_one(rt: &tokio::runtime::Runtime, store: &Store, alerts: Input) -> R<()> {
     rt.block_on(async {
         for a in alerts {
+            let a = a.or_else(|signed| signed.verify()).ctx("verify")?;
             store.insert(a, receipt()).await.ctx("insert")?;
         }
         Ok(())
@@ -208,29 +204,48 @@ enum Variant {
 }
 
 impl Variant {
-    /// Ingests `alerts` (a copy of the pool, made before the clock starts: the daemon
-    /// stores alerts it already owns).
-    fn run(self, rt: &tokio::runtime::Runtime, store: &Store, alerts: Vec<SignedAlert>) -> R<()> {
+    /// A copy of `pool` for one run, made before the clock starts (the daemon stores
+    /// alerts it already owns). The variants that do not verify get alerts verified
+    /// already, as the engine hands them to the store.
+    fn input(self, pool: &Pool) -> Input {
         match self {
-            Variant::PerAlert => ingest_one_by_one(rt, store, alerts),
-            Variant::Group => ingest_group(rt, store, alerts, false),
-            Variant::Verified => ingest_verified(rt, store, alerts),
-            Variant::GroupInlineVerify => ingest_group(rt, store, alerts, true),
+            Variant::PerAlert | Variant::Group => pool.verified.iter().cloned().map(Ok).collect(),
+            Variant::Verified | Variant::GroupInlineVerify => {
+                pool.signed.iter().cloned().map(Err).collect()
+            }
         }
     }
+
+    /// Ingests `input` (from [`Variant::input`]).
+    fn run(self, rt: &tokio::runtime::Runtime, store: &Store, input: Input) -> R<()> {
+        match self {
+            Variant::PerAlert => ingest_one_by_one(rt, store, input),
+            Variant::Group | Variant::GroupInlineVerify => ingest_group(rt, store, input),
+            Variant::Verified => ingest_verified(rt, store, input),
+        }
+    }
+}
+
+/// Alerts to ingest: verified already (`Ok`), or to be verified by the variant (`Err`).
+type Input = Vec<Result<VerifiedAlert, SignedAlert>>;
+
+/// The alerts of a run, as signed and as verified.
+struct Pool {
+    signed: Vec<SignedAlert>,
+    verified: Vec<VerifiedAlert>,
 }
 
 /// `iters` full ingests of `pool`, each into a fresh store; only the ingest is timed.
 fn group_iters(
     rt: &tokio::runtime::Runtime,
-    pool: &[SignedAlert],
+    pool: &Pool,
     variant: Variant,
     iters: u64,
 ) -> R<Duration> {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let f = fresh(rt)?;
-        let input = pool.to_vec();
+        let input = variant.input(pool);
         let t = Instant::now();
         variant.run(rt, &f.store, input)?;
         total += t.elapsed();
@@ -241,21 +256,21 @@ fn group_iters(
 
 /// `iters` single awaited inserts, cycling through `pool` (a fresh store each time the
 /// pool is used up).
-fn single_iters(rt: &tokio::runtime::Runtime, pool: &[SignedAlert], iters: u64) -> R<Duration> {
+fn single_iters(rt: &tokio::runtime::Runtime, pool: &Pool, iters: u64) -> R<Duration> {
     let mut total = Duration::ZERO;
     let mut f = fresh(rt)?;
-    let mut next = pool.iter();
+    let mut next = pool.verified.iter();
     for _ in 0..iters {
         let a = match next.next() {
             Some(a) => a,
             None => {
                 close(rt, f)?;
                 f = fresh(rt)?;
-                next = pool.iter();
+                next = pool.verified.iter();
                 next.next().ok_or("empty pool")?
             }
         };
-        let input = vec![a.clone()];
+        let input = vec![Ok(a.clone())];
         let t = Instant::now();
         ingest_one_by_one(rt, &f.store, input)?;
         total += t.elapsed();
@@ -267,7 +282,7 @@ fn single_iters(rt: &tokio::runtime::Runtime, pool: &[SignedAlert], iters: u64) 
 fn benches(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
-    pool: &[SignedAlert],
+    pool: &Pool,
     failure: &Cell<Option<String>>,
 ) {
     let record = |r: R<Duration>| match r {
@@ -283,7 +298,7 @@ fn benches(
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
 
-    g.throughput(Throughput::Elements(pool.len() as u64));
+    g.throughput(Throughput::Elements(pool.signed.len() as u64));
     g.bench_function("group_commit", |b| {
         b.iter_custom(|iters| record(group_iters(rt, pool, Variant::Group, iters)))
     });
@@ -299,23 +314,29 @@ fn benches(
 }
 
 /// Alerts per second of one full ingest of `pool` into a fresh store.
-fn timed(rt: &tokio::runtime::Runtime, pool: &[SignedAlert], variant: Variant) -> R<f64> {
+fn timed(rt: &tokio::runtime::Runtime, pool: &Pool, variant: Variant) -> R<f64> {
     let f = fresh(rt)?;
-    let input = pool.to_vec();
+    let input = variant.input(pool);
     let t = Instant::now();
     variant.run(rt, &f.store, input)?;
     let secs = t.elapsed().as_secs_f64();
     let head = f.store.head().ctx("head")?;
-    if head != pool.len() as u64 {
-        return Err(format!("stored {head} alerts, expected {}", pool.len()));
+    let n = pool.signed.len();
+    if head != n as u64 {
+        return Err(format!("stored {head} alerts, expected {n}"));
     }
     close(rt, f)?;
-    Ok(pool.len() as f64 / secs)
+    Ok(n as f64 / secs)
 }
 
 fn main() -> R<()> {
     let rt = runtime()?;
-    let pool = alerts(N)?;
+    let signed = alerts(N)?;
+    let verified = signed
+        .iter()
+        .map(|a| a.clone().verify().ctx("verify"))
+        .collect::<R<Vec<_>>>()?;
+    let pool = Pool { signed, verified };
     let failure = Cell::new(None);
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c, &rt, &pool, &failure);
@@ -329,7 +350,13 @@ fn main() -> R<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let avg = pool.iter().map(|a| a.to_envelope().len()).sum::<usize>() / pool.len();
+    let n = pool.signed.len();
+    let avg = pool
+        .signed
+        .iter()
+        .map(|a| a.to_envelope().len())
+        .sum::<usize>()
+        / n;
     let order = [
         Variant::Group,
         Variant::Verified,

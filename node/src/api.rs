@@ -24,8 +24,10 @@
 
 mod alerts;
 mod caller;
+mod conn;
 mod error;
 mod federation;
+mod serve;
 mod stream;
 mod view;
 
@@ -33,30 +35,25 @@ mod view;
 mod tests;
 
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Method, StatusCode, Uri};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::Semaphore;
 
 pub use caller::Caller;
 pub use error::{limit_error, ApiError, ErrorBody};
+pub use serve::ApiLimits;
 pub use view::alert_json;
 
 use crate::net::NetHandle;
 use crate::store::Store;
-use stream::StreamShutdown;
 
 /// Largest request body. Four times [`tocsin_proto::limits::MAX_ENVELOPE_BYTES`]: room
 /// for JSON escaping of the largest legal alert, while a runaway client is refused
@@ -69,6 +66,10 @@ pub const REPLAY_PAGE: usize = 256;
 /// Events buffered per stream client before the stream waits for it; a client that
 /// stays behind makes its stream re-read the log instead of holding memory.
 pub const SSE_BUFFER: usize = 64;
+
+/// Bytes of unsent events buffered per stream client, whatever their number: with
+/// `api.max_streams` (64) streams, at most 64 MiB held for clients that do not read.
+pub const SSE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Interval of keep-alive comments on an idle event stream, so that proxies and
 /// clients with idle timeouts keep the connection open.
@@ -93,6 +94,12 @@ pub struct ApiState {
     pub peer_id: String,
     /// The bearer token required on TCP (`api.token`); the Unix socket needs none.
     pub token: Option<String>,
+    /// Connection, timeout and event-stream limits (`[api]`).
+    pub limits: ApiLimits,
+    /// One permit per open event stream, `limits.max_streams` in all.
+    pub streams: Arc<Semaphore>,
+    /// The TCP address the API listens on, once bound (`api.tcp` may name port 0).
+    pub tcp_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -142,7 +149,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 /// `GET /v1/status`
 async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    let counts = st.store.counts()?;
+    let counts = st.store.read(|s| s.counts()).await?;
     Ok(Json(json!({
         "public_key": st.public_key.to_string(),
         "peer_id": st.peer_id,
@@ -153,6 +160,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Valu
         "head": counts.head,
         "quarantined": counts.quarantined,
         "epoch": st.store.epoch(),
+        "api_tcp": st.tcp_addr.get().map(|a| a.to_string()),
     })))
 }
 
@@ -168,31 +176,8 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// Compares without an early exit, so response timing does not reveal the token.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// Middleware for TCP: 401 unless `Authorization: Bearer <token>`.
-async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if same_token(t.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => ApiError::unauthorized().into_response(),
-    }
-}
-
-/// Serves [`router`]`(state)`: see [`serve_router`].
+/// Serves [`router`]`(state)` on the Unix socket and, if given, TCP, with the limits in
+/// `state.limits`, until `shutdown` resolves: see the `serve` module.
 pub async fn serve(
     state: Arc<ApiState>,
     socket: &Path,
@@ -200,113 +185,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = state.token.clone();
-    serve_router(router(state), token, socket, tcp, shutdown).await
-}
-
-/// Removes a stale socket file at `path`; refuses when a server still answers there or
-/// when the path is not a socket.
-fn clear_stale_socket(path: &Path) -> anyhow::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
-    };
-    if !meta.file_type().is_socket() {
-        bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            path.display()
-        );
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        bail!(
-            "another process is serving the control API on {}; is tocsind already running?",
-            path.display()
-        );
-    }
-    std::fs::remove_file(path)
-        .with_context(|| format!("cannot remove the stale socket {}", path.display()))
-}
-
-/// Serves `app` on the Unix socket at `socket` (a stale socket file is removed first,
-/// the new one is made mode 0600) and, if `tcp` is given, on TCP, where every request
-/// needs `Authorization: Bearer <token>` (answered 401 otherwise). Refuses to serve TCP
-/// without a token. Runs until `shutdown` resolves, then stops accepting, ends open
-/// event streams, lets in-flight requests finish and removes the socket file.
-async fn serve_router(
-    app: Router,
-    token: Option<String>,
-    socket: &Path,
-    tcp: Option<std::net::SocketAddr>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let token = token.filter(|t| !t.is_empty());
-    let tcp = match tcp {
-        None => None,
-        Some(addr) => {
-            let Some(token) = token else {
-                bail!(
-                    "the control API on TCP ({addr}) needs a bearer token: set api.token in the config, or remove the TCP address"
-                );
-            };
-            Some((addr, Arc::<str>::from(token.as_str())))
-        }
-    };
-
-    clear_stale_socket(socket)?;
-    let unix = UnixListener::bind(socket)
-        .with_context(|| format!("cannot bind the control socket {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot make {} mode 0600", socket.display()))?;
-    let tcp = match tcp {
-        None => None,
-        Some((addr, token)) => {
-            let listener = match TcpListener::bind(addr).await {
-                Ok(listener) => listener,
-                Err(e) => {
-                    let _ = std::fs::remove_file(socket);
-                    return Err(e)
-                        .with_context(|| format!("cannot listen on {addr} for the control API"));
-                }
-            };
-            Some((listener, token))
-        }
-    };
-    tracing::info!(socket = %socket.display(), tcp = ?tcp.as_ref().and_then(|(l, _)| l.local_addr().ok()), "control API listening");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let app = app.layer(Extension(StreamShutdown(stop_rx.clone())));
-
-    let unix_server = {
-        let (app, rx) = (app.clone(), stop_rx.clone());
-        async move {
-            axum::serve(unix, app.into_make_service_with_connect_info::<Caller>())
-                .with_graceful_shutdown(stopped(rx))
-                .await
-                .context("control API on the Unix socket")
-        }
-    };
-    let result = match tcp {
-        None => unix_server.await,
-        Some((listener, token)) => {
-            let authed = app
-                .layer(Extension(ConnectInfo(Caller::Token)))
-                .layer(middleware::from_fn_with_state(token, require_token));
-            let tcp_server = async move {
-                axum::serve(listener, authed)
-                    .with_graceful_shutdown(stopped(stop_rx))
-                    .await
-                    .context("control API on TCP")
-            };
-            tokio::try_join!(unix_server, tcp_server).map(|_| ())
-        }
-    };
-    let _ = std::fs::remove_file(socket);
-    result
+    let limits = state.limits.clone();
+    let app = router(state.clone());
+    serve::serve_router(app, token, socket, tcp, &limits, &state.tcp_addr, shutdown).await
 }

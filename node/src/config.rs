@@ -78,7 +78,7 @@ impl Default for Config {
 }
 
 /// The control API.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Unix socket path (mode 0600). Empty: `<data_dir>/tocsind.sock`.
@@ -93,6 +93,44 @@ pub struct ApiConfig {
     /// token need not be in the config. Relative paths are resolved against the config
     /// file's directory. Give `token` or `token_file`, not both.
     pub token_file: Option<PathBuf>,
+    /// Most connections open at once on each listener (the Unix socket and TCP count
+    /// separately, so clients on TCP can never lock out the socket). Beyond it a new
+    /// connection gets a 503 with a JSON error and is closed. Higher: more concurrent
+    /// clients; lower: fewer file descriptors a flood of connections can hold.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, counted from the connection or
+    /// from the end of its previous response (an idle keep-alive connection is closed
+    /// after this). Lower: connections that never finish their headers (slowloris) are
+    /// dropped sooner; higher: slow links are tolerated.
+    pub header_timeout_secs: u64,
+    /// Most event streams (`tocsin watch`, SSE integrations) open at once; more get a
+    /// 503 with a JSON error. Each holds at most `SSE_BUFFER_BYTES` of unsent events.
+    pub max_streams: usize,
+    /// Seconds an event stream may keep its buffer full (the client does not read)
+    /// before it is closed with an `error` event saying where to resume (`from`).
+    /// Lower: memory held for stuck clients is freed sooner; higher: clients that
+    /// pause are kept.
+    pub stream_stall_secs: u64,
+    /// On SIGTERM, milliseconds during which the API keeps answering, with 503 and a
+    /// JSON error, before it closes: requests already on their way get an answer, not a
+    /// reset connection.
+    pub shutdown_drain_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: None,
+            tcp: None,
+            token: None,
+            token_file: None,
+            max_connections: 256,
+            header_timeout_secs: 10,
+            max_streams: 64,
+            stream_stall_secs: 30,
+            shutdown_drain_ms: 500,
+        }
+    }
 }
 
 /// The environment variable that supplies the TCP API's bearer token, overriding
@@ -309,6 +347,10 @@ impl Config {
             }
         }
         let nonzero = [
+            ("api.max_connections", self.api.max_connections as u64),
+            ("api.header_timeout_secs", self.api.header_timeout_secs),
+            ("api.max_streams", self.api.max_streams as u64),
+            ("api.stream_stall_secs", self.api.stream_stall_secs),
             (
                 "net.dial_backoff_initial_ms",
                 self.net.dial_backoff_initial_ms,
@@ -423,6 +465,15 @@ test_control = false
 # Or keep the token out of this file: in a file (one line), or in the environment
 # variable TOCSIN_API_TOKEN, which overrides both.
 # token_file = "/etc/tocsin/api-token"
+# Most connections open at once, per listener (socket and TCP apart); beyond: 503.
+max_connections = 256
+# Seconds to send a request's headers (also how long an idle connection is kept).
+header_timeout_secs = 10
+# Most event streams (tocsin watch) at once, and how long one may stall unread, seconds.
+max_streams = 64
+stream_stall_secs = 30
+# On SIGTERM, ms during which requests still get an answer (503) before the API closes.
+shutdown_drain_ms = 500
 
 [log]
 # "text" or "json" (env TOCSIN_LOG_FORMAT overrides). Level: env RUST_LOG (default info).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::ApiState;
 use crate::config::{Config, LogFormat, CONFIG_FILE, TEMPLATE};
@@ -196,8 +196,24 @@ pub fn check(cfg: &Config) -> Result<bool> {
     Ok(redb_ok && report.damaged.is_empty())
 }
 
+/// Raises the soft limit on open files to the hard limit: peers, API clients and the
+/// database all hold descriptors, and the API's per-listener connection caps are
+/// meant to be reached long before the process runs out of them.
+fn raise_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => debug!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open-files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open-files limit"),
+    }
+}
+
 /// Runs the node until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> Result<()> {
+    raise_file_limit();
     let key = keys::load_key(&cfg.key_path()).context(Startup)?;
     let pk = keys::public_key(&key);
     info!(public_key = %pk, peer_id = %keys::peer_id_string(&pk), data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting tocsind");
@@ -271,6 +287,9 @@ pub fn start_node(
         started: Instant::now(),
         peer_id: keys::peer_id_string(&pk),
         token: cfg.api.token.clone(),
+        limits: crate::api::ApiLimits::from_config(&cfg.api),
+        streams: Arc::new(tokio::sync::Semaphore::new(cfg.api.max_streams.max(1))),
+        tcp_addr: std::sync::OnceLock::new(),
     });
     Ok((state, task))
 }

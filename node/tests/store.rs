@@ -18,7 +18,7 @@ use tocsin_node::store::{
 };
 use tocsin_proto::{
     AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert,
-    SigningKey, Tlp, TrustLevel,
+    SigningKey, Tlp, TrustLevel, VerifiedAlert,
 };
 use tokio::task::JoinHandle;
 
@@ -40,16 +40,17 @@ fn body(n: u8, issued_at: u64, title: &str) -> AlertBody {
     }
 }
 
-fn sign(n: u8, b: AlertBody) -> SignedAlert {
-    SignedAlert::sign(b, &key(n)).unwrap()
+/// Signed and verified: the store takes only verified alerts, as the engine hands them.
+fn sign(n: u8, b: AlertBody) -> VerifiedAlert {
+    SignedAlert::sign(b, &key(n)).unwrap().verify().unwrap()
 }
 
-fn alert(n: u8, issued_at: u64, title: &str) -> SignedAlert {
+fn alert(n: u8, issued_at: u64, title: &str) -> VerifiedAlert {
     sign(n, body(n, issued_at, title))
 }
 
 /// An update or cancel signed by origin `n` that names `target`.
-fn replacing(n: u8, kind: Kind, target: &SignedAlert, issued_at: u64) -> SignedAlert {
+fn replacing(n: u8, kind: Kind, target: &SignedAlert, issued_at: u64) -> VerifiedAlert {
     let mut b = body(n, issued_at, "replacement");
     b.kind = kind;
     b.replaces = Some(target.id());
@@ -78,7 +79,7 @@ async fn close(store: Store, join: JoinHandle<()>) {
     join.await.unwrap();
 }
 
-async fn put(store: &Store, a: &SignedAlert) -> u64 {
+async fn put(store: &Store, a: &VerifiedAlert) -> u64 {
     match store.insert(a.clone(), local()).await.unwrap() {
         Insert::Inserted { seq } => seq,
         other => panic!("expected a new insert of {:?}, got {other:?}", a.id()),
@@ -559,7 +560,7 @@ async fn cancel_wins_whatever_the_arrival_order() {
     let x = alert(1, T0, "target");
     let u = replacing(1, Kind::Update, &x, T0 + 1);
     let c = replacing(1, Kind::Cancel, &x, T0 + 2);
-    let orders: [[&SignedAlert; 3]; 6] = [
+    let orders: [[&VerifiedAlert; 3]; 6] = [
         [&x, &u, &c],
         [&x, &c, &u],
         [&u, &x, &c],
@@ -585,7 +586,7 @@ async fn reopen_keeps_everything_and_the_log_continues() {
     let epoch = store.epoch();
     assert_ne!(epoch, 0);
     assert_eq!(store.head().unwrap(), 0);
-    let alerts: Vec<SignedAlert> = (0..10)
+    let alerts: Vec<VerifiedAlert> = (0..10)
         .map(|i| alert(1, T0 + i, &format!("alert {i}")))
         .collect();
     let mut seqs = Vec::new();
@@ -686,7 +687,7 @@ async fn group_commit_500_concurrent_inserts() {
     let dir = TempDir::new().unwrap();
     let (store, join) = open(&dir);
     let mut events = store.subscribe();
-    let alerts: Vec<SignedAlert> = (0..500)
+    let alerts: Vec<VerifiedAlert> = (0..500)
         .map(|i| alert((i % 5) as u8 + 1, T0 + i, &format!("concurrent {i}")))
         .collect();
     let started = std::time::Instant::now();

@@ -88,10 +88,15 @@ fn child(path: &Path, base: u64) {
             k += 8;
             round += 1;
             let results: Vec<Insert> = if round % 3 == 0 {
-                let items = batch.iter().map(|a| (a.clone(), receipt())).collect();
+                let items = batch
+                    .iter()
+                    .map(|a| (a.clone().verify().unwrap(), receipt()))
+                    .collect();
                 store.insert_many(items).await.unwrap()
             } else {
-                let inserts = batch.iter().map(|a| store.insert(a.clone(), receipt()));
+                let inserts = batch
+                    .iter()
+                    .map(|a| store.insert(a.clone().verify().unwrap(), receipt()));
                 futures::future::join_all(inserts)
                     .await
                     .into_iter()
@@ -217,7 +222,7 @@ fn acknowledged_alerts_survive_kill_9_and_the_store_stays_consistent() {
         let head = store.head().unwrap();
         let a = alert(1, T0 - 1, |b| b.title = "after the crashes".into());
         assert_eq!(
-            store.insert(a, receipt()).await.unwrap(),
+            store.insert(a.verify().unwrap(), receipt()).await.unwrap(),
             Insert::Inserted { seq: head + 1 }
         );
     });

@@ -46,7 +46,10 @@ async fn filled(dir: &TempDir, n: u64) -> (PathBuf, Vec<SignedAlert>) {
         })
         .collect();
     let (store, join) = Store::open(&path).unwrap();
-    let items = alerts.iter().map(|a| (a.clone(), local())).collect();
+    let items = alerts
+        .iter()
+        .map(|a| (a.clone().verify().unwrap(), local()))
+        .collect();
     store.insert_many(items).await.unwrap();
     drop(store);
     join.await.unwrap();
@@ -98,7 +101,10 @@ async fn a_flipped_byte_in_one_alert_is_quarantined_and_the_rest_are_served() {
         .unwrap();
     assert_eq!(page.alerts.len(), 39, "queries skip the quarantined record");
     // A peer can send it back: it is stored again, with a new sequence number.
-    let back = store.insert(alerts[3].clone(), local()).await.unwrap();
+    let back = store
+        .insert(alerts[3].clone().verify().unwrap(), local())
+        .await
+        .unwrap();
     assert!(matches!(back, Insert::Inserted { seq: 41 }), "{back:?}");
     assert_eq!(store.get(&damaged).unwrap().unwrap().alert.id(), damaged);
     drop(store);

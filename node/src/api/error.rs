@@ -137,20 +137,33 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`](super::MAX_REQUEST_BYTES) before parsing.
+/// How long a request body may take to arrive: a client that trickles its body
+/// holds a connection slot, so it gets a `408` instead of keeping it.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`](super::MAX_REQUEST_BYTES)
+/// before parsing, and a body that takes longer than [`BODY_TIMEOUT`].
 pub(super) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, super::MAX_REQUEST_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                format!(
-                    "the request body exceeds the limit MAX_REQUEST_BYTES = {}",
-                    super::MAX_REQUEST_BYTES
-                ),
-            )
-        })
+    let read = axum::body::to_bytes(body, super::MAX_REQUEST_BYTES);
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!(
+                "the request body exceeds the limit MAX_REQUEST_BYTES = {}",
+                super::MAX_REQUEST_BYTES
+            ),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            None,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// Parses a JSON body into `T`, naming the field at fault when it can.

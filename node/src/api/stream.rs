@@ -5,6 +5,12 @@
 //! notifications, skipping what it already sent. A notification that does not follow
 //! the last sent number (or a `Lagged` broadcast) makes it re-read the log from the
 //! last number sent, so the client sees every stored alert once, in sequence order.
+//!
+//! Streams are bounded: at most `api.max_streams` at once (more get a `503`), and each
+//! holds at most [`SSE_BUFFER`] events and [`SSE_BUFFER_BYTES`] of them unsent. A
+//! client that leaves its buffer full for `api.stream_stall_secs` is dropped with an
+//! `error` event that says from which sequence number to resume; the slot it always
+//! keeps free for that event is why the channel has one place more than it fills.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,12 +23,12 @@ use axum::Extension;
 use futures::{Stream, StreamExt};
 use serde_json::json;
 use tocsin_proto::AlertId;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
 use super::view::alert_json;
-use super::{ApiState, KEEP_ALIVE, REPLAY_PAGE, SSE_BUFFER};
+use super::{ApiState, KEEP_ALIVE, REPLAY_PAGE, SSE_BUFFER, SSE_BUFFER_BYTES};
 use crate::store::{Store, Stored};
 
 /// Tells open event streams that the server is shutting down, so that a graceful
@@ -82,60 +88,115 @@ pub(super) async fn stream(
             )
         })?);
     }
+    let slot = st.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!(
+                "too many event streams are open (the limit is api.max_streams = {}); retry later",
+                st.limits.max_streams
+            ),
+        )
+    })?;
     // Subscribe first: anything committed from here on is either in the log we read
     // next or in the notifications we follow.
     let notifications = st.store.subscribe();
     let start = match from {
         Some(seq) => seq,
-        None => st.store.head()?,
+        None => st.store.read(|s| s.head()).await?,
     };
-    let (tx, rx) = mpsc::channel(SSE_BUFFER);
+    // One place more than the stream fills: the last one is for the "dropped" event.
+    let (tx, rx) = mpsc::channel(SSE_BUFFER + 1);
     let sink = Sink {
         tx,
+        bytes: Arc::new(Semaphore::new(SSE_BUFFER_BYTES)),
+        stall: st.limits.stream_stall,
         shutdown: shutdown.map(|Extension(s)| s.0),
         last: start,
+        _slot: slot,
     };
     tokio::spawn(follow(st.store.clone(), notifications, sink));
-    Ok(Sse::new(ReceiverStream::new(rx).map(Ok)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    // The byte permit of an event is released as the event is handed to the connection.
+    let events = ReceiverStream::new(rx).map(|(event, _bytes)| Ok(event));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
+
+/// An event on its way to the client, with its share of the byte budget.
+type Queued = (Event, Option<OwnedSemaphorePermit>);
 
 /// The sending side of one client's stream.
 struct Sink {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes of events buffered and not yet handed to the connection.
+    bytes: Arc<Semaphore>,
+    /// How long the buffer may stay full before the client is dropped.
+    stall: std::time::Duration,
     shutdown: Option<watch::Receiver<bool>>,
     /// The last sequence number sent (or the client's starting point).
     last: u64,
+    /// The stream's place among `api.max_streams`, given back when the stream ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Why a stream stops.
 enum Stop {
     /// The client hung up or the server is shutting down.
     Done,
+    /// The client left its buffer full for the stall timeout.
+    Stalled,
     /// The store failed; the client gets an `error` event.
     Store(String),
 }
 
 impl Sink {
-    /// Sends an event; `Err(Done)` when the client is gone or the server stops.
-    async fn send(&mut self, event: Event) -> Result<(), Stop> {
-        tokio::select! {
-            sent = self.tx.send(event) => sent.map_err(|_| Stop::Done),
-            () = StreamShutdown::wait(&mut self.shutdown) => Err(Stop::Done),
+    /// Sends an event of `len` bytes once the client has room for it; `Err(Done)` when
+    /// the client is gone or the server stops, `Err(Stalled)` when the client left its
+    /// buffer full for the stall timeout.
+    async fn send(&mut self, event: Event, len: usize) -> Result<(), Stop> {
+        let len = u32::try_from(len.min(SSE_BUFFER_BYTES)).unwrap_or(u32::MAX);
+        let room = async {
+            // Two places: one for this event, and the one always kept for the last.
+            let places = self.tx.reserve_many(2).await.map_err(|_| Stop::Done)?;
+            let bytes = self
+                .bytes
+                .clone()
+                .acquire_many_owned(len)
+                .await
+                .map_err(|_| Stop::Done)?;
+            Ok::<_, Stop>((places, bytes))
+        };
+        let room = tokio::select! {
+            room = tokio::time::timeout(self.stall, room) => room,
+            () = StreamShutdown::wait(&mut self.shutdown) => return Err(Stop::Done),
+        };
+        match room {
+            Ok(Ok((mut places, bytes))) => {
+                if let Some(place) = places.next() {
+                    place.send((event, Some(bytes)));
+                }
+                Ok(())
+            }
+            Ok(Err(stop)) => Err(stop),
+            Err(_) => Err(Stop::Stalled),
         }
     }
 
     /// Sends the alert stored at `seq`, if it is still stored, and records `seq`.
     async fn send_alert(&mut self, store: &Store, seq: u64, id: &AlertId) -> Result<(), Stop> {
+        let id = *id;
         let stored = store
-            .get(id)
+            .read(move |s| s.get(&id))
+            .await
             .map_err(|e| Stop::Store(format!("store: {e}")))?;
         if let Some(stored) = stored {
             let data = alert_json(&stored).to_string();
+            let len = data.len();
             self.send(
                 Event::default()
                     .event("alert")
                     .id(seq.to_string())
                     .data(data),
+                len,
             )
             .await?;
         }
@@ -146,8 +207,10 @@ impl Sink {
     /// Sends everything in the log after the last sequence number sent.
     async fn catch_up(&mut self, store: &Store) -> Result<(), Stop> {
         loop {
+            let after = self.last;
             let page = store
-                .log_after(self.last, REPLAY_PAGE)
+                .read(move |s| s.log_after(after, REPLAY_PAGE))
+                .await
                 .map_err(|e| Stop::Store(format!("store: {e}")))?;
             let full = page.len() >= REPLAY_PAGE;
             for (seq, id) in page {
@@ -186,9 +249,33 @@ async fn follow(store: Store, mut notifications: broadcast::Receiver<Stored>, mu
         }
     }
     .await;
-    if let Err(Stop::Store(message)) = result {
-        tracing::warn!(error = %message, "event stream stopped on a store error");
-        let data = json!({ "error": message, "field": null }).to_string();
-        let _ = sink.send(Event::default().event("error").data(data)).await;
+    match result {
+        Err(Stop::Store(message)) => {
+            tracing::warn!(error = %message, "event stream stopped on a store error");
+            let data = json!({ "error": message, "field": null }).to_string();
+            let len = data.len();
+            let _ = sink
+                .send(Event::default().event("error").data(data), len)
+                .await;
+        }
+        Err(Stop::Stalled) => {
+            tracing::info!(
+                last = sink.last,
+                stall_secs = sink.stall.as_secs(),
+                "event stream dropped: the client did not read"
+            );
+            let message = format!(
+                "this event stream was closed because it was not read for {} s (api.stream_stall_secs); resume with from={} (`tocsin watch --from {}`) or the Last-Event-ID header",
+                sink.stall.as_secs(),
+                sink.last,
+                sink.last
+            );
+            let data = json!({ "error": message, "field": null, "resume_from": sink.last });
+            // The place kept free for this event: it never waits.
+            let _ = sink
+                .tx
+                .try_send((Event::default().event("error").data(data.to_string()), None));
+        }
+        Err(Stop::Done) | Ok(()) => {}
     }
 }

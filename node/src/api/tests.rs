@@ -1,6 +1,7 @@
 //! The API served on a real Unix socket (and TCP) in a temp dir, spoken to with plain
 //! HTTP/1.0 so that what is tested is the bytes a client sees.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -330,7 +331,10 @@ async fn unknown_ids_and_paths_are_404_and_foreign_alerts_403() {
         tags: vec![],
         references: vec![],
     };
-    let alert = tocsin_proto::SignedAlert::sign(body, &other).unwrap();
+    let alert = tocsin_proto::SignedAlert::sign(body, &other)
+        .unwrap()
+        .verify()
+        .unwrap();
     let id = alert.id();
     h.state
         .store

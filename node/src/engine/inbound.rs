@@ -224,10 +224,12 @@ impl Engine {
         if body.issued_at > now.saturating_add(self.max_skew_ms) {
             return self.refuse(peer, id, Reason::FutureDated, now);
         }
-        // 8. signature
-        if alert.check_signature().is_err() {
-            return self.refuse(peer, id, Reason::BadSignature, now);
-        }
+        // 8. signature: only a strict verification makes the alert storable
+        let alert = match alert.verify() {
+            Ok(verified) => verified,
+            Err(_) => return self.refuse(peer, id, Reason::BadSignature, now),
+        };
+        let body = alert.body();
         // Only the origin may update or cancel its alert. A validly signed one naming
         // another origin's alert is refused; only its origin is penalised for it (a
         // relay could not have known).

@@ -216,7 +216,7 @@ pub enum Action {
     },
     /// Store an accepted, verified alert; report back with [`Event::Committed`].
     Store {
-        alert: Box<SignedAlert>,
+        alert: Box<VerifiedAlert>,
         from: PublicKey,
         hops: u8,
     },

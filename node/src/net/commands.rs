@@ -94,7 +94,7 @@ impl NetActor {
             }
         };
         let id = alert.id();
-        let signed = alert.signed().clone();
+        let signed = alert.clone();
         // Gossip starts while the commit is in flight, so the fsync is not on the path
         // to peers; the reply still waits for the commit ("issued" means durable).
         self.feed(Event::Local { alert });

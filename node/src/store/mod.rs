@@ -92,7 +92,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
-use tocsin_proto::{codec, AlertId, PublicKey, SignedAlert};
+use tocsin_proto::{codec, AlertId, PublicKey, SignedAlert, VerifiedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -305,10 +305,15 @@ impl Store {
     /// [`Insert::Inserted`] with the new local sequence number, or [`Insert::Duplicate`]
     /// if the id is already stored (nothing changes).
     ///
-    /// The signature is not checked here: verify before storing. If the future is
-    /// dropped after the request was queued, the alert may still be stored.
-    pub async fn insert(&self, alert: SignedAlert, receipt: Receipt) -> Result<Insert, StoreError> {
-        let items = vec![prepare(alert, receipt)?];
+    /// Only a [`VerifiedAlert`] can be stored this way: the signature was checked by
+    /// the only code that makes one. If the future is dropped after the request was
+    /// queued, the alert may still be stored.
+    pub async fn insert(
+        &self,
+        alert: VerifiedAlert,
+        receipt: Receipt,
+    ) -> Result<Insert, StoreError> {
+        let items = vec![prepare(alert.signed(), receipt)?];
         let mut results = self.send_insert(items).await?;
         results
             .pop()
@@ -320,13 +325,13 @@ impl Store {
     /// are split into several batches, so on error some of them may have been stored.
     pub async fn insert_many(
         &self,
-        items: Vec<(SignedAlert, Receipt)>,
+        items: Vec<(VerifiedAlert, Receipt)>,
     ) -> Result<Vec<Insert>, StoreError> {
         let total = items.len();
         let mut chunks: Vec<Vec<Prepared>> = Vec::new();
         let mut current = Vec::new();
         for (alert, receipt) in items {
-            current.push(prepare(alert, receipt)?);
+            current.push(prepare(alert.signed(), receipt)?);
             if current.len() == MAX_BATCH {
                 chunks.push(std::mem::take(&mut current));
             }
@@ -384,7 +389,7 @@ impl Store {
                 for ((alert, receipt), check) in chunk.into_iter().zip(checks) {
                     match check {
                         Ok(()) => {
-                            batch.push(prepare(alert, receipt)?);
+                            batch.push(prepare(&alert, receipt)?);
                             slots.push(None);
                         }
                         Err(e) => slots.push(Some(e)),
@@ -639,7 +644,7 @@ impl Store {
 }
 
 /// Encodes what the writer needs, on the caller's task.
-fn prepare(alert: SignedAlert, receipt: Receipt) -> Result<Prepared, StoreError> {
+fn prepare(alert: &SignedAlert, receipt: Receipt) -> Result<Prepared, StoreError> {
     let receipt = codec::encode(&receipt).map_err(|e| StoreError::Encode {
         what: "receipt",
         reason: e.to_string(),
@@ -651,7 +656,7 @@ fn prepare(alert: SignedAlert, receipt: Receipt) -> Result<Prepared, StoreError>
             reason: format!("alert {} produced an empty envelope", alert.id()),
         });
     }
-    Ok(Prepared::new(&alert, envelope, receipt))
+    Ok(Prepared::new(alert, envelope, receipt))
 }
 
 /// Creates the tables and the meta entries of a new file, or checks the schema version

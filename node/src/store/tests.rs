@@ -69,7 +69,10 @@ async fn insert_verified_stores_exactly_the_valid_alerts_in_order() {
     let mut events = store.subscribe();
     let first = alert(1, T0, "stored before");
     assert_eq!(
-        store.insert(first.clone(), receipt(0)).await.unwrap(),
+        store
+            .insert(first.clone().verify().unwrap(), receipt(0))
+            .await
+            .unwrap(),
         Insert::Inserted { seq: 1 }
     );
     // Several chunks; every fifth alert has a bad signature, and a copy of `first`
@@ -142,9 +145,9 @@ async fn a_duplicate_in_the_same_batch_keeps_the_first_copy() {
     let b = alert(2, T0 + 1, "b");
     let got = store
         .insert_many(vec![
-            (a.clone(), receipt(1)),
-            (b.clone(), receipt(1)),
-            (a.clone(), receipt(7)),
+            (a.clone().verify().unwrap(), receipt(1)),
+            (b.clone().verify().unwrap(), receipt(1)),
+            (a.clone().verify().unwrap(), receipt(7)),
         ])
         .await
         .unwrap();
@@ -195,7 +198,7 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
         let (r1, mut inserted) = oneshot::channel();
         let (r2, mut pruned) = oneshot::channel();
         let items = [&expiring, &keep, &cancel]
-            .map(|a| super::prepare(a.clone(), receipt(0)).unwrap())
+            .map(|a| super::prepare(a, receipt(0)).unwrap())
             .into();
         writer.process(vec![
             Request::Insert { items, reply: r1 },

@@ -453,12 +453,18 @@ pub async fn run(ops: Vec<Op>, pool: &[SignedAlert]) -> Result<(), String> {
     let (mut store, mut join) = Store::open(&path).map_err(|e| e.to_string())?;
     let mut model = Model::default();
     let ids: Vec<AlertId> = pool.iter().map(|a| a.id()).collect();
+    // The store takes only verified alerts, as the engine hands them over.
+    let verified = pool
+        .iter()
+        .map(|a| a.clone().verify())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     let queries = queries(T0);
     for (step, op) in ops.into_iter().enumerate() {
         match &op {
             Op::Insert(i) => {
                 let got = store
-                    .insert(pool[*i].clone(), receipt())
+                    .insert(verified[*i].clone(), receipt())
                     .await
                     .map_err(|e| e.to_string())?;
                 let want = model.insert(&pool[*i]);
@@ -467,7 +473,10 @@ pub async fn run(ops: Vec<Op>, pool: &[SignedAlert]) -> Result<(), String> {
                 }
             }
             Op::InsertMany(is) => {
-                let items = is.iter().map(|i| (pool[*i].clone(), receipt())).collect();
+                let items = is
+                    .iter()
+                    .map(|i| (verified[*i].clone(), receipt()))
+                    .collect();
                 let got = store.insert_many(items).await.map_err(|e| e.to_string())?;
                 let want: Vec<Insert> = is.iter().map(|i| model.insert(&pool[*i])).collect();
                 if got != want {
