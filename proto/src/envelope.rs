@@ -188,6 +188,19 @@ impl SignedAlert {
     }
 }
 
+/// The origin key of an envelope, read without validating, hashing or verifying the
+/// alert: for routing an envelope this node already accepted (the fair queues per
+/// origin). `None` if the envelope does not decode that far.
+pub fn origin_of(envelope: &[u8]) -> Option<PublicKey> {
+    #[derive(serde::Deserialize)]
+    struct OriginOnly {
+        origin: PublicKey,
+    }
+    let wire: EnvelopeWire = codec::decode(envelope).ok()?;
+    let body: OriginOnly = codec::decode(&wire.body).ok()?;
+    Some(body.origin)
+}
+
 /// An alert whose signature passed strict verification: the only kind the store, the
 /// relay path and the API accept as received. It can only be made by
 /// [`SignedAlert::verify`] and [`SignedAlert::verify_cached`]; it reads like the

@@ -59,7 +59,9 @@ pub mod wire;
 pub use alert::{
     AlertBody, AlertSummary, Indicator, IndicatorType, Kind, Severity, Tlp, FORMAT_VERSION,
 };
-pub use envelope::{verify_batch, SignedAlert, VerifiedAlert, VerifyingKeys, SIGNING_CONTEXT};
+pub use envelope::{
+    origin_of, verify_batch, SignedAlert, VerifiedAlert, VerifyingKeys, SIGNING_CONTEXT,
+};
 pub use error::Error;
 pub use ids::{AlertId, PublicKey};
 pub use policy::{Scope, TrustLevel};

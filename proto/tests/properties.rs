@@ -62,6 +62,8 @@ proptest! {
         prop_assert_eq!(back.body(), &body);
         prop_assert_eq!(back.id(), alert.id());
         prop_assert_eq!(back.body_bytes(), alert.body_bytes());
+        // The origin read for routing, without a full decode, is the body's.
+        prop_assert_eq!(origin_of(&alert.to_envelope()), Some(body.origin));
     }
 
     #[test]
@@ -88,6 +90,7 @@ proptest! {
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = origin_of(&bytes);
         let _ = SignedAlert::decode(&bytes);
         let _ = Frame::decode(&bytes);
     }

@@ -145,6 +145,30 @@ impl Fed {
             .find(|p| p["key"].as_str() == Some(key))
     }
 
+    /// A raw peer with key `[seed; 32]`, added to node `i`'s trust table at `member` and
+    /// connected to it; with its public key as hex.
+    pub async fn trusted_raw_peer(
+        &self,
+        i: usize,
+        seed: u8,
+    ) -> (tocsin_proto::SigningKey, rawpeer::RawPeer, String) {
+        let raw = tocsin_proto::SigningKey::from_bytes(&[seed; 32]);
+        let key = tocsin_proto::PublicKey(raw.verifying_key().to_bytes()).to_string();
+        let node = &self.cluster.nodes[i];
+        node.client()
+            .post(
+                "/v1/trust",
+                &serde_json::json!({"key": key, "level": "member", "name": format!("raw {seed}")}),
+            )
+            .await
+            .unwrap();
+        let target: libp2p::PeerId = node.peer_id.parse().unwrap();
+        match rawpeer::connect(&raw, node.addr().parse().unwrap(), target).await {
+            rawpeer::Connect::Open(peer) => (raw, *peer, key),
+            rawpeer::Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
+        }
+    }
+
     /// The `tocsin` CLI aimed at node `i`.
     pub fn tocsin(&self, i: usize) -> Command {
         tocsin_cli(&self.cluster.nodes[i].socket)
@@ -197,6 +221,41 @@ pub fn run(cmd: &mut Command) -> (String, String, i32) {
         String::from_utf8_lossy(&stderr).into_owned(),
         status.code().unwrap_or(-1),
     )
+}
+
+/// A valid CLEAR alert signed by `key`, as a raw peer sends it.
+pub fn signed_clear(
+    key: &tocsin_proto::SigningKey,
+    title: String,
+    text: String,
+    issued_at: u64,
+) -> tocsin_proto::SignedAlert {
+    use tocsin_proto::{AlertBody, Kind, PublicKey, Severity, Tlp};
+    let body = AlertBody {
+        v: tocsin_proto::FORMAT_VERSION,
+        origin: PublicKey(key.verifying_key().to_bytes()),
+        issued_at,
+        expires_at: None,
+        kind: Kind::New,
+        replaces: None,
+        severity: Severity::Info,
+        tlp: Tlp::Clear,
+        recipients: vec![],
+        title,
+        text,
+        indicators: vec![],
+        tags: vec![],
+        references: vec![],
+    };
+    tocsin_proto::SignedAlert::sign(body, key).unwrap()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// A typical alert request body.

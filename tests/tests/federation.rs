@@ -571,21 +571,8 @@ async fn trusted_raw_peer(
     fed: &Fed,
     seed: u8,
 ) -> (tocsin_proto::SigningKey, tocsin_tests::rawpeer::RawPeer) {
-    use tocsin_tests::rawpeer::{connect, Connect};
-    let raw = tocsin_proto::SigningKey::from_bytes(&[seed; 32]);
-    let node = &fed.cluster.nodes[0];
-    node.client()
-        .post(
-            "/v1/trust",
-            &json!({"key": hex(&raw), "level": "member", "name": "raw"}),
-        )
-        .await
-        .unwrap();
-    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
-    match connect(&raw, node.addr().parse().unwrap(), target).await {
-        Connect::Open(peer) => (raw, *peer),
-        Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
-    }
+    let (raw, peer, _) = fed.trusted_raw_peer(0, seed).await;
+    (raw, peer)
 }
 
 fn hex(key: &tocsin_proto::SigningKey) -> String {

@@ -3,16 +3,15 @@
 //! frame over the size limit is refused before the frame is read, penalised, and
 //! cannot take the node or its stored alerts with it. A peer flooding control frames
 //! (wants and sync requests) is cut off at its work budget and banned, while honest
-//! alerts keep crossing the node it floods.
+//! alerts keep crossing the node it floods; so do honest alerts while a peer floods it
+//! with valid alerts of its own (throttled, and never in front of another origin's).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
-use serde_json::json;
 use tocsin_proto::limits::MAX_FRAME_BYTES;
 use tocsin_proto::TrustLevel::Member;
-use tocsin_tests::rawpeer::{connect, Connect};
 use tocsin_tests::{alert, Fed, ARRIVAL_TIMEOUT, QUIET_PERIOD};
 use tocsin_tools::cluster::Link;
 
@@ -59,21 +58,7 @@ async fn an_oversized_frame_is_refused_unread_and_penalised_and_the_node_keeps_i
         .await;
     fed.wait_for(1, &before).await;
 
-    let raw = tocsin_proto::SigningKey::from_bytes(&[5u8; 32]);
-    let raw_key = tocsin_proto::PublicKey(raw.verifying_key().to_bytes()).to_string();
-    let node = &fed.cluster.nodes[0];
-    node.client()
-        .post(
-            "/v1/trust",
-            &json!({"key": raw_key, "level": "member", "name": "oversized"}),
-        )
-        .await
-        .unwrap();
-    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
-    let mut peer = match connect(&raw, node.addr().parse().unwrap(), target).await {
-        Connect::Open(peer) => peer,
-        Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
-    };
+    let (_, mut peer, raw_key) = fed.trusted_raw_peer(0, 5).await;
     // One byte over the limit, with its true length in the prefix. The node drops the
     // stream after the prefix, so the rest of the write may fail: that is the point.
     let _ = peer.send_frames(&[vec![0u8; MAX_FRAME_BYTES + 1]]).await;
@@ -100,7 +85,7 @@ async fn an_oversized_frame_is_refused_unread_and_penalised_and_the_node_keeps_i
     let back = fed.issue(0, alert("GREEN", "and back")).await;
     fed.wait_for(1, &back).await;
     tokio::time::sleep(QUIET_PERIOD).await;
-    let net = node.client().get("/v1/net").await.unwrap();
+    let net = fed.cluster.nodes[0].client().get("/v1/net").await.unwrap();
     assert_eq!(
         net["stream_failures"], 0,
         "the honest link was not disturbed: {net}"
@@ -111,21 +96,7 @@ async fn an_oversized_frame_is_refused_unread_and_penalised_and_the_node_keeps_i
 async fn a_peer_flooding_control_frames_is_banned_and_honest_alerts_keep_flowing() {
     use tocsin_proto::{AlertId, Frame};
     let fed = Fed::line(3, Member).await;
-    let raw = tocsin_proto::SigningKey::from_bytes(&[6u8; 32]);
-    let raw_key = tocsin_proto::PublicKey(raw.verifying_key().to_bytes()).to_string();
-    let node = &fed.cluster.nodes[1];
-    node.client()
-        .post(
-            "/v1/trust",
-            &json!({"key": raw_key, "level": "member", "name": "flooder"}),
-        )
-        .await
-        .unwrap();
-    let target: libp2p::PeerId = node.peer_id.parse().unwrap();
-    let mut peer = match connect(&raw, node.addr().parse().unwrap(), target).await {
-        Connect::Open(peer) => peer,
-        Connect::Refused(e) => panic!("a trusted key must be able to connect: {e}"),
-    };
+    let (_, mut peer, raw_key) = fed.trusted_raw_peer(1, 6).await;
     // Wants for made-up ids (each id may be a store read) and sync requests from the
     // start of the log, far past the default work budget of the middle node.
     let wants: Vec<Vec<u8>> = (0..300u32)
@@ -170,4 +141,56 @@ async fn a_peer_flooding_control_frames_is_banned_and_honest_alerts_keep_flowing
     fed.wait_for(2, &during).await;
     let after = fed.issue(2, alert("GREEN", "after the flood")).await;
     fed.wait_for(0, &after).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_alerts_cross_a_node_that_a_peer_floods_with_valid_alerts() {
+    use tocsin_proto::Frame;
+    // A - X - B; the raw peer R, trusted by X, floods X with valid CLEAR alerts that X
+    // accepts within R's limit and must relay to B.
+    let fed = Fed::line(3, Member).await;
+    let (raw, mut peer, raw_key) = fed.trusted_raw_peer(1, 7).await;
+    let now = tocsin_tests::now_ms();
+    let flood: Vec<Vec<u8>> = (0..40_000u64)
+        .map(|n| {
+            let alert =
+                tocsin_tests::signed_clear(&raw, format!("flood {n}"), "x".repeat(300), now + n);
+            Frame::Alert {
+                hops: 1,
+                envelope: alert.to_envelope(),
+            }
+            .encode()
+            .unwrap()
+        })
+        .collect();
+    // The flood runs until the honest alerts are out: R's burst, then its sustained
+    // rate, all relayed by X to B.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let flooding = tokio::spawn(async move {
+        for chunk in flood.chunks(200) {
+            if *stop_rx.borrow() || peer.send_frames(chunk).await.is_err() {
+                break;
+            }
+        }
+        peer
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Honest alerts from A while the flood runs: each reaches B in time.
+    let mut honest = Vec::new();
+    for n in 0..20 {
+        honest.push(fed.issue(0, alert("CLEAR", &format!("honest {n}"))).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    for id in &honest {
+        fed.wait_for(2, id).await;
+    }
+    let _ = stop_tx.send(true);
+    let _peer = flooding.await.unwrap();
+    // X throttled the flood (its burst is 2000) instead of taking it all.
+    let row = fed.peer_row(1, &raw_key).await.unwrap();
+    assert!(row["rate_limited"].as_u64().unwrap() > 0, "{row}");
+    assert_eq!(
+        row["penalty"], 0,
+        "valid alerts are throttled, not penalised: {row}"
+    );
 }

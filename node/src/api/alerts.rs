@@ -225,8 +225,13 @@ pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer
 
 /// The alert `id`, if this node may update or cancel it: it exists (404), this node is
 /// its origin (403), and it is the live end of its chain (409).
-fn own_alert(st: &ApiState, id: &AlertId, verb: &str) -> Result<StoredAlert, ApiError> {
-    let stored = st.store.get(id)?.ok_or_else(|| no_such_alert(id))?;
+async fn own_alert(st: &ApiState, id: &AlertId, verb: &str) -> Result<StoredAlert, ApiError> {
+    let key = *id;
+    let stored = st
+        .store
+        .read(move |s| s.get(&key))
+        .await?
+        .ok_or_else(|| no_such_alert(id))?;
     let body = stored.alert.body();
     let me = st.public_key;
     if body.origin != me {
@@ -280,7 +285,7 @@ pub(super) async fn update(
 ) -> Answer {
     let id = parse_id(id)?;
     let f = parse_alert_fields(&read_body(body).await?)?;
-    let orig = own_alert(&st, &id, "update")?;
+    let orig = own_alert(&st, &id, "update").await?;
     let ob = orig.alert.body();
     if let Some(tlp) = f.tlp {
         if tlp != ob.tlp {
@@ -364,7 +369,7 @@ pub(super) async fn cancel(
     Limit::TextBytes
         .check(reason.len())
         .map_err(|_| limit_error(Limit::TextBytes, reason.len(), Some("reason")))?;
-    let orig = own_alert(&st, &id, "cancel")?;
+    let orig = own_alert(&st, &id, "cancel").await?;
     let ob = orig.alert.body();
     let now = issued_after(ob.issued_at);
     let title = format!("Cancelled: {}", ob.title);
@@ -404,7 +409,11 @@ pub(super) async fn get(
     id: Result<Path<String>, PathRejection>,
 ) -> Answer {
     let id = parse_id(id)?;
-    let stored = st.store.get(&id)?.ok_or_else(|| no_such_alert(&id))?;
+    let stored = st
+        .store
+        .read(move |s| s.get(&id))
+        .await?
+        .ok_or_else(|| no_such_alert(&id))?;
     Ok((StatusCode::OK, Json(alert_json(&stored))))
 }
 

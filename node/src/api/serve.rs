@@ -240,6 +240,11 @@ pub(super) async fn serve_router(
         |io: &tokio::net::UnixStream| Caller::Unix(io.peer_cred().ok().map(|c| c.uid())),
         &graceful,
         close_rx.clone(),
+        // New clients get "no such file" from here on, not a connection that is reset
+        // when the listener closes.
+        || {
+            let _ = std::fs::remove_file(socket);
+        },
     );
     let tcp_loop = async {
         if let Some((listener, token)) = tcp {
@@ -258,6 +263,7 @@ pub(super) async fn serve_router(
                 |_: &tokio::net::TcpStream| Caller::Token,
                 &graceful,
                 close_rx,
+                || {},
             )
             .await;
         }
@@ -302,13 +308,15 @@ struct Endpoint {
 }
 
 /// Accepts connections until `close` flips, serving each on its own task while there
-/// is a slot for it and refusing it with a `503` otherwise.
+/// is a slot for it and refusing it with a `503` otherwise. On close, runs `closing`,
+/// then serves the connections the kernel has already accepted, and returns.
 async fn accept_loop<L>(
     mut listener: L,
     endpoint: Endpoint,
     caller: impl Fn(&L::Io) -> Caller,
     graceful: &GracefulShutdown,
     mut close: watch::Receiver<bool>,
+    closing: impl FnOnce(),
 ) where
     L: Listener,
 {
@@ -319,20 +327,30 @@ async fn accept_loop<L>(
         .header_read_timeout(endpoint.limits.header_timeout)
         .max_header_size(MAX_REQUEST_HEAD_BYTES);
     let mut warned = false;
-    let mut closing = false;
+    let mut closing = Some(closing);
+    // Once closing: how many more looks at an empty backlog before returning.
+    let mut looks = 2;
     loop {
-        let (io, _) = if closing {
+        let (io, _) = if closing.is_none() {
             // Connections the kernel already accepted are served (they get a 503)
-            // rather than reset when the listener closes.
+            // rather than reset when the listener closes; a client that connected
+            // just before `closing` ran may still be on its way in.
             match futures::FutureExt::now_or_never(listener.accept()) {
                 Some(accepted) => accepted,
+                None if looks > 0 => {
+                    looks -= 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 None => return,
             }
         } else {
             tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = close.wait_for(|c| *c) => {
-                    closing = true;
+                    if let Some(closing) = closing.take() {
+                        closing();
+                    }
                     continue;
                 }
             }

@@ -53,6 +53,13 @@ impl CatchUp {
         self.sessions.get(peer).is_some_and(|s| !s.complete)
     }
 
+    /// Whether a catch-up page from `peer` waits for alerts (we asked it for some).
+    pub fn is_waiting_from(&self, peer: &PublicKey) -> bool {
+        self.sessions
+            .get(peer)
+            .is_some_and(|s| !s.waiting.is_empty())
+    }
+
     /// Whether the current catch-up page from `peer` waits for `id` (we asked for it).
     pub fn is_waiting_for(&self, peer: &PublicKey, id: &AlertId) -> bool {
         self.sessions

@@ -176,6 +176,13 @@ impl Engine {
     }
 
     fn on_alert(&mut self, peer: PublicKey, hops: u8, envelope: Vec<u8>, now: u64) {
+        // A peer past its alert limit, with no catch-up page of ours outstanding, is
+        // sending unsolicited alerts beyond its budget: drop them before the decoding,
+        // so a flood costs this node no more than reading it.
+        if self.scoring.alerts_exhausted(peer, now) && !self.catchup.is_waiting_from(&peer) {
+            self.scoring.stats_mut(peer).rate_limited += 1;
+            return;
+        }
         // 1. limits and decode (the byte budget bounds this work)
         let alert = match SignedAlert::decode(&envelope) {
             Ok(a) => a,
@@ -189,7 +196,7 @@ impl Engine {
         // we asked; only unsolicited alerts are charged to the peer's flood limit, so
         // that catch-up runs at the speed of the disk, not of the limiter.
         let solicited = self.catchup.is_waiting_for(&peer, &id) || self.trees.was_asked(&peer, &id);
-        if !solicited && !self.scoring.take_alert(peer, now) {
+        if !solicited && !self.scoring.take_alert(peer, alert.origin(), now) {
             return;
         }
         // 2. duplicate (its hop count is checked too: a lie must not lower ours)

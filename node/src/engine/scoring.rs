@@ -37,7 +37,21 @@ pub struct PeerStats {
     byte_bucket: Bucket,
     #[serde(skip)]
     work_bucket: Bucket,
+    /// Shares of the alert bucket per origin this peer relays (not its own alerts),
+    /// with when each was last used; at most [`MAX_RELAYED_ORIGINS`].
+    #[serde(skip)]
+    relayed: HashMap<PublicKey, (Bucket, u64)>,
 }
+
+/// Origins whose relayed alerts are tracked per peer, for their share of its alert
+/// bucket. The least recently used is forgotten beyond this (it starts afresh).
+pub const MAX_RELAYED_ORIGINS: usize = 256;
+
+/// The share of a peer's alert rate and burst that alerts of any one origin it relays
+/// may use. The rest stays for the other origins it relays: a flood of valid alerts
+/// from one origin, relayed at that origin's full rate, cannot crowd out another's.
+/// A peer's own alerts may use the whole bucket.
+pub const RELAYED_ORIGIN_SHARE: f64 = 0.5;
 
 #[derive(Debug, Clone, Default)]
 struct Bucket {
@@ -185,12 +199,43 @@ impl Scoring {
         self.stats_mut(peer).work_bucket.tokens -= cost as f64;
     }
 
-    /// False (counted as rate-limited) when the peer's alert bucket is empty.
-    pub fn take_alert(&mut self, peer: PublicKey, now: u64) -> bool {
+    /// Whether the peer's alert bucket is empty now (its next unsolicited alert would
+    /// be refused whatever its origin).
+    pub fn alerts_exhausted(&mut self, peer: PublicKey, now: u64) -> bool {
         let (rate, burst) = (self.limits.alerts_per_sec, self.limits.alert_burst);
         let s = self.stats_mut(peer);
-        let ok = s.alert_bucket.take(now, rate, burst, 1.0);
-        if !ok {
+        s.alert_bucket.refill(now, rate, burst);
+        s.alert_bucket.tokens < 1.0
+    }
+
+    /// Takes one alert of `origin` from the peer's alert bucket; false (counted as
+    /// rate-limited) when the bucket is empty, or when the peer relays `origin` and that
+    /// origin has used its share ([`RELAYED_ORIGIN_SHARE`]) of the bucket.
+    pub fn take_alert(&mut self, peer: PublicKey, origin: PublicKey, now: u64) -> bool {
+        let (rate, burst) = (self.limits.alerts_per_sec, self.limits.alert_burst);
+        let s = self.stats_mut(peer);
+        s.alert_bucket.refill(now, rate, burst);
+        let mut ok = s.alert_bucket.tokens >= 1.0;
+        if ok && origin != peer {
+            let (r, b) = (rate * RELAYED_ORIGIN_SHARE, burst * RELAYED_ORIGIN_SHARE);
+            let (share, last) = s.relayed.entry(origin).or_default();
+            *last = now;
+            ok = share.take(now, r, b, 1.0);
+            if s.relayed.len() > MAX_RELAYED_ORIGINS {
+                if let Some(oldest) = s
+                    .relayed
+                    .iter()
+                    .filter(|(o, _)| **o != origin)
+                    .min_by_key(|(_, (_, last))| *last)
+                    .map(|(o, _)| *o)
+                {
+                    s.relayed.remove(&oldest);
+                }
+            }
+        }
+        if ok {
+            s.alert_bucket.tokens -= 1.0;
+        } else {
             s.rate_limited += 1;
         }
         ok

@@ -372,6 +372,68 @@ fn a_flooding_peer_is_throttled_and_others_are_not() {
 }
 
 #[test]
+fn one_relayed_origin_cannot_use_up_the_relay_s_whole_alert_budget() {
+    let (a, x, r, o) = (key(1), key(2), key(7), key(9));
+    let cfg = EngineConfig {
+        peer_alerts_per_sec: 1,
+        peer_alert_burst: 100,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    connect(&mut ea, &x, TrustLevel::Member);
+    // x relays a flood of valid alerts from origin r: r gets its share, half the burst.
+    let mut flood = 0;
+    for n in 0..200 {
+        flood += stored(&ea.handle(alert_event(&x, 2, &alert(&r, n, Tlp::Clear)), T0)).len();
+    }
+    assert_eq!(flood, 50);
+    assert_eq!(stats(&ea, &x).rate_limited, 150);
+    // Another origin that x relays at the same instant still gets through: the flood
+    // did not spend the part of x's budget that is not r's.
+    let honest: Vec<SignedAlert> = (0..10).map(|n| alert(&o, n, Tlp::Clear)).collect();
+    for h in &honest {
+        assert_eq!(stored(&ea.handle(alert_event(&x, 2, h), T0)), vec![h.id()]);
+    }
+    // x's own alerts may use the whole bucket (what is left of it: 100 - 50 - 10).
+    let mut own = 0;
+    for n in 0..60 {
+        own += stored(&ea.handle(alert_event(&x, 1, &alert(&x, n, Tlp::Clear)), T0)).len();
+    }
+    assert_eq!(own, 40);
+}
+
+#[test]
+fn alerts_past_the_limit_are_dropped_before_they_are_decoded() {
+    let (a, b) = (key(1), key(2));
+    let cfg = EngineConfig {
+        peer_alerts_per_sec: 1,
+        peer_alert_burst: 3,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    connect(&mut ea, &b, TrustLevel::Member);
+    for n in 0..3 {
+        assert_eq!(
+            stored(&ea.handle(alert_event(&b, 1, &alert(&b, n, Tlp::Clear)), T0)).len(),
+            1
+        );
+    }
+    // The bucket is empty: an undecodable alert frame is not even looked at (it would
+    // otherwise be a malformed alert, penalised).
+    let garbage = Frame::Alert {
+        hops: 1,
+        envelope: vec![0xff; 64],
+    };
+    let out = ea.handle(frame_event(&b, &garbage), T0);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(stats(&ea, &b).rate_limited, 1);
+    assert_eq!(rejections(&ea, &b, "malformed_alert"), 0);
+    // A second later a token is back, and the same frame is decoded and refused.
+    ea.handle(frame_event(&b, &garbage), T0 + 1_000);
+    assert_eq!(rejections(&ea, &b, "malformed_alert"), 1);
+}
+
+#[test]
 fn a_duplicate_on_an_eager_link_prunes_it() {
     let (a, b, c, o) = (key(1), key(2), key(3), key(9));
     let mut ea = engine_for(&a, EngineConfig::default());

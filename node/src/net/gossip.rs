@@ -10,6 +10,8 @@
 //! that falls behind slows its peers' streams, not itself. Each connection's outbound
 //! queue is bounded ([`Config::queue`]); frames beyond it are dropped and reported
 //! ([`Event::Dropped`]), never waited for, so one slow peer never holds up the others.
+//! The queue is served fairly across lanes (one per alert origin, one for control
+//! frames: [`super::fair`]), so a flood from one origin never delays another's alerts.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -32,6 +34,8 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 use tocsin_proto::limits::MAX_FRAME_BYTES;
 use tocsin_proto::wire::{frame_len, GOSSIP_PROTOCOL};
+
+use super::fair::{FairQueue, CONTROL_LANE};
 
 /// Settings of the gossip behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -82,9 +86,20 @@ impl Behaviour {
         }
     }
 
-    /// Queues one encoded frame for the peer.
+    /// Queues one encoded control frame for the peer.
     pub fn send(&mut self, peer: &PeerId, frame: Vec<u8>) -> Result<(), NotConnected> {
-        self.notify(peer, In::Frame(frame))
+        self.send_in_lane(peer, CONTROL_LANE, frame)
+    }
+
+    /// Queues one encoded frame for the peer in `lane` (an alert's origin lane,
+    /// [`super::fair::origin_lane`]): lanes are served in turn.
+    pub fn send_in_lane(
+        &mut self,
+        peer: &PeerId,
+        lane: u64,
+        frame: Vec<u8>,
+    ) -> Result<(), NotConnected> {
+        self.notify(peer, In::Frame { lane, frame })
     }
 
     /// Asks to be told ([`Event::Flushed`] with the returned token) once every frame
@@ -187,7 +202,7 @@ impl NetworkBehaviour for Behaviour {
 /// From the behaviour to one connection's handler.
 #[derive(Debug)]
 pub enum In {
-    Frame(Vec<u8>),
+    Frame { lane: u64, frame: Vec<u8> },
     Flush(u64),
 }
 
@@ -214,11 +229,13 @@ enum Outbound {
 
 /// One connection's gossip streams.
 pub struct Handler {
-    config: Config,
     outbound: Outbound,
     /// The peer's stream to this node. A newer one replaces it.
     inbound: Option<Box<Framed<Stream, Codec>>>,
-    queue: VecDeque<In>,
+    queue: FairQueue,
+    /// Flush tokens, each with the sequence number of the first frame queued after it:
+    /// it is due once every frame numbered below has been written.
+    flushes: VecDeque<(u64, u64)>,
     /// Flush tokens written out and waiting for the stream's flush.
     flushing: Vec<u64>,
     dropped: u64,
@@ -228,10 +245,10 @@ pub struct Handler {
 impl Handler {
     fn new(config: Config) -> Handler {
         Handler {
-            config,
             outbound: Outbound::Idle,
             inbound: None,
-            queue: VecDeque::new(),
+            queue: FairQueue::new(config.queue),
+            flushes: VecDeque::new(),
             flushing: Vec::new(),
             dropped: 0,
             events: VecDeque::new(),
@@ -241,6 +258,7 @@ impl Handler {
     fn fail(&mut self, error: String) {
         self.outbound = Outbound::Failed;
         self.queue.clear();
+        self.flushes.clear();
         self.flushing.clear();
         self.events.push_back(Out::StreamFailed(error));
     }
@@ -270,13 +288,19 @@ impl Handler {
                 }
                 Poll::Ready(Ok(())) => {}
             }
-            match self.queue.pop_front() {
-                Some(In::Frame(frame)) => {
+            // Flushes whose frames have all been written.
+            let oldest = self.queue.oldest().unwrap_or(u64::MAX);
+            while self.flushes.front().is_some_and(|(seq, _)| *seq <= oldest) {
+                if let Some((_, token)) = self.flushes.pop_front() {
+                    self.flushing.push(token);
+                }
+            }
+            match self.queue.pop() {
+                Some(frame) => {
                     if let Err(e) = Pin::new(&mut **stream).start_send(frame.as_slice()) {
                         return self.fail(format!("gossip stream write failed: {e}"));
                     }
                 }
-                Some(In::Flush(token)) => self.flushing.push(token),
                 None => break,
             }
         }
@@ -357,10 +381,12 @@ impl ConnectionHandler for Handler {
         match (&self.outbound, event) {
             // A failed link takes no more frames; the connection is being closed.
             (Outbound::Failed, _) => {}
-            (_, In::Frame(_)) if self.queue.len() >= self.config.queue => {
-                self.dropped += 1;
+            (_, In::Frame { lane, frame }) => {
+                if !self.queue.push(lane, frame) {
+                    self.dropped += 1;
+                }
             }
-            (_, event) => self.queue.push_back(event),
+            (_, In::Flush(token)) => self.flushes.push_back((self.queue.next_seq(), token)),
         }
     }
 

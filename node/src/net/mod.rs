@@ -10,6 +10,7 @@
 //! counted, never waited for.
 
 mod commands;
+pub mod fair;
 pub mod gossip;
 mod handle;
 mod metrics;
@@ -85,6 +86,12 @@ fn refuse_if_taken(ma: &Multiaddr) -> anyhow::Result<()> {
     }
 }
 
+/// The lane of an alert frame to a peer: its origin's, so that each origin's alerts
+/// queue behind their own and not behind another origin's flood.
+fn frame_lane(envelope: &[u8]) -> u64 {
+    tocsin_proto::origin_of(envelope).map_or(fair::CONTROL_LANE, |o| fair::origin_lane(&o))
+}
+
 /// The libp2p behaviours of a node.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -101,10 +108,11 @@ pub struct Behaviour {
 /// its loop.
 enum Inbound {
     StoreFailed(AlertId),
-    /// Stored alerts loaded for one peer (catch-up), encoded as frames.
+    /// Stored alerts loaded for one peer (catch-up), encoded as frames, each with its
+    /// origin's lane.
     Loaded {
         peer: PeerId,
-        frames: Vec<Vec<u8>>,
+        frames: Vec<(u64, Vec<u8>)>,
     },
     /// A locally issued alert, signed and verified off the loop.
     Signed {
@@ -371,9 +379,10 @@ impl NetActor {
                     for (id, hops) in alerts {
                         match store.envelope(&id) {
                             Ok(Some(envelope)) => {
+                                let lane = frame_lane(&envelope);
                                 let frame = Frame::Alert { hops, envelope };
                                 match frame.encode() {
-                                    Ok(bytes) => frames.push(bytes),
+                                    Ok(bytes) => frames.push((lane, bytes)),
                                     Err(e) => {
                                         warn!(error = %e, alert = %id.fmt_short(), "cannot encode a stored alert")
                                     }
@@ -460,8 +469,16 @@ impl NetActor {
                     .frames_sent
                     .get_or_create(&vec![("kind".into(), frame.name().into())])
                     .inc();
+                let lane = match frame {
+                    Frame::Alert { envelope, .. } => frame_lane(envelope),
+                    _ => fair::CONTROL_LANE,
+                };
                 // Not connected any more: the engine hears of it from the swarm.
-                let _ = self.swarm.behaviour_mut().gossip.send(&pid, bytes);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .send_in_lane(&pid, lane, bytes);
             }
             Err(e) => warn!(error = %e, "cannot encode frame"),
         }
@@ -682,8 +699,8 @@ impl NetActor {
                     return;
                 }
                 let gossip = &mut self.swarm.behaviour_mut().gossip;
-                for bytes in frames {
-                    if gossip.send(&peer, bytes).is_err() {
+                for (lane, bytes) in frames {
+                    if gossip.send_in_lane(&peer, lane, bytes).is_err() {
                         break;
                     }
                 }
