@@ -563,6 +563,43 @@ async fn demoting_a_peer_to_public_stops_green_at_once_and_survives_restart() {
     fed.assert_absent(1, &green2).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_delivers_older_alerts_the_new_level_allows_at_once() {
+    // Two members, with no resync due for 30 s: only the promotion can deliver.
+    let fed = Fed::line(2, Member).await;
+    let amber = fed
+        .issue(0, alert("AMBER", "issued before the promotion"))
+        .await;
+    let green = fed.issue(0, alert("GREEN", "seen at member")).await;
+    fed.wait_for(1, &green).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(1, &amber).await;
+
+    let peer = fed.key(1);
+    let (_, err, code) = tocsin_tests::run(
+        fed.tocsin(0)
+            .args(["trust", "set", &peer, "--level", "partner"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    // Within the arrival timeout, far less than the periodic resync.
+    fed.wait_for(1, &amber).await;
+
+    // A demotion back takes nothing away and sends nothing new above member.
+    let (_, err, code) = tocsin_tests::run(
+        fed.tocsin(0)
+            .args(["trust", "set", &peer, "--level", "member"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    let later = fed
+        .issue(0, alert("AMBER", "issued after the demotion"))
+        .await;
+    let marker = fed.issue(0, alert("GREEN", "marker")).await;
+    fed.wait_for(1, &marker).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(1, &later).await;
+    assert!(fed.get(1, &amber).await.is_some(), "what it holds stays");
+}
+
 // ---- helpers ----
 
 /// A raw peer with key `[seed; 32]`, added to node 1's trust table at `member` and

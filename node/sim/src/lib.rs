@@ -840,6 +840,9 @@ impl Sim {
                 Action::SaveCursor { peer, epoch, seq } => {
                     self.nodes[node].cursors.insert(peer, (epoch, seq));
                 }
+                // Links deliver every frame at once here; a paused reader would only
+                // delay what the limits already drop.
+                Action::PauseReading { .. } => {}
             }
         }
     }

@@ -18,6 +18,7 @@ impl Engine {
             return;
         }
         if !self.scoring.take_bytes(peer, bytes.len(), now) {
+            self.pause_reading(peer, bytes.len(), now);
             return;
         }
         let frame = match Frame::decode(bytes) {
@@ -85,6 +86,18 @@ impl Engine {
             }
         };
         self.scoring.charge_work(peer, cost);
+    }
+
+    /// The peer is past a rate limit: stop reading it until the limit allows its next
+    /// frame (`bytes` of it; 0: its next alert). Never while a catch-up page of ours
+    /// waits on it: what we asked for is not charged to its limits.
+    fn pause_reading(&mut self, peer: PublicKey, bytes: usize, now: u64) {
+        if self.catchup.is_waiting_from(&peer) {
+            return;
+        }
+        if let Some(until) = self.scoring.read_pause(peer, bytes, now) {
+            self.actions.push(Action::PauseReading { peer, until });
+        }
     }
 
     /// Answers with one page of our log; returns the number of log entries scanned.
@@ -181,6 +194,7 @@ impl Engine {
         // so a flood costs this node no more than reading it.
         if self.scoring.alerts_exhausted(peer, now) && !self.catchup.is_waiting_from(&peer) {
             self.scoring.stats_mut(peer).rate_limited += 1;
+            self.pause_reading(peer, 0, now);
             return;
         }
         // 1. limits and decode (the byte budget bounds this work)

@@ -78,6 +78,17 @@ impl Known {
         self.alerts.get_mut(id)
     }
 
+    /// Every alert held: in log order, then those not yet committed (in id order, so
+    /// that the order is the same on every run).
+    pub fn in_log_order(&self) -> impl Iterator<Item = &KnownAlert> {
+        let mut pending: Vec<&AlertId> = self.uncommitted.iter().collect();
+        pending.sort();
+        self.log
+            .values()
+            .chain(pending)
+            .filter_map(|id| self.alerts.get(id))
+    }
+
     pub fn contains(&self, id: &AlertId) -> bool {
         self.alerts.contains_key(id)
     }

@@ -53,6 +53,7 @@ mod known;
 mod scoring;
 mod tree;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -237,6 +238,11 @@ pub enum Action {
     /// A frame or alert from `peer` was refused for `reason` (already counted in the
     /// peer's stats, and penalised if [`Reason::penalised`]): for metrics and logs.
     Verdict { peer: PublicKey, reason: Reason },
+    /// `peer` sends past its rate limits: stop reading its frames until `until` (ms), so
+    /// that what it sends waits in its own connection (back-pressure) instead of costing
+    /// this node the work of reading and dropping it. Nothing is lost that catch-up
+    /// would not repair.
+    PauseReading { peer: PublicKey, until: u64 },
 }
 
 /// A peer's row for the API's `peers` view.
@@ -273,6 +279,9 @@ pub struct Engine {
     catchup: CatchUp,
     /// `max_clock_skew_secs` in ms.
     max_skew_ms: u64,
+    /// Peers whose level changed while they were not connected, with the level they
+    /// had when they last were: offered what the change newly allows when they connect.
+    promoted: HashMap<PublicKey, Option<TrustLevel>>,
     actions: Vec<Action>,
 }
 
@@ -297,6 +306,7 @@ impl Engine {
             trees: Trees::new(cfg.announce_interval_ms, cfg.graft_timeout_ms),
             catchup: CatchUp::default(),
             max_skew_ms: cfg.max_clock_skew_secs.saturating_mul(1000),
+            promoted: HashMap::new(),
             actions: Vec::new(),
         }
     }
@@ -451,9 +461,13 @@ impl Engine {
                 head,
             },
         );
+        if let Some(before) = self.promoted.remove(&peer) {
+            self.offer_newly_allowed(peer, before, now);
+        }
     }
 
     fn on_trust(&mut self, key: PublicKey, level: Option<TrustLevel>, now: u64) {
+        let before = self.scoring.level(&key);
         self.scoring.set_level(key, level);
         if self.trees.is_connected(&key) && !self.may_connect(&key, now) {
             self.drop_peer(&key);
@@ -461,6 +475,50 @@ impl Engine {
                 peer: key,
                 until: None,
                 reason: "trust withdrawn",
+            });
+        }
+        // Trust is decided at send time: what the new level allows and the old did not
+        // is offered at once (at the next connection if the peer is not connected),
+        // whatever catch-up's cursor on our log says.
+        if self.trees.is_connected(&key) {
+            self.offer_newly_allowed(key, before, now);
+        } else if before != level {
+            // The level it had when it last was connected is what it has seen.
+            self.promoted.entry(key).or_insert(before);
+        }
+    }
+
+    /// Sends `peer` every alert we hold that its level now allows and `before` did not:
+    /// after a promotion, the still-active alerts it may now see, in full; after a
+    /// demotion, nothing.
+    fn offer_newly_allowed(&mut self, peer: PublicKey, before: Option<TrustLevel>, now: u64) {
+        let level = self.scoring.level(&peer);
+        if level == before {
+            return;
+        }
+        let offer: Vec<(AlertId, u8)> = self
+            .known
+            .in_log_order()
+            .filter(|k| k.from != Some(peer) && k.alert.origin != peer)
+            .filter(|k| self.shareable(k, &peer, level, now))
+            .filter(|k| !self.shareable(k, &peer, before, now))
+            .map(|k| (k.id(), k.hops.saturating_add(1)))
+            .collect();
+        let mut from_store = Vec::new();
+        for (id, hops) in offer {
+            self.scoring.stats_mut(peer).alerts_out += 1;
+            match self.known.envelope(&id) {
+                Some(env) => {
+                    let envelope = env.as_ref().clone();
+                    self.send(peer, Frame::Alert { hops, envelope });
+                }
+                None => from_store.push((id, hops)),
+            }
+        }
+        if !from_store.is_empty() {
+            self.actions.push(Action::SendStored {
+                peer,
+                alerts: from_store,
             });
         }
     }

@@ -37,6 +37,9 @@ pub struct PeerStats {
     byte_bucket: Bucket,
     #[serde(skip)]
     work_bucket: Bucket,
+    /// Until when reading from this peer is paused (ms), once asked.
+    #[serde(skip)]
+    read_paused_until: u64,
     /// Shares of the alert bucket per origin this peer relays (not its own alerts),
     /// with when each was last used; at most [`MAX_RELAYED_ORIGINS`].
     #[serde(skip)]
@@ -197,6 +200,26 @@ impl Scoring {
     /// debt: the next frames wait until it is repaid).
     pub fn charge_work(&mut self, peer: PublicKey, cost: u64) {
         self.stats_mut(peer).work_bucket.tokens -= cost as f64;
+    }
+
+    /// When reading from a peer over its limits may resume: once its byte bucket holds
+    /// `bytes` again, or (with `bytes` 0) its alert bucket one alert. `None` when a pause
+    /// asked for earlier still runs (ask once per pause).
+    pub fn read_pause(&mut self, peer: PublicKey, bytes: usize, now: u64) -> Option<u64> {
+        let l = self.limits.clone();
+        let s = self.stats_mut(peer);
+        if s.read_paused_until > now {
+            return None;
+        }
+        let wait_secs = if bytes > 0 {
+            (bytes as f64 - s.byte_bucket.tokens).max(0.0) / l.bytes_per_sec
+        } else {
+            (1.0 - s.alert_bucket.tokens).max(0.0) / l.alerts_per_sec
+        };
+        // At least a millisecond, at most a second: a pause is cheap to renew.
+        let until = now + ((wait_secs * 1000.0).ceil() as u64).clamp(1, 1000);
+        s.read_paused_until = until;
+        Some(until)
     }
 
     /// Whether the peer's alert bucket is empty now (its next unsolicited alert would

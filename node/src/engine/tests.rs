@@ -425,8 +425,15 @@ fn alerts_past_the_limit_are_dropped_before_they_are_decoded() {
         envelope: vec![0xff; 64],
     };
     let out = ea.handle(frame_event(&b, &garbage), T0);
+    // ...and the node stops reading b until its next alert is due (back-pressure),
+    // asked once per pause.
+    assert!(
+        matches!(out.as_slice(), [Action::PauseReading { peer, until }] if *peer == pk(&b) && *until == T0 + 1_000),
+        "{out:?}"
+    );
+    let out = ea.handle(frame_event(&b, &garbage), T0 + 10);
     assert!(out.is_empty(), "{out:?}");
-    assert_eq!(stats(&ea, &b).rate_limited, 1);
+    assert_eq!(stats(&ea, &b).rate_limited, 2);
     assert_eq!(rejections(&ea, &b, "malformed_alert"), 0);
     // A second later a token is back, and the same frame is decoded and refused.
     ea.handle(frame_event(&b, &garbage), T0 + 1_000);
@@ -612,6 +619,78 @@ fn withdrawing_trust_disconnects_and_a_demotion_narrows_what_is_sent() {
         T0,
     );
     assert_eq!(disconnect_of(&out, &c), Some(None));
+}
+
+#[test]
+fn a_promotion_offers_at_once_what_the_new_level_allows_and_a_demotion_nothing() {
+    let (a, b, c, o) = (key(1), key(2), key(3), key(9));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    ea.load_trust(pk(&c), TrustLevel::Member);
+    let amber = alert(&a, 1, Tlp::Amber);
+    let red_b = red(&a, 2, vec![pk(&b)]);
+    let red_c = red(&a, 3, vec![pk(&c)]);
+    let green = alert(&a, 4, Tlp::Green);
+    let mut expired = body(&a, 5, Tlp::Amber, vec![]);
+    expired.expires_at = Some(T0 + 5);
+    let expired = SignedAlert::sign(expired, &a).unwrap();
+    for (n, x) in [&amber, &red_b, &red_c, &green, &expired]
+        .into_iter()
+        .enumerate()
+    {
+        issue(&mut ea, x.clone(), n as u64 + 1, T0);
+    }
+    // A relayed AMBER alert of another origin is never offered on (AMBER is not relayed).
+    connect(&mut ea, &o, TrustLevel::Partner);
+    let foreign = alert(&o, 1, Tlp::Amber);
+    assert_eq!(
+        stored(&ea.handle(alert_event(&o, 1, &foreign), T0)),
+        vec![foreign.id()]
+    );
+
+    // b, a member, is promoted to partner: it is offered the AMBER alert and the RED one
+    // naming it, at once, not the expired one, nor what it could already see.
+    let out = ea.handle(
+        Event::Trust {
+            key: pk(&b),
+            level: Some(TrustLevel::Partner),
+        },
+        T0 + 10,
+    );
+    let mut got = alerts_to(&out, &b);
+    got.sort();
+    let mut want = vec![amber.id(), red_b.id()];
+    want.sort();
+    assert_eq!(got, want);
+    // A demotion offers nothing.
+    let out = ea.handle(
+        Event::Trust {
+            key: pk(&b),
+            level: Some(TrustLevel::Public),
+        },
+        T0 + 20,
+    );
+    assert!(alerts_to(&out, &b).is_empty(), "{out:?}");
+
+    // c is promoted while not connected: it is offered the same when it connects.
+    let out = ea.handle(
+        Event::Trust {
+            key: pk(&c),
+            level: Some(TrustLevel::Partner),
+        },
+        T0 + 30,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    let out = ea.handle(Event::PeerConnected(pk(&c)), T0 + 40);
+    let mut got = alerts_to(&out, &c);
+    got.sort();
+    let mut want = vec![amber.id(), red_c.id()];
+    want.sort();
+    assert_eq!(got, want);
+    // ...once: a reconnection offers nothing again.
+    ea.handle(Event::PeerDisconnected(pk(&c)), T0 + 50);
+    let out = ea.handle(Event::PeerConnected(pk(&c)), T0 + 60);
+    assert!(alerts_to(&out, &c).is_empty(), "{out:?}");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use asynchronous_codec::{BytesMut, Decoder, Encoder, Framed};
-use futures::{Sink, StreamExt};
+use futures::{FutureExt, Sink, StreamExt};
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::ReadyUpgrade;
 use libp2p::core::Endpoint;
@@ -100,6 +100,18 @@ impl Behaviour {
         frame: Vec<u8>,
     ) -> Result<(), NotConnected> {
         self.notify(peer, In::Frame { lane, frame })
+    }
+
+    /// Stops reading the peer's frames for `pause` (its connections' inbound streams
+    /// are not polled, so what it sends waits in its own buffers and TCP window).
+    pub fn pause_reading(&mut self, peer: &PeerId, pause: std::time::Duration) {
+        for connection in self.connections.get(peer).into_iter().flatten() {
+            self.events.push_back(ToSwarm::NotifyHandler {
+                peer_id: *peer,
+                handler: NotifyHandler::One(*connection),
+                event: In::PauseReading(pause),
+            });
+        }
     }
 
     /// Asks to be told ([`Event::Flushed`] with the returned token) once every frame
@@ -202,8 +214,13 @@ impl NetworkBehaviour for Behaviour {
 /// From the behaviour to one connection's handler.
 #[derive(Debug)]
 pub enum In {
-    Frame { lane: u64, frame: Vec<u8> },
+    Frame {
+        lane: u64,
+        frame: Vec<u8>,
+    },
     Flush(u64),
+    /// Do not read the peer's stream for this long.
+    PauseReading(std::time::Duration),
 }
 
 /// From one connection's handler to the behaviour.
@@ -232,6 +249,8 @@ pub struct Handler {
     outbound: Outbound,
     /// The peer's stream to this node. A newer one replaces it.
     inbound: Option<Box<Framed<Stream, Codec>>>,
+    /// While set, the inbound stream is not read (the peer is past its limits).
+    paused: Option<Pin<Box<tokio::time::Sleep>>>,
     queue: FairQueue,
     /// Flush tokens, each with the sequence number of the first frame queued after it:
     /// it is due once every frame numbered below has been written.
@@ -247,6 +266,7 @@ impl Handler {
         Handler {
             outbound: Outbound::Idle,
             inbound: None,
+            paused: None,
             queue: FairQueue::new(config.queue),
             flushes: VecDeque::new(),
             flushing: Vec::new(),
@@ -314,8 +334,14 @@ impl Handler {
         }
     }
 
-    /// Reads at most one frame from the peer's stream.
+    /// Reads at most one frame from the peer's stream, unless reading is paused.
     fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Option<Out> {
+        if let Some(pause) = self.paused.as_mut() {
+            if pause.poll_unpin(cx).is_pending() {
+                return None;
+            }
+            self.paused = None;
+        }
         let stream = self.inbound.as_mut()?;
         match stream.poll_next_unpin(cx) {
             Poll::Pending => None,
@@ -387,6 +413,9 @@ impl ConnectionHandler for Handler {
                 }
             }
             (_, In::Flush(token)) => self.flushes.push_back((self.queue.next_seq(), token)),
+            (_, In::PauseReading(pause)) => {
+                self.paused = Some(Box::pin(tokio::time::sleep(pause)));
+            }
         }
     }
 

@@ -447,6 +447,12 @@ impl NetActor {
                     debug!(peer = %peer.fmt_short(), reason = reason.as_str(), "input refused");
                 }
             }
+            Action::PauseReading { peer, until } => {
+                if let Some(pid) = peer_id(&peer) {
+                    let pause = Duration::from_millis(until.saturating_sub(now));
+                    self.swarm.behaviour_mut().gossip.pause_reading(&pid, pause);
+                }
+            }
             Action::SaveCursor { peer, epoch, seq } => {
                 if self
                     .state
