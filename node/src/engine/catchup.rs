@@ -2,8 +2,14 @@
 //! it (`SyncRequest` / `SyncPage`), waiting until every wanted alert of a page is
 //! committed or refused before saving the cursor past it, and the periodic re-read
 //! and stall checks that repair what pushes missed.
+//!
+//! Pages are pipelined: the next page is asked for as soon as one arrives, while the
+//! alerts of up to [`PIPELINE`] pages are still being fetched and committed, so a node
+//! that missed much is limited by the disk and the link, not by round trips. One
+//! request is outstanding at a time (the peer answers in order), and the cursor only
+//! ever moves past pages whose alerts are all durable here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use tocsin_proto::limits::MAX_IDS_PER_FRAME;
 use tocsin_proto::{AlertId, Frame, PublicKey};
@@ -11,21 +17,54 @@ use tocsin_proto::{AlertId, Frame, PublicKey};
 use super::known::Known;
 use super::{send, Action, Timer, RESYNC_INTERVAL_MS, SYNC_TIMEOUT_MS};
 
+/// Pages of a peer's log read and not yet settled (their alerts still being fetched or
+/// committed) before the next is asked for. Bounds what one catch-up holds in memory:
+/// at most this many pages of [`MAX_IDS_PER_FRAME`] ids.
+pub const PIPELINE: usize = 4;
+
+/// Bytes of alert frames a wanted id lets the peer send without charging its byte
+/// budget: what we asked for is bounded by what we asked, not by the flood limits. A
+/// typical alert is well under this; a larger one is charged for the excess.
+pub const SOLICITED_BYTES_PER_ID: u64 = 4096;
+
+/// One page of the peer's log that arrived.
+#[derive(Debug)]
+struct Page {
+    /// Where it ends: the cursor, once it and every page before it are settled.
+    next: u64,
+    /// The last page of the log.
+    done: bool,
+    /// Its ids not yet committed or refused here.
+    waiting: HashSet<AlertId>,
+}
+
 #[derive(Debug, Default)]
 struct Session {
     /// The peer's log epoch, from its Hello.
     epoch: u64,
-    /// The cursor the current page was requested from.
+    /// The cursor: every page up to here is settled.
     after: u64,
-    /// Where the current page ends, once it has arrived.
-    page_next: Option<u64>,
-    page_done: bool,
-    /// Wanted ids of the current page not yet committed or refused.
-    waiting: HashSet<AlertId>,
+    /// Pages that arrived and are not yet settled, in log order.
+    pages: VecDeque<Page>,
+    /// A page asked for and not yet arrived.
+    requested: bool,
     /// Set once the peer's log has been read to its head.
     complete: bool,
-    /// When the current page was requested (for the stall check).
+    /// When a page was last asked for or arrived (for the stall check).
     requested_at: u64,
+    /// Bytes the peer may still send for alerts we wanted, uncharged.
+    credit: u64,
+}
+
+impl Session {
+    fn waits_for(&self, id: &AlertId) -> bool {
+        self.pages.iter().any(|p| p.waiting.contains(id))
+    }
+
+    /// Stops waiting for `id`; true if some page waited for it.
+    fn settle(&mut self, id: &AlertId) -> bool {
+        self.pages.iter_mut().any(|p| p.waiting.remove(id))
+    }
 }
 
 /// Catch-up sessions (one per connected peer that sent Hello) and saved cursors.
@@ -57,14 +96,24 @@ impl CatchUp {
     pub fn is_waiting_from(&self, peer: &PublicKey) -> bool {
         self.sessions
             .get(peer)
-            .is_some_and(|s| !s.waiting.is_empty())
+            .is_some_and(|s| s.pages.iter().any(|p| !p.waiting.is_empty()))
     }
 
-    /// Whether the current catch-up page from `peer` waits for `id` (we asked for it).
+    /// Whether a catch-up page from `peer` waits for `id` (we asked for it).
     pub fn is_waiting_for(&self, peer: &PublicKey, id: &AlertId) -> bool {
-        self.sessions
-            .get(peer)
-            .is_some_and(|s| s.waiting.contains(id))
+        self.sessions.get(peer).is_some_and(|s| s.waits_for(id))
+    }
+
+    /// Takes `bytes` of a frame from `peer` out of what we asked it for; false when
+    /// what is left of that credit does not cover them (the peer's byte budget pays).
+    pub fn take_credit(&mut self, peer: &PublicKey, bytes: usize) -> bool {
+        match self.sessions.get_mut(peer) {
+            Some(s) if s.credit >= bytes as u64 => {
+                s.credit -= bytes as u64;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// `Hello { epoch, head }` from a connected peer: starts reading its log.
@@ -92,22 +141,24 @@ impl CatchUp {
                 ..Session::default()
             },
         );
-        self.request_page(peer, epoch, after, now, out);
+        self.request_page(peer, after, now, out);
     }
 
     /// Asks `peer` for the page of its log after `after`, and arms the stall check.
-    fn request_page(
-        &mut self,
-        peer: PublicKey,
-        epoch: u64,
-        after: u64,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) {
-        if let Some(s) = self.sessions.get_mut(&peer) {
-            s.requested_at = now;
-        }
-        send(out, peer, Frame::SyncRequest { epoch, after });
+    fn request_page(&mut self, peer: PublicKey, after: u64, now: u64, out: &mut Vec<Action>) {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        s.requested = true;
+        s.requested_at = now;
+        send(
+            out,
+            peer,
+            Frame::SyncRequest {
+                epoch: s.epoch,
+                after,
+            },
+        );
         out.push(Action::SetTimer {
             at: now + SYNC_TIMEOUT_MS,
             timer: Timer::Sync(peer),
@@ -116,7 +167,7 @@ impl CatchUp {
 
     /// A `SyncPage` from the peer: wants the ids we lack, and waits for those and for
     /// ids held but not yet committed (the cursor must not pass an alert that is not
-    /// durable here).
+    /// durable here). Asks for the next page at once while the pipeline has room.
     #[allow(clippy::too_many_arguments)] // one page's fields, plus where to put actions
     pub fn on_page(
         &mut self,
@@ -129,6 +180,12 @@ impl CatchUp {
         now: u64,
         out: &mut Vec<Action>,
     ) {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        if s.epoch != epoch || !s.requested {
+            return; // stale or unsolicited page
+        }
         let wanted: Vec<AlertId> = ids
             .iter()
             .filter(|id| !known.contains(id))
@@ -138,15 +195,16 @@ impl CatchUp {
             .into_iter()
             .filter(|id| !known.contains(id) || known.is_uncommitted(id))
             .collect();
-        let Some(s) = self.sessions.get_mut(&peer) else {
-            return;
-        };
-        if s.epoch != epoch || s.page_next.is_some() {
-            return; // stale or unsolicited page
-        }
-        s.page_next = Some(next);
-        s.page_done = done;
-        s.waiting = waiting;
+        s.requested = false;
+        s.requested_at = now;
+        s.credit = s
+            .credit
+            .saturating_add(wanted.len() as u64 * SOLICITED_BYTES_PER_ID);
+        s.pages.push_back(Page {
+            next,
+            done,
+            waiting,
+        });
         for chunk in wanted.chunks(MAX_IDS_PER_FRAME) {
             send(
                 out,
@@ -160,33 +218,51 @@ impl CatchUp {
         self.advance(peer, now, out);
     }
 
-    /// If the current page is complete, saves the cursor and asks for the next page.
+    /// Saves the cursor past the settled pages at the front, and keeps the pipeline
+    /// full: asks for the next page when none is outstanding and there is room.
     fn advance(&mut self, peer: PublicKey, now: u64, out: &mut Vec<Action>) {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
-        let Some(next) = s.page_next else { return };
-        if !s.waiting.is_empty() {
-            return;
+        let mut moved = false;
+        while s.pages.front().is_some_and(|p| p.waiting.is_empty()) {
+            let Some(page) = s.pages.pop_front() else {
+                break;
+            };
+            s.after = page.next;
+            moved = true;
+            if page.done {
+                s.complete = true;
+            }
+        }
+        if s.pages.is_empty() && !s.requested {
+            // Nothing asked for is pending: what was not used of the credit lapses.
+            s.credit = 0;
         }
         let epoch = s.epoch;
-        let done = s.page_done;
-        s.after = next;
-        s.page_next = None;
-        s.complete = done;
-        self.cursors.insert(peer, (epoch, next));
-        out.push(Action::SaveCursor {
-            peer,
-            epoch,
-            seq: next,
-        });
-        if done {
-            out.push(Action::SetTimer {
-                at: now + RESYNC_INTERVAL_MS,
-                timer: Timer::Resync(peer),
-            });
-        } else {
-            self.request_page(peer, epoch, next, now, out);
+        if moved {
+            let seq = s.after;
+            self.cursors.insert(peer, (epoch, seq));
+            out.push(Action::SaveCursor { peer, epoch, seq });
+        }
+        let Some(s) = self.sessions.get(&peer) else {
+            return;
+        };
+        if s.complete {
+            if moved {
+                out.push(Action::SetTimer {
+                    at: now + RESYNC_INTERVAL_MS,
+                    timer: Timer::Resync(peer),
+                });
+            }
+            return;
+        }
+        let (last_next, last_done) = s
+            .pages
+            .back()
+            .map_or((s.after, false), |p| (p.next, p.done));
+        if !s.requested && !last_done && s.pages.len() < PIPELINE {
+            self.request_page(peer, last_next, now, out);
         }
     }
 
@@ -195,19 +271,16 @@ impl CatchUp {
         let peers: Vec<PublicKey> = self
             .sessions
             .iter_mut()
-            .filter_map(|(k, s)| s.waiting.remove(id).then_some(*k))
+            .filter_map(|(k, s)| s.settle(id).then_some(*k))
             .collect();
         for peer in peers {
             self.advance(peer, now, out);
         }
     }
 
-    /// `peer`'s copy of `id` was refused: its page stops waiting for it.
+    /// `peer`'s copy of `id` was refused: its pages stop waiting for it.
     pub fn refused(&mut self, peer: PublicKey, id: &AlertId, now: u64, out: &mut Vec<Action>) {
-        let settled = self
-            .sessions
-            .get_mut(&peer)
-            .is_some_and(|s| s.waiting.remove(id));
+        let settled = self.sessions.get_mut(&peer).is_some_and(|s| s.settle(id));
         if settled {
             self.advance(peer, now, out);
         }
@@ -219,14 +292,15 @@ impl CatchUp {
             return;
         };
         s.complete = false;
-        s.page_next = None;
-        s.waiting.clear();
-        let (epoch, after) = (s.epoch, s.after);
-        self.request_page(peer, epoch, after, now, out);
+        s.pages.clear();
+        s.credit = 0;
+        let after = s.after;
+        self.request_page(peer, after, now, out);
     }
 
-    /// The stall check: only a page still in progress and older than the timeout has
-    /// stalled (lost frame, refused alert); timers of earlier pages are stale.
+    /// The stall check: only a catch-up that made no progress (no page asked for or
+    /// arrived) for the timeout has stalled (lost frame, refused alert); timers armed
+    /// before later progress are stale.
     pub fn on_stall_timer(&mut self, peer: PublicKey, now: u64, out: &mut Vec<Action>) {
         let stalled = self
             .sessions
@@ -247,18 +321,25 @@ impl CatchUp {
     /// This part's invariants; `connected` says whether a peer is connected.
     pub fn check_invariants(&self, connected: impl Fn(&PublicKey) -> bool) -> Result<(), String> {
         for (peer, s) in &self.sessions {
+            let p = peer.fmt_short();
             if !connected(peer) {
-                return Err(format!(
-                    "catch-up session with {} not connected",
-                    peer.fmt_short()
-                ));
+                return Err(format!("catch-up session with {p} not connected"));
             }
-            if s.page_next.is_none() && !s.waiting.is_empty() {
-                return Err(format!(
-                    "{} waits for {} ids with no page in progress",
-                    peer.fmt_short(),
-                    s.waiting.len()
-                ));
+            if s.pages.len() > PIPELINE {
+                return Err(format!("{p}: {} pages in flight", s.pages.len()));
+            }
+            if s.complete && (s.requested || !s.pages.is_empty()) {
+                return Err(format!("{p}: complete with pages in flight"));
+            }
+            if s.pages.front().is_some_and(|f| f.waiting.is_empty()) {
+                return Err(format!("{p}: a settled page was not passed"));
+            }
+            let mut last = s.after;
+            for page in &s.pages {
+                if page.next < last {
+                    return Err(format!("{p}: pages out of order"));
+                }
+                last = page.next;
             }
         }
         Ok(())

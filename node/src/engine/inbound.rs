@@ -17,7 +17,11 @@ impl Engine {
             self.verdict(peer, Reason::NotConnected, now);
             return;
         }
-        if !self.scoring.take_bytes(peer, bytes.len(), now) {
+        // What we asked for in catch-up is paid for by the credit it gave the peer, not
+        // by its byte budget (which bounds what it sends unasked).
+        if self.catchup.take_credit(&peer, bytes.len()) {
+            self.scoring.stats_mut(peer).bytes_in += bytes.len() as u64;
+        } else if !self.scoring.take_bytes(peer, bytes.len(), now) {
             self.pause_reading(peer, bytes.len(), now);
             return;
         }

@@ -1141,6 +1141,57 @@ fn the_cursor_waits_for_alerts_that_are_not_committed_yet() {
 }
 
 #[test]
+fn catch_up_asks_for_the_next_pages_before_the_alerts_arrive_and_moves_the_cursor_in_order() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let missed: Vec<SignedAlert> = (0..6).map(|n| alert(&b, n, Tlp::Clear)).collect();
+    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 6 }), T0);
+    let page = |k: usize| Frame::SyncPage {
+        epoch: 3,
+        ids: vec![missed[k].id()],
+        next: k as u64 + 1,
+        done: k == 5,
+    };
+    let requests = |out: &[Action]| -> Vec<u64> {
+        frames_to(out, &b)
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::SyncRequest { after, .. } => Some(*after),
+                _ => None,
+            })
+            .collect()
+    };
+    // Each page that arrives asks for the next at once, up to PIPELINE unsettled pages.
+    let mut asked = Vec::new();
+    for k in 0..catchup::PIPELINE {
+        asked.extend(requests(&ea.handle(frame_event(&b, &page(k)), T0 + 1)));
+    }
+    assert_eq!(asked, vec![1, 2, 3], "the fourth unsettled page waits");
+    // An unsolicited page (none asked for) is ignored.
+    let out = ea.handle(frame_event(&b, &page(4)), T0 + 1);
+    assert!(frames_to(&out, &b).is_empty(), "{out:?}");
+    // The second page's alert is committed first: the cursor cannot pass the first.
+    let out = ea.handle(alert_event(&b, 1, &missed[1]), T0 + 2);
+    let out = [
+        out,
+        ea.handle(Event::Committed(vec![(1, missed[1].id())]), T0 + 2),
+    ]
+    .concat();
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
+        "{out:?}"
+    );
+    // The first page settles: the cursor moves past both, and the pipeline refills.
+    ea.handle(alert_event(&b, 1, &missed[0]), T0 + 3);
+    let out = ea.handle(Event::Committed(vec![(2, missed[0].id())]), T0 + 3);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::SaveCursor { seq: 2, .. })));
+    assert_eq!(requests(&out), vec![4]);
+}
+
+#[test]
 fn a_relayed_forged_cancel_does_not_get_the_relay_banned() {
     let (a, b, o, mallory) = (key(1), key(2), key(9), key(66));
     let mut ea = engine_for(&a, EngineConfig::default());

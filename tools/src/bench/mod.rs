@@ -37,7 +37,9 @@
 //! - `tocsin`: the tocsind run; `gossipsub`: the baseline run.
 //! - `report`: the numbers (percentiles, [`RunStats`]) and the table.
 //! - `tcp`: TCP payload bytes from `ss`.
+//! - `catchup`: `tocsin-cluster bench-catchup`, catch-up time against the origin's ingest.
 
+pub mod catchup;
 mod gossipsub;
 mod plan;
 mod report;

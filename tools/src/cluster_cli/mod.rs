@@ -104,6 +104,10 @@ enum Cmd {
     /// federation, optionally against plain gossipsub on the same topology. Build with
     /// --release for meaningful numbers.
     Bench(crate::bench::BenchArgs),
+    /// Measure catch-up: a node misses N alerts while stopped, then is started; prints
+    /// the time until it holds them all beside the time the origin took to ingest them,
+    /// and the bytes sent. Build with --release for meaningful numbers.
+    BenchCatchup(crate::bench::catchup::CatchupArgs),
     /// One plain gossipsub node, driven over stdin/stdout by `bench --baseline`.
     #[command(hide = true)]
     GossipsubNode(crate::baseline::GossipsubNodeArgs),
@@ -200,6 +204,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             args.json |= cli.json;
             crate::bench::run(&args).await.map(|_| ())
         }
+        Cmd::BenchCatchup(args) => crate::bench::catchup::run(&args, cli.json)
+            .await
+            .map(|_| ()),
         Cmd::GossipsubNode(args) => crate::baseline::gossipsub_node_main(&args).await,
         Cmd::Status => status::status(Cluster::load(&cli.dir)?, cli.json).await,
         Cmd::Issue { node, args } => {
