@@ -161,6 +161,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Valu
         "quarantined": counts.quarantined,
         "epoch": st.store.epoch(),
         "api_tcp": st.tcp_addr.get().map(|a| a.to_string()),
+        "store_degraded": st.store.degraded(),
     })))
 }
 

@@ -257,9 +257,16 @@ pub async fn run(cfg: Config) -> Result<()> {
     let _ = actor_task.await;
     let _ = prune_task.await;
     store.shutdown().await;
+    let degraded = store.degraded();
     drop(store);
     let _ = writer.await;
-    info!("tocsind stopped; all pending writes committed");
+    match degraded {
+        None => info!("tocsind stopped; all pending writes committed"),
+        Some(reason) => warn!(
+            reason,
+            "tocsind stopped with the store degraded: writes refused since the failure were not committed (issues were answered with an error; received alerts come back by catch-up)"
+        ),
+    }
     // The API only fails when it cannot bind its socket or TCP address: a start-up error.
     served.context(Startup)
 }

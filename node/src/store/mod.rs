@@ -74,6 +74,7 @@
 
 mod read;
 mod schema;
+mod slot;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -97,6 +98,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use schema::{AUDIT, CURSORS, META, META_EPOCH, META_SCHEMA, TRUST};
+use slot::Slot;
 use writer::{Prepared, Request, Writer};
 
 /// The version of the table layout this build writes. A file with a newer version is
@@ -153,7 +155,8 @@ pub const MAX_QUERY_LIMIT: usize = 1000;
 /// writer's queue and the notification channel.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// The database, replaced by the writer after an I/O error ([`slot`]).
+    slot: Arc<Slot>,
     /// The database file, for messages.
     path: Arc<PathBuf>,
     tx: mpsc::Sender<Request>,
@@ -198,11 +201,11 @@ impl Store {
             let head = read::head(&db)?;
             Ok((db, epoch, head))
         })?;
-        let db = Arc::new(db);
+        let slot = Arc::new(Slot::new(db, path));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (events, _) = broadcast::channel(EVENTS);
         let writer = Writer {
-            db: Arc::clone(&db),
+            slot: Arc::clone(&slot),
             rx,
             events: events.clone(),
             next_seq: head.saturating_add(1),
@@ -211,7 +214,7 @@ impl Store {
         tracing::debug!(path = %path.display(), epoch, head, "store opened");
         Ok((
             Store {
-                db,
+                slot,
                 path: Arc::new(path.to_path_buf()),
                 tx,
                 events,
@@ -445,19 +448,19 @@ impl Store {
 
     /// The stored alert with its receipt and current state.
     pub fn get(&self, id: &AlertId) -> Result<Option<StoredAlert>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.slot.get()?.begin_read()?;
         read::ReadCtx::open(&txn)?.load(&id.0)
     }
 
     /// Whether the alert is stored.
     pub fn contains(&self, id: &AlertId) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.slot.get()?.begin_read()?;
         Ok(txn.open_table(schema::ALERTS)?.get(&id.0)?.is_some())
     }
 
     /// The envelope bytes as stored ([`SignedAlert::to_envelope`] of the alert stored).
     pub fn envelope(&self, id: &AlertId) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.slot.get()?.begin_read()?;
         let table = txn.open_table(schema::ALERTS)?;
         let found = table.get(&id.0)?;
         Ok(found.map(|g| g.value().2.to_vec()))
@@ -467,14 +470,14 @@ impl Store {
     /// descending). Page on with [`QueryPage::next`] as [`Query::cursor`]; the other
     /// fields must stay the same.
     pub fn query(&self, q: &Query) -> Result<QueryPage, StoreError> {
-        read::query(&self.db, q, crate::now_ms())
+        read::query(&*self.slot.get()?, q, crate::now_ms())
     }
 
     /// The alert, everything that replaced it (updates and cancels from the same origin,
     /// and what replaced those), and what it replaced (likewise), ordered by issued_at
     /// then id. Empty if the alert is not stored.
     pub fn history(&self, id: &AlertId) -> Result<Vec<StoredAlert>, StoreError> {
-        read::history(&self.db, id)
+        read::history(&*self.slot.get()?, id)
     }
 
     /// The local append log: `(seq, id)` with `seq > after`, ascending, at most `limit`
@@ -482,12 +485,12 @@ impl Store {
     /// when this was called, and seqs may have gaps. Use the last seq returned (or
     /// [`Store::head`] when the result is empty) as the next `after`.
     pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, AlertId)>, StoreError> {
-        read::log_after(&self.db, after, limit)
+        read::log_after(&*self.slot.get()?, after, limit)
     }
 
     /// The highest seq assigned; 0 if nothing was ever stored. Pruning does not lower it.
     pub fn head(&self) -> Result<u64, StoreError> {
-        read::head(&self.db)
+        read::head(&*self.slot.get()?)
     }
 
     /// This store's log epoch: random and fixed when the file was created, so a peer
@@ -505,7 +508,7 @@ impl Store {
 
     /// How many alerts are stored, how many of them are active now, and the head seq.
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        read::counts(&self.db, crate::now_ms())
+        read::counts(&*self.slot.get()?, crate::now_ms())
     }
 
     /// Metadata of every stored alert in seq order, for the gossip engine's in-memory
@@ -514,9 +517,10 @@ impl Store {
     /// left out, so that a peer can send the alert again. Blocks for that one commit.
     pub fn all_meta(&self) -> Result<Vec<AlertMeta>, StoreError> {
         guard(&self.path, || {
-            let (meta, damaged) = read::all_meta(&self.db)?;
+            let db = self.slot.get()?;
+            let (meta, damaged) = read::all_meta(&db)?;
             if !damaged.is_empty() {
-                quarantine(&self.db, &damaged)?;
+                quarantine(&db, &damaged)?;
             }
             Ok(meta)
         })
@@ -550,7 +554,7 @@ impl Store {
     /// Per-peer catch-up cursor: the peer's log epoch and the last seq fully received
     /// from it.
     pub fn cursor(&self, peer: &PublicKey) -> Result<Option<(u64, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.slot.get()?.begin_read()?;
         let found = txn.open_table(CURSORS)?.get(&peer.0)?;
         Ok(found.map(|g| g.value()))
     }
@@ -565,7 +569,7 @@ impl Store {
 
     /// The persisted trust table, ordered by key.
     pub fn trust_entries(&self) -> Result<Vec<TrustEntry>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.slot.get()?.begin_read()?;
         let table = txn.open_table(TRUST)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -615,7 +619,7 @@ impl Store {
 
     /// The last `limit` audit records, oldest first.
     pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.slot.get()?.begin_read()?;
         let table = txn.open_table(AUDIT)?;
         let mut out = Vec::new();
         for row in table.iter()?.rev().take(limit) {
@@ -635,11 +639,25 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        let out = f(&txn)?;
-        txn.commit()?;
-        Ok(out)
+        if let Some(reason) = self.slot.reason() {
+            return Err(StoreError::Degraded(reason));
+        }
+        let attempt = || {
+            let mut txn = self.slot.get()?.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            let out = f(&txn)?;
+            txn.commit()?;
+            Ok(out)
+        };
+        attempt().inspect_err(|e| {
+            self.slot.degrade_on(e);
+        })
+    }
+
+    /// Why the store refuses writes (an earlier I/O error, usually a full disk), if it
+    /// does; the writer reopens the database once there is room again.
+    pub fn degraded(&self) -> Option<String> {
+        self.slot.reason()
     }
 }
 

@@ -190,7 +190,7 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
         let (events, _) = tokio::sync::broadcast::channel(16);
         let mut writer = Writer {
-            db: Arc::new(db),
+            slot: Arc::new(super::slot::Slot::new(db, &path)),
             rx,
             events,
             next_seq: 1,

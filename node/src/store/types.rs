@@ -74,6 +74,13 @@ pub enum StoreError {
     /// A [`Query`] is invalid; the message names the field.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    /// An earlier write failed with an I/O error (a full disk): writes are refused until
+    /// the database is reopened, which is retried while there is not enough free space.
+    #[error("the store is degraded and refuses writes: {0}")]
+    Degraded(String),
+    /// The database is being reopened after an I/O error; retry in a moment.
+    #[error("the store is being reopened after a write error; retry in a moment ({0})")]
+    Reopening(String),
 }
 
 macro_rules! from_redb {

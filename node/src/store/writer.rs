@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use redb::{
-    Database, Durability, MultimapTable, ReadableMultimapTable, ReadableTable, Table,
-    WriteTransaction,
+    Durability, MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction,
 };
 use tocsin_proto::{AlertId, SignedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -14,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::schema::{
     self, AlertValue, EdgeValue, Index, IndexKeys, StatusValue, ALERTS, LOG, REPLACED_BY, STATUS,
 };
+use super::slot::{self, Slot};
 use super::{Insert, StoreError, Stored, MAX_BATCH};
 
 /// An alert ready to be written: encoded, its index keys built, and reduced to what the
@@ -90,7 +90,8 @@ enum Outcome {
 
 /// The writer's state; runs on a blocking thread.
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
+    /// The database; after an I/O error the writer reopens it ([`super::slot`]).
+    pub(super) slot: Arc<Slot>,
     pub(super) rx: mpsc::Receiver<Request>,
     pub(super) events: broadcast::Sender<Stored>,
     /// The seq the next stored alert gets.
@@ -105,6 +106,18 @@ impl Writer {
         loop {
             let first = match carry.take() {
                 Some(r) => r,
+                None if self.slot.reason().is_some() => {
+                    // Degraded: look for room and reopen between requests.
+                    self.recover();
+                    match self.rx.try_recv() {
+                        Ok(r) => r,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            std::thread::sleep(slot::RECOVER_POLL);
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    }
+                }
                 None => match self.rx.blocking_recv() {
                     Some(r) => r,
                     None => break,
@@ -144,10 +157,27 @@ impl Writer {
         tracing::debug!(next_seq = self.next_seq, "store writer stopped");
     }
 
+    /// A degraded store reopens the database if there is room now; the log's head is
+    /// re-read from the reopened file.
+    fn recover(&mut self) {
+        if let Ok(Some(head)) = self.slot.try_recover() {
+            self.next_seq = head.saturating_add(1);
+        }
+    }
+
     /// Applies and commits one batch, then answers its requests.
     pub(super) fn process(&mut self, batch: Vec<Request>) {
         let mut next = self.next_seq;
-        match self.apply(&batch, &mut next) {
+        if self.slot.reason().is_some() {
+            self.recover();
+        }
+        let applied = match self.slot.reason() {
+            Some(reason) => Err(StoreError::Degraded(reason)),
+            None => self.apply(&batch, &mut next).inspect_err(|e| {
+                self.slot.degrade_on(e);
+            }),
+        };
+        match applied {
             Ok(outcomes) => {
                 self.next_seq = next;
                 for (req, out) in batch.into_iter().zip(outcomes) {
@@ -176,7 +206,11 @@ impl Writer {
             }
             Err(e) => {
                 let reason = e.to_string();
-                tracing::error!(error = %reason, requests = batch.len(), "store batch failed");
+                if matches!(e, StoreError::Degraded(_)) {
+                    tracing::debug!(error = %reason, requests = batch.len(), "store batch refused");
+                } else {
+                    tracing::error!(error = %reason, requests = batch.len(), "store batch failed");
+                }
                 for req in batch {
                     let err = StoreError::WriteFailed(reason.clone());
                     match req {
@@ -194,7 +228,8 @@ impl Writer {
     }
 
     fn apply(&self, batch: &[Request], next: &mut u64) -> Result<Vec<Outcome>, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let db = self.slot.get()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let mut outs = Vec::with_capacity(batch.len());
         {
