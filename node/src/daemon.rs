@@ -245,16 +245,34 @@ pub async fn run(cfg: Config) -> Result<()> {
         signal().await;
         let _ = sig_tx.send(true);
     });
-    let served = crate::api::serve(
-        api_state,
-        &cfg.socket_path(),
-        cfg.api.tcp,
-        stopped(stop_rx.clone()),
-    )
-    .await;
+    // The API serves at once, while the network actor loads the stored alerts.
+    let socket = cfg.socket_path();
+    let tcp = cfg.api.tcp;
+    let api_stop = stopped(stop_rx.clone());
+    let mut api_task =
+        tokio::spawn(async move { crate::api::serve(api_state, &socket, tcp, api_stop).await });
+    let mut actor_task = actor_task;
+    // The actor ends before shutdown only if it cannot start (the stored alerts cannot
+    // be read): that stops the daemon with exit 1. At shutdown it may end first.
+    let (served, actor_ended) = tokio::select! {
+        served = &mut api_task => (served, None),
+        ended = &mut actor_task => {
+            let _ = stop_tx.send(true);
+            (api_task.await, Some(ended))
+        }
+    };
+    let served = served.unwrap_or_else(|e| Err(anyhow::anyhow!("the control API failed: {e}")));
     // Whether the API ended by signal or by error, stop everything in order.
     let _ = stop_tx.send(true);
-    let _ = actor_task.await;
+    let ended = match actor_ended {
+        Some(ended) => ended,
+        None => actor_task.await,
+    };
+    let actor_failed = match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(anyhow::anyhow!("the network actor failed: {e}")),
+    };
     let _ = prune_task.await;
     store.shutdown().await;
     let degraded = store.degraded();
@@ -267,19 +285,23 @@ pub async fn run(cfg: Config) -> Result<()> {
             "tocsind stopped with the store degraded: writes refused since the failure were not committed (issues were answered with an error; received alerts come back by catch-up)"
         ),
     }
+    if let Some(e) = actor_failed {
+        return Err(e.context(Startup));
+    }
     // The API only fails when it cannot bind its socket or TCP address: a start-up error.
     served.context(Startup)
 }
 
 /// Starts the network actor (listening on `cfg.net.listen`) over `store`, and builds
-/// the API state that talks to it. The actor runs until `shutdown` resolves or every
-/// handle to it (the API state holds one) is dropped.
+/// the API state that talks to it. The actor loads the stored alerts, then runs until
+/// `shutdown` resolves or every handle to it (the API state holds one) is dropped; its
+/// task fails only if the stored alerts cannot be read.
 pub fn start_node(
     cfg: &Config,
     key: &tocsin_proto::SigningKey,
     store: Store,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(Arc<ApiState>, tokio::task::JoinHandle<()>)> {
+) -> Result<(Arc<ApiState>, tokio::task::JoinHandle<Result<()>>)> {
     let pk = keys::public_key(key);
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (net, commands) = NetHandle::channel();

@@ -229,15 +229,9 @@ impl NetActor {
                 .listen_on(ma.clone())
                 .map_err(|e| anyhow::anyhow!("cannot listen on {ma} (net.listen): {e}"))?;
         }
+        // The stored alerts are loaded by `run`, off the caller: the API serves while
+        // they load.
         let mut engine = Engine::new(me, store.epoch(), cfg.net.gossip.clone());
-        for meta in store.all_meta()? {
-            let known = KnownAlert {
-                alert: meta.alert,
-                hops: meta.receipt.hops,
-                from: meta.receipt.from,
-            };
-            engine.load_alert(meta.seq, known);
-        }
         // Trust: the database wins; config entries seed keys it does not have yet.
         let mut trust = TrustTable::new(store.trust_entries()?);
         // Keys changed through the API (including removals) are never re-seeded.
@@ -300,10 +294,33 @@ impl NetActor {
         })
     }
 
-    /// Runs until the command channel closes (every handle dropped) or `shutdown`
-    /// resolves.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Loads the stored alerts into the engine (on the blocking pool; the store
+    /// quarantines records that no longer decode), then runs until the command channel
+    /// closes (every handle dropped) or `shutdown` resolves. Commands sent meanwhile
+    /// wait in the channel. Fails only if the stored alerts cannot be read.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        // Subscribed before the load: an alert committed meanwhile is in both, and the
+        // engine takes the second copy as a no-op.
         let mut committed = self.store.subscribe();
+        let started = std::time::Instant::now();
+        let metas = self.store.read(|s| s.all_meta()).await?;
+        let loaded = metas.len();
+        for meta in metas {
+            let known = KnownAlert {
+                alert: meta.alert,
+                hops: meta.receipt.hops,
+                from: meta.receipt.from,
+            };
+            self.engine.load_alert(meta.seq, known);
+        }
+        info!(
+            alerts = loaded,
+            ms = started.elapsed().as_millis() as u64,
+            "stored alerts loaded; gossip starts"
+        );
         for key in self.trust.keys() {
             self.apply_trust(key);
         }
@@ -347,6 +364,7 @@ impl NetActor {
         trust.drain();
         state.finish().await;
         info!("network actor stopped");
+        Ok(())
     }
 
     /// After missing store notifications, has the state writer re-read the log so the
