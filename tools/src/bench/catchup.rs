@@ -69,6 +69,38 @@ async fn stored(node: &NodeInfo) -> Result<u64> {
     Ok(st["alerts"].as_u64().unwrap_or(0))
 }
 
+/// Issues `n` CLEAR alerts (text padded by `pad`) through `client`, `concurrency` at
+/// a time; returns how long it took.
+pub(super) async fn issue_many(
+    client: &crate::client::Client,
+    n: usize,
+    pad: usize,
+    concurrency: usize,
+) -> Result<Duration> {
+    let text = "x".repeat(pad);
+    let t = Instant::now();
+    let mut tasks = JoinSet::new();
+    for k in 0..n {
+        if tasks.len() >= concurrency {
+            if let Some(r) = tasks.join_next().await {
+                r.context("issue task")??;
+            }
+        }
+        let client = client.clone();
+        let body = json!({
+            "severity": "info",
+            "tlp": "CLEAR",
+            "title": format!("bench {k:08}"),
+            "text": text,
+        });
+        tasks.spawn(async move { client.post("/v1/alerts", &body).await.map(|_| ()) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("issue task")??;
+    }
+    Ok(t.elapsed())
+}
+
 /// Runs the bench and prints its report (JSON with `json`).
 pub async fn run(args: &CatchupArgs, json: bool) -> Result<CatchupReport> {
     if args.alerts == 0 || args.concurrency == 0 {
@@ -88,29 +120,13 @@ pub async fn run(args: &CatchupArgs, json: bool) -> Result<CatchupReport> {
     );
 
     // The origin's ingest.
-    let origin = cluster.nodes[0].client();
-    let text = "x".repeat(pad);
-    let t = Instant::now();
-    let mut tasks = JoinSet::new();
-    for k in 0..args.alerts {
-        if tasks.len() >= args.concurrency {
-            if let Some(r) = tasks.join_next().await {
-                r.context("issue task")??;
-            }
-        }
-        let client = origin.clone();
-        let body = json!({
-            "severity": "info",
-            "tlp": "CLEAR",
-            "title": format!("catch-up {k:08}"),
-            "text": text,
-        });
-        tasks.spawn(async move { client.post("/v1/alerts", &body).await.map(|_| ()) });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.context("issue task")??;
-    }
-    let ingest = t.elapsed();
+    let ingest = issue_many(
+        &cluster.nodes[0].client(),
+        args.alerts,
+        pad,
+        args.concurrency,
+    )
+    .await?;
     let bytes_before = libp2p_bytes_out(&cluster.nodes[0]).await?;
 
     // Node 2 comes back.

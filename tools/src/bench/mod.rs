@@ -38,11 +38,13 @@
 //! - `report`: the numbers (percentiles, [`RunStats`]) and the table.
 //! - `tcp`: TCP payload bytes from `ss`.
 //! - `catchup`: `tocsin-cluster bench-catchup`, catch-up time against the origin's ingest.
+//! - `startup`: `tocsin-cluster bench-startup`, restart time with many stored alerts.
 
 pub mod catchup;
 mod gossipsub;
 mod plan;
 mod report;
+pub mod startup;
 mod tcp;
 mod tocsin;
 

@@ -108,6 +108,10 @@ enum Cmd {
     /// the time until it holds them all beside the time the origin took to ingest them,
     /// and the bytes sent. Build with --release for meaningful numbers.
     BenchCatchup(crate::bench::catchup::CatchupArgs),
+    /// Measure start-up: a node with N stored alerts is restarted; prints the time until
+    /// its API answers and until the alerts are loaded, and its RSS, beside an empty
+    /// start. Build with --release for meaningful numbers.
+    BenchStartup(crate::bench::startup::StartupArgs),
     /// One plain gossipsub node, driven over stdin/stdout by `bench --baseline`.
     #[command(hide = true)]
     GossipsubNode(crate::baseline::GossipsubNodeArgs),
@@ -204,6 +208,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             args.json |= cli.json;
             crate::bench::run(&args).await.map(|_| ())
         }
+        Cmd::BenchStartup(args) => crate::bench::startup::run(&args).await,
         Cmd::BenchCatchup(args) => crate::bench::catchup::run(&args, cli.json)
             .await
             .map(|_| ()),
