@@ -220,7 +220,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let db_path = cfg.db_path();
     if std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0) {
-        warn!(path = %db_path.display(), "no database (or an empty file): starting as a new node with no alerts. `tocsind init` creates one, so this usually means a lost disk or a deleted file: stop the node and restore the backup (docs/operations.md). Peers send back only what they may see, and never this node's own alerts");
+        warn!(path = %db_path.display(), "no database (or an empty file): starting as a new node with no alerts. `tocsind init` creates one, so this usually means a lost disk or a deleted file: stop the node and restore the backup (docs/operations.md). Peers send back what this node may see, and its own alerts");
     }
     let (store, writer) = Store::open(&db_path)
         .with_context(|| format!("cannot open the database {}", cfg.db_path().display()))

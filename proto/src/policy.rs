@@ -123,6 +123,34 @@ pub fn check_inbound(
     }
 }
 
+/// May a peer at `peer_level` be given back an alert that it originated? Always, on
+/// its request (a catch-up page, a want), whatever the TLP, as long as it may connect:
+/// it wrote the alert, so nothing widens its audience, and a node that lost its disk,
+/// or was killed between gossip and commit, gets its own alerts back this way. Never
+/// pushed unasked.
+pub fn may_return(peer: &PublicKey, peer_level: Option<TrustLevel>, scope: Scope<'_>) -> bool {
+    TrustLevel::may_connect(peer_level) && peer == scope.origin
+}
+
+/// Checks an alert of ours (`scope.origin` is `me`) that `sender` gives back because we
+/// asked for it: the sender may connect and its hop count is honest. The TLP scope
+/// does not apply ([`may_return`]).
+pub fn check_returned(
+    me: &PublicKey,
+    sender: &PublicKey,
+    sender_level: Option<TrustLevel>,
+    scope: Scope<'_>,
+    hops: u8,
+) -> Result<(), Reason> {
+    if !TrustLevel::may_connect(sender_level) {
+        return Err(Reason::UnknownPeer);
+    }
+    if scope.origin != me {
+        return Err(Reason::ScopeViolation);
+    }
+    check_hops(sender, scope.origin, hops)
+}
+
 /// Is `hops` a hop count `sender` could honestly give an alert of `origin`? It is in
 /// `1..=MAX_HOPS`, and it is 1 exactly when the sender is the origin (every relay adds
 /// one to the count it holds, which is at least 1). Checked on every alert frame,

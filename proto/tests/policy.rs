@@ -8,7 +8,9 @@ mod common;
 
 use common::*;
 use tocsin_proto::limits::MAX_HOPS;
-use tocsin_proto::policy::{check_inbound, may_send, Scope, TrustLevel};
+use tocsin_proto::policy::{
+    check_inbound, check_returned, may_return, may_send, Scope, TrustLevel,
+};
 use tocsin_proto::verdict::Reason as Rejection;
 use tocsin_proto::{PublicKey, Tlp};
 
@@ -173,6 +175,66 @@ fn check_inbound_matches_design_for_every_combination() {
 
 /// End to end over a chain: whatever is accepted and relayed, AMBER and RED never get
 /// past the first hop, and GREEN never reaches a public peer.
+#[test]
+fn only_the_origin_is_given_its_own_alert_back_and_only_while_it_may_connect() {
+    let me = pk(&key_n(1));
+    let peer = pk(&key_n(2));
+    let third = pk(&key_n(3));
+    for tlp in Tlp::ALL {
+        for level in LEVELS {
+            for origin in [peer, me, third] {
+                let recipients = vec![peer];
+                let scope = Scope {
+                    origin: &origin,
+                    tlp,
+                    recipients: &recipients,
+                };
+                let want = origin == peer && matches!(level, Some(Public | Member | Partner));
+                assert_eq!(
+                    may_return(&peer, level, scope),
+                    want,
+                    "{tlp:?} {level:?} origin is peer: {}",
+                    origin == peer
+                );
+            }
+        }
+    }
+    // Receiving one of our own alerts back: from a relay (hops >= 2) whatever its TLP,
+    // never one of another origin, never with a lying hop count, never from a peer that
+    // may not connect.
+    for tlp in Tlp::ALL {
+        let mine = Scope {
+            origin: &me,
+            tlp,
+            recipients: &[],
+        };
+        let theirs = Scope {
+            origin: &third,
+            tlp,
+            recipients: &[],
+        };
+        assert_eq!(check_returned(&me, &peer, Some(Public), mine, 2), Ok(()));
+        assert_eq!(
+            check_returned(&me, &peer, Some(Partner), mine, MAX_HOPS),
+            Ok(())
+        );
+        assert_eq!(
+            check_returned(&me, &peer, Some(Member), mine, 1),
+            Err(Rejection::HopLimit)
+        );
+        assert_eq!(
+            check_returned(&me, &peer, Some(Member), theirs, 2),
+            Err(Rejection::ScopeViolation)
+        );
+        for level in [None, Some(Blocked)] {
+            assert_eq!(
+                check_returned(&me, &peer, level, mine, 2),
+                Err(Rejection::UnknownPeer)
+            );
+        }
+    }
+}
+
 #[test]
 fn scope_never_widens_along_a_chain() {
     let keys: Vec<PublicKey> = (1..=4).map(|n| pk(&key_n(n))).collect();

@@ -415,6 +415,79 @@ async fn a_stopped_node_catches_up_on_restart_and_after_its_database_is_wiped() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_database_gets_its_own_alerts_back_and_can_cancel_them() {
+    // 1 – 2 partners, 2 – 3 members: node 2 holds all of node 1's alerts, node 3 only
+    // the CLEAR and GREEN ones.
+    let links = vec![Link::sym(0, 1, Partner), Link::sym(1, 2, Member)];
+    let mut fed = Fed::start(3, links).await;
+    let key2 = fed.key(1);
+    let mut red = alert("RED", "for node 2 only");
+    red["recipients"] = serde_json::json!([key2]);
+    let mut ids = HashSet::new();
+    for body in [
+        alert("CLEAR", "clear"),
+        alert("GREEN", "green"),
+        alert("AMBER", "amber"),
+        red,
+    ] {
+        ids.insert(fed.issue(0, body).await);
+    }
+    fed.cluster
+        .wait_alerts(1, ARRIVAL_TIMEOUT, |have| ids.is_subset(have))
+        .await
+        .unwrap();
+
+    // Node 1 loses its disk: a new, empty database.
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    std::fs::remove_file(fed.cluster.nodes[0].data_dir.join("tocsin.redb")).unwrap();
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let got = fed
+        .cluster
+        .wait_alerts(0, ARRIVAL_TIMEOUT, |have| ids.is_subset(have))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4, "its own four alerts, nothing else");
+    // They are its own again: it can cancel one, and the cancel reaches node 2.
+    let amber = fed.cluster.nodes[0]
+        .client()
+        .get("/v1/alerts?tlp=AMBER")
+        .await
+        .unwrap();
+    let amber_id = amber["alerts"][0]["id"].as_str().unwrap().to_string();
+    let cancel = fed.cluster.nodes[0]
+        .client()
+        .post(
+            &format!("/v1/alerts/{amber_id}/cancel"),
+            &serde_json::json!({"reason": "restored"}),
+        )
+        .await
+        .unwrap();
+    let cancel_id = cancel["id"].as_str().unwrap();
+    fed.wait_for(1, cancel_id).await;
+    // Node 3 got nothing it may not see on the way.
+    tokio::time::sleep(QUIET_PERIOD).await;
+    let have3 = fed.cluster.nodes[2]
+        .client()
+        .get("/v1/alerts")
+        .await
+        .unwrap();
+    let tlps: HashSet<String> = have3["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert"]["tlp"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        tlps.iter().all(|t| t == "CLEAR" || t == "GREEN"),
+        "{tlps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_partition_heals_every_node_holds_exactly_what_it_may() {
     // Ring of 4: 1–2 partner, 2–3 member, 3–4 partner, 4–1 member.
     let links = vec![

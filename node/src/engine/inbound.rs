@@ -121,7 +121,9 @@ impl Engine {
             scanned += 1;
             next = seq;
             if let Some(k) = self.known.get(id) {
-                if self.shareable(k, &peer, level, now) && k.from != Some(peer) {
+                if (self.shareable(k, &peer, level, now) && k.from != Some(peer))
+                    || self.returnable(k, &peer, level, now)
+                {
                     ids.push(*id);
                 }
             }
@@ -170,7 +172,7 @@ impl Engine {
             let Some(k) = self.known.get(&id) else {
                 continue;
             };
-            if !self.shareable(k, &peer, level, now) {
+            if !self.shareable(k, &peer, level, now) && !self.returnable(k, &peer, level, now) {
                 continue;
             }
             let hops = k.hops.saturating_add(1);
@@ -226,20 +228,27 @@ impl Engine {
             return;
         }
         let body = alert.body();
-        // 3–6. sending peer's level, origin not blocked, TLP scope, hop limit
+        // 3–6. sending peer's level, origin not blocked, TLP scope, hop limit; one of our
+        // own alerts that we asked for (we lost it) comes back whatever its TLP.
         let scope = Scope {
             origin: &body.origin,
             tlp: body.tlp,
             recipients: &body.recipients,
         };
-        if let Err(r) = policy::check_inbound(
-            &self.me,
-            &peer,
-            self.scoring.level(&peer),
-            self.scoring.level(&body.origin),
-            scope,
-            hops,
-        ) {
+        let returned = body.origin == self.me && solicited;
+        let checked = if returned {
+            policy::check_returned(&self.me, &peer, self.scoring.level(&peer), scope, hops)
+        } else {
+            policy::check_inbound(
+                &self.me,
+                &peer,
+                self.scoring.level(&peer),
+                self.scoring.level(&body.origin),
+                scope,
+                hops,
+            )
+        };
+        if let Err(r) = checked {
             return self.refuse(peer, id, r, now);
         }
         // 7. expiry, and a date too far ahead of our clock
@@ -278,7 +287,11 @@ impl Engine {
             from: peer,
             hops,
         });
-        self.relay(id, Some(peer), now);
+        // One of our own alerts given back is stored, not offered again: the peers that
+        // may hold it got it when we first issued it.
+        if !returned {
+            self.relay(id, Some(peer), now);
+        }
     }
 
     /// A full copy of an alert we hold arrived from `peer` at `hops`.

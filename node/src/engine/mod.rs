@@ -552,6 +552,17 @@ impl Engine {
             && policy::may_send(&self.me, peer, level, k.alert.scope(), k.hops)
     }
 
+    /// Whether we may give `peer` back an alert it originated, on its request.
+    fn returnable(
+        &self,
+        k: &KnownAlert,
+        peer: &PublicKey,
+        level: Option<TrustLevel>,
+        now: u64,
+    ) -> bool {
+        !k.alert.is_expired(now) && policy::may_return(peer, level, k.alert.scope())
+    }
+
     /// Holds a newly accepted alert.
     fn accept(&mut self, meta: KnownAlert, envelope: Arc<Vec<u8>>) {
         self.trees.forget_missing(&meta.id());

@@ -1192,6 +1192,71 @@ fn catch_up_asks_for_the_next_pages_before_the_alerts_arrive_and_moves_the_curso
 }
 
 #[test]
+fn a_node_that_lost_its_alerts_gets_them_back_on_request_and_only_then() {
+    let (a, b) = (key(1), key(2));
+    // b holds an AMBER alert of a (a's partner): it lists it to a in a catch-up page
+    // and sends it when a wants it, though AMBER is never relayed to anyone else.
+    let mut eb = engine_for(&b, EngineConfig::default());
+    connect(&mut eb, &a, TrustLevel::Partner);
+    let amber = alert(&a, 1, Tlp::Amber);
+    assert_eq!(
+        stored(&eb.handle(alert_event(&a, 1, &amber), T0)),
+        vec![amber.id()]
+    );
+    eb.handle(Event::Committed(vec![(1, amber.id())]), T0);
+    let out = eb.handle(
+        frame_event(&a, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0,
+    );
+    let listed = frames_to(&out, &a)
+        .into_iter()
+        .any(|f| matches!(f, Frame::SyncPage { ids, .. } if ids.contains(&amber.id())));
+    assert!(listed, "{out:?}");
+    let out = eb.handle(
+        frame_event(
+            &a,
+            &Frame::Want {
+                ids: vec![amber.id()],
+                graft: false,
+            },
+        ),
+        T0,
+    );
+    assert_eq!(alerts_to(&out, &a), vec![amber.id()]);
+
+    // a, with an empty store, asks b's log and takes its own alert back: stored, not
+    // offered on, not penalised.
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Partner);
+    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 1 }), T0);
+    let page = Frame::SyncPage {
+        epoch: 3,
+        ids: vec![amber.id()],
+        next: 1,
+        done: true,
+    };
+    let out = ea.handle(frame_event(&b, &page), T0);
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::Want {
+            ids: vec![amber.id()],
+            graft: false
+        }]
+    );
+    let out = ea.handle(alert_event(&b, 2, &amber), T0 + 1);
+    assert_eq!(stored(&out), vec![amber.id()]);
+    assert!(alerts_to(&out, &b).is_empty(), "not offered on: {out:?}");
+    assert_eq!(stats(&ea, &b).penalty, 0);
+
+    // The same alert sent back unasked is what a relay must never do with AMBER.
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Partner);
+    let out = ea.handle(alert_event(&b, 2, &amber), T0);
+    assert!(stored(&out).is_empty());
+    assert_eq!(rejections(&ea, &b, "scope_violation"), 1);
+}
+
+#[test]
 fn a_relayed_forged_cancel_does_not_get_the_relay_banned() {
     let (a, b, o, mallory) = (key(1), key(2), key(9), key(66));
     let mut ea = engine_for(&a, EngineConfig::default());
