@@ -488,6 +488,53 @@ async fn a_node_that_lost_its_database_gets_its_own_alerts_back_and_can_cancel_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_alert_is_quarantined_then_fetched_again_from_a_peer() {
+    const MARK: &str = "DAMAGE-ME-0123456789";
+    let mut fed = Fed::line(2, Member).await;
+    let mut ids = HashSet::new();
+    for i in 0..5 {
+        ids.insert(fed.issue(0, alert("GREEN", &format!("alert {i}"))).await);
+    }
+    let marked = fed.issue(0, alert("GREEN", MARK)).await;
+    ids.insert(marked.clone());
+    fed.cluster
+        .wait_alerts(1, ARRIVAL_TIMEOUT, |have| ids.is_subset(have))
+        .await
+        .unwrap();
+    // A flipped byte in node 2's copy of one alert.
+    fed.cluster.stop(1, Duration::from_secs(10)).unwrap();
+    let path = fed.cluster.nodes[1].data_dir.join("tocsin.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(MARK.len())
+        .position(|w| w == MARK.as_bytes())
+        .unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    fed.cluster.start(1).unwrap();
+    fed.cluster
+        .wait_ready(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let client = fed.cluster.nodes[1].client();
+    let status = client.status().await.unwrap();
+    assert_eq!(status["quarantined"], 1, "{status}");
+    let metrics = client.get_text("/metrics").await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "tocsin_store_quarantined 1"),
+        "{metrics}"
+    );
+    // Catch-up reads node 1's log again and fetches the lost alert.
+    fed.wait_for(1, &marked).await;
+    let got = fed
+        .cluster
+        .wait_alerts(1, ARRIVAL_TIMEOUT, |have| ids.is_subset(have))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_partition_heals_every_node_holds_exactly_what_it_may() {
     // Ring of 4: 1–2 partner, 2–3 member, 3–4 partner, 4–1 member.
     let links = vec![

@@ -82,6 +82,11 @@ impl CatchUp {
         self.cursors.insert(peer, (epoch, seq));
     }
 
+    /// Forgets every saved cursor (see [`super::Engine::forget_cursors`]).
+    pub fn forget_cursors(&mut self) {
+        self.cursors.clear();
+    }
+
     /// The peer disconnected (or reconnected): its session ends; its cursor stays.
     pub fn end(&mut self, peer: &PublicKey) {
         self.sessions.remove(peer);

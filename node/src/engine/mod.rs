@@ -316,6 +316,12 @@ impl Engine {
         self.known.load(seq, meta);
     }
 
+    /// Forgets every saved catch-up cursor: the next catch-up with each peer reads its
+    /// whole log (wanting only what is missing), to fetch again alerts lost here.
+    pub fn forget_cursors(&mut self) {
+        self.catchup.forget_cursors();
+    }
+
     /// Loads a saved catch-up cursor at start-up.
     pub fn load_cursor(&mut self, peer: PublicKey, epoch: u64, seq: u64) {
         self.catchup.load_cursor(peer, epoch, seq);

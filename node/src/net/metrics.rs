@@ -24,6 +24,8 @@ pub struct Metrics {
     pub stream_failures: Counter,
     /// Peer connections established (the first connection to a peer).
     pub peer_connects: Counter,
+    /// Damaged alert records moved to the quarantine table.
+    pub store_quarantined: Gauge,
 }
 
 impl Metrics {
@@ -63,6 +65,11 @@ impl Metrics {
             "tocsin_gossip_stream_failures",
             "Gossip streams that failed while their connection was up",
             self.stream_failures.clone(),
+        );
+        registry.register(
+            "tocsin_store_quarantined",
+            "Damaged alert records moved aside (quarantined); they are fetched again from peers",
+            self.store_quarantined.clone(),
         );
         registry.register(
             "tocsin_peer_connects",

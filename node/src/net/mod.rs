@@ -52,6 +52,8 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 pub const INBOUND_QUEUE: usize = 4096;
 /// At most this many refused remote addresses are remembered for logging.
 const MAX_REFUSED_LOGGED: usize = 1024;
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an idle connection is kept open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -306,7 +308,21 @@ impl NetActor {
         // engine takes the second copy as a no-op.
         let mut committed = self.store.subscribe();
         let started = std::time::Instant::now();
+        let quarantined_before = self.store.read(|s| s.quarantined()).await?;
         let metas = self.store.read(|s| s.all_meta()).await?;
+        let quarantined = self.store.read(|s| s.quarantined()).await?;
+        self.metrics
+            .store_quarantined
+            .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
+        if quarantined > quarantined_before {
+            // The damaged alerts are in peers' logs before our cursors on them: read
+            // every peer's log again from the start (only what is missing is fetched).
+            warn!(
+                newly = quarantined - quarantined_before,
+                "damaged alerts quarantined: catch-up re-reads every peer's log to fetch them again"
+            );
+            self.engine.forget_cursors();
+        }
         let loaded = metas.len();
         for meta in metas {
             let known = KnownAlert {
@@ -321,6 +337,15 @@ impl NetActor {
             ms = started.elapsed().as_millis() as u64,
             "stored alerts loaded; gossip starts"
         );
+        // Learn the addresses we listen on before answering commands, so that the
+        // first `GET /v1/net` already lists them (port 0 gets its real port here).
+        let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+        while self.swarm.listeners().count() < self.cfg.net.listen.len() {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(event) => self.on_swarm(event),
+                Err(_) => break,
+            }
+        }
         for key in self.trust.keys() {
             self.apply_trust(key);
         }

@@ -11,6 +11,8 @@ use super::{Cluster, Link, POLL};
 /// How often a starting node's API is polled: a fresh node answers within milliseconds,
 /// and nodes that never ran start one after another.
 const READY_POLL: Duration = Duration::from_millis(5);
+/// How long a started node may take to report the address it listens on.
+const PORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cluster {
     /// Waits until node `i` answers on its API socket. At a node's first start, also
@@ -48,17 +50,25 @@ impl Cluster {
     /// Reads the port node `i` listens on from its API, records it and pins it in the
     /// node's config.
     async fn read_port(&mut self, i: usize) -> Result<()> {
-        let net = self.node(i)?.client().get("/v1/net").await?;
-        let listen: Vec<String> = net["listen"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let Some(port) = super::config::tcp_port(&listen) else {
-            bail!("node {} reports no TCP listen address: {listen:?}", i + 1);
+        // The node learns its listen addresses as it starts: ask again for a while.
+        let deadline = Instant::now() + PORT_TIMEOUT;
+        let port = loop {
+            let net = self.node(i)?.client().get("/v1/net").await?;
+            let listen: Vec<String> = net["listen"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(port) = super::config::tcp_port(&listen) {
+                break port;
+            }
+            if Instant::now() > deadline {
+                bail!("node {} reports no TCP listen address: {listen:?}", i + 1);
+            }
+            tokio::time::sleep(READY_POLL).await;
         };
         self.nodes[i].port = port;
         super::config::set_listen_port(&self.nodes[i])?;

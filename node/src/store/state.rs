@@ -1,0 +1,124 @@
+//! The node's own state in the store, beside the alerts: catch-up cursors, the trust
+//! table and its audit log. Each change is one durable write transaction of its own
+//! (not through the alert writer), refused while the store is degraded.
+
+use redb::{Durability, ReadableTable, ReadableTableMetadata};
+use tocsin_proto::{codec, PublicKey};
+
+use super::schema::{AUDIT, CURSORS, QUARANTINE, TRUST};
+use super::{AuditRecord, Store, StoreError, TrustCommit, TrustEntry};
+
+impl Store {
+    /// How many damaged alert records have been moved to the quarantine table.
+    pub fn quarantined(&self) -> Result<u64, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        match txn.open_table(QUARANTINE) {
+            Ok(t) => Ok(t.len()?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Per-peer catch-up cursor: the peer's log epoch and the last seq fully received
+    /// from it.
+    pub fn cursor(&self, peer: &PublicKey) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let found = txn.open_table(CURSORS)?.get(&peer.0)?;
+        Ok(found.map(|g| g.value()))
+    }
+
+    /// Sets a peer's catch-up cursor (one committed, durable write transaction).
+    pub fn set_cursor(&self, peer: &PublicKey, epoch: u64, seq: u64) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(CURSORS)?.insert(&peer.0, (epoch, seq))?;
+            Ok(())
+        })
+    }
+
+    /// The persisted trust table, ordered by key.
+    pub fn trust_entries(&self) -> Result<Vec<TrustEntry>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let table = txn.open_table(TRUST)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let entry: TrustEntry = codec::decode(v.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("trust entry {}", PublicKey(k.value())),
+                reason: e.to_string(),
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Commits one trust change: the entry for `c.key` is put (or removed when
+    /// `c.entry` is `None`) and `c.audit` appended to the audit log, in one durable
+    /// write transaction, so no entry ever changes without its audit record. Returns
+    /// whether an entry for the key was there before.
+    pub fn commit_trust(&self, c: &TrustCommit) -> Result<bool, StoreError> {
+        let entry = match &c.entry {
+            Some(e) => Some(codec::encode(e).map_err(|err| StoreError::Encode {
+                what: "trust entry",
+                reason: err.to_string(),
+            })?),
+            None => None,
+        };
+        let audit = codec::encode(&c.audit).map_err(|err| StoreError::Encode {
+            what: "audit record",
+            reason: err.to_string(),
+        })?;
+        self.write(|txn| {
+            let existed = {
+                let mut trust = txn.open_table(TRUST)?;
+                match &entry {
+                    Some(bytes) => trust.insert(&c.key.0, bytes.as_slice())?.is_some(),
+                    None => trust.remove(&c.key.0)?.is_some(),
+                }
+            };
+            let mut log = txn.open_table(AUDIT)?;
+            let next = match log.last()? {
+                Some((k, _)) => k.value().saturating_add(1),
+                None => 1,
+            };
+            log.insert(next, audit.as_slice())?;
+            Ok(existed)
+        })
+    }
+
+    /// The last `limit` audit records, oldest first.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.rev().take(limit) {
+            let (k, v) = row?;
+            let rec: AuditRecord = codec::decode(v.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("audit record {}", k.value()),
+                reason: e.to_string(),
+            })?;
+            out.push(rec);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Runs `f` in a durable write transaction of its own and commits it.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(reason) = self.slot.reason() {
+            return Err(StoreError::Degraded(reason));
+        }
+        let attempt = || {
+            let mut txn = self.slot.get()?.begin_write()?;
+            txn.set_durability(Durability::Immediate);
+            let out = f(&txn)?;
+            txn.commit()?;
+            Ok(out)
+        };
+        attempt().inspect_err(|e| {
+            self.slot.degrade_on(e);
+        })
+    }
+}
