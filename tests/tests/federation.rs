@@ -517,6 +517,8 @@ async fn a_damaged_alert_is_quarantined_then_fetched_again_from_a_peer() {
         .await
         .unwrap();
     let client = fed.cluster.nodes[1].client();
+    // `/v1/net` is answered once the node has loaded (and checked) its stored alerts.
+    client.get("/v1/net").await.unwrap();
     let status = client.status().await.unwrap();
     assert_eq!(status["quarantined"], 1, "{status}");
     let metrics = client.get_text("/metrics").await.unwrap();

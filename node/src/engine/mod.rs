@@ -168,6 +168,9 @@ pub enum Timer {
     FlushAnnounces,
     /// Check whether an announced alert has arrived; if not, ask for it.
     Graft(AlertId),
+    /// Send the wants that graft timers queued, one frame per peer: the graft timers of
+    /// the ids of one announce fire together, and their wants travel together.
+    FlushWants,
     /// Check that a catch-up page from this peer has completed.
     Sync(PublicKey),
     /// Start another catch-up round with this peer (periodic repair while connected).
@@ -661,6 +664,7 @@ impl Engine {
                     self.verdict(peer, Reason::Undelivered, now);
                 }
             }
+            Timer::FlushWants => self.trees.flush_wants(&mut self.actions),
             Timer::Sync(peer) => self.catchup.on_stall_timer(peer, now, &mut self.actions),
             Timer::Resync(peer) => self.catchup.on_resync_timer(peer, now, &mut self.actions),
         }

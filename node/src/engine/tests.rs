@@ -1465,6 +1465,33 @@ fn an_announce_flood_cannot_crowd_out_other_peers_announces() {
 }
 
 #[test]
+fn the_wants_for_one_announce_travel_in_one_frame() {
+    let (a, b, o) = (key(1), key(2), key(9));
+    let cfg = EngineConfig::default();
+    let mut ea = engine_for(&a, cfg.clone());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let missed: Vec<SignedAlert> = (0..50).map(|n| alert(&o, n, Tlp::Clear)).collect();
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::Announce {
+                ids: missed.iter().map(|x| x.id()).collect(),
+                hops: vec![2; missed.len()],
+            },
+        ),
+        T0,
+    );
+    let out = fire_timers(&mut ea, &out, T0 + cfg.graft_timeout_ms);
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::Want {
+            ids: missed.iter().map(|x| x.id()).collect(),
+            graft: true
+        }]
+    );
+}
+
+#[test]
 fn alerts_asked_for_are_not_charged_to_the_flood_limit() {
     let (a, b) = (key(1), key(2));
     let cfg = EngineConfig {

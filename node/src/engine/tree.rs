@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use tocsin_proto::limits::MAX_IDS_PER_FRAME;
 use tocsin_proto::{AlertId, Frame, PublicKey};
 
 use super::{send, Action, Timer, MAX_MISSING, MAX_MISSING_PER_PEER, MAX_ORIGIN_TREES};
@@ -73,6 +74,9 @@ pub struct Trees {
     /// Entries of `missing` per first announcer, at most [`MAX_MISSING_PER_PEER`] each.
     per_peer: HashMap<PublicKey, usize>,
     flush_pending: bool,
+    /// Ids to ask each peer for with a graft, queued by graft timers until
+    /// [`Timer::FlushWants`] (armed when the first is queued) sends them together.
+    wants: BTreeMap<PublicKey, Vec<AlertId>>,
     announce_interval_ms: u64,
     graft_timeout_ms: u64,
 }
@@ -84,6 +88,7 @@ impl Trees {
             missing: HashMap::new(),
             per_peer: HashMap::new(),
             flush_pending: false,
+            wants: BTreeMap::new(),
             announce_interval_ms,
             graft_timeout_ms,
         }
@@ -276,19 +281,38 @@ impl Trees {
         if let Some(l) = self.links.get_mut(&peer) {
             l.eager = true;
         }
-        send(
-            out,
-            peer,
-            Frame::Want {
-                ids: vec![id],
-                graft: true,
-            },
-        );
+        if self.wants.is_empty() {
+            out.push(Action::SetTimer {
+                at: now,
+                timer: Timer::FlushWants,
+            });
+        }
+        self.wants.entry(peer).or_default().push(id);
         out.push(Action::SetTimer {
             at: now + self.graft_timeout_ms,
             timer: Timer::Graft(id),
         });
         undelivered
+    }
+
+    /// Sends the queued graft wants: one `want {graft: true}` per peer (split at
+    /// [`MAX_IDS_PER_FRAME`]), to peers still connected.
+    pub fn flush_wants(&mut self, out: &mut Vec<Action>) {
+        for (peer, ids) in std::mem::take(&mut self.wants) {
+            if !self.links.contains_key(&peer) {
+                continue;
+            }
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                send(
+                    out,
+                    peer,
+                    Frame::Want {
+                        ids: chunk.to_vec(),
+                        graft: true,
+                    },
+                );
+            }
+        }
     }
 
     /// `id` arrived from `peer`: if `peer` was asked for it with a graft, the link is
