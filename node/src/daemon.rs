@@ -116,7 +116,7 @@ pub fn load_config(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Con
 }
 
 /// Installs the tracing subscriber: level from `RUST_LOG` (default `info`), format from
-/// `TOCSIN_LOG_FORMAT` or the config.
+/// `TOCSIN_LOG_FORMAT` or the config, ANSI colours only when stderr is a terminal.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -125,8 +125,11 @@ pub fn init_logging(format: LogFormat) {
         Ok("text") => LogFormat::Text,
         _ => format,
     };
+    // Colour only on a terminal: a log file or journald gets plain `key=value` lines.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

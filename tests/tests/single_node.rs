@@ -140,6 +140,20 @@ async fn init_run_issue_list_show_through_the_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_to_a_file_has_no_colour_codes() {
+    let (_dir, mut c) = one_node().await;
+    c.stop(0, Duration::from_secs(10)).unwrap();
+    let log = std::fs::read_to_string(c.nodes[0].log_path()).unwrap();
+    assert!(log.contains("control API listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in the log file: {log}"
+    );
+    // Fields stay greppable as key=value.
+    assert!(log.contains("max_connections=256"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issued_alert_survives_kill_9_right_after_issue_returns() {
     let (_dir, mut c) = one_node().await;
     let socket = c.nodes[0].socket.clone();
