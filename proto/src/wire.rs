@@ -52,6 +52,11 @@ pub enum Frame {
         ids: Vec<AlertId>,
         next: u64,
         done: bool,
+        /// The `after` of the `sync_request` this page answers, so that the requester
+        /// can tell the answer to its current request from a late one. Absent from
+        /// nodes that predate it (the requester then takes the page as the answer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answers: Option<u64>,
     },
 }
 

@@ -107,7 +107,7 @@ proptest! {
             Frame::Prune { origin: Some(PublicKey(ids.first().map_or([7; 32], |i| i.0))) },
             Frame::Graft { origin: PublicKey([hops; 32]) },
             Frame::SyncRequest { epoch, after: 3 },
-            Frame::SyncPage { epoch, ids: ids.clone(), next: 9, done: false },
+            Frame::SyncPage { epoch, ids: ids.clone(), next: 9, done: false, answers: Some(epoch / 2) },
         ] {
             prop_assert_eq!(Frame::decode(&f.encode().unwrap()).unwrap(), f);
         }

@@ -328,13 +328,19 @@ async fn accept_loop<L>(
         .max_header_size(MAX_REQUEST_HEAD_BYTES);
     let mut warned = false;
     let mut closing = Some(closing);
-    // Once closing: how many more looks at an empty backlog before returning.
+    // Once closing: how many more looks at an empty backlog before returning, and how
+    // many connections it may still take (a steady stream must not hold shutdown up).
     let mut looks = 2;
+    let mut last_ones = MAX_REFUSING;
     loop {
         let (io, _) = if closing.is_none() {
             // Connections the kernel already accepted are served (they get a 503)
             // rather than reset when the listener closes; a client that connected
             // just before `closing` ran may still be on its way in.
+            if last_ones == 0 {
+                return;
+            }
+            last_ones -= 1;
             match futures::FutureExt::now_or_never(listener.accept()) {
                 Some(accepted) => accepted,
                 None if looks > 0 => {

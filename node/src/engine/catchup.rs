@@ -36,6 +36,9 @@ struct Page {
     done: bool,
     /// Its ids not yet committed or refused here.
     waiting: HashSet<AlertId>,
+    /// One of its alerts could not be stored here (a failing disk): the cursor must not
+    /// pass this page; the session reads it again after [`SYNC_TIMEOUT_MS`].
+    failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -46,8 +49,8 @@ struct Session {
     after: u64,
     /// Pages that arrived and are not yet settled, in log order.
     pages: VecDeque<Page>,
-    /// A page asked for and not yet arrived.
-    requested: bool,
+    /// The cursor a page was asked from, while it has not arrived.
+    requested: Option<u64>,
     /// Set once the peer's log has been read to its head.
     complete: bool,
     /// When a page was last asked for or arrived (for the stall check).
@@ -62,8 +65,14 @@ impl Session {
     }
 
     /// Stops waiting for `id`; true if some page waited for it.
-    fn settle(&mut self, id: &AlertId) -> bool {
-        self.pages.iter_mut().any(|p| p.waiting.remove(id))
+    fn settle(&mut self, id: &AlertId, failed: bool) -> bool {
+        for p in self.pages.iter_mut() {
+            if p.waiting.remove(id) {
+                p.failed |= failed;
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -154,7 +163,7 @@ impl CatchUp {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
-        s.requested = true;
+        s.requested = Some(after);
         s.requested_at = now;
         send(
             out,
@@ -177,7 +186,7 @@ impl CatchUp {
     pub fn on_page(
         &mut self,
         peer: PublicKey,
-        epoch: u64,
+        (epoch, answers): (u64, Option<u64>),
         ids: Vec<AlertId>,
         next: u64,
         done: bool,
@@ -188,8 +197,12 @@ impl CatchUp {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
-        if s.epoch != epoch || !s.requested {
-            return; // stale or unsolicited page
+        // Unsolicited, or the late answer to a request from before a restart.
+        if s.epoch != epoch
+            || s.requested.is_none()
+            || (answers.is_some() && answers != s.requested)
+        {
+            return;
         }
         let wanted: Vec<AlertId> = ids
             .iter()
@@ -200,7 +213,7 @@ impl CatchUp {
             .into_iter()
             .filter(|id| !known.contains(id) || known.is_uncommitted(id))
             .collect();
-        s.requested = false;
+        s.requested = None;
         s.requested_at = now;
         s.credit = s
             .credit
@@ -209,6 +222,12 @@ impl CatchUp {
             next,
             done,
             waiting,
+            failed: false,
+        });
+        // Progress: the stall check counts from here.
+        out.push(Action::SetTimer {
+            at: now + SYNC_TIMEOUT_MS,
+            timer: Timer::Sync(peer),
         });
         for chunk in wanted.chunks(MAX_IDS_PER_FRAME) {
             send(
@@ -230,7 +249,17 @@ impl CatchUp {
             return;
         };
         let mut moved = false;
+        let mut stopped = false;
         while s.pages.front().is_some_and(|p| p.waiting.is_empty()) {
+            if s.pages.front().is_some_and(|p| p.failed) {
+                // An alert of this page was not stored: keep the cursor before it, stop
+                // reading, and let the stall check read it again later.
+                s.pages.clear();
+                s.requested = None;
+                s.credit = 0;
+                stopped = true;
+                break;
+            }
             let Some(page) = s.pages.pop_front() else {
                 break;
             };
@@ -240,7 +269,7 @@ impl CatchUp {
                 s.complete = true;
             }
         }
-        if s.pages.is_empty() && !s.requested {
+        if s.pages.is_empty() && s.requested.is_none() {
             // Nothing asked for is pending: what was not used of the credit lapses.
             s.credit = 0;
         }
@@ -266,17 +295,22 @@ impl CatchUp {
             .pages
             .back()
             .map_or((s.after, false), |p| (p.next, p.done));
-        if !s.requested && !last_done && s.pages.len() < PIPELINE {
+        if stopped {
+            // The stall check reads the page again.
+            return;
+        }
+        if s.requested.is_none() && !last_done && s.pages.len() < PIPELINE {
             self.request_page(peer, last_next, now, out);
         }
     }
 
-    /// An id some page waited for was committed or refused.
-    pub fn settle(&mut self, id: &AlertId, now: u64, out: &mut Vec<Action>) {
+    /// An id some page waited for was committed or refused (`failed`: the store could
+    /// not write it, so the page must be read again).
+    pub fn settle(&mut self, id: &AlertId, failed: bool, now: u64, out: &mut Vec<Action>) {
         let peers: Vec<PublicKey> = self
             .sessions
             .iter_mut()
-            .filter_map(|(k, s)| s.settle(id).then_some(*k))
+            .filter_map(|(k, s)| s.settle(id, failed).then_some(*k))
             .collect();
         for peer in peers {
             self.advance(peer, now, out);
@@ -285,7 +319,10 @@ impl CatchUp {
 
     /// `peer`'s copy of `id` was refused: its pages stop waiting for it.
     pub fn refused(&mut self, peer: PublicKey, id: &AlertId, now: u64, out: &mut Vec<Action>) {
-        let settled = self.sessions.get_mut(&peer).is_some_and(|s| s.settle(id));
+        let settled = self
+            .sessions
+            .get_mut(&peer)
+            .is_some_and(|s| s.settle(id, false));
         if settled {
             self.advance(peer, now, out);
         }
@@ -304,16 +341,23 @@ impl CatchUp {
     }
 
     /// The stall check: only a catch-up that made no progress (no page asked for or
-    /// arrived) for the timeout has stalled (lost frame, refused alert); timers armed
-    /// before later progress are stale.
-    pub fn on_stall_timer(&mut self, peer: PublicKey, now: u64, out: &mut Vec<Action>) {
-        let stalled = self
-            .sessions
-            .get(&peer)
-            .is_some_and(|s| !s.complete && now >= s.requested_at + SYNC_TIMEOUT_MS);
-        if stalled {
-            self.restart(peer, now, out);
+    /// arrived) for the timeout has stalled (lost frame, refused alert, failed store);
+    /// timers armed before later progress are stale. Returns whether the peer listed
+    /// alerts that it then did not send.
+    pub fn on_stall_timer(&mut self, peer: PublicKey, now: u64, out: &mut Vec<Action>) -> bool {
+        let Some(s) = self.sessions.get(&peer) else {
+            return false;
+        };
+        if s.complete || now < s.requested_at + SYNC_TIMEOUT_MS {
+            return false;
         }
+        // The peer listed alerts, was asked for them, and did not send them.
+        let undelivered = s
+            .pages
+            .front()
+            .is_some_and(|p| !p.waiting.is_empty() && !p.failed);
+        self.restart(peer, now, out);
+        undelivered
     }
 
     /// The periodic re-read: starts another round if the last one completed.
@@ -333,7 +377,7 @@ impl CatchUp {
             if s.pages.len() > PIPELINE {
                 return Err(format!("{p}: {} pages in flight", s.pages.len()));
             }
-            if s.complete && (s.requested || !s.pages.is_empty()) {
+            if s.complete && (s.requested.is_some() || !s.pages.is_empty()) {
                 return Err(format!("{p}: complete with pages in flight"));
             }
             if s.pages.front().is_some_and(|f| f.waiting.is_empty()) {

@@ -74,11 +74,12 @@ impl Engine {
                 ids,
                 next,
                 done,
+                answers,
             } => {
                 let n = ids.len() as u64;
                 self.catchup.on_page(
                     peer,
-                    epoch,
+                    (epoch, answers),
                     ids,
                     next,
                     done,
@@ -92,11 +93,17 @@ impl Engine {
         self.scoring.charge_work(peer, cost);
     }
 
+    /// Whether we asked `peer` for alerts (a catch-up page, a graft) and still wait for
+    /// some: then nothing it sends is dropped unread or left unread.
+    fn asked_of(&self, peer: &PublicKey) -> bool {
+        self.catchup.is_waiting_from(peer) || self.trees.grafts_from(peer)
+    }
+
     /// The peer is past a rate limit: stop reading it until the limit allows its next
     /// frame (`bytes` of it; 0: its next alert). Never while a catch-up page of ours
     /// waits on it: what we asked for is not charged to its limits.
     fn pause_reading(&mut self, peer: PublicKey, bytes: usize, now: u64) {
-        if self.catchup.is_waiting_from(&peer) {
+        if self.asked_of(&peer) {
             return;
         }
         if let Some(until) = self.scoring.read_pause(peer, bytes, now) {
@@ -107,6 +114,7 @@ impl Engine {
     /// Answers with one page of our log; returns the number of log entries scanned.
     fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) -> usize {
         // A cursor from another epoch of our log means nothing: start from the beginning.
+        let asked = after;
         let after = if epoch == self.epoch { after } else { 0 };
         let level = self.scoring.level(&peer);
         let mut ids = Vec::new();
@@ -135,6 +143,7 @@ impl Engine {
                 ids,
                 next,
                 done,
+                answers: Some(asked),
             },
         );
         scanned
@@ -198,8 +207,8 @@ impl Engine {
         // A peer past its alert limit, with no catch-up page of ours outstanding, is
         // sending unsolicited alerts beyond its budget: drop them before the decoding,
         // so a flood costs this node no more than reading it.
-        if self.scoring.alerts_exhausted(peer, now) && !self.catchup.is_waiting_from(&peer) {
-            self.scoring.stats_mut(peer).rate_limited += 1;
+        if self.scoring.alerts_exhausted(peer, now) && !self.asked_of(&peer) {
+            self.scoring.limited(peer, now);
             self.pause_reading(peer, 0, now);
             return;
         }

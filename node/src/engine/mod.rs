@@ -395,13 +395,13 @@ impl Engine {
             Event::Committed(entries) => {
                 for (seq, id) in entries {
                     self.known.committed(seq, id);
-                    self.catchup.settle(&id, now, &mut self.actions);
+                    self.catchup.settle(&id, false, now, &mut self.actions);
                 }
             }
             Event::StoreFailed(ids) => {
                 for id in ids {
                     self.known.forget(&id);
-                    self.catchup.settle(&id, now, &mut self.actions);
+                    self.catchup.settle(&id, true, now, &mut self.actions);
                 }
             }
             Event::Timer(t) => self.on_timer(t, now),
@@ -505,16 +505,23 @@ impl Engine {
         if level == before {
             return;
         }
-        let offer: Vec<(AlertId, u8)> = self
+        let offer: Vec<(AlertId, u8, Tlp)> = self
             .known
             .in_log_order()
             .filter(|k| k.from != Some(peer) && k.alert.origin != peer)
             .filter(|k| self.shareable(k, &peer, level, now))
             .filter(|k| !self.shareable(k, &peer, before, now))
-            .map(|k| (k.id(), k.hops.saturating_add(1)))
+            .map(|k| (k.id(), k.hops.saturating_add(1), k.alert.tlp))
             .collect();
         let mut from_store = Vec::new();
-        for (id, hops) in offer {
+        for (id, hops, tlp) in offer {
+            // CLEAR and GREEN are announced (ids only; the peer asks for what it lacks),
+            // the rest, which no other node may give it, is sent in full.
+            if matches!(tlp, Tlp::Clear | Tlp::Green) {
+                self.trees
+                    .queue_lazy(&peer, id, hops, now, &mut self.actions);
+                continue;
+            }
             self.scoring.stats_mut(peer).alerts_out += 1;
             match self.known.envelope(&id) {
                 Some(env) => {
@@ -661,11 +668,19 @@ impl Engine {
                 if self.known.contains(&id) {
                     self.trees.forget_missing(&id);
                 } else if let Some(peer) = self.trees.graft_timer(id, now, &mut self.actions) {
-                    self.verdict(peer, Reason::Undelivered, now);
+                    // Not its fault if our own limits may have dropped what it sent.
+                    let asked_at = now.saturating_sub(self.trees.graft_timeout_ms());
+                    if !self.scoring.limited_since(&peer, asked_at) {
+                        self.verdict(peer, Reason::Undelivered, now);
+                    }
                 }
             }
             Timer::FlushWants => self.trees.flush_wants(&mut self.actions),
-            Timer::Sync(peer) => self.catchup.on_stall_timer(peer, now, &mut self.actions),
+            Timer::Sync(peer) => {
+                if self.catchup.on_stall_timer(peer, now, &mut self.actions) {
+                    self.verdict(peer, Reason::Undelivered, now);
+                }
+            }
             Timer::Resync(peer) => self.catchup.on_resync_timer(peer, now, &mut self.actions),
         }
     }

@@ -40,6 +40,9 @@ pub struct PeerStats {
     /// Until when reading from this peer is paused (ms), once asked.
     #[serde(skip)]
     read_paused_until: u64,
+    /// When a frame or alert of this peer was last dropped by a rate limit (ms).
+    #[serde(skip)]
+    limited_at: u64,
     /// Shares of the alert bucket per origin this peer relays (not its own alerts),
     /// with when each was last used; at most [`MAX_RELAYED_ORIGINS`].
     #[serde(skip)]
@@ -178,6 +181,7 @@ impl Scoring {
         let ok = s.byte_bucket.take(now, rate, burst, n as f64);
         if !ok {
             s.rate_limited += 1;
+            s.limited_at = now;
         }
         ok
     }
@@ -192,6 +196,7 @@ impl Scoring {
         let ok = s.work_bucket.tokens > 0.0;
         if !ok {
             s.rate_limited += 1;
+            s.limited_at = now;
         }
         ok
     }
@@ -220,6 +225,22 @@ impl Scoring {
         let until = now + ((wait_secs * 1000.0).ceil() as u64).clamp(1, 1000);
         s.read_paused_until = until;
         Some(until)
+    }
+
+    /// Counts a frame of the peer dropped by a rate limit.
+    pub fn limited(&mut self, peer: PublicKey, now: u64) {
+        let s = self.stats_mut(peer);
+        s.rate_limited += 1;
+        s.limited_at = now;
+    }
+
+    /// Whether a rate limit dropped something of the peer's at or after `since`, or
+    /// reading it was paused then: what it was asked for may have been dropped here, so
+    /// its not arriving is not the peer's fault.
+    pub fn limited_since(&self, peer: &PublicKey, since: u64) -> bool {
+        self.stats
+            .get(peer)
+            .is_some_and(|s| s.limited_at >= since || s.read_paused_until >= since)
     }
 
     /// Whether the peer's alert bucket is empty now (its next unsolicited alert would
@@ -260,6 +281,7 @@ impl Scoring {
             s.alert_bucket.tokens -= 1.0;
         } else {
             s.rate_limited += 1;
+            s.limited_at = now;
         }
         ok
     }

@@ -1128,6 +1128,7 @@ fn the_cursor_waits_for_alerts_that_are_not_committed_yet() {
         ids: vec![x.id()],
         next: 1,
         done: true,
+        answers: None,
     };
     let out = ea.handle(frame_event(&c, &page), T0 + 1);
     assert!(
@@ -1152,6 +1153,7 @@ fn catch_up_asks_for_the_next_pages_before_the_alerts_arrive_and_moves_the_curso
         ids: vec![missed[k].id()],
         next: k as u64 + 1,
         done: k == 5,
+        answers: None,
     };
     let requests = |out: &[Action]| -> Vec<u64> {
         frames_to(out, &b)
@@ -1234,6 +1236,7 @@ fn a_node_that_lost_its_alerts_gets_them_back_on_request_and_only_then() {
         ids: vec![amber.id()],
         next: 1,
         done: true,
+        answers: None,
     };
     let out = ea.handle(frame_event(&b, &page), T0);
     assert_eq!(
@@ -1254,6 +1257,41 @@ fn a_node_that_lost_its_alerts_gets_them_back_on_request_and_only_then() {
     let out = ea.handle(alert_event(&b, 2, &amber), T0);
     assert!(stored(&out).is_empty());
     assert_eq!(rejections(&ea, &b, "scope_violation"), 1);
+}
+
+#[test]
+fn a_late_page_answering_an_older_request_is_not_taken_for_the_current_one() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let x = alert(&b, 1, Tlp::Clear);
+    // We ask from 0; a page that says it answers a request from 40 is someone else's.
+    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 90 }), T0);
+    let late = Frame::SyncPage {
+        epoch: 3,
+        ids: vec![x.id()],
+        next: 90,
+        done: true,
+        answers: Some(40),
+    };
+    let out = ea.handle(frame_event(&b, &late), T0 + 1);
+    assert!(frames_to(&out, &b).is_empty(), "{out:?}");
+    // The page that answers our request is taken.
+    let page = Frame::SyncPage {
+        epoch: 3,
+        ids: vec![x.id()],
+        next: 90,
+        done: true,
+        answers: Some(0),
+    };
+    let out = ea.handle(frame_event(&b, &page), T0 + 2);
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::Want {
+            ids: vec![x.id()],
+            graft: false
+        }]
+    );
 }
 
 #[test]
@@ -1511,6 +1549,7 @@ fn alerts_asked_for_are_not_charged_to_the_flood_limit() {
                 ids: missed.iter().map(|x| x.id()).collect(),
                 next: 50,
                 done: true,
+                answers: None,
             },
         ),
         T0,

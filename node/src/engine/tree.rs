@@ -73,6 +73,8 @@ pub struct Trees {
     missing: HashMap<AlertId, Missing>,
     /// Entries of `missing` per first announcer, at most [`MAX_MISSING_PER_PEER`] each.
     per_peer: HashMap<PublicKey, usize>,
+    /// Entries of `missing` asked of each peer with a graft and not yet received.
+    grafts: HashMap<PublicKey, usize>,
     flush_pending: bool,
     /// Ids to ask each peer for with a graft, queued by graft timers until
     /// [`Timer::FlushWants`] (armed when the first is queued) sends them together.
@@ -87,6 +89,7 @@ impl Trees {
             links: BTreeMap::new(),
             missing: HashMap::new(),
             per_peer: HashMap::new(),
+            grafts: HashMap::new(),
             flush_pending: false,
             wants: BTreeMap::new(),
             announce_interval_ms,
@@ -235,9 +238,34 @@ impl Trees {
         });
     }
 
+    /// How long a graft waits for the alert before the next announcer is asked.
+    pub fn graft_timeout_ms(&self) -> u64 {
+        self.graft_timeout_ms
+    }
+
+    /// Whether we asked `peer` for alerts with a graft and still wait for some: what it
+    /// sends is then not dropped unread by the rate limits.
+    pub fn grafts_from(&self, peer: &PublicKey) -> bool {
+        self.grafts.get(peer).is_some_and(|n| *n > 0)
+    }
+
+    fn count_graft(grafts: &mut HashMap<PublicKey, usize>, peer: Option<PublicKey>, up: bool) {
+        let Some(peer) = peer else { return };
+        let n = grafts.entry(peer).or_default();
+        if up {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                grafts.remove(&peer);
+            }
+        }
+    }
+
     /// Stops waiting for `id`, releasing its place in its first announcer's share.
     fn remove_missing(&mut self, id: &AlertId) -> Option<Missing> {
         let m = self.missing.remove(id)?;
+        Self::count_graft(&mut self.grafts, m.grafted, false);
         if let Some(n) = self.per_peer.get_mut(&m.first) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -265,7 +293,9 @@ impl Trees {
         out: &mut Vec<Action>,
     ) -> Option<PublicKey> {
         let m = self.missing.get_mut(&id)?;
-        let undelivered = m.grafted.take().filter(|p| self.links.contains_key(p));
+        let asked = m.grafted.take();
+        Self::count_graft(&mut self.grafts, asked, false);
+        let undelivered = asked.filter(|p| self.links.contains_key(p));
         let mut chosen = None;
         while let Some(p) = m.announcers.pop_front() {
             if self.links.contains_key(&p) {
@@ -278,6 +308,7 @@ impl Trees {
             return undelivered;
         };
         m.grafted = Some(peer);
+        Self::count_graft(&mut self.grafts, Some(peer), true);
         if let Some(l) = self.links.get_mut(&peer) {
             l.eager = true;
         }
@@ -343,6 +374,7 @@ impl Trees {
             m.announcers.retain(|a| a != peer);
             if m.grafted == Some(*peer) {
                 m.grafted = None;
+                Self::count_graft(&mut self.grafts, Some(*peer), false);
             }
         }
     }

@@ -17,6 +17,14 @@ impl NetActor {
     pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Issue { body, reply } => {
+                // A store that refuses writes would fail the commit after the alert had
+                // gone out to peers: refuse before anything leaves this node.
+                if let Some(reason) = self.store.degraded() {
+                    let _ = reply.send(Err(IssueError::Store(crate::store::StoreError::Degraded(
+                        reason,
+                    ))));
+                    return;
+                }
                 let key = self.key.clone();
                 let inbound = self.inbound_tx.clone();
                 tokio::task::spawn_blocking(move || {

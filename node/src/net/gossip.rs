@@ -309,10 +309,12 @@ impl Handler {
                 Poll::Ready(Ok(())) => {}
             }
             // Flushes whose frames have all been written.
-            let oldest = self.queue.oldest().unwrap_or(u64::MAX);
-            while self.flushes.front().is_some_and(|(seq, _)| *seq <= oldest) {
-                if let Some((_, token)) = self.flushes.pop_front() {
-                    self.flushing.push(token);
+            if !self.flushes.is_empty() {
+                let oldest = self.queue.oldest().unwrap_or(u64::MAX);
+                while self.flushes.front().is_some_and(|(seq, _)| *seq <= oldest) {
+                    if let Some((_, token)) = self.flushes.pop_front() {
+                        self.flushing.push(token);
+                    }
                 }
             }
             match self.queue.pop() {

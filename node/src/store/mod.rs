@@ -682,6 +682,9 @@ fn quarantine(db: &Database, damaged: &[([u8; 32], String)]) -> Result<(), Store
                 tracing::warn!(id = %AlertId(*id), seq, %reason, "stored alert is damaged: quarantined; it is left out until a peer sends it again");
             }
         }
+        // The damaged alerts are in peers' logs before our cursors on them: catch-up
+        // reads every peer's log from the start again, even after another restart.
+        txn.open_table(CURSORS)?.retain(|_, _| false)?;
     }
     txn.commit()?;
     Ok(())

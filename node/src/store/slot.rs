@@ -25,6 +25,8 @@ pub const RECOVER_POLL: Duration = Duration::from_secs(1);
 pub const MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 /// How long a reopen waits for readers to let go of the old handle.
 const READERS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many times a reopen is tried, 50 ms apart, before the next poll.
+const REOPEN_TRIES: usize = 20;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -107,14 +109,23 @@ impl Slot {
             }
             drop(old);
         }
-        let reopened = super::guard(&self.path, || {
-            let db = Database::create(&self.path).map_err(|error| StoreError::Open {
-                path: self.path.clone(),
-                error: Box::new(error),
-            })?;
-            let head = super::read::head(&db)?;
-            Ok((db, head))
-        });
+        // A read transaction that outlives its handle still holds the file for a moment:
+        // try again briefly before giving up until the next poll.
+        let mut reopened = Err(StoreError::Reopening("not tried".into()));
+        for _ in 0..REOPEN_TRIES {
+            reopened = super::guard(&self.path, || {
+                let db = Database::create(&self.path).map_err(|error| StoreError::Open {
+                    path: self.path.clone(),
+                    error: Box::new(error),
+                })?;
+                let head = super::read::head(&db)?;
+                Ok((db, head))
+            });
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         match reopened {
             Ok((db, head)) => {
                 *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
