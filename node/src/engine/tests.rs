@@ -1294,6 +1294,103 @@ fn a_late_page_answering_an_older_request_is_not_taken_for_the_current_one() {
     );
 }
 
+fn sync_requests(out: &[Action], to: &SigningKey) -> Vec<u64> {
+    frames_to(out, to)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::SyncRequest { after, .. } => Some(*after),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_page_whose_alert_never_comes_is_read_again_and_the_lister_is_counted() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let x = alert(&b, 1, Tlp::Clear);
+    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 1 }), T0);
+    let page = Frame::SyncPage {
+        epoch: 3,
+        ids: vec![x.id()],
+        next: 1,
+        done: true,
+        answers: Some(0),
+    };
+    let out = ea.handle(frame_event(&b, &page), T0 + 100);
+    // x never comes: the stall check armed by the page's arrival reads it again.
+    let out = fire_timers(&mut ea, &out, T0 + 100 + SYNC_TIMEOUT_MS);
+    assert_eq!(sync_requests(&out, &b), vec![0], "{out:?}");
+    assert_eq!(rejections(&ea, &b, "undelivered"), 1);
+}
+
+#[test]
+fn an_alert_the_store_could_not_write_keeps_the_cursor_before_its_page() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let x = alert(&b, 1, Tlp::Clear);
+    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 1 }), T0);
+    let page = Frame::SyncPage {
+        epoch: 3,
+        ids: vec![x.id()],
+        next: 1,
+        done: true,
+        answers: Some(0),
+    };
+    let mut out = ea.handle(frame_event(&b, &page), T0);
+    out.extend(ea.handle(alert_event(&b, 1, &x), T0 + 1));
+    // The disk is full: the commit fails.
+    out.extend(ea.handle(Event::StoreFailed(vec![x.id()]), T0 + 2));
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
+        "{out:?}"
+    );
+    assert!(
+        sync_requests(&out, &b).is_empty(),
+        "no request while failing: {out:?}"
+    );
+    // Later the page is read again from the same cursor, and the lister is not blamed.
+    let out = fire_timers(&mut ea, &out, T0 + SYNC_TIMEOUT_MS + 10);
+    assert_eq!(sync_requests(&out, &b), vec![0], "{out:?}");
+    assert_eq!(rejections(&ea, &b, "undelivered"), 0);
+}
+
+#[test]
+fn an_alert_asked_for_with_a_graft_is_taken_even_past_the_senders_limit() {
+    let (a, b, o) = (key(1), key(2), key(9));
+    let cfg = EngineConfig {
+        peer_alerts_per_sec: 1,
+        peer_alert_burst: 1,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg.clone());
+    connect(&mut ea, &b, TrustLevel::Member);
+    // b uses up its alert budget...
+    ea.handle(alert_event(&b, 1, &alert(&b, 1, Tlp::Clear)), T0);
+    // ...then announces y; we ask b for it with a graft.
+    let y = alert(&o, 1, Tlp::Clear);
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::Announce {
+                ids: vec![y.id()],
+                hops: vec![2],
+            },
+        ),
+        T0,
+    );
+    let out = fire_timers(&mut ea, &out, T0 + cfg.graft_timeout_ms);
+    assert!(frames_to(&out, &b)
+        .iter()
+        .any(|f| matches!(f, Frame::Want { graft: true, .. })));
+    // y arrives while b is past its limit: asked for, so decoded and stored.
+    let out = ea.handle(alert_event(&b, 2, &y), T0 + cfg.graft_timeout_ms + 1);
+    assert_eq!(stored(&out), vec![y.id()]);
+    assert_eq!(stats(&ea, &b).penalty, 0);
+}
+
 #[test]
 fn a_relayed_forged_cancel_does_not_get_the_relay_banned() {
     let (a, b, o, mallory) = (key(1), key(2), key(9), key(66));
