@@ -14,6 +14,7 @@
 //! | `GET /v1/alerts?…` | search, paged with an opaque cursor |
 //! | `GET /v1/stream?from=SEQ` | server-sent events, one per stored alert |
 //! | `GET /v1/status` | identity, version, uptime and store counts |
+//! | `GET /v1/health`, `GET /v1/ready` | liveness; readiness (alerts loaded, store writable) |
 //! | `GET/POST /v1/trust`, `GET/PUT/DELETE /v1/trust/{key}` | the trust table |
 //! | `GET /v1/trust-audit` | who changed trust, when, from what to what, and why |
 //! | `GET /v1/peers`, `GET /v1/net` | peers with their counters; network status |
@@ -100,6 +101,10 @@ pub struct ApiState {
     pub streams: Arc<Semaphore>,
     /// The TCP address the API listens on, once bound (`api.tcp` may name port 0).
     pub tcp_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Set by the network actor once it has loaded the stored alerts and listens.
+    pub net_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// `tocsin_store_degraded`: 1 while the store refuses writes, set on each scrape.
+    pub store_degraded: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -123,6 +128,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/alerts/{id}/cancel", post(alerts::cancel))
         .route("/v1/stream", get(stream::stream))
         .route("/v1/status", get(status))
+        .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
         .route(
             "/v1/trust",
             get(federation::trust_list).post(federation::trust_add),
@@ -163,6 +170,36 @@ async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Valu
         "api_tcp": st.tcp_addr.get().map(|a| a.to_string()),
         "store_degraded": st.store.degraded(),
     })))
+}
+
+/// `GET /v1/health`: the process serves its API (liveness). Always 200 while it does.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /v1/ready`: 200 when the node does its job: the network actor has loaded the
+/// stored alerts and listens, and the store takes writes. Otherwise 503 with the JSON
+/// error body saying what is not ready (for load balancers, containers, systemd).
+async fn ready(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let net = st.net_ready.load(std::sync::atomic::Ordering::Relaxed);
+    let degraded = st.store.degraded();
+    if let Some(reason) = degraded {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!("not ready: the store is degraded: {reason}"),
+        ));
+    }
+    if !net {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "not ready: the network actor is still loading the stored alerts",
+        ));
+    }
+    Ok(Json(
+        json!({ "ready": true, "store": "ok", "network": "ready" }),
+    ))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -308,7 +308,18 @@ pub fn start_node(
     let pk = keys::public_key(key);
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (net, commands) = NetHandle::channel();
-    let actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
+    let net_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store_degraded = prometheus_client::metrics::gauge::Gauge::default();
+    registry
+        .lock()
+        .map_err(|_| anyhow::anyhow!("metrics registry poisoned"))?
+        .register(
+            "tocsin_store_degraded",
+            "1 while the store refuses writes after an I/O error (a full disk); it reopens by itself",
+            store_degraded.clone(),
+        );
+    let mut actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
+    actor.ready_flag(net_ready.clone());
     let task = tokio::spawn(actor.run(shutdown));
     let state = Arc::new(ApiState {
         public_key: pk,
@@ -322,6 +333,8 @@ pub fn start_node(
         limits: crate::api::ApiLimits::from_config(&cfg.api),
         streams: Arc::new(tokio::sync::Semaphore::new(cfg.api.max_streams.max(1))),
         tcp_addr: std::sync::OnceLock::new(),
+        net_ready,
+        store_degraded,
     });
     Ok((state, task))
 }

@@ -120,6 +120,15 @@ async fn a_full_disk_is_reported_reads_go_on_and_writes_resume_once_space_is_fre
         .unwrap_err()
         .to_string();
     assert!(e.contains("degraded"), "{e}");
+    // Readiness and metrics say so too; liveness does not.
+    let e = client.get("/v1/ready").await.unwrap_err().to_string();
+    assert!(e.contains("503") && e.contains("degraded"), "{e}");
+    client.get("/v1/health").await.unwrap();
+    let metrics = client.get_text("/metrics").await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "tocsin_store_degraded 1"),
+        "{metrics}"
+    );
 
     // Space comes back: the store reopens by itself and takes writes again.
     std::fs::remove_file(&filler).unwrap();
@@ -142,6 +151,12 @@ async fn a_full_disk_is_reported_reads_go_on_and_writes_resume_once_space_is_fre
         )
         .await
         .unwrap();
+    assert_eq!(client.get("/v1/ready").await.unwrap()["ready"], true);
+    let metrics = client.get_text("/metrics").await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "tocsin_store_degraded 0"),
+        "{metrics}"
+    );
     let status = client.status().await.unwrap();
     assert_eq!(status["alerts"], stored.len() + 1, "{status}");
     assert_eq!(status["head"].as_u64(), after["seq"].as_u64(), "{status}");

@@ -220,6 +220,8 @@ pub(super) async fn net_status(State(st): State<Arc<ApiState>>) -> Result<Respon
 
 /// `GET /metrics`: OpenMetrics text.
 pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    st.store_degraded
+        .set(i64::from(st.store.degraded().is_some()));
     let mut out = String::new();
     {
         let reg = st

@@ -203,6 +203,8 @@ pub struct NetActor {
     partitioned: HashSet<PublicKey>,
     last_seen: HashMap<PublicKey, u64>,
     cfg: Config,
+    /// Set once the stored alerts are loaded and the listeners report their addresses.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NetActor {
@@ -293,7 +295,13 @@ impl NetActor {
             partitioned: HashSet::new(),
             last_seen: HashMap::new(),
             cfg,
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
+    }
+
+    /// The flag this actor sets once it is ready (readiness: `GET /v1/ready`).
+    pub fn ready_flag(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        self.ready = flag;
     }
 
     /// Loads the stored alerts into the engine (on the blocking pool; the store
@@ -346,6 +354,7 @@ impl NetActor {
                 Err(_) => break,
             }
         }
+        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         for key in self.trust.keys() {
             self.apply_trust(key);
         }
