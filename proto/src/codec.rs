@@ -5,8 +5,7 @@
 //! order; that is stable for a given struct but not canonical CBOR, which is why
 //! signatures cover the exact bytes received and nothing is ever re-encoded to verify.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
@@ -16,6 +15,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
 }
 
 /// Decodes one CBOR value that must span all of `bytes` (trailing bytes are an error).
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+/// Byte strings may be borrowed from `bytes` (`&[u8]` fields) instead of copied.
+pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
     serde_cbor::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
 }

@@ -192,12 +192,19 @@ impl SignedAlert {
 /// alert: for routing an envelope this node already accepted (the fair queues per
 /// origin). `None` if the envelope does not decode that far.
 pub fn origin_of(envelope: &[u8]) -> Option<PublicKey> {
+    // Called for every alert frame sent: the body is borrowed, not copied, and every
+    // field but the origin is skipped.
+    #[derive(serde::Deserialize)]
+    struct BodyOnly<'a> {
+        #[serde(borrow)]
+        body: &'a [u8],
+    }
     #[derive(serde::Deserialize)]
     struct OriginOnly {
         origin: PublicKey,
     }
-    let wire: EnvelopeWire = codec::decode(envelope).ok()?;
-    let body: OriginOnly = codec::decode(&wire.body).ok()?;
+    let wire: BodyOnly<'_> = codec::decode(envelope).ok()?;
+    let body: OriginOnly = codec::decode(wire.body).ok()?;
     Some(body.origin)
 }
 

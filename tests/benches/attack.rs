@@ -25,8 +25,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tocsin_proto::{AlertId, Frame, SignedAlert, SigningKey, TrustLevel};
-use tocsin_tests::{now_ms, Fed};
+use tocsin_proto::{Frame, SignedAlert, SigningKey, TrustLevel};
+use tocsin_tests::{made_up_ids, Fed};
+use tocsin_tools::bench::percentile;
+use tocsin_tools::format::now_ms;
 
 /// Honest alerts per run, and their rate.
 const HONEST: usize = 200;
@@ -70,19 +72,9 @@ impl Attack {
     }
 }
 
-fn made_up_ids(batch: u32) -> Vec<AlertId> {
-    (0..1024u32)
-        .map(|i| {
-            let mut b = [0xa5u8; 32];
-            b[..4].copy_from_slice(&batch.to_be_bytes());
-            b[4..8].copy_from_slice(&i.to_be_bytes());
-            AlertId(b)
-        })
-        .collect()
-}
-
 fn signed(key: &SigningKey, n: u64) -> SignedAlert {
-    tocsin_tests::signed_clear(key, format!("flood {n:08}"), "x".repeat(400), now_ms())
+    tocsin_tools::bench::clear_alert(key, format!("flood {n:08}"), "x".repeat(400), now_ms())
+        .unwrap()
 }
 
 /// The attacker's frames, `BATCH` at a time, for batch `k`.
@@ -130,14 +122,6 @@ struct Outcome {
     delivered: usize,
     frames_sent: u64,
     attacker: String,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 async fn run(attack: Attack) -> Outcome {

@@ -223,39 +223,16 @@ pub fn run(cmd: &mut Command) -> (String, String, i32) {
     )
 }
 
-/// A valid CLEAR alert signed by `key`, as a raw peer sends it.
-pub fn signed_clear(
-    key: &tocsin_proto::SigningKey,
-    title: String,
-    text: String,
-    issued_at: u64,
-) -> tocsin_proto::SignedAlert {
-    use tocsin_proto::{AlertBody, Kind, PublicKey, Severity, Tlp};
-    let body = AlertBody {
-        v: tocsin_proto::FORMAT_VERSION,
-        origin: PublicKey(key.verifying_key().to_bytes()),
-        issued_at,
-        expires_at: None,
-        kind: Kind::New,
-        replaces: None,
-        severity: Severity::Info,
-        tlp: Tlp::Clear,
-        recipients: vec![],
-        title,
-        text,
-        indicators: vec![],
-        tags: vec![],
-        references: vec![],
-    };
-    tocsin_proto::SignedAlert::sign(body, key).unwrap()
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// Ids no alert has: batch `batch` of 1024, for floods of made-up announces and wants.
+pub fn made_up_ids(batch: u32) -> Vec<tocsin_proto::AlertId> {
+    (0..1024u32)
+        .map(|i| {
+            let mut b = [0xa5u8; 32];
+            b[..4].copy_from_slice(&batch.to_be_bytes());
+            b[4..8].copy_from_slice(&i.to_be_bytes());
+            tocsin_proto::AlertId(b)
+        })
+        .collect()
 }
 
 /// A typical alert request body.

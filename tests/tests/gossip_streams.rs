@@ -94,21 +94,14 @@ async fn an_oversized_frame_is_refused_unread_and_penalised_and_the_node_keeps_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_flooding_control_frames_is_banned_and_honest_alerts_keep_flowing() {
-    use tocsin_proto::{AlertId, Frame};
+    use tocsin_proto::Frame;
     let fed = Fed::line(3, Member).await;
     let (_, mut peer, raw_key) = fed.trusted_raw_peer(1, 6).await;
     // Wants for made-up ids (each id may be a store read) and sync requests from the
     // start of the log, far past the default work budget of the middle node.
     let wants: Vec<Vec<u8>> = (0..300u32)
         .map(|f| {
-            let ids = (0..1024u32)
-                .map(|i| {
-                    let mut b = [0u8; 32];
-                    b[..4].copy_from_slice(&f.to_be_bytes());
-                    b[4..8].copy_from_slice(&i.to_be_bytes());
-                    AlertId(b)
-                })
-                .collect();
+            let ids = tocsin_tests::made_up_ids(f);
             Frame::Want { ids, graft: false }.encode().unwrap()
         })
         .collect();
@@ -150,11 +143,16 @@ async fn honest_alerts_cross_a_node_that_a_peer_floods_with_valid_alerts() {
     // accepts within R's limit and must relay to B.
     let fed = Fed::line(3, Member).await;
     let (raw, mut peer, raw_key) = fed.trusted_raw_peer(1, 7).await;
-    let now = tocsin_tests::now_ms();
+    let now = tocsin_tools::format::now_ms();
     let flood: Vec<Vec<u8>> = (0..40_000u64)
         .map(|n| {
-            let alert =
-                tocsin_tests::signed_clear(&raw, format!("flood {n}"), "x".repeat(300), now + n);
+            let alert = tocsin_tools::bench::clear_alert(
+                &raw,
+                format!("flood {n}"),
+                "x".repeat(300),
+                now + n,
+            )
+            .unwrap();
             Frame::Alert {
                 hops: 1,
                 envelope: alert.to_envelope(),

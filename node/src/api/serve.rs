@@ -90,12 +90,6 @@ impl ApiLimits {
     }
 }
 
-impl Default for ApiLimits {
-    fn default() -> Self {
-        ApiLimits::from_config(&crate::config::ApiConfig::default())
-    }
-}
-
 /// Compares without an early exit, so response timing does not reveal the token.
 fn same_token(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()

@@ -1141,29 +1141,42 @@ fn the_cursor_waits_for_alerts_that_are_not_committed_yet() {
         .any(|a| matches!(a, Action::SaveCursor { seq: 1, .. })));
 }
 
+/// Engine `a` with `b` connected as a member, catching up on b's log (epoch 3).
+fn catching_up(a: &SigningKey, b: &SigningKey, head: u64) -> Engine {
+    let mut ea = engine_for(a, EngineConfig::default());
+    connect(&mut ea, b, TrustLevel::Member);
+    ea.handle(frame_event(b, &Frame::Hello { epoch: 3, head }), T0);
+    ea
+}
+
+/// A catch-up page of a log at epoch 3.
+fn sync_page(ids: Vec<AlertId>, next: u64, done: bool, answers: Option<u64>) -> Frame {
+    Frame::SyncPage {
+        epoch: 3,
+        ids,
+        next,
+        done,
+        answers,
+    }
+}
+
+fn sync_requests(out: &[Action], to: &SigningKey) -> Vec<u64> {
+    frames_to(out, to)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::SyncRequest { after, .. } => Some(*after),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn catch_up_asks_for_the_next_pages_before_the_alerts_arrive_and_moves_the_cursor_in_order() {
     let (a, b) = (key(1), key(2));
-    let mut ea = engine_for(&a, EngineConfig::default());
-    connect(&mut ea, &b, TrustLevel::Member);
+    let mut ea = catching_up(&a, &b, 6);
     let missed: Vec<SignedAlert> = (0..6).map(|n| alert(&b, n, Tlp::Clear)).collect();
-    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 6 }), T0);
-    let page = |k: usize| Frame::SyncPage {
-        epoch: 3,
-        ids: vec![missed[k].id()],
-        next: k as u64 + 1,
-        done: k == 5,
-        answers: None,
-    };
-    let requests = |out: &[Action]| -> Vec<u64> {
-        frames_to(out, &b)
-            .into_iter()
-            .filter_map(|f| match f {
-                Frame::SyncRequest { after, .. } => Some(*after),
-                _ => None,
-            })
-            .collect()
-    };
+    let page = |k: usize| sync_page(vec![missed[k].id()], k as u64 + 1, k == 5, None);
+    let requests = |out: &[Action]| sync_requests(out, &b);
     // Each page that arrives asks for the next at once, up to PIPELINE unsettled pages.
     let mut asked = Vec::new();
     for k in 0..catchup::PIPELINE {
@@ -1262,28 +1275,14 @@ fn a_node_that_lost_its_alerts_gets_them_back_on_request_and_only_then() {
 #[test]
 fn a_late_page_answering_an_older_request_is_not_taken_for_the_current_one() {
     let (a, b) = (key(1), key(2));
-    let mut ea = engine_for(&a, EngineConfig::default());
-    connect(&mut ea, &b, TrustLevel::Member);
-    let x = alert(&b, 1, Tlp::Clear);
     // We ask from 0; a page that says it answers a request from 40 is someone else's.
-    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 90 }), T0);
-    let late = Frame::SyncPage {
-        epoch: 3,
-        ids: vec![x.id()],
-        next: 90,
-        done: true,
-        answers: Some(40),
-    };
+    let mut ea = catching_up(&a, &b, 90);
+    let x = alert(&b, 1, Tlp::Clear);
+    let late = sync_page(vec![x.id()], 90, true, Some(40));
     let out = ea.handle(frame_event(&b, &late), T0 + 1);
     assert!(frames_to(&out, &b).is_empty(), "{out:?}");
     // The page that answers our request is taken.
-    let page = Frame::SyncPage {
-        epoch: 3,
-        ids: vec![x.id()],
-        next: 90,
-        done: true,
-        answers: Some(0),
-    };
+    let page = sync_page(vec![x.id()], 90, true, Some(0));
     let out = ea.handle(frame_event(&b, &page), T0 + 2);
     assert_eq!(
         frames_to(&out, &b),
@@ -1294,30 +1293,12 @@ fn a_late_page_answering_an_older_request_is_not_taken_for_the_current_one() {
     );
 }
 
-fn sync_requests(out: &[Action], to: &SigningKey) -> Vec<u64> {
-    frames_to(out, to)
-        .into_iter()
-        .filter_map(|f| match f {
-            Frame::SyncRequest { after, .. } => Some(*after),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_page_whose_alert_never_comes_is_read_again_and_the_lister_is_counted() {
     let (a, b) = (key(1), key(2));
-    let mut ea = engine_for(&a, EngineConfig::default());
-    connect(&mut ea, &b, TrustLevel::Member);
+    let mut ea = catching_up(&a, &b, 1);
     let x = alert(&b, 1, Tlp::Clear);
-    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 1 }), T0);
-    let page = Frame::SyncPage {
-        epoch: 3,
-        ids: vec![x.id()],
-        next: 1,
-        done: true,
-        answers: Some(0),
-    };
+    let page = sync_page(vec![x.id()], 1, true, Some(0));
     let out = ea.handle(frame_event(&b, &page), T0 + 100);
     // x never comes: the stall check armed by the page's arrival reads it again.
     let out = fire_timers(&mut ea, &out, T0 + 100 + SYNC_TIMEOUT_MS);
@@ -1328,17 +1309,9 @@ fn a_page_whose_alert_never_comes_is_read_again_and_the_lister_is_counted() {
 #[test]
 fn an_alert_the_store_could_not_write_keeps_the_cursor_before_its_page() {
     let (a, b) = (key(1), key(2));
-    let mut ea = engine_for(&a, EngineConfig::default());
-    connect(&mut ea, &b, TrustLevel::Member);
+    let mut ea = catching_up(&a, &b, 1);
     let x = alert(&b, 1, Tlp::Clear);
-    ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 1 }), T0);
-    let page = Frame::SyncPage {
-        epoch: 3,
-        ids: vec![x.id()],
-        next: 1,
-        done: true,
-        answers: Some(0),
-    };
+    let page = sync_page(vec![x.id()], 1, true, Some(0));
     let mut out = ea.handle(frame_event(&b, &page), T0);
     out.extend(ea.handle(alert_event(&b, 1, &x), T0 + 1));
     // The disk is full: the commit fails.

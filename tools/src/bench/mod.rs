@@ -57,9 +57,9 @@ use crate::cluster::{self, Levels, Topology};
 use gossipsub::run_gossipsub;
 pub use plan::senders;
 use plan::Plan;
-pub use report::{table, BenchReport, Ratios, RunStats};
+pub use report::{percentile, table, BenchReport, Ratios, RunStats};
 use tocsin::run_tocsin;
-pub use tocsin::text_padding;
+pub use tocsin::{clear_alert, text_padding};
 
 /// How long nodes may take to answer on their API after start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);

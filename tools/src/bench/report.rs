@@ -91,7 +91,7 @@ pub(super) fn thousands(v: f64) -> String {
 }
 
 /// Nearest-rank percentile of sorted values (`q` in 0..=1); 0 for none.
-pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

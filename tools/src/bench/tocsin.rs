@@ -22,28 +22,44 @@ use crate::baseline::{metric_by_label, sum_metric};
 use crate::client::Client;
 use crate::cluster::{Cluster, CreateOptions, NodeInfo};
 
+/// A CLEAR alert of severity info signed by `key`, as the benches and the raw test
+/// peers send them.
+pub fn clear_alert(
+    key: &tocsin_proto::SigningKey,
+    title: String,
+    text: String,
+    issued_at: u64,
+) -> Result<SignedAlert> {
+    let body = AlertBody {
+        v: FORMAT_VERSION,
+        origin: PublicKey(key.verifying_key().to_bytes()),
+        issued_at,
+        expires_at: None,
+        kind: Kind::New,
+        replaces: None,
+        severity: Severity::Info,
+        tlp: Tlp::Clear,
+        recipients: vec![],
+        title,
+        text,
+        indicators: vec![],
+        tags: vec![],
+        references: vec![],
+    };
+    SignedAlert::sign(body, key).context("cannot build a sample alert")
+}
+
 /// Length of the padding text that makes the envelope of a bench alert `size` bytes
 /// (0 if the unpadded alert is already larger), and the envelope size it gives.
 pub fn text_padding(size: usize) -> Result<(usize, usize)> {
     let key = tocsin_proto::SigningKey::from_bytes(&[1u8; 32]);
     let envelope_len = |pad: usize| -> Result<usize> {
-        let body = AlertBody {
-            v: FORMAT_VERSION,
-            origin: PublicKey(key.verifying_key().to_bytes()),
-            issued_at: crate::format::now_ms(),
-            expires_at: None,
-            kind: Kind::New,
-            replaces: None,
-            severity: Severity::Info,
-            tlp: Tlp::Clear,
-            recipients: vec![],
-            title: alert_title(0),
-            text: "x".repeat(pad),
-            indicators: vec![],
-            tags: vec![],
-            references: vec![],
-        };
-        let alert = SignedAlert::sign(body, &key).context("cannot build a sample alert")?;
+        let alert = clear_alert(
+            &key,
+            alert_title(0),
+            "x".repeat(pad),
+            crate::format::now_ms(),
+        )?;
         Ok(alert.to_envelope().len())
     };
     let mut pad = size.saturating_sub(envelope_len(0)?);
