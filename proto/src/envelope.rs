@@ -240,19 +240,37 @@ impl std::fmt::Debug for VerifiedAlert {
     }
 }
 
-/// Decompressed origin keys, for [`SignedAlert::verify_cached`] over many alerts.
+/// Decompressed origin keys, for [`SignedAlert::verify_cached`] over many alerts. At
+/// most [`VerifyingKeys::MAX`] are kept (a full cache starts again empty), so a stream
+/// of alerts from ever new origins costs a decompression each, never memory.
 #[derive(Debug, Default)]
 pub struct VerifyingKeys(std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey>);
 
 impl VerifyingKeys {
+    /// Keys kept at most.
+    pub const MAX: usize = 4096;
+
     /// The verifying key of `origin`, decompressed on first use.
     fn get(&mut self, origin: &PublicKey) -> Result<ed25519_dalek::VerifyingKey, Error> {
         if let Some(vk) = self.0.get(&origin.0) {
             return Ok(*vk);
         }
         let vk = origin.verifying_key()?;
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
         self.0.insert(origin.0, vk);
         Ok(vk)
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

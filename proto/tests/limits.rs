@@ -144,3 +144,26 @@ fn tlp_and_severity_parse() {
     assert_eq!("Critical".parse::<Severity>().unwrap(), Severity::Critical);
     assert!(Severity::Critical > Severity::Info);
 }
+
+#[test]
+fn the_verifying_key_cache_is_bounded_and_still_verifies_after_it_fills() {
+    let mut keys = VerifyingKeys::default();
+    let first = SignedAlert::sign(fixed_body(&fixed_key()), &fixed_key()).unwrap();
+    first.clone().verify_cached(&mut keys).unwrap();
+    for n in 0..=VerifyingKeys::MAX as u32 {
+        let mut secret = [7u8; 32];
+        secret[..4].copy_from_slice(&n.to_be_bytes());
+        let key = SigningKey::from_bytes(&secret);
+        let alert = SignedAlert::sign(fixed_body(&key), &key).unwrap();
+        alert.verify_cached(&mut keys).unwrap();
+        assert!(keys.len() <= VerifyingKeys::MAX);
+    }
+    // The first origin's key was dropped with the full cache: it is decompressed again,
+    // and a tampered signature is still refused.
+    first.clone().verify_cached(&mut keys).unwrap();
+    let mut envelope = first.to_envelope();
+    let last = envelope.len() - 1;
+    envelope[last] ^= 1;
+    let tampered = SignedAlert::decode(&envelope).unwrap();
+    assert!(tampered.verify_cached(&mut keys).is_err());
+}

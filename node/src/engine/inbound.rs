@@ -268,7 +268,7 @@ impl Engine {
             return self.refuse(peer, id, Reason::FutureDated, now);
         }
         // 8. signature: only a strict verification makes the alert storable
-        let alert = match alert.verify() {
+        let alert = match alert.verify_cached(&mut self.keys) {
             Ok(verified) => verified,
             Err(_) => return self.refuse(peer, id, Reason::BadSignature, now),
         };

@@ -59,7 +59,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
 use tocsin_proto::policy::{self, TrustLevel};
-use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, Tlp, VerifiedAlert};
+use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, Tlp, VerifiedAlert, VerifyingKeys};
 
 use catchup::CatchUp;
 use known::Known;
@@ -280,6 +280,8 @@ pub struct Engine {
     trees: Trees,
     /// Catch-up sessions and saved cursors.
     catchup: CatchUp,
+    /// Origin keys decompressed once for signature checks (bounded).
+    keys: VerifyingKeys,
     /// `max_clock_skew_secs` in ms.
     max_skew_ms: u64,
     /// Peers whose level changed while they were not connected, with the level they
@@ -308,6 +310,7 @@ impl Engine {
             known: Known::new(cfg.envelope_cache),
             trees: Trees::new(cfg.announce_interval_ms, cfg.graft_timeout_ms),
             catchup: CatchUp::default(),
+            keys: VerifyingKeys::default(),
             max_skew_ms: cfg.max_clock_skew_secs.saturating_mul(1000),
             promoted: HashMap::new(),
             actions: Vec::new(),
