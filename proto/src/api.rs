@@ -260,6 +260,9 @@ pub struct AlertView {
     pub replaced_by: Option<AlertId>,
     /// Whether the stored signature verifies.
     pub signature: SignatureStatus,
+    /// The ed25519 signature, 128 hex (over the signing context and the CBOR body).
+    #[serde(default)]
+    pub sig: String,
     /// The signed body.
     pub alert: AlertBody,
     /// How it arrived.

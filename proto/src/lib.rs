@@ -53,6 +53,7 @@ pub mod ids;
 pub mod keyfile;
 pub mod limits;
 pub mod policy;
+pub mod stix;
 pub mod verdict;
 pub mod wire;
 

@@ -106,6 +106,21 @@ pub enum Command {
     List(ListArgs),
     /// Show one alert in full, with its provenance and signature check
     Show(ShowArgs),
+    /// Write stored alerts as one STIX 2.1 bundle (the list filters choose which; every
+    /// page is read)
+    ///
+    /// Each alert is a `report` with its indicators, marked with its TLP 2.0 marking;
+    /// updates are new versions of the report and cancelled alerts are revoked. Ids are
+    /// derived from the alert ids, so the same alerts export as the same bundle.
+    /// docs/interop.md gives the mapping.
+    Export(ExportArgs),
+    /// Issue alerts from the indicators of a STIX 2.1 bundle, one per report (and one
+    /// per indicator no report refers to)
+    ///
+    /// Objects without a TLP marking need --tlp, or the bundle is refused. Importing the
+    /// same bundle again issues nothing new: each alert is tagged with the STIX id it
+    /// came from, and alerts this node already holds are skipped.
+    Import(ImportArgs),
     /// Follow alerts as they are stored, one line each, until interrupted
     Watch(WatchArgs),
     /// Show the node's identity, version, uptime and store counts
@@ -271,9 +286,9 @@ pub struct CancelArgs {
     pub reason: String,
 }
 
-/// `tocsin list`
+/// The filters of `tocsin list` and `tocsin export`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ListArgs {
+pub struct Filters {
     /// Issued at or after: a duration ago (2h), an RFC 3339 UTC time, or unix ms
     #[arg(long, value_name = "WHEN", value_parser = parse_when)]
     pub since: Option<u64>,
@@ -309,6 +324,13 @@ pub struct ListArgs {
     /// In this state now
     #[arg(long, value_name = "STATE", value_parser = ["active", "superseded", "cancelled", "expired"])]
     pub state: Option<String>,
+}
+
+/// `tocsin list`
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filters: Filters,
 
     /// Alerts per page (1 to 1000; the daemon's default is 100)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -321,6 +343,50 @@ pub struct ListArgs {
     /// Fetch every page, not only the first
     #[arg(long)]
     pub all: bool,
+}
+
+/// `tocsin export`
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The output format
+    #[arg(long, value_parser = ["stix2.1"])]
+    pub format: String,
+
+    /// Write to this file instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub filters: Filters,
+}
+
+/// `tocsin import`
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The input format
+    #[arg(long, value_parser = ["stix2.1"])]
+    pub format: String,
+
+    /// The bundle: a file, or - for stdin
+    #[arg(value_name = "FILE")]
+    pub file: String,
+
+    /// TLP label for objects that carry no TLP marking (without it, such a bundle is
+    /// refused)
+    #[arg(long, value_name = "LABEL", value_parser = parse_tlp)]
+    pub tlp: Option<Tlp>,
+
+    /// Severity of the alerts issued [default: the Tocsin extension's, else medium]
+    #[arg(long, value_name = "LEVEL", value_parser = parse_severity)]
+    pub severity: Option<Severity>,
+
+    /// Recipient node key for TLP:RED alerts (repeatable; RED needs at least one)
+    #[arg(long = "recipient", value_name = "KEY", value_parser = parse_key)]
+    pub recipients: Vec<PublicKey>,
+
+    /// Print what would be issued; issue nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `tocsin show`

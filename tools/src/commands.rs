@@ -8,8 +8,8 @@ use tocsin_proto::limits::{Limit, MAX_TEXT_BYTES};
 use tocsin_proto::{AlertBody, Kind, PublicKey, Tlp, FORMAT_VERSION};
 
 use crate::cli::{
-    CancelArgs, Cli, Command, ContentArgs, Expires, GlobalArgs, IssueArgs, KeyCommand, ListArgs,
-    ShowArgs, UpdateArgs, WatchArgs,
+    CancelArgs, Cli, Command, ContentArgs, Expires, Filters, GlobalArgs, IssueArgs, KeyCommand,
+    ListArgs, ShowArgs, UpdateArgs, WatchArgs,
 };
 use crate::client::{
     Client, ClientError, Endpoint, ListQuery, EXIT_DAEMON, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE,
@@ -48,6 +48,11 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
         Command::Cancel(args) => cancel(g, args, out).await,
         Command::List(args) => list(g, args, out).await,
         Command::Show(args) => show(g, args, out).await,
+        Command::Export(args) => {
+            check_filters(&args.filters)?;
+            crate::interop::export(&client(g)?, g, &args, out).await
+        }
+        Command::Import(args) => crate::interop::import(&client(g)?, g, &args, out).await,
         Command::Watch(args) => watch(g, args, out).await,
         Command::Trust(cmd) => crate::federation::trust(&client(g)?, g.json, cmd, out).await,
         Command::Peers => crate::federation::peers(&client(g)?, g.json, out).await,
@@ -302,17 +307,37 @@ async fn cancel<W: Write>(
 /// The API query for `tocsin list`'s options.
 pub fn list_query(a: &ListArgs) -> ListQuery {
     ListQuery {
-        since: a.since,
-        until: a.until,
-        origin: a.origin.map(|k| k.to_string()),
-        min_severity: a.min_severity.map(|s| s.as_str().to_string()),
-        tlp: a.tlp.map(|t| t.as_str().to_string()),
-        tag: a.tag.clone(),
-        indicator: a.indicator.clone(),
-        text: a.text.clone(),
-        state: a.state.clone(),
         limit: a.limit.and_then(|n| usize::try_from(n).ok()),
         cursor: a.cursor.clone(),
+        ..filter_query(&a.filters)
+    }
+}
+
+/// The API query for the list filters (`tocsin list`, `tocsin export`).
+pub fn filter_query(f: &Filters) -> ListQuery {
+    ListQuery {
+        since: f.since,
+        until: f.until,
+        origin: f.origin.map(|k| k.to_string()),
+        min_severity: f.min_severity.map(|s| s.as_str().to_string()),
+        tlp: f.tlp.map(|t| t.as_str().to_string()),
+        tag: f.tag.clone(),
+        indicator: f.indicator.clone(),
+        text: f.text.clone(),
+        state: f.state.clone(),
+        limit: None,
+        cursor: None,
+    }
+}
+
+/// `--since` after `--until` is refused before the daemon is asked.
+pub fn check_filters(f: &Filters) -> Result<(), InputError> {
+    match (f.since, f.until) {
+        (Some(since), Some(until)) if since > until => Err(InputError {
+            option: "--since",
+            message: "--since is later than --until".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -327,15 +352,7 @@ fn alert_line<W: Write>(g: &GlobalArgs, v: &Value, out: &mut Output<W>) -> anyho
 }
 
 async fn list<W: Write>(g: &GlobalArgs, a: ListArgs, out: &mut Output<W>) -> anyhow::Result<()> {
-    if let (Some(since), Some(until)) = (a.since, a.until) {
-        if since > until {
-            return Err(InputError {
-                option: "--since",
-                message: "--since is later than --until".into(),
-            }
-            .into());
-        }
-    }
+    check_filters(&a.filters)?;
     let client = client(g)?;
     let mut query = list_query(&a);
     let mut printed_header = false;

@@ -37,5 +37,6 @@ pub mod cluster_cli;
 pub mod commands;
 pub mod federation;
 pub mod format;
+pub mod interop;
 pub mod output;
 pub mod sse;

@@ -9,7 +9,7 @@ use crate::store::StoredAlert;
 ///
 /// ```json
 /// {"id": "<64 hex>", "seq": 7, "state": "active", "replaced_by": null,
-///  "signature": "valid",
+///  "signature": "valid", "sig": "<128 hex>",
 ///  "alert": {"v": 1, "origin": "<64 hex>", "issued_at": 1700000000000,
 ///            "expires_at": null, "kind": "new", "replaces": null,
 ///            "severity": "high", "tlp": "GREEN", "recipients": [],
@@ -19,7 +19,7 @@ use crate::store::StoredAlert;
 ///  "provenance": {"received_at": 1700000000001, "from": null, "hops": 0}}
 /// ```
 ///
-/// `signature` is re-verified on every call; `provenance.from` is `null` for an alert
+/// `signature` is re-verified on every call; `sig` is the ed25519 signature itself; `provenance.from` is `null` for an alert
 /// issued on this node.
 pub fn alert_json(stored: &StoredAlert) -> Value {
     let alert = &stored.alert;
@@ -29,6 +29,7 @@ pub fn alert_json(stored: &StoredAlert) -> Value {
         "state": serde_json::to_value(stored.state).unwrap_or(Value::Null),
         "replaced_by": stored.replaced_by.map(|id| id.to_string()),
         "signature": signature_status(alert),
+        "sig": hex::encode(alert.signature()),
         "alert": body_json(alert.body()),
         "provenance": {
             "received_at": stored.receipt.received_at,
