@@ -310,14 +310,25 @@ pub fn start_node(
     let (net, commands) = NetHandle::channel();
     let net_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store_degraded = prometheus_client::metrics::gauge::Gauge::default();
-    registry
-        .lock()
-        .map_err(|_| anyhow::anyhow!("metrics registry poisoned"))?
-        .register(
+    {
+        let mut reg = registry
+            .lock()
+            .map_err(|_| anyhow::anyhow!("metrics registry poisoned"))?;
+        reg.register(
             "tocsin_store_degraded",
             "1 while the store refuses writes after an I/O error (a full disk); it reopens by itself",
             store_degraded.clone(),
         );
+        store.metrics().register(&mut reg);
+        reg.register(
+            "tocsin_build",
+            "The running tocsind: its version and its public key",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                ("public_key".to_string(), pk.to_string()),
+            ]),
+        );
+    }
     let mut actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
     actor.ready_flag(net_ready.clone());
     let task = tokio::spawn(actor.run(shutdown));

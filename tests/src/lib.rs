@@ -239,3 +239,48 @@ pub fn made_up_ids(batch: u32) -> Vec<tocsin_proto::AlertId> {
 pub fn alert(tlp: &str, title: &str) -> Value {
     serde_json::json!({"severity": "high", "tlp": tlp, "title": title})
 }
+
+/// Serialises the installs of [`python_tool`] within one test binary.
+static PYTHON_INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A virtualenv under `target/py-<name>` with `packages` (pinned) installed from PyPI on
+/// first use, for checking output against a reference implementation of a standard.
+/// Returns the virtualenv's directory; `Err(why)` where Python or PyPI is not
+/// available (the caller then skips that check and prints why).
+pub fn python_tool(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    let _guard = PYTHON_INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let venv = target.join(format!("py-{name}"));
+    let done = venv.join("installed");
+    if done.exists() {
+        return Ok(venv);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .map_err(|e| format!("python3 is not available ({e})"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "python3 -m venv failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        ));
+    }
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages)
+        .output()
+        .map_err(|e| format!("pip did not run ({e})"))?;
+    if !pip.status.success() {
+        return Err(format!(
+            "pip install {} failed: {}",
+            packages.join(" "),
+            String::from_utf8_lossy(&pip.stderr)
+        ));
+    }
+    std::fs::write(&done, packages.join("\n")).map_err(|e| e.to_string())?;
+    Ok(venv)
+}

@@ -7,55 +7,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
-use tocsin_tests::{run, Fed};
+use tocsin_tests::{python_tool, run, Fed};
 
 /// The validator the tests check bundles with (pinned).
 const VALIDATOR: &str = "stix2-validator==3.3.2";
 
-/// Serialises the validator's install across the tests of this binary.
-static INSTALL: Mutex<()> = Mutex::new(());
-
-/// `stix2_validator`, installed on first use in a virtualenv under `target/` (PyPI);
+/// `stix2_validator` (`TOCSIN_STIX_VALIDATOR`, or installed from PyPI on first use);
 /// `Err(why)` where Python or the package is not available.
 fn validator() -> Result<PathBuf, String> {
     if let Ok(path) = std::env::var("TOCSIN_STIX_VALIDATOR") {
         return Ok(PathBuf::from(path));
     }
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    let venv = target.join("stix-validator");
-    let bin = venv.join("bin/stix2_validator");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output()
-        .map_err(|e| format!("python3 is not available ({e})"))?;
-    if !made.status.success() {
-        return Err(format!(
-            "python3 -m venv failed: {}",
-            String::from_utf8_lossy(&made.stderr)
-        ));
-    }
-    let pip = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", VALIDATOR])
-        .output()
-        .map_err(|e| format!("pip did not run ({e})"))?;
-    if !pip.status.success() || !bin.exists() {
-        return Err(format!(
-            "pip install {VALIDATOR} failed: {}",
-            String::from_utf8_lossy(&pip.stderr)
-        ));
-    }
-    Ok(bin)
+    Ok(python_tool("stix-validator", &[VALIDATOR])?.join("bin/stix2_validator"))
 }
 
 /// Checks `file` with the OASIS validator in strict mode (warnings are errors), or

@@ -218,19 +218,26 @@ pub(super) async fn net_status(State(st): State<Arc<ApiState>>) -> Result<Respon
     Ok(Json(status).into_response())
 }
 
-/// `GET /metrics`: OpenMetrics text.
+/// `GET /metrics`: OpenMetrics text: the node's registry, then the per-peer families
+/// built from the peer table at each scrape.
 pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     st.store_degraded
         .set(i64::from(st.store.degraded().is_some()));
+    let peers = st.net.peers().await.unwrap_or_default();
+    let per_peer = peer_registry(&peers);
     let mut out = String::new();
     {
         let reg = st
             .registry
             .lock()
             .map_err(|_| ApiError::internal("metrics registry poisoned"))?;
-        prometheus_client::encoding::text::encode(&mut out, &reg)
+        prometheus_client::encoding::text::encode_registry(&mut out, &reg)
             .map_err(|e| ApiError::internal(e.to_string()))?;
     }
+    prometheus_client::encoding::text::encode_registry(&mut out, &per_peer)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    prometheus_client::encoding::text::encode_eof(&mut out)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -267,4 +274,110 @@ pub(super) async fn heal(State(st): State<Arc<ApiState>>) -> Result<Response, Ap
         .await
         .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?;
     Ok(Json(serde_json::json!({ "healed": true })).into_response())
+}
+
+/// A label value from a peer name: printable, without the characters the exposition
+/// format would have to escape.
+fn label_value(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if matches!(c, '"' | '\\') { '_' } else { c })
+        .take(64)
+        .collect()
+}
+
+type PeerLabels = Vec<(String, String)>;
+
+/// The per-peer families, labelled with the peer's short key and its name in the trust
+/// table.
+fn peer_registry(peers: &[crate::net::PeerInfo]) -> prometheus_client::registry::Registry {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    let connected = Family::<PeerLabels, Gauge>::default();
+    let penalty = Family::<PeerLabels, Gauge>::default();
+    let banned = Family::<PeerLabels, Gauge>::default();
+    let lag = Family::<PeerLabels, Gauge>::default();
+    let alerts_in = Family::<PeerLabels, Counter>::default();
+    let alerts_out = Family::<PeerLabels, Counter>::default();
+    let bytes_in = Family::<PeerLabels, Counter>::default();
+    let bytes_out = Family::<PeerLabels, Counter>::default();
+    let limited = Family::<PeerLabels, Counter>::default();
+    let rejected = Family::<PeerLabels, Counter>::default();
+    let now = crate::now_ms();
+    for p in peers {
+        let labels = vec![
+            ("peer".to_string(), p.key.fmt_short()),
+            ("name".to_string(), label_value(&p.name)),
+        ];
+        let s = &p.report.stats;
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        connected
+            .get_or_create(&labels)
+            .set(i64::from(p.report.connected));
+        penalty.get_or_create(&labels).set(i64::from(s.penalty));
+        banned
+            .get_or_create(&labels)
+            .set(i64::from(s.banned_until.is_some_and(|t| t > now)));
+        lag.get_or_create(&labels).set(gauge(p.report.catch_up_lag));
+        alerts_in.get_or_create(&labels).inc_by(s.alerts_in);
+        alerts_out.get_or_create(&labels).inc_by(s.alerts_out);
+        bytes_in.get_or_create(&labels).inc_by(s.bytes_in);
+        bytes_out.get_or_create(&labels).inc_by(p.bytes_out);
+        limited.get_or_create(&labels).inc_by(s.rate_limited);
+        for (reason, n) in &s.rejections {
+            let mut l = labels.clone();
+            l.push(("reason".to_string(), (*reason).to_string()));
+            rejected.get_or_create(&l).inc_by(*n);
+        }
+    }
+    let mut r = prometheus_client::registry::Registry::default();
+    r.register(
+        "tocsin_peer_connected",
+        "1 while the peer is connected",
+        connected,
+    );
+    r.register(
+        "tocsin_peer_penalty",
+        "The peer's penalty score now (decays; at the threshold it is banned)",
+        penalty,
+    );
+    r.register("tocsin_peer_banned", "1 while the peer is banned", banned);
+    r.register(
+        "tocsin_peer_catch_up_lag",
+        "Entries of the peer's log past our catch-up cursor (its head as last seen)",
+        lag,
+    );
+    r.register(
+        "tocsin_peer_alerts_in",
+        "Alerts accepted from the peer",
+        alerts_in,
+    );
+    r.register(
+        "tocsin_peer_alerts_out",
+        "Full alerts sent to the peer",
+        alerts_out,
+    );
+    r.register(
+        "tocsin_peer_bytes_in",
+        "Gossip frame bytes received from the peer",
+        bytes_in,
+    );
+    r.register(
+        "tocsin_peer_bytes_out",
+        "Gossip frame bytes queued for the peer",
+        bytes_out,
+    );
+    r.register(
+        "tocsin_peer_rate_limited",
+        "Frames and alerts of the peer dropped by its rate limits",
+        limited,
+    );
+    r.register(
+        "tocsin_peer_rejections",
+        "Frames and alerts of the peer refused, by reason",
+        rejected,
+    );
+    r
 }

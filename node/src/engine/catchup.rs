@@ -45,6 +45,8 @@ struct Page {
 struct Session {
     /// The peer's log epoch, from its Hello.
     epoch: u64,
+    /// The highest sequence number of the peer's log seen (its Hello, its pages).
+    head: u64,
     /// The cursor: every page up to here is settled.
     after: u64,
     /// Pages that arrived and are not yet settled, in log order.
@@ -106,6 +108,14 @@ impl CatchUp {
         self.sessions.get(peer).is_some_and(|s| !s.complete)
     }
 
+    /// How many entries of `peer`'s log (as far as we know its head) are past our
+    /// cursor: 0 when caught up or not connected.
+    pub fn lag(&self, peer: &PublicKey) -> u64 {
+        self.sessions
+            .get(peer)
+            .map_or(0, |s| s.head.saturating_sub(s.after))
+    }
+
     /// Whether a catch-up page from `peer` waits for alerts (we asked it for some).
     pub fn is_waiting_from(&self, peer: &PublicKey) -> bool {
         self.sessions
@@ -150,6 +160,7 @@ impl CatchUp {
             peer,
             Session {
                 epoch,
+                head,
                 after,
                 requested_at: now,
                 ..Session::default()
@@ -215,6 +226,7 @@ impl CatchUp {
             .collect();
         s.requested = None;
         s.requested_at = now;
+        s.head = s.head.max(next);
         s.credit = s
             .credit
             .saturating_add(wanted.len() as u64 * SOLICITED_BYTES_PER_ID);

@@ -258,6 +258,8 @@ pub struct PeerReport {
     /// Origins with their own eager/lazy state on this link.
     pub origin_trees: usize,
     pub catching_up: bool,
+    /// Entries of the peer's log past our catch-up cursor (its head as last seen).
+    pub catch_up_lag: u64,
     #[serde(flatten)]
     pub stats: PeerStats,
 }
@@ -376,6 +378,7 @@ impl Engine {
                     eager: link.is_some_and(|l| l.eager),
                     origin_trees: link.map_or(0, |l| l.origin_trees()),
                     catching_up: self.catchup.is_catching_up(&k),
+                    catch_up_lag: self.catchup.lag(&k),
                     stats: self.scoring.stats(&k).cloned().unwrap_or_default(),
                 }
             })

@@ -1273,6 +1273,28 @@ fn a_node_that_lost_its_alerts_gets_them_back_on_request_and_only_then() {
 }
 
 #[test]
+fn catch_up_lag_is_the_peers_head_past_our_cursor_until_its_alerts_are_stored() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = catching_up(&a, &b, 2);
+    let lag = |e: &Engine| {
+        e.peer_reports()
+            .into_iter()
+            .find(|r| r.key == pk(&b))
+            .map(|r| r.catch_up_lag)
+    };
+    assert_eq!(lag(&ea), Some(2));
+    let x = alert(&b, 1, Tlp::Clear);
+    ea.handle(
+        frame_event(&b, &sync_page(vec![x.id()], 2, true, Some(0))),
+        T0 + 1,
+    );
+    assert_eq!(lag(&ea), Some(2), "listed, not stored yet");
+    ea.handle(alert_event(&b, 1, &x), T0 + 2);
+    ea.handle(Event::Committed(vec![(1, x.id())]), T0 + 2);
+    assert_eq!(lag(&ea), Some(0));
+}
+
+#[test]
 fn a_late_page_answering_an_older_request_is_not_taken_for_the_current_one() {
     let (a, b) = (key(1), key(2));
     // We ask from 0; a page that says it answers a request from 40 is someone else's.

@@ -55,6 +55,9 @@ impl NetActor {
                             level: entry.map(|e| e.level),
                             addrs: entry.map(|e| e.addrs.clone()).unwrap_or_default(),
                             last_seen: self.last_seen.get(&report.key).copied(),
+                            bytes_out: peer_id(&report.key)
+                                .and_then(|p| self.bytes_out.get(&p).copied())
+                                .unwrap_or(0),
                             report,
                         }
                     })

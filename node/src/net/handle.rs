@@ -79,6 +79,8 @@ pub struct PeerInfo {
     pub addrs: Vec<String>,
     /// Unix ms of the last frame or connection event.
     pub last_seen: Option<u64>,
+    /// Frame bytes queued for this peer since start.
+    pub bytes_out: u64,
     #[serde(flatten)]
     pub report: PeerReport,
 }

@@ -3,11 +3,14 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Node metrics, registered in the shared Prometheus registry.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
+    /// Seconds from an alert's `issued_at` (origin's clock) to its acceptance here.
+    pub delivery_age: Histogram,
     /// Alerts accepted from peers.
     pub alerts_received: Counter,
     /// Alerts sent in full to peers.
@@ -28,9 +31,35 @@ pub struct Metrics {
     pub store_quarantined: Gauge,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            delivery_age: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                3600.0, 86400.0,
+            ]),
+            alerts_received: Counter::default(),
+            frames_sent: Family::default(),
+            rejections: Family::default(),
+            connections_refused: Counter::default(),
+            write_queue_drops: Counter::default(),
+            peers_connected: Gauge::default(),
+            stream_failures: Counter::default(),
+            peer_connects: Counter::default(),
+            store_quarantined: Gauge::default(),
+        }
+    }
+}
+
 impl Metrics {
     /// Registers the metrics in `registry`.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tocsin_delivery_age_seconds",
+            "Age of received alerts when accepted here: now minus the origin's issued_at \
+             (includes clock skew between the nodes; catch-up after an outage shows as old)",
+            self.delivery_age.clone(),
+        );
         registry.register(
             "tocsin_alerts_received",
             "Alerts accepted from peers",

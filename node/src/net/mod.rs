@@ -202,6 +202,8 @@ pub struct NetActor {
     key: Arc<SigningKey>,
     partitioned: HashSet<PublicKey>,
     last_seen: HashMap<PublicKey, u64>,
+    /// Frame bytes queued for each peer since start (for `/v1/peers` and metrics).
+    bytes_out: HashMap<PeerId, u64>,
     cfg: Config,
     /// Set once the stored alerts are loaded and the listeners report their addresses.
     ready: Arc<std::sync::atomic::AtomicBool>,
@@ -294,6 +296,7 @@ impl NetActor {
             key: Arc::new(key.clone()),
             partitioned: HashSet::new(),
             last_seen: HashMap::new(),
+            bytes_out: HashMap::new(),
             cfg,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
@@ -451,6 +454,8 @@ impl NetActor {
             }
             Action::Store { alert, from, hops } => {
                 self.metrics.alerts_received.inc();
+                let age_ms = now.saturating_sub(alert.body().issued_at);
+                self.metrics.delivery_age.observe(age_ms as f64 / 1000.0);
                 let store = self.store.clone();
                 let inbound = self.inbound_tx.clone();
                 let id = alert.id();
@@ -527,6 +532,7 @@ impl NetActor {
                     .frames_sent
                     .get_or_create(&vec![("kind".into(), frame.name().into())])
                     .inc();
+                *self.bytes_out.entry(pid).or_default() += bytes.len() as u64;
                 let lane = match frame {
                     Frame::Alert { envelope, .. } => frame_lane(envelope),
                     _ => fair::CONTROL_LANE,
@@ -757,10 +763,13 @@ impl NetActor {
                     return;
                 }
                 let gossip = &mut self.swarm.behaviour_mut().gossip;
+                let out = self.bytes_out.entry(peer).or_default();
                 for (lane, bytes) in frames {
+                    let len = bytes.len() as u64;
                     if gossip.send_in_lane(&peer, lane, bytes).is_err() {
                         break;
                     }
+                    *out += len;
                 }
             }
             Inbound::Signed { alert, reply } => self.on_signed(alert, reply),

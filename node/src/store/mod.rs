@@ -72,6 +72,7 @@
 //! Results are ordered by `(issued_at, id)` descending; the cursor is the position of
 //! the last result, so pages never overlap or skip while nothing is written.
 
+mod metrics;
 mod read;
 mod schema;
 mod slot;
@@ -82,6 +83,7 @@ mod types;
 mod verify;
 mod writer;
 
+pub use metrics::StoreMetrics;
 pub use tocsin_proto::api::{AlertState, AuditRecord, TrustEntry};
 pub use types::{
     AlertMeta, Counts, Insert, Query, QueryPage, Receipt, StoreError, Stored, StoredAlert,
@@ -163,6 +165,7 @@ pub struct Store {
     tx: mpsc::Sender<Request>,
     events: broadcast::Sender<Stored>,
     epoch: u64,
+    metrics: StoreMetrics,
 }
 
 impl std::fmt::Debug for Store {
@@ -205,11 +208,13 @@ impl Store {
         let slot = Arc::new(Slot::new(db, path));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (events, _) = broadcast::channel(EVENTS);
+        let metrics = StoreMetrics::default();
         let writer = Writer {
             slot: Arc::clone(&slot),
             rx,
             events: events.clone(),
             next_seq: head.saturating_add(1),
+            metrics: metrics.clone(),
         };
         let join = runtime.spawn_blocking(move || writer.run());
         tracing::debug!(path = %path.display(), epoch, head, "store opened");
@@ -220,9 +225,16 @@ impl Store {
                 tx,
                 events,
                 epoch,
+                metrics,
             },
             join,
         ))
+    }
+
+    /// The writer's metrics (commit latency, batch sizes, alerts stored), for
+    /// `/metrics`.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// Creates an empty database at `path` (its tables and meta entries), for

@@ -194,6 +194,7 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
             rx,
             events,
             next_seq: 1,
+            metrics: super::StoreMetrics::default(),
         };
         let (r1, mut inserted) = oneshot::channel();
         let (r2, mut pruned) = oneshot::channel();
@@ -209,6 +210,24 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
         ]);
         assert_eq!(inserted.try_recv().unwrap().unwrap().len(), 3);
         assert_eq!(pruned.try_recv().unwrap().unwrap(), 1);
+        // One commit of three alerts, measured.
+        assert_eq!(writer.metrics.alerts_stored.get(), 3);
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        writer.metrics.register(&mut registry);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("tocsin_store_batch_alerts_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tocsin_store_batch_alerts_sum 3.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tocsin_store_commit_seconds_count 1\n"),
+            "{text}"
+        );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

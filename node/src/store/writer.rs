@@ -96,6 +96,7 @@ pub(super) struct Writer {
     pub(super) events: broadcast::Sender<Stored>,
     /// The seq the next stored alert gets.
     pub(super) next_seq: u64,
+    pub(super) metrics: super::StoreMetrics,
 }
 
 impl Writer {
@@ -171,12 +172,31 @@ impl Writer {
         if self.slot.reason().is_some() {
             self.recover();
         }
+        let started = std::time::Instant::now();
         let applied = match self.slot.reason() {
             Some(reason) => Err(StoreError::Degraded(reason)),
             None => self.apply(&batch, &mut next).inspect_err(|e| {
+                self.metrics.commits_failed.inc();
                 self.slot.degrade_on(e);
             }),
         };
+        if let Ok(outcomes) = &applied {
+            let stored = outcomes
+                .iter()
+                .map(|o| match o {
+                    Outcome::Inserted(r) => r
+                        .iter()
+                        .filter(|i| matches!(i, Insert::Inserted { .. }))
+                        .count(),
+                    Outcome::Pruned(_) => 0,
+                })
+                .sum::<usize>();
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.batch_alerts.observe(stored as f64);
+            self.metrics.alerts_stored.inc_by(stored as u64);
+        }
         match applied {
             Ok(outcomes) => {
                 self.next_seq = next;
