@@ -214,6 +214,37 @@ fn raise_file_limit() {
     }
 }
 
+/// Tells systemd (`Type=notify`, `NOTIFY_SOCKET`) how the daemon stands; without a
+/// notify socket this does nothing.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Sends `READY=1` once the node is ready as `GET /v1/ready` means it: the API socket
+/// is bound and the network actor has loaded the stored alerts.
+async fn notify_ready(
+    net_ready: Arc<std::sync::atomic::AtomicBool>,
+    socket: std::path::PathBuf,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let wait = async {
+        while !(net_ready.load(std::sync::atomic::Ordering::Relaxed) && socket.exists()) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        () = wait => {
+            notify_systemd(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("serving"),
+            ]);
+        }
+        () = stop => {}
+    }
+}
+
 /// Runs the node until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> Result<()> {
     raise_file_limit();
@@ -246,8 +277,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     let sig_tx = stop_tx.clone();
     tokio::spawn(async move {
         signal().await;
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         let _ = sig_tx.send(true);
     });
+    tokio::spawn(notify_ready(
+        api_state.net_ready.clone(),
+        cfg.socket_path(),
+        stopped(stop_rx.clone()),
+    ));
     // The API serves at once, while the network actor loads the stored alerts.
     let socket = cfg.socket_path();
     let tcp = cfg.api.tcp;

@@ -453,3 +453,111 @@ fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<i32> 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_once_the_node_serves_and_stopping_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]));
+    assert_eq!(code, 0, "{err}");
+    let notify = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let guard = KillOnDrop(&mut child);
+    let mut buf = [0u8; 512];
+    let n = listener.recv(&mut buf).expect("READY=1 within 20 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // READY means what /v1/ready means.
+    let client = tocsin_tools::client::Client::new(tocsin_tools::client::Endpoint::Unix(
+        data.join("tocsind.sock"),
+    ));
+    let answer = client.get("/v1/ready").await.unwrap();
+    assert_eq!(answer["ready"], true);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = listener.recv(&mut buf).expect("STOPPING=1 within 20 s");
+    let stopping = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert_eq!(wait_exit(guard.0, Duration::from_secs(20)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reconnects_after_a_restart_and_misses_nothing() {
+    use std::io::BufRead;
+    let mut fed = tocsin_tests::Fed::start(1, vec![]).await;
+    let mut child = fed
+        .tocsin(0)
+        .args(["--json", "watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let guard = KillOnDrop(&mut child);
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let notes = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    // The next alert shown that was issued after the restart.
+    let title_of = |rx: &std::sync::mpsc::Receiver<Value>| loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("tocsin watch printed no alert within 20 s");
+        let title = v["alert"]["title"].as_str().unwrap().to_string();
+        if title != "before" {
+            return title;
+        }
+    };
+    // The watch is connected once the first alert comes through.
+    let mut shown = None;
+    for _ in 0..100 {
+        fed.issue(0, tocsin_tests::alert("CLEAR", "before")).await;
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            shown = Some(v);
+            break;
+        }
+    }
+    assert_eq!(
+        shown.expect("watch never connected")["alert"]["title"],
+        "before"
+    );
+    // The node restarts; alerts stored before the watch is back are shown, in order.
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(20))
+        .await
+        .unwrap();
+    fed.issue(0, tocsin_tests::alert("CLEAR", "after-1")).await;
+    fed.issue(0, tocsin_tests::alert("CLEAR", "after-2")).await;
+    assert_eq!(title_of(&rx), "after-1");
+    assert_eq!(title_of(&rx), "after-2");
+    drop(guard);
+    let notes = notes.join().unwrap();
+    assert!(notes.contains("resuming after seq"), "{notes}");
+}

@@ -135,6 +135,19 @@ pub enum Command {
     /// The node key
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Print a shell completion script
+    ///
+    /// bash: `tocsin completions bash > /etc/bash_completion.d/tocsin`;
+    /// zsh: `tocsin completions zsh > "${fpath[1]}/_tocsin"`;
+    /// fish: `tocsin completions fish > ~/.config/fish/completions/tocsin.fish`.
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tocsin man | man -l -`, or install it with
+    /// `tocsin man > /usr/local/share/man/man1/tocsin.1`
+    Man,
 }
 
 /// `tocsin trust …`
@@ -407,6 +420,11 @@ pub struct WatchArgs {
     /// First replay the alerts stored after this sequence number (default: only new ones)
     #[arg(long, value_name = "SEQ")]
     pub from: Option<u64>,
+
+    /// Exit when the stream ends or the daemon cannot be reached, instead of
+    /// reconnecting and resuming after the last alert shown
+    #[arg(long)]
+    pub no_reconnect: bool,
 }
 
 /// An expiry as given on the command line.

@@ -43,6 +43,21 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
     let g = &cli.global;
     match cli.command {
         Command::Key(KeyCommand::Show) => key_show(g, out),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "tocsin",
+                &mut script,
+            );
+            out.write(&String::from_utf8_lossy(&script))
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            out.write(&String::from_utf8_lossy(&page))
+        }
         Command::Issue(args) => issue(g, args, out).await,
         Command::Update(args) => update(g, args, out).await,
         Command::Cancel(args) => cancel(g, args, out).await,
@@ -407,44 +422,124 @@ async fn show<W: Write>(g: &GlobalArgs, a: ShowArgs, out: &mut Output<W>) -> any
     Ok(())
 }
 
+/// Longest wait between reconnection attempts of `tocsin watch`.
+const WATCH_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why one event stream of `tocsin watch` ended.
+enum StreamEnd {
+    /// The daemon closed it, or the connection failed: resume.
+    Lost(anyhow::Error),
+    /// The daemon dropped a subscriber that fell behind, saying where to resume.
+    Resume(u64, String),
+}
+
+/// `tocsin watch`: follows the event stream; when it ends (daemon restart, network
+/// failure, a stream dropped for falling behind) reconnects with backoff and resumes
+/// after the last alert shown, so nothing stored meanwhile is missed.
 async fn watch<W: Write>(g: &GlobalArgs, a: WatchArgs, out: &mut Output<W>) -> anyhow::Result<()> {
     let client = client(g)?;
-    let mut stream = client.watch(a.from).await?;
-    if g.verbose > 0 {
-        eprintln!("tocsin: watching {}", client.endpoint());
+    // Where to resume: the last sequence number shown, or the log's head when watching
+    // only new alerts (so alerts stored while reconnecting are not missed).
+    let status = client.status().await?;
+    let epoch = status["epoch"].as_u64();
+    let mut last = a.from.or_else(|| status["head"].as_u64());
+    let mut backoff = std::time::Duration::from_millis(250);
+    loop {
+        let end = match client.watch(last).await {
+            Ok(stream) => {
+                if g.verbose > 0 {
+                    eprintln!("tocsin: watching {}", client.endpoint());
+                }
+                backoff = std::time::Duration::from_millis(250);
+                follow(g, stream, &mut last, out).await?
+            }
+            Err(e) if e.exit_code() == EXIT_UNREACHABLE || e.exit_code() == EXIT_DAEMON => {
+                StreamEnd::Lost(e.into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let why = match end {
+            StreamEnd::Lost(e) => e,
+            StreamEnd::Resume(seq, message) => {
+                last = Some(seq);
+                anyhow::anyhow!(message)
+            }
+        };
+        if a.no_reconnect {
+            return Err(why);
+        }
+        if !g.quiet {
+            let from = last.map_or_else(|| "the start".to_string(), |s| format!("seq {s}"));
+            eprintln!(
+                "tocsin: the event stream ended ({why:#}); resuming after {from} in {backoff:?}"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = out.closed() => return Err(BrokenPipe.into()),
+        }
+        backoff = (backoff * 2).min(WATCH_BACKOFF_MAX);
+        // A node whose database was replaced numbers its log afresh: replay it all.
+        if let Ok(now) = client.status().await {
+            if epoch.is_some() && now["epoch"].as_u64() != epoch {
+                if !g.quiet {
+                    eprintln!("tocsin: the node's log was replaced (new epoch); replaying it from the start");
+                }
+                last = Some(0);
+            }
+        }
     }
+}
+
+/// Prints one stream's alerts until it ends, recording the last sequence number shown.
+async fn follow<W: Write>(
+    g: &GlobalArgs,
+    mut stream: crate::client::EventStream,
+    last: &mut Option<u64>,
+    out: &mut Output<W>,
+) -> anyhow::Result<StreamEnd> {
     loop {
         let event = tokio::select! {
-            event = stream.next() => event?,
+            event = stream.next() => event,
             () = out.closed() => return Err(BrokenPipe.into()),
         };
-        let Some(event) = event else { break };
+        let event = match event {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return Ok(StreamEnd::Lost(anyhow::anyhow!(
+                    "tocsind closed the event stream"
+                )))
+            }
+            Err(e) => return Ok(StreamEnd::Lost(e.into())),
+        };
         match event.event.as_str() {
             "alert" => {
                 let v: Value = serde_json::from_str(&event.data).map_err(|e| {
                     ClientError::Response(format!("an alert event is not JSON: {e}"))
                 })?;
                 alert_line(g, &v, out)?;
+                if let Some(seq) = v["seq"].as_u64() {
+                    *last = Some(seq);
+                }
             }
             "error" => {
-                let message = serde_json::from_str::<tocsin_proto::api::ErrorBody>(&event.data)
-                    .map(|b| b.error)
-                    .unwrap_or(event.data);
-                return Err(ClientError::Api {
-                    status: 500,
-                    error: message,
-                    field: None,
-                }
-                .into());
+                let body: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                let message = body["error"]
+                    .as_str()
+                    .map_or_else(|| event.data.clone(), String::from);
+                return match body["resume_from"].as_u64() {
+                    Some(seq) => Ok(StreamEnd::Resume(seq, message)),
+                    None => Err(ClientError::Api {
+                        status: 500,
+                        error: message,
+                        field: None,
+                    }
+                    .into()),
+                };
             }
             _ => {}
         }
     }
-    Err(ClientError::Transport {
-        endpoint: client.endpoint().to_string(),
-        source: "tocsind ended the event stream (is it shutting down?)".into(),
-    }
-    .into())
 }
 
 /// The exit code for an error: 0 for a closed stdout, else per [`ClientError::exit_code`]

@@ -60,3 +60,34 @@ fn tocsin_cluster_help_lists_every_command() {
         "the internal baseline node stays hidden"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    let bin = env!("CARGO_BIN_EXE_tocsin");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tocsin completions {shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["issue", "export", "import", "trust", "min-severity"] {
+            assert!(script.contains(word), "{shell} completion knows {word}");
+        }
+    }
+    let out = Command::new(bin)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "an unknown shell is bad input");
+    let out = Command::new(bin).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH tocsin"),
+        "{page}"
+    );
+    for word in ["issue", "export", "watch", "Exit codes"] {
+        assert!(page.contains(word), "the man page documents {word}");
+    }
+}
