@@ -105,6 +105,8 @@ pub struct ApiState {
     pub net_ready: Arc<std::sync::atomic::AtomicBool>,
     /// `tocsin_store_degraded`: 1 while the store refuses writes, set on each scrape.
     pub store_degraded: prometheus_client::metrics::gauge::Gauge,
+    /// Each webhook's delivery state (empty without webhooks).
+    pub webhooks: crate::webhook::Statuses,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -169,6 +171,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Valu
         "epoch": st.store.epoch(),
         "api_tcp": st.tcp_addr.get().map(|a| a.to_string()),
         "store_degraded": st.store.degraded(),
+        "webhooks": st.webhooks.lock().map(|w| json!(*w)).unwrap_or(serde_json::Value::Null),
     })))
 }
 

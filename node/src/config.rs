@@ -58,6 +58,9 @@ pub struct Config {
     /// database and were never changed through the API: the database wins, so a
     /// demotion or removal made with `tocsin trust` survives a restart.
     pub peers: Vec<PeerConfig>,
+    /// Webhooks (`[[webhook]]`): where stored alerts are pushed, signed (see
+    /// `docs/interop.md`).
+    pub webhook: Vec<crate::webhook::WebhookConfig>,
     /// Enables test-only endpoints (partitioning peers) used by `tocsin-cluster`.
     /// Never enable in production.
     pub test_control: bool,
@@ -72,6 +75,7 @@ impl Default for Config {
             net: NetConfig::default(),
             store: StoreConfig::default(),
             peers: Vec::new(),
+            webhook: Vec::new(),
             test_control: false,
         }
     }
@@ -401,6 +405,16 @@ impl Config {
                     tocsin_proto::limits::MAX_FRAME_BYTES
                 ),
             ));
+        }
+        for (i, w) in self.webhook.iter().enumerate() {
+            w.check()
+                .map_err(|(field, why)| invalid(format!("webhook[{i}].{field}"), why))?;
+            if self.webhook[..i].iter().any(|o| o.name == w.name) {
+                return Err(invalid(
+                    format!("webhook[{i}].name"),
+                    format!("{:?} is used by an earlier webhook", w.name),
+                ));
+            }
         }
         for (i, p) in self.peers.iter().enumerate() {
             let key = PublicKey::from_hex(&p.key)

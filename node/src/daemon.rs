@@ -265,6 +265,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     let (api_state, actor_task) =
         start_node(&cfg, &key, store.clone(), stopped(stop_rx.clone())).context(Startup)?;
+    let webhook_metrics = crate::webhook::WebhookMetrics::default();
+    if let Ok(mut reg) = api_state.registry.lock() {
+        webhook_metrics.register(&mut reg);
+    }
+    let webhook_tasks = crate::webhook::start(
+        &cfg.webhook,
+        &store,
+        &webhook_metrics,
+        &api_state.webhooks,
+        stop_rx.clone(),
+    )
+    .context(Startup)?;
     let prune_task = tokio::spawn(prune_loop(
         store.clone(),
         cfg.store.retention_days,
@@ -314,6 +326,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         Err(e) => Some(anyhow::anyhow!("the network actor failed: {e}")),
     };
     let _ = prune_task.await;
+    for t in webhook_tasks {
+        let _ = t.await;
+    }
     store.shutdown().await;
     let degraded = store.degraded();
     drop(store);
@@ -383,6 +398,7 @@ pub fn start_node(
         tcp_addr: std::sync::OnceLock::new(),
         net_ready,
         store_degraded,
+        webhooks: crate::webhook::Statuses::default(),
     });
     Ok((state, task))
 }

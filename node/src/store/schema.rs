@@ -44,6 +44,9 @@ pub(super) const CURSORS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinitio
 pub(super) const TRUST: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trust");
 /// `audit`: append counter -> CBOR `AuditRecord`.
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Webhook name → the last log seq it has handled (delivered or filtered out): its
+/// outbox is the log after this seq.
+pub(super) const WEBHOOKS: TableDefinition<&str, u64> = TableDefinition::new("webhooks");
 /// `quarantine`: alert id -> the raw `alerts` record (seq, receipt, envelope) of a
 /// stored alert that no longer decodes, moved aside at start-up.
 pub(super) const QUARANTINE: TableDefinition<[u8; 32], AlertValue> =

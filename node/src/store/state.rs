@@ -5,7 +5,7 @@
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
 use tocsin_proto::{codec, PublicKey};
 
-use super::schema::{AUDIT, CURSORS, QUARANTINE, TRUST};
+use super::schema::{AUDIT, CURSORS, QUARANTINE, TRUST, WEBHOOKS};
 use super::{AuditRecord, Store, StoreError, TrustCommit, TrustEntry};
 
 impl Store {
@@ -31,6 +31,24 @@ impl Store {
     pub fn set_cursor(&self, peer: &PublicKey, epoch: u64, seq: u64) -> Result<(), StoreError> {
         self.write(|txn| {
             txn.open_table(CURSORS)?.insert(&peer.0, (epoch, seq))?;
+            Ok(())
+        })
+    }
+
+    /// A webhook's cursor: the last log seq it has handled (`None` for a new webhook).
+    pub fn webhook_cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        match txn.open_table(WEBHOOKS) {
+            Ok(t) => Ok(t.get(name)?.map(|g| g.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets a webhook's cursor (one committed, durable write transaction).
+    pub fn set_webhook_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(WEBHOOKS)?.insert(name, seq)?;
             Ok(())
         })
     }
