@@ -169,6 +169,13 @@ impl Fed {
         }
     }
 
+    /// Stops node `i` gracefully (SIGTERM), starts it again and waits until it serves.
+    pub async fn restart(&mut self, i: usize) {
+        self.cluster.stop(i, Duration::from_secs(10)).unwrap();
+        self.cluster.start(i).unwrap();
+        self.cluster.wait_ready(i, START_TIMEOUT).await.unwrap();
+    }
+
     /// The `tocsin` CLI aimed at node `i`.
     pub fn tocsin(&self, i: usize) -> Command {
         tocsin_cli(&self.cluster.nodes[i].socket)

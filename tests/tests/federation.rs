@@ -662,12 +662,7 @@ async fn demoting_a_peer_to_public_stops_green_at_once_and_survives_restart() {
     );
 
     // Survives a restart even though config.toml still says member.
-    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
-    fed.cluster.start(0).unwrap();
-    fed.cluster
-        .wait_ready(0, Duration::from_secs(10))
-        .await
-        .unwrap();
+    fed.restart(0).await;
     let entry = fed.cluster.nodes[0]
         .client()
         .get(&format!("/v1/trust/{peer}"))

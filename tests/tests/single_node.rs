@@ -547,12 +547,7 @@ async fn watch_reconnects_after_a_restart_and_misses_nothing() {
         "before"
     );
     // The node restarts; alerts stored before the watch is back are shown, in order.
-    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
-    fed.cluster.start(0).unwrap();
-    fed.cluster
-        .wait_ready(0, Duration::from_secs(20))
-        .await
-        .unwrap();
+    fed.restart(0).await;
     fed.issue(0, tocsin_tests::alert("CLEAR", "after-1")).await;
     fed.issue(0, tocsin_tests::alert("CLEAR", "after-2")).await;
     assert_eq!(title_of(&rx), "after-1");

@@ -94,15 +94,6 @@ fn signature_valid(d: &Delivery) -> bool {
         .is_ok()
 }
 
-async fn restart(fed: &mut Fed) {
-    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
-    fed.cluster.start(0).unwrap();
-    fed.cluster
-        .wait_ready(0, Duration::from_secs(20))
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_alert_reaches_the_receiver_once_signed_across_its_outage_and_a_restart() {
     let mut fed = Fed::start(1, vec![]).await;
@@ -115,7 +106,7 @@ async fn every_alert_reaches_the_receiver_once_signed_across_its_outage_and_a_re
          secret = \"{SECRET}\"\nmin_severity = \"medium\"\n"
     ));
     std::fs::write(&config, text).unwrap();
-    restart(&mut fed).await;
+    fed.restart(0).await;
     let seen: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let server = tokio::spawn(receive(listener, seen.clone()));
 
@@ -150,7 +141,7 @@ async fn every_alert_reaches_the_receiver_once_signed_across_its_outage_and_a_re
     let _ = server.await;
     expected.push(fed.issue(0, issue("down 1", "critical")).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    restart(&mut fed).await;
+    fed.restart(0).await;
     expected.push(fed.issue(0, issue("down 2", "medium")).await);
     let status = fed.cluster.nodes[0].client().status().await.unwrap();
     assert!(
