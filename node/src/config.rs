@@ -141,6 +141,47 @@ impl Default for ApiConfig {
 /// `api.token` and `api.token_file`.
 pub const TOKEN_ENV: &str = "TOCSIN_API_TOKEN";
 
+/// Prefix of the environment variables that override config values (for containers):
+/// `TOCSIN__SECTION__KEY=value`, e.g. `TOCSIN__API__TCP=0.0.0.0:7401` or
+/// `TOCSIN__NET__LISTEN='["/ip4/0.0.0.0/tcp/7400"]'`. The value is read as a TOML value
+/// when it is one (numbers, booleans, arrays, inline tables), else as a string.
+pub const ENV_PREFIX: &str = "TOCSIN__";
+
+/// The overrides among `vars` (those named with [`ENV_PREFIX`]), in name order.
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vars.filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    out.sort();
+    out
+}
+
+/// Sets each override's value at its path in `table`.
+fn apply_overrides(table: &mut toml::Table, overrides: &[(String, String)]) -> Result<(), String> {
+    for (name, raw) in overrides {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(format!("{name}: not TOCSIN__SECTION__KEY"));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (last, parents) = path.split_last().ok_or_else(|| format!("{name}: no key"))?;
+        let mut at = &mut *table;
+        for p in parents {
+            at = at
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| format!("{name}: {p} is not a section"))?;
+        }
+        at.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -263,10 +304,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })?;
+        let overrides = env_overrides(std::env::vars());
+        let mut cfg =
+            Config::parse_with(&text, &overrides).map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         if cfg.data_dir.is_relative() {
             cfg.data_dir = base.join(&cfg.data_dir);
@@ -308,11 +351,19 @@ impl Config {
     /// Parses config text (not yet validated). Unknown keys and bad values are refused,
     /// naming the key.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        Config::parse_with(text, &[])
+    }
+
+    /// [`Config::parse`] with environment overrides ([`ENV_PREFIX`]) applied over the
+    /// text; an override of an unknown key is refused like one in the file.
+    pub fn parse_with(text: &str, overrides: &[(String, String)]) -> Result<Config, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        apply_overrides(&mut table, overrides)?;
         if let Some(net) = table.get("net").and_then(|v| v.as_table()) {
             check_net(net)?;
         }
-        toml::from_str(text).map_err(|e| e.to_string())
+        let text = toml::to_string(&table).map_err(|e| e.to_string())?;
+        toml::from_str(&text).map_err(|e| e.to_string())
     }
 
     /// Checks every field; the error names the first bad one.
@@ -658,6 +709,47 @@ mod tests {
         let err = Config::parse("[net]\npenalty_threshold = \"high\"\n").unwrap_err();
         assert!(err.contains("penalty_threshold"), "{err}");
         let err = Config::parse("[store]\nbogus = 1\n").unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_set_values_by_section_and_key_and_unknown_keys_are_refused() {
+        let vars = vec![
+            ("TOCSIN__API__TCP".to_string(), "127.0.0.1:7401".to_string()),
+            ("TOCSIN__STORE__RETENTION_DAYS".to_string(), "7".to_string()),
+            (
+                "TOCSIN__NET__LISTEN".to_string(),
+                "[\"/ip4/127.0.0.1/tcp/0\"]".to_string(),
+            ),
+            (
+                "TOCSIN__NET__PEER_ALERTS_PER_SEC".to_string(),
+                "50".to_string(),
+            ),
+            (
+                "TOCSIN_API_TOKEN".to_string(),
+                "not an override".to_string(),
+            ),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let overrides = env_overrides(vars.into_iter());
+        assert_eq!(overrides.len(), 4);
+        let cfg = Config::parse_with("[store]\nretention_days = 30\n", &overrides).unwrap();
+        assert_eq!(cfg.api.tcp, Some("127.0.0.1:7401".parse().unwrap()));
+        assert_eq!(
+            cfg.store.retention_days, 7,
+            "the environment wins over the file"
+        );
+        assert_eq!(cfg.net.listen, vec!["/ip4/127.0.0.1/tcp/0".to_string()]);
+        assert_eq!(cfg.net.gossip.peer_alerts_per_sec, 50);
+        // A typo in the variable's name is refused, naming the key.
+        let err = Config::parse_with(
+            "",
+            &[("TOCSIN__NET__PEER_ALERTS".to_string(), "5".to_string())],
+        )
+        .unwrap_err();
+        assert!(err.contains("peer_alerts"), "{err}");
+        let err = Config::parse_with("", &[("TOCSIN__STORE__BOGUS".to_string(), "1".to_string())])
+            .unwrap_err();
         assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -106,10 +106,15 @@ pub fn load_config(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Con
         cfg.data_dir = dir.to_owned();
         Ok(cfg)
     } else {
-        let cfg = Config {
-            data_dir: dir.to_owned(),
-            ..Config::default()
+        let overrides = crate::config::env_overrides(std::env::vars());
+        let mut cfg = if overrides.is_empty() {
+            Config::default()
+        } else {
+            Config::parse_with("", &overrides)
+                .map_err(|e| anyhow::anyhow!("the TOCSIN__ environment overrides: {e}"))?
         };
+        cfg.data_dir = dir.to_owned();
+        cfg.resolve_token(dir, std::env::var(crate::config::TOKEN_ENV).ok())?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
     version,
     after_help = "Exit codes: 0 clean shutdown; 1 bad configuration, key or data directory; \
                   2 runtime failure.\nLogs: RUST_LOG sets the level (default info); \
-                  TOCSIN_LOG_FORMAT=json|text overrides log.format."
+                  TOCSIN_LOG_FORMAT=json|text overrides log.format.\nConfig from the \
+                  environment: TOCSIN__SECTION__KEY=value overrides a config value, e.g. \
+                  TOCSIN__API__TCP=0.0.0.0:7401 (docs/operations.md)."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -556,3 +556,40 @@ async fn watch_reconnects_after_a_restart_and_misses_nothing() {
     let notes = notes.join().unwrap();
     assert!(notes.contains("resuming after seq"), "{notes}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_from_the_environment_is_checked_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    run(Command::new(tocsind_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]));
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .env("TOCSIN__NET__PEER_ALERTS_PER_SECOND", "5"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("peer_alerts_per_second"), "{err}");
+    // A valid override takes effect: the TCP API listens where the variable says.
+    let mut child = Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .env("TOCSIN__API__TCP", "127.0.0.1:0")
+        .env("TOCSIN_API_TOKEN", "env-token-0123456789")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(&mut child);
+    let socket = data.join("tocsind.sock");
+    wait_socket(&socket).await;
+    let client =
+        tocsin_tools::client::Client::new(tocsin_tools::client::Endpoint::Unix(socket.clone()));
+    let status = client.status().await.unwrap();
+    assert!(
+        status["api_tcp"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{status}"
+    );
+}
