@@ -184,6 +184,13 @@ async fn every_alert_reaches_the_receiver_once_signed_across_its_outage_and_a_re
         metrics.contains("tocsin_webhook_outbox_depth{webhook=\"siem\"} 0"),
         "{metrics}"
     );
+    let (out, err, code) = tocsin_tests::run(fed.tocsin(0).arg("status"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        // Counted since the node's last start: the two alerts of the outage.
+        out.contains("webhook siem: 2 delivered, 0 pending, 0 refused"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,7 +76,13 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
             if g.json {
                 out.line(&status.to_string())
             } else {
-                out.write(&format::key_values(&status, &format::STATUS_KEYS))
+                let mut status = status;
+                let webhooks = status
+                    .as_object_mut()
+                    .and_then(|o| o.remove("webhooks"))
+                    .unwrap_or(Value::Null);
+                out.write(&format::key_values(&status, &format::STATUS_KEYS))?;
+                out.write(&format::webhook_lines(&webhooks))
             }
         }
     }

@@ -296,6 +296,29 @@ pub fn key_values(v: &Value, preferred: &[&str]) -> String {
     out
 }
 
+/// One `webhook NAME: …` line per webhook in `/v1/status`'s `webhooks` object.
+pub fn webhook_lines(webhooks: &Value) -> String {
+    let Some(all) = webhooks.as_object() else {
+        return String::new();
+    };
+    let n = |w: &Value, k: &str| w[k].as_u64().unwrap_or(0);
+    all.iter()
+        .map(|(name, w)| {
+            let error = w["last_error"].as_str().map_or_else(String::new, |e| {
+                format!(", failing: {}", sanitize(e, false))
+            });
+            format!(
+                "webhook {}: {} delivered, {} pending, {} refused, {} retries{error}\n",
+                sanitize(name, false),
+                n(w, "delivered"),
+                n(w, "pending"),
+                n(w, "refused"),
+                n(w, "retries"),
+            )
+        })
+        .collect()
+}
+
 /// The order of `tocsin status` lines.
 pub const STATUS_KEYS: [&str; 8] = [
     "public_key",
@@ -381,6 +404,21 @@ mod tests {
             &STATUS_KEYS,
         );
         assert_eq!(out, "public_key: ab\nversion: 0.1.0\nalerts: 3\nextra: -\n");
+    }
+
+    #[test]
+    fn webhook_lines_say_what_is_pending_and_why_it_fails() {
+        let w = json!({
+            "siem": {"delivered": 12, "pending": 3, "refused": 1, "retries": 4,
+                     "last_error": "cannot connect to 127.0.0.1:9: refused\u{1b}[31m"},
+            "soc": {"delivered": 5, "pending": 0, "refused": 0, "retries": 0, "last_error": null}
+        });
+        assert_eq!(
+            webhook_lines(&w),
+            "webhook siem: 12 delivered, 3 pending, 1 refused, 4 retries, failing: cannot connect to 127.0.0.1:9: refused\u{fffd}[31m\n\
+             webhook soc: 5 delivered, 0 pending, 0 refused, 0 retries\n"
+        );
+        assert_eq!(webhook_lines(&Value::Null), "");
     }
 
     #[test]
