@@ -19,6 +19,7 @@
 //! | `GET /v1/trust-audit` | who changed trust, when, from what to what, and why |
 //! | `GET /v1/peers`, `GET /v1/net` | peers with their counters; network status |
 //! | `GET /metrics` | OpenMetrics text |
+//! | `GET /taxii2/…` | TAXII 2.1, read-only, with its own clients ([`crate::taxii`]) |
 //! | `POST /v1/test/partition`, `POST /v1/test/heal` | only with `test_control` |
 //!
 //! Errors are `{"error": "<message>", "field": "<field or null>"}` ([`ErrorBody`]).
@@ -107,6 +108,8 @@ pub struct ApiState {
     pub store_degraded: prometheus_client::metrics::gauge::Gauge,
     /// Each webhook's delivery state (empty without webhooks).
     pub webhooks: crate::webhook::Statuses,
+    /// TAXII 2.1 under `/taxii2/`, when `[[taxii.clients]]` are configured.
+    pub taxii: Option<Arc<crate::taxii::Taxii>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -151,8 +154,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
             .route("/v1/test/partition", post(federation::partition))
             .route("/v1/test/heal", post(federation::heal));
     }
-    r.with_state(state)
-        .fallback(not_found)
+    let mut r = r.with_state(state.clone());
+    if let Some(taxii) = &state.taxii {
+        r = r.merge(crate::taxii::routes(taxii.clone()));
+    }
+    r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
 
@@ -205,16 +211,25 @@ async fn ready(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value
     ))
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+async fn not_found(method: Method, uri: Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if crate::taxii::is_taxii_path(uri.path()) {
+        return crate::taxii::not_found();
+    }
+    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path())).into_response()
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+async fn method_not_allowed(method: Method, uri: Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if crate::taxii::is_taxii_path(uri.path()) {
+        return crate::taxii::method_not_allowed();
+    }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         None,
         format!("{method} is not allowed on {}", uri.path()),
     )
+    .into_response()
 }
 
 /// Serves [`router`]`(state)` on the Unix socket and, if given, TCP, with the limits in

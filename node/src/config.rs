@@ -61,6 +61,9 @@ pub struct Config {
     /// Webhooks (`[[webhook]]`): where stored alerts are pushed, signed (see
     /// `docs/interop.md`).
     pub webhook: Vec<crate::webhook::WebhookConfig>,
+    /// TAXII 2.1 (`[taxii]`, `[[taxii.clients]]`): who may read alerts at `/taxii2/`
+    /// on the TCP API listener, and up to which TLP label (see `docs/interop.md`).
+    pub taxii: crate::taxii::TaxiiConfig,
     /// Enables test-only endpoints (partitioning peers) used by `tocsin-cluster`.
     /// Never enable in production.
     pub test_control: bool,
@@ -76,6 +79,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             peers: Vec::new(),
             webhook: Vec::new(),
+            taxii: crate::taxii::TaxiiConfig::default(),
             test_control: false,
         }
     }
@@ -180,6 +184,40 @@ fn apply_overrides(table: &mut toml::Table, overrides: &[(String, String)]) -> R
         at.insert(last.clone(), value);
     }
     Ok(())
+}
+
+/// Checks the name of a webhook or a TAXII client: 1 to 64 letters, digits, `-` or `_`
+/// (it names a cursor, a metric label or a user).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?}: 1 to 64 letters, digits, - or _"))
+    }
+}
+
+/// The secret given inline or in a file (its first line, trimmed): at least 16
+/// characters. `Err` says which file and why.
+pub fn load_secret(secret: Option<&str>, file: Option<&Path>) -> Result<String, String> {
+    if let Some(s) = secret {
+        return Ok(s.to_string());
+    }
+    let path = file.ok_or("no secret")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.chars().count() < 16 {
+        return Err(format!(
+            "secret_file {}: the secret must be at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok(secret)
 }
 
 /// Log output format.
@@ -315,6 +353,11 @@ impl Config {
             cfg.data_dir = base.join(&cfg.data_dir);
         }
         cfg.resolve_token(base, std::env::var(TOKEN_ENV).ok())?;
+        for c in &mut cfg.taxii.clients {
+            if let Some(f) = c.secret_file.as_mut().filter(|f| f.is_relative()) {
+                *f = base.join(&*f);
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -467,6 +510,22 @@ impl Config {
                 ));
             }
         }
+        for (i, c) in self.taxii.clients.iter().enumerate() {
+            c.check()
+                .map_err(|(field, why)| invalid(format!("taxii.clients[{i}].{field}"), why))?;
+            if self.taxii.clients[..i].iter().any(|o| o.name == c.name) {
+                return Err(invalid(
+                    format!("taxii.clients[{i}].name"),
+                    format!("{:?} is used by an earlier client", c.name),
+                ));
+            }
+        }
+        if !self.taxii.clients.is_empty() && self.api.tcp.is_none() {
+            return Err(invalid(
+                "taxii.clients",
+                "TAXII is served on the TCP API listener: set api.tcp (and api.token) too",
+            ));
+        }
         for (i, p) in self.peers.iter().enumerate() {
             let key = PublicKey::from_hex(&p.key)
                 .map_err(|e| invalid(format!("peers[{i}].key"), e.to_string()))?;
@@ -582,11 +641,22 @@ retention_days = 30
 # level = "member"
 # name = "CERT-Example"
 # addrs = ["/ip4/192.0.2.7/tcp/7400", "/ip4/192.0.2.7/udp/7400/quic-v1"]
+
+# TAXII 2.1, read-only, at /taxii2/ on the TCP API listener (needs api.tcp). Each
+# client logs in with HTTP Basic (name, secret) or "Authorization: Bearer <secret>",
+# and reads alerts up to its max_tlp: CLEAR, GREEN, AMBER, AMBER+STRICT or RED.
+# [taxii]
+# title = "Tocsin node"
+# [[taxii.clients]]
+# name = "opencti"
+# secret_file = "/etc/tocsin/taxii-opencti"   # or secret = "16+ characters"
+# max_tlp = "GREEN"
 "#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tocsin_proto::Tlp;
 
     #[test]
     fn template_parses_to_defaults() {
@@ -751,5 +821,64 @@ mod tests {
         let err = Config::parse_with("", &[("TOCSIN__STORE__BOGUS".to_string(), "1".to_string())])
             .unwrap_err();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn taxii_clients_are_checked_naming_the_field() {
+        let client = "[[taxii.clients]]\nname = \"siem\"\nsecret = \"0123456789abcdef-x\"\nmax_tlp = \"GREEN\"\n";
+        let tcp = "[api]\ntcp = \"127.0.0.1:0\"\ntoken = \"a-long-enough-token-1234\"\n";
+        let cfg = Config::parse(&format!("{tcp}{client}")).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.taxii.clients[0].max_tlp, Tlp::Green);
+        // Without the TCP listener it serves on.
+        let err = Config::parse(client)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("taxii.clients") && err.contains("api.tcp"),
+            "{err}"
+        );
+        // A short or padded secret, a bad name, a duplicate, no ceiling.
+        let err = Config::parse(&format!(
+            "{tcp}{}",
+            client.replace("0123456789abcdef-x", "short")
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("taxii.clients[0].secret"), "{err}");
+        let err = Config::parse(&format!(
+            "{tcp}{}",
+            client.replace("0123456789abcdef-x", "x               y")
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("whitespace"), "{err}");
+        let err = Config::parse(&format!("{tcp}{}", client.replace("\"siem\"", "\"a b\"")))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("taxii.clients[0].name"), "{err}");
+        let err = Config::parse(&format!("{tcp}{client}{client}"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("taxii.clients[1].name"), "{err}");
+        let err = Config::parse(&format!(
+            "{tcp}{}",
+            client.replace("max_tlp = \"GREEN\"\n", "")
+        ))
+        .unwrap_err();
+        assert!(err.contains("max_tlp"), "{err}");
+        let err =
+            Config::parse(&format!("{tcp}{}", client.replace("GREEN", "PURPLE"))).unwrap_err();
+        assert!(err.contains("max_tlp") || err.contains("PURPLE"), "{err}");
     }
 }

@@ -389,6 +389,13 @@ pub fn start_node(
     let mut actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
     actor.ready_flag(net_ready.clone());
     let task = tokio::spawn(actor.run(shutdown));
+    let taxii = if cfg.taxii.clients.is_empty() {
+        None
+    } else {
+        let taxii =
+            crate::taxii::Taxii::new(&cfg.taxii, store.clone()).map_err(anyhow::Error::msg)?;
+        Some(Arc::new(taxii))
+    };
     let state = Arc::new(ApiState {
         public_key: pk,
         store,
@@ -404,6 +411,7 @@ pub fn start_node(
         net_ready,
         store_degraded,
         webhooks: crate::webhook::Statuses::default(),
+        taxii,
     });
     Ok((state, task))
 }

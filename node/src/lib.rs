@@ -21,6 +21,7 @@ pub mod engine;
 pub mod keys;
 pub mod net;
 pub mod store;
+pub mod taxii;
 pub mod webhook;
 
 /// Milliseconds since the Unix epoch.

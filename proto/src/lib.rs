@@ -46,6 +46,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod cap;
 pub mod codec;
 pub mod envelope;
 mod error;

@@ -138,6 +138,20 @@ pub fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Unix microseconds as a TAXII timestamp (RFC 3339, UTC, microseconds): the
+/// precision of `date_added`, so that no two entries share one.
+pub fn timestamp_us(us: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// A timestamp as unix microseconds (`None` if it is not RFC 3339 UTC).
+pub fn parse_timestamp_us(s: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
+    let us = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros();
+    u64::try_from(us).ok()
+}
+
 /// A STIX timestamp as unix ms (`None` if it is not RFC 3339 UTC).
 pub fn parse_timestamp(s: &str) -> Option<u64> {
     let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
@@ -249,7 +263,7 @@ fn common(
 
 /// The objects one alert version makes: its report first, then its indicators and
 /// vulnerabilities.
-fn version_objects(v: &Version<'_>) -> Vec<Value> {
+pub fn version_objects(v: &Version<'_>) -> Vec<Value> {
     let b = v.body;
     let issued = b.issued_at;
     let modified = v.revoked_at.unwrap_or(issued);
@@ -387,7 +401,7 @@ fn extension_definition() -> Value {
 }
 
 /// The identity that stands for an origin node.
-fn origin_identity(origin: &PublicKey) -> Value {
+pub fn origin_identity(origin: &PublicKey) -> Value {
     json!({
         "type": "identity",
         "spec_version": "2.1",
@@ -400,11 +414,23 @@ fn origin_identity(origin: &PublicKey) -> Value {
     })
 }
 
+/// The objects every export refers to, whatever it holds: Tocsin's identity and the
+/// Tocsin extension definition.
+pub fn shared_objects() -> Vec<Value> {
+    vec![tocsin_identity(), extension_definition()]
+}
+
+/// A deterministic UUID (in version-4 form, like every id here) for `name`.
+pub fn uuid_of(name: &str) -> String {
+    let id = id_of("x", name);
+    id.trim_start_matches("x--").to_string()
+}
+
 /// One STIX 2.1 bundle of the alert versions, in the order given: Tocsin's identity
 /// and extension definition, the TLP markings and origin identities used, then each
 /// version's report followed by its indicators and vulnerabilities.
 pub fn bundle(versions: &[Version<'_>]) -> Value {
-    let mut objects = vec![tocsin_identity(), extension_definition()];
+    let mut objects = shared_objects();
     for tlp in Tlp::ALL {
         if versions.iter().any(|v| v.body.tlp == tlp) {
             objects.push(tlp_marking(tlp));
@@ -484,6 +510,18 @@ mod tests {
             Some(1_767_225_600_000)
         );
         assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(
+            timestamp_us(1_767_225_600_123_456),
+            "2026-01-01T00:00:00.123456Z"
+        );
+        assert_eq!(
+            parse_timestamp_us("2026-01-01T00:00:00.123456Z"),
+            Some(1_767_225_600_123_456)
+        );
+        assert_eq!(
+            parse_timestamp_us("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600_000_000)
+        );
     }
 
     #[test]

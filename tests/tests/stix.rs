@@ -5,41 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::{json, Value};
-use tocsin_tests::{python_tool, run, Fed};
+use tocsin_tests::{run, Fed};
 
-/// The validator the tests check bundles with (pinned).
-const VALIDATOR: &str = "stix2-validator==3.3.2";
-
-/// `stix2_validator` (`TOCSIN_STIX_VALIDATOR`, or installed from PyPI on first use);
-/// `Err(why)` where Python or the package is not available.
-fn validator() -> Result<PathBuf, String> {
-    if let Ok(path) = std::env::var("TOCSIN_STIX_VALIDATOR") {
-        return Ok(PathBuf::from(path));
-    }
-    Ok(python_tool("stix-validator", &[VALIDATOR])?.join("bin/stix2_validator"))
-}
-
-/// Checks `file` with the OASIS validator in strict mode (warnings are errors), or
-/// prints why it cannot.
+/// Checks `file` with the OASIS validator in strict mode, or prints why it cannot.
 fn validate(file: &Path) {
-    match validator() {
-        Ok(bin) => {
-            let (stdout, stderr, code) = run(Command::new(bin)
-                .args(["--strict", "--version", "2.1"])
-                .arg(file));
-            assert_eq!(
-                code,
-                0,
-                "stix2_validator --strict refused {}:\n{stdout}\n{stderr}",
-                file.display()
-            );
-        }
-        Err(why) => eprintln!("SKIPPED the STIX validator check: {why}"),
-    }
+    tocsin_tests::validate_stix(file);
 }
 
 /// `tocsin export --format stix2.1 --out FILE ARGS…` on node `i`; the bundle.

@@ -107,12 +107,13 @@ pub enum Command {
     /// Show one alert in full, with its provenance and signature check
     Show(ShowArgs),
     /// Write stored alerts as one STIX 2.1 bundle (the list filters choose which; every
-    /// page is read)
+    /// page is read), or one alert as a CAP 1.2 message
     ///
-    /// Each alert is a `report` with its indicators, marked with its TLP 2.0 marking;
-    /// updates are new versions of the report and cancelled alerts are revoked. Ids are
-    /// derived from the alert ids, so the same alerts export as the same bundle.
-    /// docs/interop.md gives the mapping.
+    /// STIX: each alert is a `report` with its indicators, marked with its TLP 2.0
+    /// marking; updates are new versions of the report and cancelled alerts are revoked.
+    /// Ids are derived from the alert ids, so the same alerts export as the same bundle.
+    /// CAP (`--format cap1.2 ID`): one `alert` message, its scope from the TLP label.
+    /// docs/interop.md gives both mappings.
     Export(ExportArgs),
     /// Issue alerts from the indicators of a STIX 2.1 bundle, one per report (and one
     /// per indicator no report refers to)
@@ -300,7 +301,7 @@ pub struct CancelArgs {
 }
 
 /// The filters of `tocsin list` and `tocsin export`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct Filters {
     /// Issued at or after: a duration ago (2h), an RFC 3339 UTC time, or unix ms
     #[arg(long, value_name = "WHEN", value_parser = parse_when)]
@@ -361,9 +362,14 @@ pub struct ListArgs {
 /// `tocsin export`
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// The output format
-    #[arg(long, value_parser = ["stix2.1"])]
+    /// The output format: stix2.1 (alerts chosen by the filters) or cap1.2 (one alert,
+    /// by ID)
+    #[arg(long, value_parser = ["stix2.1", "cap1.2"])]
     pub format: String,
+
+    /// The alert to export (cap1.2 only; full 64-hex id)
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    pub id: Option<AlertId>,
 
     /// Write to this file instead of stdout
     #[arg(long, value_name = "FILE")]

@@ -40,13 +40,69 @@ fn parse_view(v: Value) -> Result<AlertView, ClientError> {
         .map_err(|e| ClientError::Response(format!("an alert view is malformed: {e}")))
 }
 
-/// `tocsin export --format stix2.1`.
+/// `tocsin export --format cap1.2 ID`: one alert as a CAP 1.2 message.
+async fn export_cap<W: Write>(
+    client: &Client,
+    g: &GlobalArgs,
+    a: &ExportArgs,
+    id: &AlertId,
+    out: &mut Output<W>,
+) -> anyhow::Result<()> {
+    let v = parse_view(client.alert(&id.to_string()).await?)?;
+    let replaces = match v.alert.replaces {
+        Some(r) => match client.alert(&r.to_string()).await {
+            Ok(target) => Some((r, parse_view(target)?.alert.issued_at)),
+            Err(ClientError::Api { status: 404, .. }) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let status = client.status().await?;
+    let holder = status["public_key"]
+        .as_str()
+        .and_then(|k| tocsin_proto::PublicKey::from_hex(k).ok())
+        .ok_or_else(|| ClientError::Response("status has no valid public_key".into()))?;
+    let xml = tocsin_proto::cap::alert_xml(&tocsin_proto::cap::CapAlert {
+        id: v.id,
+        body: &v.alert,
+        sig: &v.sig,
+        replaces,
+        holder,
+    })?;
+    match &a.out {
+        Some(path) => std::fs::write(path, &xml)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => out.line(xml.trim_end())?,
+    }
+    if !g.quiet && v.alert.replaces.is_some() && replaces.is_none() {
+        eprintln!(
+            "tocsin: the alert it replaces is not held here: the message has no <references>"
+        );
+    }
+    Ok(())
+}
+
+/// `tocsin export --format stix2.1` or `--format cap1.2 ID`.
 pub async fn export<W: Write>(
     client: &Client,
     g: &GlobalArgs,
     a: &ExportArgs,
     out: &mut Output<W>,
 ) -> anyhow::Result<()> {
+    if a.format == "cap1.2" {
+        let Some(id) = &a.id else {
+            bail!(
+                "--format cap1.2 exports one alert: give its ID (tocsin export --format cap1.2 ID)"
+            );
+        };
+        if a.filters != crate::cli::Filters::default() {
+            bail!("--format cap1.2 exports one alert by ID: the list filters do not apply");
+        }
+        return export_cap(client, g, a, id, out).await;
+    }
+    if let Some(id) = &a.id {
+        bail!("--format stix2.1 exports the alerts the list filters choose, not one ID ({id}): use --text, --origin, --since and the other filters");
+    }
     let views = all_views(client, filter_query(&a.filters)).await?;
     // Where each alert's chain starts, and when its cancel came.
     let mut roots: HashMap<AlertId, (AlertId, u64)> = HashMap::new();

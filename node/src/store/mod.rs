@@ -42,6 +42,7 @@
 //! | `meta` | `&str` | `u64` | `schema_version` ([`SCHEMA_VERSION`]) and `epoch` (random, nonzero, fixed at creation). Its layout never changes, so any build can read a newer file's version and refuse it. |
 //! | `alerts` | id `[u8; 32]` | `(u64, &[u8], &[u8])` | seq, receipt (CBOR [`Receipt`]), envelope bytes exactly as received ([`SignedAlert::to_envelope`]). |
 //! | `log` | seq `u64` | id `[u8; 32]` | local append log, seq from 1 with no gaps; entries are never removed, even when the alert is pruned. |
+//! | `added` | unix µs `u64` | seq `u64` | when each log entry was added, strictly increasing along the log (a clock that steps back does not reorder it): TAXII's `date_added`, so "added after T" is a range of this table and a client that polls with the last time it saw misses nothing. Written with the log entry; a store from an older build gets it at open, from the receipt times. |
 //! | `status` | id `[u8; 32]` | `(u8, u64, [u8; 32])` | for a stored alert that a same-origin update (1) or cancel (2) replaced: (rank, replacer's issued_at, replacer id) of the winning replacement (greatest tuple: a cancel beats an update, then the latest). Absent = not replaced. |
 //! | `replaced_by` | id `[u8; 32]` (multimap) | `(u8, u64, [u8; 32], [u8; 32])` | every stored update/cancel naming the id, from any origin: (rank, issued_at, replacer id, replacer origin). Kept while the target or the replacer is stored, so arrival order does not matter. |
 //! | `idx_time` | `issued_at ‖ id` | `()` | all alerts by issue time. |
@@ -501,6 +502,18 @@ impl Store {
         read::log_after(&*self.slot.get()?, after, limit)
     }
 
+    /// Log entries added after `after_us` (unix microseconds, exclusive), in log order,
+    /// each with when it was added and its alert, at most `limit`; entries of pruned
+    /// alerts are skipped. Added times are strictly increasing along the log, so paging
+    /// on with the last time returned misses nothing, however alerts arrive meanwhile.
+    pub fn added_after(
+        &self,
+        after_us: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredAlert)>, StoreError> {
+        read::added_after(&*self.slot.get()?, after_us, limit)
+    }
+
     /// The highest seq assigned; 0 if nothing was ever stored. Pruning does not lower it.
     pub fn head(&self) -> Result<u64, StoreError> {
         read::head(&*self.slot.get()?)
@@ -649,8 +662,45 @@ fn init(db: &Database) -> Result<u64, StoreError> {
     txn.open_table(TRUST)?;
     txn.open_table(AUDIT)?;
     txn.open_table(schema::QUARANTINE)?;
+    backfill_added(&txn)?;
     txn.commit()?;
     Ok(epoch)
+}
+
+/// Gives every log entry without one an `added` time (a store written before that
+/// table existed, or by an older build): its receipt time, kept strictly increasing.
+fn backfill_added(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut added = txn.open_table(schema::ADDED)?;
+    let (mut last_us, last_seq) = added
+        .last()?
+        .map(|(k, v)| (k.value(), v.value()))
+        .unwrap_or((0, 0));
+    let log = txn.open_table(schema::LOG)?;
+    let alerts = txn.open_table(schema::ALERTS)?;
+    let mut filled = 0u64;
+    for row in log.range::<u64>((
+        std::ops::Bound::Excluded(last_seq),
+        std::ops::Bound::Unbounded,
+    ))? {
+        let (seq, id) = row?;
+        let id = id.value();
+        let received_us = match alerts.get(&id)? {
+            Some(rec) => schema::decode_receipt(&id, rec.value().1)
+                .map(|r| r.received_at.saturating_mul(1000))
+                .unwrap_or(0),
+            None => 0,
+        };
+        last_us = received_us.max(last_us.saturating_add(1));
+        added.insert(last_us, seq.value())?;
+        filled += 1;
+    }
+    if filled > 0 {
+        tracing::info!(
+            entries = filled,
+            "store: gave log entries their added time (one-time upgrade)"
+        );
+    }
+    Ok(())
 }
 
 /// The outcome of redb's own integrity check (page checksums, tree structure).

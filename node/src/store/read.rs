@@ -93,6 +93,37 @@ pub(super) fn log_after(
     Ok(out)
 }
 
+/// Log entries added after `after_us` (unix µs, exclusive; see `ADDED`), ascending:
+/// when each was added and its alert, at most `limit`. Entries of pruned alerts are
+/// skipped.
+pub(super) fn added_after(
+    db: &Database,
+    after_us: u64,
+    limit: usize,
+) -> Result<Vec<(u64, StoredAlert)>, StoreError> {
+    let txn = db.begin_read()?;
+    let added = txn.open_table(schema::ADDED)?;
+    let log = txn.open_table(LOG)?;
+    let ctx = ReadCtx::open(&txn)?;
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    for row in added.range::<u64>((Bound::Excluded(after_us), Bound::Unbounded))? {
+        let (us, seq) = row?;
+        let Some(id) = log.get(seq.value())?.map(|g| g.value()) else {
+            continue;
+        };
+        if let Some(stored) = ctx.load(&id)? {
+            out.push((us.value(), stored));
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn counts(db: &Database, now: u64) -> Result<Counts, StoreError> {
     let txn = db.begin_read()?;
     let alerts = txn.open_table(ALERTS)?;

@@ -22,6 +22,13 @@ pub(super) const ALERTS: TableDefinition<[u8; 32], AlertValue> = TableDefinition
 /// `log`: seq -> alert id. The local append log; entries are never removed.
 pub(super) const LOG: TableDefinition<u64, [u8; 32]> = TableDefinition::new("log");
 
+/// `added`: when a log entry was added, unix microseconds -> its seq. Strictly
+/// increasing with seq (a clock that steps back does not reorder it), so "added after
+/// T" is a range of this table and names exactly the entries a reader has not seen:
+/// the `date_added` that TAXII clients page and poll with. Entries of pruned alerts
+/// stay, like the log's.
+pub(super) const ADDED: TableDefinition<u64, u64> = TableDefinition::new("added");
+
 /// Value of [`STATUS`] and the replacement part of [`REPLACED_BY`]:
 /// (rank: 1 = update, 2 = cancel; replacer's issued_at; replacer id). Tuples compare
 /// lexicographically, so the greatest one is the replacement that wins.
@@ -242,7 +249,19 @@ pub(super) fn decode_record(
     if alert.id().0 != *id {
         return Err(corrupt(id, "the envelope's body hashes to a different id"));
     }
-    let receipt: Receipt =
-        codec::decode(receipt).map_err(|e| corrupt(id, format!("receipt: {e}")))?;
+    let receipt = decode_receipt(id, receipt)?;
     Ok((alert, receipt))
+}
+
+/// Decodes a stored receipt.
+pub(super) fn decode_receipt(id: &[u8; 32], receipt: &[u8]) -> Result<Receipt, StoreError> {
+    codec::decode(receipt).map_err(|e| corrupt(id, format!("receipt: {e}")))
+}
+
+/// Now, in unix microseconds.
+pub(super) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }

@@ -262,3 +262,60 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
         join.await.unwrap();
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_times_follow_the_log_strictly_and_are_backfilled_for_an_older_store() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("store.redb");
+    let (store, join) = Store::open(&path).unwrap();
+    // Receipts dated out of order: the added times still follow the log.
+    let items: Vec<(SignedAlert, Receipt)> = (0..50u64)
+        .map(|i| {
+            let r = Receipt {
+                received_at: T0 + (i * 7919) % 50,
+                from: None,
+                hops: 0,
+            };
+            (alert(1, T0 + i, &format!("a{i}")), r)
+        })
+        .collect();
+    store.insert_verified(items).await.unwrap();
+    let all = store.added_after(0, 1000).unwrap();
+    assert_eq!(all.len(), 50);
+    let seqs: Vec<u64> = all.iter().map(|(_, s)| s.seq).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "not strictly increasing"
+    );
+    // Paging on from any added time gives exactly the rest.
+    let (mid, _) = all[20];
+    let rest = store.added_after(mid, 1000).unwrap();
+    assert_eq!(rest.len(), 29);
+    assert_eq!(rest[0].1.seq, 22);
+    drop(store);
+    join.await.unwrap();
+
+    // A store written before the `added` table existed gets it at open, from receipts.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(super::schema::ADDED).unwrap();
+        txn.commit().unwrap();
+    }
+    let (store, join) = Store::open(&path).unwrap();
+    let again = store.added_after(0, 1000).unwrap();
+    assert_eq!(again.len(), 50);
+    assert!(again.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(again[0].0 >= T0 * 1000, "from the receipt time");
+    // New alerts come after the backfilled ones.
+    store
+        .insert(alert(2, T0, "new").verify().unwrap(), receipt(0))
+        .await
+        .unwrap();
+    let last = store.added_after(again[49].0, 10).unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].1.seq, 51);
+    drop(store);
+    join.await.unwrap();
+}

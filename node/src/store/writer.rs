@@ -11,7 +11,8 @@ use tocsin_proto::{AlertId, SignedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::schema::{
-    self, AlertValue, EdgeValue, Index, IndexKeys, StatusValue, ALERTS, LOG, REPLACED_BY, STATUS,
+    self, AlertValue, EdgeValue, Index, IndexKeys, StatusValue, ADDED, ALERTS, LOG, REPLACED_BY,
+    STATUS,
 };
 use super::slot::{self, Slot};
 use super::{Insert, StoreError, Stored, MAX_BATCH};
@@ -321,6 +322,9 @@ impl<'b> PendingIndex<'b> {
 struct WriteTables<'txn> {
     alerts: Table<'txn, [u8; 32], AlertValue>,
     log: Table<'txn, u64, [u8; 32]>,
+    added: Table<'txn, u64, u64>,
+    /// The last key of `added`.
+    last_added: u64,
     status: Table<'txn, [u8; 32], StatusValue>,
     replaced_by: MultimapTable<'txn, [u8; 32], EdgeValue>,
     time: Table<'txn, &'static [u8], ()>,
@@ -334,9 +338,13 @@ struct WriteTables<'txn> {
 
 impl<'txn> WriteTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let added = txn.open_table(ADDED)?;
+        let last_added = added.last()?.map(|(k, _)| k.value()).unwrap_or(0);
         Ok(WriteTables {
             alerts: txn.open_table(ALERTS)?,
             log: txn.open_table(LOG)?,
+            added,
+            last_added,
             status: txn.open_table(STATUS)?,
             replaced_by: txn.open_multimap_table(REPLACED_BY)?,
             time: txn.open_table(Index::Time.table())?,
@@ -409,6 +417,8 @@ impl<'txn> WriteTables<'txn> {
             return Ok(Insert::Duplicate { seq: old_seq });
         }
         self.log.insert(seq, &id)?;
+        self.last_added = schema::now_us().max(self.last_added.saturating_add(1));
+        self.added.insert(self.last_added, seq)?;
         let origin = p.origin;
         // This alert replaces another one: record the edge and, if the target is stored
         // and has the same origin, let the replacement win if it outranks the current.

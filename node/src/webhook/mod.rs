@@ -74,18 +74,7 @@ fn default_timeout() -> u64 {
 impl WebhookConfig {
     /// Checks the entry; `Err((field, why))` names the first bad field.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.name.is_empty()
-            || self.name.len() > 64
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err((
-                "name",
-                format!("{:?}: 1 to 64 letters, digits, - or _", self.name),
-            ));
-        }
+        crate::config::check_name(&self.name).map_err(|why| ("name", why))?;
         let url =
             url::Url::parse(&self.url).map_err(|e| ("url", format!("{:?}: {e}", self.url)))?;
         match url.scheme() {
@@ -131,20 +120,7 @@ impl WebhookConfig {
 
     /// The secret, read from `secret_file` if that is how it is given.
     pub fn load_secret(&self) -> Result<String, String> {
-        if let Some(s) = &self.secret {
-            return Ok(s.clone());
-        }
-        let path = self.secret_file.as_ref().ok_or("no secret")?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?;
-        let secret = text.lines().next().unwrap_or("").trim().to_string();
-        if secret.chars().count() < 16 {
-            return Err(format!(
-                "secret_file {}: the secret must be at least 16 characters",
-                path.display()
-            ));
-        }
-        Ok(secret)
+        crate::config::load_secret(self.secret.as_deref(), self.secret_file.as_deref())
     }
 
     /// Whether this webhook takes the alert.
