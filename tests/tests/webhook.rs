@@ -18,6 +18,7 @@ const SECRET: &str = "webhook-secret-0123456789";
 /// One POST as the receiver saw it.
 #[derive(Debug, Clone)]
 struct Delivery {
+    content_type: String,
     signature: String,
     alert_id: String,
     body: Vec<u8>,
@@ -66,6 +67,7 @@ async fn receive(listener: TcpListener, seen: Arc<Mutex<Vec<Delivery>>>) {
                     .unwrap_or_default()
             };
             seen.lock().unwrap().push(Delivery {
+                content_type: header("content-type"),
                 signature: header("tocsin-signature"),
                 alert_id: header("tocsin-alert-id"),
                 body: buf[head_end..head_end + len].to_vec(),
@@ -94,21 +96,37 @@ fn signature_valid(d: &Delivery) -> bool {
         .is_ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_alert_reaches_the_receiver_once_signed_across_its_outage_and_a_restart() {
+/// One node with a `[[webhook]]` (`fields` besides url and secret) posting to a receiver
+/// on 127.0.0.1 at `/path`: the federation, the receiver's port, what it got, and its
+/// task.
+async fn with_webhook(
+    fields: &str,
+    path: &str,
+) -> (
+    Fed,
+    u16,
+    Arc<Mutex<Vec<Delivery>>>,
+    tokio::task::JoinHandle<()>,
+) {
     let mut fed = Fed::start(1, vec![]).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = fed.cluster.nodes[0].data_dir.join("config.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[[webhook]]\nname = \"siem\"\nurl = \"http://127.0.0.1:{port}/tocsin\"\n\
-         secret = \"{SECRET}\"\nmin_severity = \"medium\"\n"
+        "\n[[webhook]]\n{fields}\nurl = \"http://127.0.0.1:{port}/{path}\"\nsecret = \"{SECRET}\"\n"
     ));
     std::fs::write(&config, text).unwrap();
     fed.restart(0).await;
     let seen: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let server = tokio::spawn(receive(listener, seen.clone()));
+    (fed, port, seen, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alert_reaches_the_receiver_once_signed_across_its_outage_and_a_restart() {
+    let (mut fed, port, seen, server) =
+        with_webhook("name = \"siem\"\nmin_severity = \"medium\"", "tocsin").await;
 
     let issue =
         |title: &str, severity: &str| json!({"severity": severity, "tlp": "GREEN", "title": title});
@@ -191,6 +209,66 @@ async fn every_alert_reaches_the_receiver_once_signed_across_its_outage_and_a_re
         out.contains("webhook siem: 2 delivered, 0 pending, 0 refused"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stix_webhook_posts_a_valid_signed_bundle_per_alert_version() {
+    let (fed, _, seen, server) = with_webhook("name = \"cti\"\nformat = \"stix2.1\"", "stix").await;
+    let id = fed
+        .issue(
+            0,
+            json!({"severity": "high", "tlp": "AMBER", "title": "Botnet C2",
+                          "indicators": ["ipv4:203.0.113.5", "cve:CVE-2026-4242"]}),
+        )
+        .await;
+    let cancel = fed.cluster.nodes[0]
+        .client()
+        .post(
+            &format!("/v1/alerts/{id}/cancel"),
+            &json!({"reason": "sinkholed"}),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..600 {
+        if seen.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.abort();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got.iter().map(|d| d.alert_id.clone()).collect::<Vec<_>>(),
+        [id.clone(), cancel]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!(d.content_type, "application/stix+json;version=2.1");
+        assert!(signature_valid(d), "bad signature on {}", d.alert_id);
+        let bundle: Value = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(bundle["type"], "bundle");
+        let objects = bundle["objects"].as_array().unwrap();
+        let report = objects.iter().find(|o| o["type"] == "report").unwrap();
+        let ext = report["extensions"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap();
+        // The cancel's bundle is the revoked version of the alert it cancels.
+        assert_eq!(ext["alert_id"], id.as_str());
+        assert_eq!(report["revoked"] == true, i == 1, "{report}");
+        assert!(objects.iter().any(
+            |o| o["type"] == "indicator" && o["pattern"] == "[ipv4-addr:value = '203.0.113.5']"
+        ));
+        assert!(objects.iter().any(|o| o["type"] == "marking-definition"));
+        let file = dir.path().join(format!("webhook-{i}.json"));
+        std::fs::write(&file, &d.body).unwrap();
+        tocsin_tests::validate_stix(&file);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

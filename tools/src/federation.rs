@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::cli::TrustCommand;
 use crate::client::Client;
-use crate::format::{format_time, now_ms, short};
+use crate::format::{format_time, now_ms, sanitize, short};
 use crate::output::Output;
 
 /// Runs a `tocsin trust` subcommand.
@@ -158,40 +158,130 @@ pub async fn peers<W: Write>(
         }
         return Ok(());
     }
-    out.line(&format!(
-        "{:<12} {:<14} {:<8} {:<5} {:>9} {:>6} {:>6} {:>7}  REJECTIONS / ADDRESS",
-        "KEY", "NAME", "LEVEL", "CONN", "SEEN", "IN", "OUT", "PENALTY"
-    ))?;
-    let now = now_ms();
-    for p in &peers {
+    out.line(peers_table(&peers, now_ms()).trim_end())?;
+    Ok(())
+}
+
+/// The `tocsin peers` table: one row per peer, columns aligned by `comfy-table`, no
+/// borders (so that it greps and cuts like any command's output). Every text that a
+/// peer or an operator chose (names, addresses, reasons) is made terminal-safe.
+pub fn peers_table(peers: &[Value], now: u64) -> String {
+    use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table};
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "KEY",
+            "NAME",
+            "LEVEL",
+            "CONN",
+            "SEEN",
+            "IN",
+            "OUT",
+            "LAG",
+            "PENALTY",
+            "REJECTIONS",
+            "ADDRESS",
+        ]);
+    for p in peers {
+        let text = |k: &str| sanitize(p[k].as_str().unwrap_or(""), false);
         let seen = p["last_seen"].as_u64().map_or("-".to_string(), |t| {
             format!("{}s ago", now.saturating_sub(t) / 1000)
         });
         let rejections: Vec<String> = p["rejections"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| sanitize(&format!("{k}={v}"), false))
+                    .collect()
+            })
             .unwrap_or_default();
         let penalty = match p["banned_until"].as_u64() {
             Some(until) if until > now => format!("banned {}s", (until - now) / 1000),
             _ => p["penalty"].to_string(),
         };
-        let addrs: Vec<&str> = p["addrs"]
+        let addrs: Vec<String> = p["addrs"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| sanitize(s, false))
+                    .collect()
+            })
             .unwrap_or_default();
-        out.line(&format!(
-            "{:<12} {:<14} {:<8} {:<5} {:>9} {:>6} {:>6} {:>7}  {} {}",
-            short(p["key"].as_str().unwrap_or(""), 12),
-            p["name"].as_str().unwrap_or(""),
-            p["level"].as_str().unwrap_or("none"),
-            if p["connected"] == true { "yes" } else { "no" },
+        let level = p["level"].as_str().unwrap_or("none");
+        t.add_row([
+            short(p["key"].as_str().unwrap_or(""), 12).to_string(),
+            text("name"),
+            sanitize(level, false),
+            if p["connected"] == true { "yes" } else { "no" }.to_string(),
             seen,
-            p["alerts_in"],
-            p["alerts_out"],
+            p["alerts_in"].to_string(),
+            p["alerts_out"].to_string(),
+            p["catch_up_lag"]
+                .as_u64()
+                .map_or("-".into(), |l| l.to_string()),
             penalty,
-            rejections.join(","),
-            addrs.join(" ")
-        ))?;
+            if rejections.is_empty() {
+                "-".into()
+            } else {
+                rejections.join(",")
+            },
+            if addrs.is_empty() {
+                "-".into()
+            } else {
+                addrs.join(" ")
+            },
+        ]);
     }
-    Ok(())
+    for i in [5, 6, 7, 8] {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    if let Some(c) = t.column_mut(1) {
+        c.set_constraint(ColumnConstraint::UpperBoundary(comfy_table::Width::Fixed(
+            24,
+        )));
+    }
+    t.lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn peer_rows_line_up_and_names_are_terminal_safe() {
+        let peers = vec![
+            json!({"key": "a".repeat(64), "name": "CERT-A", "level": "partner", "connected": true,
+                   "last_seen": 9_000, "alerts_in": 12345, "alerts_out": 7, "catch_up_lag": 0,
+                   "penalty": 0, "rejections": {}, "addrs": ["/ip4/192.0.2.1/tcp/7400"]}),
+            json!({"key": "b".repeat(64), "name": "evil\u{1b}[31m\u{202e}x", "level": "member",
+                   "connected": false, "alerts_in": 1, "alerts_out": 0, "penalty": 40,
+                   "rejections": {"bad_signature": 2}, "addrs": []}),
+        ];
+        let text = peers_table(&peers, 10_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with(" KEY") || lines[0].starts_with("KEY"),
+            "{text}"
+        );
+        // Every column starts at the same offset on every line.
+        let col = |l: &str, what: &str| l[..l.find(what).unwrap()].chars().count();
+        assert_eq!(col(lines[0], "LEVEL"), col(lines[1], "partner"));
+        assert_eq!(col(lines[0], "LEVEL"), col(lines[2], "member"));
+        assert_eq!(col(lines[0], "CONN"), col(lines[1], "yes"));
+        assert!(lines[1].contains("12345") && lines[1].contains("1s ago"));
+        assert!(lines[2].contains("bad_signature=2"));
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{text:?}"
+        );
+    }
 }

@@ -221,6 +221,34 @@ pub fn page(
     }
 }
 
+/// The STIX 2.1 bundle of one stored alert's version, as a collection holding every
+/// label has it (for webhooks with `format = "stix2.1"`): Tocsin's identity, the
+/// extension definition and the TLP marking, then the entry's objects. `None` when the
+/// entry adds nothing (a cancel of an alert not held).
+pub fn bundle_of(store: &Store, stored: &StoredAlert) -> Result<Option<Value>, StoreError> {
+    let all = Scope {
+        labels: &Tlp::ALL,
+        ceiling: Tlp::Red,
+    };
+    let objects = entry_objects(store, stored, all)?;
+    let Some(marking) = objects
+        .iter()
+        .find_map(|o| o.value["object_marking_refs"][0].as_str())
+        .and_then(stix::tlp_of_marking)
+    else {
+        return Ok(None);
+    };
+    let mut out = stix::shared_objects();
+    out.push(stix::tlp_marking(marking));
+    out.extend(objects.into_iter().map(|o| o.value));
+    let id = stix::uuid_of(&format!("webhook:{}", stored.alert.id()));
+    Ok(Some(serde_json::json!({
+        "type": "bundle",
+        "id": format!("bundle--{id}"),
+        "objects": out,
+    })))
+}
+
 /// The objects one log entry adds to a collection of `scope` (none if the collection
 /// does not hold it).
 pub fn entry_objects(

@@ -61,6 +61,22 @@ pub struct WebhookConfig {
     /// Extra CA certificates (PEM) to trust for `https://`, beside the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The body: `json` (the API's alert view, the default) or `stix2.1` (a STIX 2.1
+    /// bundle of the alert version, as TAXII serves it).
+    #[serde(default)]
+    pub format: BodyFormat,
+}
+
+/// What a webhook POSTs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BodyFormat {
+    /// The JSON alert view (`application/json`).
+    #[default]
+    #[serde(rename = "json")]
+    Json,
+    /// A STIX 2.1 bundle (`application/stix+json;version=2.1`).
+    #[serde(rename = "stix2.1")]
+    Stix,
 }
 
 fn default_tlp() -> Vec<Tlp> {
@@ -375,9 +391,31 @@ impl Deliverer {
         stored: &StoredAlert,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> bool {
-        let body = match serde_json::to_vec(&crate::api::alert_json(stored)) {
-            Ok(b) => b,
-            Err(_) => return true,
+        let (body, content_type) = match self.cfg.format {
+            BodyFormat::Json => match serde_json::to_vec(&crate::api::alert_json(stored)) {
+                Ok(b) => (b, "application/json"),
+                Err(_) => return true,
+            },
+            BodyFormat::Stix => {
+                let alert = stored.clone();
+                let bundle = self
+                    .store
+                    .read(move |s| crate::taxii::collection::bundle_of(s, &alert))
+                    .await;
+                match bundle {
+                    Ok(Some(b)) => (b.to_string().into_bytes(), crate::taxii::STIX_MEDIA_TYPE),
+                    // A cancel of an alert not held here has nothing to say in STIX.
+                    Ok(None) => return true,
+                    Err(e) => {
+                        warn!(webhook = %self.cfg.name, error = %e, "cannot read the alert for its STIX body; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
+                        return !*stop.borrow();
+                    }
+                }
+            }
         };
         let id = stored.alert.id().to_string();
         let mut backoff = Duration::from_secs(1);
@@ -393,6 +431,7 @@ impl Deliverer {
                 ),
                 ("tocsin-alert-id", id.clone()),
                 ("tocsin-webhook", self.cfg.name.clone()),
+                ("content-type", content_type.to_string()),
             ];
             match self.target.post(&headers, body.clone()).await {
                 post::Outcome::Delivered => {

@@ -137,13 +137,17 @@ impl Target {
             Some(p) => format!("{}:{p}", self.url.host_str().unwrap_or_default()),
             None => self.url.host_str().unwrap_or_default().to_string(),
         };
-        let mut req = Request::post(path)
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("tocsind/", env!("CARGO_PKG_VERSION")),
-            );
+        let mut req = Request::post(path).header(hyper::header::HOST, host);
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        req = req.header(
+            hyper::header::USER_AGENT,
+            concat!("tocsind/", env!("CARGO_PKG_VERSION")),
+        );
         for (k, v) in headers {
             req = req.header(*k, v);
         }
