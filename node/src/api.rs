@@ -19,6 +19,7 @@
 //! | `GET /v1/trust-audit` | who changed trust, when, from what to what, and why |
 //! | `GET /v1/peers`, `GET /v1/net` | peers with their counters; network status |
 //! | `GET /metrics` | OpenMetrics text |
+//! | `GET /v1/openapi.json` | this API as OpenAPI 3.1, generated from the handlers ([`ApiDoc`]) |
 //! | `GET /taxii2/…` | TAXII 2.1, read-only, with its own clients ([`crate::taxii`]) |
 //! | `POST /v1/test/partition`, `POST /v1/test/heal` | only with `test_control` |
 //!
@@ -43,7 +44,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -123,37 +123,69 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
+/// The OpenAPI 3.1 description of the control API. The paths come from the handlers'
+/// `#[utoipa::path]` annotations, through the same `routes!` calls that build the
+/// router ([`router`]), so a route cannot be served without being described.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tocsin control API",
+        description = "The HTTP/JSON API of tocsind: on the Unix socket (no token) and, optionally, on TCP with `Authorization: Bearer <api.token>`. Errors are `{\"error\", \"field\"}`. TAXII 2.1 under /taxii2/ follows its own standard and is not described here. docs/api.md documents every endpoint.",
+        license(name = "Apache-2.0")
+    ),
+    tags(
+        (name = "alerts", description = "Issue, update, cancel, read and follow alerts"),
+        (name = "trust", description = "The trust table and its audit log"),
+        (name = "federation", description = "Peers and the network"),
+        (name = "operations", description = "Status, health, readiness, metrics and this description"),
+        (name = "test control", description = "Only routed with test_control = true"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The control API's routes with their description: every route is added here through
+/// `routes!`, which reads the handler's `#[utoipa::path]`.
+fn described(test_control: bool) -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    let mut r = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(alerts::issue, alerts::list))
+        .routes(routes!(alerts::get))
+        .routes(routes!(alerts::history))
+        .routes(routes!(alerts::update))
+        .routes(routes!(alerts::cancel))
+        .routes(routes!(stream::stream))
+        .routes(routes!(status))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(openapi_json))
+        .routes(routes!(federation::trust_list, federation::trust_add))
+        .routes(routes!(
+            federation::trust_get,
+            federation::trust_set,
+            federation::trust_remove
+        ))
+        .routes(routes!(federation::audit))
+        .routes(routes!(federation::peers))
+        .routes(routes!(federation::net_status))
+        .routes(routes!(federation::metrics));
+    if test_control {
+        r = r
+            .routes(routes!(federation::partition))
+            .routes(routes!(federation::heal));
+    }
+    r
+}
+
+/// The OpenAPI document of the routes this node serves (the test-control ones only
+/// with `test_control`).
+pub fn openapi(test_control: bool) -> utoipa::openapi::OpenApi {
+    described(test_control).split_for_parts().1
+}
+
 /// Builds the API's router, without authentication (see [`serve`] for TCP).
 pub fn router(state: Arc<ApiState>) -> Router {
-    let mut r = Router::new()
-        .route("/v1/alerts", post(alerts::issue).get(alerts::list))
-        .route("/v1/alerts/{id}", get(alerts::get))
-        .route("/v1/alerts/{id}/history", get(alerts::history))
-        .route("/v1/alerts/{id}/update", post(alerts::update))
-        .route("/v1/alerts/{id}/cancel", post(alerts::cancel))
-        .route("/v1/stream", get(stream::stream))
-        .route("/v1/status", get(status))
-        .route("/v1/health", get(health))
-        .route("/v1/ready", get(ready))
-        .route(
-            "/v1/trust",
-            get(federation::trust_list).post(federation::trust_add),
-        )
-        .route(
-            "/v1/trust/{key}",
-            get(federation::trust_get)
-                .put(federation::trust_set)
-                .delete(federation::trust_remove),
-        )
-        .route("/v1/trust-audit", get(federation::audit))
-        .route("/v1/peers", get(federation::peers))
-        .route("/v1/net", get(federation::net_status))
-        .route("/metrics", get(federation::metrics));
-    if state.test_control {
-        r = r
-            .route("/v1/test/partition", post(federation::partition))
-            .route("/v1/test/heal", post(federation::heal));
-    }
+    let (r, _) = described(state.test_control).split_for_parts();
     let mut r = r.with_state(state.clone());
     if let Some(taxii) = &state.taxii {
         r = r.merge(crate::taxii::routes(taxii.clone()));
@@ -162,7 +194,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
+/// `GET /v1/openapi.json`
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "This description, OpenAPI 3.1", body = Object)))]
+async fn openapi_json(State(st): State<Arc<ApiState>>) -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi(st.test_control))
+}
+
 /// `GET /v1/status`
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "Identity, version, uptime, store counts, webhooks", body = Object), (status = 500, description = "The store failed", body = ErrorBody)))]
 async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let counts = st.store.read(|s| s.counts()).await?;
     Ok(Json(json!({
@@ -182,6 +223,8 @@ async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Valu
 }
 
 /// `GET /v1/health`: the process serves its API (liveness). Always 200 while it does.
+#[utoipa::path(get, path = "/v1/health", tag = "operations",
+    responses((status = 200, description = "The process serves its API", body = Object)))]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -189,6 +232,11 @@ async fn health() -> Json<serde_json::Value> {
 /// `GET /v1/ready`: 200 when the node does its job: the network actor has loaded the
 /// stored alerts and listens, and the store takes writes. Otherwise 503 with the JSON
 /// error body saying what is not ready (for load balancers, containers, systemd).
+#[utoipa::path(get, path = "/v1/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Alerts loaded, store writable", body = Object),
+        (status = 503, description = "What is not ready", body = ErrorBody)
+    ))]
 async fn ready(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let net = st.net_ready.load(std::sync::atomic::Ordering::Relaxed);
     let degraded = st.store.degraded();

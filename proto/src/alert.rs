@@ -15,7 +15,7 @@ use crate::Error;
 pub const FORMAT_VERSION: u8 = 1;
 
 /// What an alert does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A new alert.
@@ -27,7 +27,19 @@ pub enum Kind {
 }
 
 /// How bad it is, most severe first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info = 0,
@@ -80,7 +92,19 @@ impl std::str::FromStr for Severity {
 }
 
 /// Traffic Light Protocol 2.0 label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Tlp {
     #[serde(rename = "CLEAR")]
     Clear,
@@ -134,7 +158,19 @@ impl std::str::FromStr for Tlp {
 }
 
 /// The type of an indicator of compromise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IndicatorType {
     Ipv4,
@@ -203,7 +239,7 @@ impl std::str::FromStr for IndicatorType {
 
 /// A typed indicator of compromise. Construct with [`Indicator::new`], which checks
 /// that the value has the form its type requires.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Indicator {
     #[serde(rename = "type")]
     pub kind: IndicatorType,
@@ -351,11 +387,12 @@ fn is_domain(v: &str) -> bool {
 /// The signed part of an alert (format version 1).
 ///
 /// Field order is the CBOR map order on the wire; see `docs/wire-format.md`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertBody {
     /// Format version, [`FORMAT_VERSION`].
     pub v: u8,
     /// The issuing node's key. Only this key's signature is accepted.
+    #[schema(value_type = String, example = "64 hex characters")]
     pub origin: PublicKey,
     /// When it was issued, unix milliseconds.
     pub issued_at: u64,
@@ -364,10 +401,12 @@ pub struct AlertBody {
     /// New, update or cancel.
     pub kind: Kind,
     /// For update and cancel: the alert replaced. Absent for new.
+    #[schema(value_type = Option<String>)]
     pub replaces: Option<AlertId>,
     pub severity: Severity,
     pub tlp: Tlp,
     /// Explicit recipients (node keys). Required for RED.
+    #[schema(value_type = Vec<String>)]
     pub recipients: Vec<PublicKey>,
     pub title: String,
     /// Free text (for a cancel, the reason).

@@ -25,7 +25,7 @@ pub const EXIT_DAEMON: u8 = 3;
 
 /// The JSON body of every error response: `{"error": "<message>", "field": "<field or
 /// null>"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What was wrong, for a human; limits are named with their value.
     pub error: String,
@@ -98,9 +98,10 @@ pub fn field_error(err: &Error) -> FieldError {
 }
 
 /// The answer to issue, update and cancel (`201 Created`, or `200` with `duplicate`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Issued {
     /// The alert's id.
+    #[schema(value_type = String)]
     pub id: AlertId,
     /// Its local sequence number.
     pub seq: u64,
@@ -110,7 +111,7 @@ pub struct Issued {
 }
 
 /// An indicator as a request gives it: `"TYPE:VALUE"` or `{"type": …, "value": …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum IndicatorSpec {
     /// `"ipv4:192.0.2.1"`.
@@ -120,7 +121,7 @@ pub enum IndicatorSpec {
 }
 
 /// The object form of [`IndicatorSpec`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IndicatorObject {
     /// The indicator type (`ipv4`, `domain`, …).
@@ -134,7 +135,7 @@ pub struct IndicatorObject {
 /// strings here and parsed by the daemon, so that its errors name the field and list
 /// the values it accepts. For an update, every field is optional and what is not given
 /// is kept from the alert it replaces (the TLP and the recipients cannot change).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertRequest {
     /// `critical`, `high`, `medium`, `low` or `info` (required to issue).
@@ -170,7 +171,7 @@ pub struct AlertRequest {
 }
 
 /// `POST /v1/alerts/{id}/cancel`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why it is cancelled (required, not empty; stored as the cancel's text).
@@ -178,7 +179,7 @@ pub struct CancelRequest {
 }
 
 /// The lifecycle state of a stored alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// Current.
@@ -227,7 +228,7 @@ impl std::str::FromStr for AlertState {
 }
 
 /// Whether the stored signature verifies (checked again on every read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureStatus {
     /// Strict ed25519 verification over the stored body bytes succeeds.
@@ -237,26 +238,29 @@ pub enum SignatureStatus {
 }
 
 /// How the node came to hold an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Provenance {
     /// When it was received (or issued here), unix ms.
     pub received_at: u64,
     /// The peer it came from; `None` when issued on this node.
+    #[schema(value_type = Option<String>)]
     pub from: Option<PublicKey>,
     /// Relay hops it had travelled; 0 when issued here.
     pub hops: u8,
 }
 
 /// The one JSON view of a stored alert, used by every endpoint and the event stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertView {
     /// The alert id.
+    #[schema(value_type = String)]
     pub id: AlertId,
     /// The local sequence number.
     pub seq: u64,
     /// Its state now.
     pub state: AlertState,
     /// The update or cancel that replaced it.
+    #[schema(value_type = Option<String>)]
     pub replaced_by: Option<AlertId>,
     /// Whether the stored signature verifies.
     pub signature: SignatureStatus,
@@ -270,7 +274,7 @@ pub struct AlertView {
 }
 
 /// `GET /v1/alerts`: one page, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertPage {
     /// The alerts.
     pub alerts: Vec<AlertView>,
@@ -279,14 +283,14 @@ pub struct AlertPage {
 }
 
 /// `GET /v1/alerts/{id}/history`: the chain of versions, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertHistory {
     /// The versions.
     pub alerts: Vec<AlertView>,
 }
 
 /// `POST /v1/trust`: add (or replace) a trust entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustAddRequest {
     /// The peer's public key, 64 hex.
@@ -305,7 +309,7 @@ pub struct TrustAddRequest {
 }
 
 /// `PUT /v1/trust/{key}`: change any subset of an existing entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrustPatchRequest {
     /// New level.
@@ -323,7 +327,7 @@ pub struct TrustPatchRequest {
 }
 
 /// `DELETE /v1/trust/{key}` body (optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrustRemoveRequest {
     /// Why, for the audit log.
@@ -331,9 +335,10 @@ pub struct TrustRemoveRequest {
 }
 
 /// One row of the trust table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrustEntry {
     /// The peer's key.
+    #[schema(value_type = String)]
     pub key: PublicKey,
     /// How much it is trusted.
     pub level: TrustLevel,
@@ -345,9 +350,10 @@ pub struct TrustEntry {
 
 /// The answer to a trust change: the level before and after (`None`: not in the table,
 /// or removed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrustChanged {
     /// Whose entry changed.
+    #[schema(value_type = String)]
     pub key: PublicKey,
     /// The level before.
     pub old: Option<TrustLevel>,
@@ -356,18 +362,19 @@ pub struct TrustChanged {
 }
 
 /// `GET /v1/trust`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrustList {
     /// The entries, by name then key.
     pub entries: Vec<TrustEntry>,
 }
 
 /// One change of the trust table, as the audit log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// When, unix ms.
     pub at: u64,
     /// Whose entry changed.
+    #[schema(value_type = String)]
     pub key: PublicKey,
     /// The level before (`None`: not in the table).
     pub old: Option<TrustLevel>,
@@ -381,9 +388,11 @@ pub struct AuditRecord {
     pub who: String,
     /// The name before and after, when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub name: Option<(String, String)>,
     /// The addresses before and after, when they changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
     pub addrs: Option<(Vec<String>, Vec<String>)>,
     /// The reason given with the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -391,14 +400,14 @@ pub struct AuditRecord {
 }
 
 /// `GET /v1/trust-audit`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditLog {
     /// The latest records, oldest first.
     pub records: Vec<AuditRecord>,
 }
 
 /// `POST /v1/test/partition` (test control only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionRequest {
     /// Peer keys to drop and refuse until healed.

@@ -100,11 +100,14 @@ async fn metrics_name_the_store_the_peers_and_delivery_and_parse_as_openmetrics(
     assert!(one(&format!("tocsin_peer_bytes_out_total{peer}")) > 0.0);
     assert_eq!(one(&format!("tocsin_peer_penalty{peer}")), 0.0);
     assert_eq!(one(&format!("tocsin_peer_catch_up_lag{peer}")), 0.0);
+    // Nothing waits to be written to an idle peer.
+    assert_eq!(one(&format!("tocsin_peer_queue_depth{peer}")), 0.0);
 
     // `/v1/peers` shows the new fields too.
     let peers = fed.peers(1).await;
     let row: &Value = peers.iter().find(|p| p["key"] == fed.key(0)).unwrap();
     assert_eq!(row["catch_up_lag"], 0);
+    assert_eq!(row["queue_depth"], 0);
     assert!(row["bytes_out"].as_u64().unwrap() > 0);
 
     // Every family the example alert rules and the Grafana dashboard use is served.

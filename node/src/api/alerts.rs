@@ -15,12 +15,15 @@ use tocsin_proto::{
     AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, Tlp, FORMAT_VERSION,
 };
 
-use super::error::{limit_error, parse_body, read_body, ApiError};
+use super::error::{limit_error, parse_body, read_body, ApiError, Errors, OwnAlertErrors};
 use super::view::alert_json;
 use super::ApiState;
 use crate::net::IssueError;
 use crate::store::{AlertState, Insert, Query as StoreQuery, StoredAlert, MAX_QUERY_LIMIT};
-use tocsin_proto::api::{AlertRequest, CancelRequest, IndicatorSpec, Issued};
+use tocsin_proto::api::{
+    AlertHistory, AlertPage, AlertRequest, AlertView, CancelRequest, ErrorBody, IndicatorSpec,
+    Issued,
+};
 
 /// A handler's JSON answer with its status.
 pub(super) type Answer = Result<(StatusCode, Json<Value>), ApiError>;
@@ -198,6 +201,12 @@ async fn commit(st: &ApiState, body: AlertBody) -> Answer {
 }
 
 /// `POST /v1/alerts`
+#[utoipa::path(post, path = "/v1/alerts", tag = "alerts",
+    request_body = AlertRequest,
+    responses(
+        (status = 201, description = "Issued: signed by this node, committed, gossiped", body = Issued),
+        Errors
+    ))]
 pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer {
     let f = parse_alert_fields(&read_body(body).await?)?;
     let severity = f.severity.ok_or_else(|| ApiError::missing("severity"))?;
@@ -278,6 +287,12 @@ fn issued_after(previous: u64) -> u64 {
 }
 
 /// `POST /v1/alerts/{id}/update`
+#[utoipa::path(post, path = "/v1/alerts/{id}/update", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    request_body = AlertRequest,
+    responses(
+        (status = 201, description = "The update, a new alert that replaces this one", body = Issued),
+        OwnAlertErrors, Errors
+    ))]
 pub(super) async fn update(
     State(st): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -355,6 +370,12 @@ fn truncate_bytes(s: &str, max: usize) -> &str {
 }
 
 /// `POST /v1/alerts/{id}/cancel`
+#[utoipa::path(post, path = "/v1/alerts/{id}/cancel", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    request_body = CancelRequest,
+    responses(
+        (status = 201, description = "The cancel, a new alert that retracts this one", body = Issued),
+        OwnAlertErrors, Errors
+    ))]
 pub(super) async fn cancel(
     State(st): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -404,6 +425,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `GET /v1/alerts/{id}`
+#[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    responses(
+        (status = 200, description = "The alert view", body = AlertView),
+        (status = 404, description = "No such alert", body = ErrorBody),
+        Errors
+    ))]
 pub(super) async fn get(
     State(st): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -418,6 +445,12 @@ pub(super) async fn get(
 }
 
 /// `GET /v1/alerts/{id}/history`
+#[utoipa::path(get, path = "/v1/alerts/{id}/history", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    responses(
+        (status = 200, description = "Every version of its chain, oldest first", body = AlertHistory),
+        (status = 404, description = "No such alert", body = ErrorBody),
+        Errors
+    ))]
 pub(super) async fn history(
     State(st): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -508,6 +541,24 @@ pub(super) fn parse_list_query(params: Vec<(String, String)>) -> Result<StoreQue
 }
 
 /// `GET /v1/alerts?…`
+#[utoipa::path(get, path = "/v1/alerts", tag = "alerts",
+    params(
+        ("since" = Option<u64>, Query, description = "Issued at or after, unix ms"),
+        ("until" = Option<u64>, Query, description = "Issued before, unix ms"),
+        ("origin" = Option<String>, Query, description = "Issued by this node key"),
+        ("min_severity" = Option<String>, Query, description = "critical, high, medium, low or info"),
+        ("tlp" = Option<String>, Query, description = "Exactly this TLP label"),
+        ("tag" = Option<String>, Query, description = "Has this tag (case-insensitive)"),
+        ("indicator" = Option<String>, Query, description = "Has an indicator with this exact value"),
+        ("text" = Option<String>, Query, description = "Substring of the title or text"),
+        ("state" = Option<String>, Query, description = "active, superseded, cancelled or expired"),
+        ("limit" = Option<usize>, Query, description = "Page size, 1 to MAX_QUERY_LIMIT"),
+        ("cursor" = Option<String>, Query, description = "The `next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page, newest first", body = AlertPage),
+        Errors
+    ))]
 pub(super) async fn list(
     State(st): State<Arc<ApiState>>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,

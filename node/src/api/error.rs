@@ -11,6 +11,42 @@ use crate::store::StoreError;
 
 pub use tocsin_proto::api::ErrorBody;
 
+/// The error answers every endpoint may give, for the OpenAPI description.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes answers
+pub enum Errors {
+    /// 400.
+    #[response(status = 400, description = "Bad input; the error names the field")]
+    BadInput(ErrorBody),
+    /// 401.
+    #[response(status = 401, description = "TCP without the bearer token")]
+    Unauthorized(ErrorBody),
+    /// 500.
+    #[response(status = 500, description = "The store failed")]
+    Failed(ErrorBody),
+    /// 503.
+    #[response(
+        status = 503,
+        description = "The node is stopping or its store is degraded"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// The answers of an update or cancel of an alert that cannot be changed.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes answers
+pub enum OwnAlertErrors {
+    /// 403.
+    #[response(status = 403, description = "Not issued by this node")]
+    NotOwn(ErrorBody),
+    /// 404.
+    #[response(status = 404, description = "No such alert")]
+    Missing(ErrorBody),
+    /// 409.
+    #[response(status = 409, description = "Already cancelled")]
+    Cancelled(ErrorBody),
+}
+
 /// An error response: a status code and an [`ErrorBody`].
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -13,13 +13,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tocsin_proto::api::{
-    AuditLog, PartitionRequest, TrustAddRequest, TrustChanged, TrustEntry, TrustList,
+    AuditLog, ErrorBody, PartitionRequest, TrustAddRequest, TrustChanged, TrustEntry, TrustList,
     TrustPatchRequest, TrustRemoveRequest,
 };
 use tocsin_proto::{PublicKey, TrustLevel};
 
 use super::caller::Caller;
-use super::error::{parse_body, read_body, ApiError};
+use super::error::{parse_body, read_body, ApiError, Errors};
 use super::ApiState;
 use crate::net::{ChangedBy, TrustChange, TrustError};
 
@@ -101,6 +101,8 @@ async fn table(st: &ApiState) -> Result<Vec<TrustEntry>, ApiError> {
 }
 
 /// `GET /v1/trust`
+#[utoipa::path(get, path = "/v1/trust", tag = "trust",
+    responses((status = 200, description = "The trust table", body = TrustList), Errors))]
 pub(super) async fn trust_list(State(st): State<Arc<ApiState>>) -> Reply<TrustList> {
     Ok(Json(TrustList {
         entries: table(&st).await?,
@@ -108,6 +110,12 @@ pub(super) async fn trust_list(State(st): State<Arc<ApiState>>) -> Reply<TrustLi
 }
 
 /// `GET /v1/trust/{key}`
+#[utoipa::path(get, path = "/v1/trust/{key}", tag = "trust", params(("key" = String, Path, description = "The peer's public key, 64 hex characters")),
+    responses(
+        (status = 200, description = "The entry", body = TrustEntry),
+        (status = 404, description = "Not in the trust table", body = ErrorBody),
+        Errors
+    ))]
 pub(super) async fn trust_get(
     State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
@@ -128,6 +136,9 @@ pub(super) async fn trust_get(
 }
 
 /// `POST /v1/trust`: adds an entry (or replaces the one for that key).
+#[utoipa::path(post, path = "/v1/trust", tag = "trust",
+    request_body = TrustAddRequest,
+    responses((status = 201, description = "The level before and after", body = TrustChanged), Errors))]
 pub(super) async fn trust_add(
     State(st): State<Arc<ApiState>>,
     caller: Caller,
@@ -149,6 +160,13 @@ pub(super) async fn trust_add(
 }
 
 /// `PUT /v1/trust/{key}`: changes the given fields of an existing entry.
+#[utoipa::path(put, path = "/v1/trust/{key}", tag = "trust", params(("key" = String, Path, description = "The peer's public key, 64 hex characters")),
+    request_body = TrustPatchRequest,
+    responses(
+        (status = 200, description = "The level before and after", body = TrustChanged),
+        (status = 404, description = "Not in the trust table", body = ErrorBody),
+        Errors
+    ))]
 pub(super) async fn trust_set(
     State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
@@ -175,6 +193,13 @@ pub(super) async fn trust_set(
 }
 
 /// `DELETE /v1/trust/{key}` (an optional body gives the reason).
+#[utoipa::path(delete, path = "/v1/trust/{key}", tag = "trust", params(("key" = String, Path, description = "The peer's public key, 64 hex characters")),
+    request_body(content = Option<TrustRemoveRequest>, description = "Optional: the reason, for the audit log"),
+    responses(
+        (status = 200, description = "The level before; `new` is null", body = TrustChanged),
+        (status = 404, description = "Not in the trust table", body = ErrorBody),
+        Errors
+    ))]
 pub(super) async fn trust_remove(
     State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
@@ -193,12 +218,16 @@ pub(super) async fn trust_remove(
 }
 
 /// `GET /v1/trust-audit`: the most recent audit records, oldest first.
+#[utoipa::path(get, path = "/v1/trust-audit", tag = "trust",
+    responses((status = 200, description = "The latest trust changes, oldest first", body = AuditLog), Errors))]
 pub(super) async fn audit(State(st): State<Arc<ApiState>>) -> Reply<AuditLog> {
     let records = st.store.read(|s| s.audit_log(AUDIT_PAGE)).await?;
     Ok(Json(AuditLog { records }))
 }
 
 /// `GET /v1/peers`
+#[utoipa::path(get, path = "/v1/peers", tag = "federation",
+    responses((status = 200, description = "`{\"peers\": [...]}`: one row per trusted key or connected peer, with its counters (docs/api.md)", body = Object), Errors))]
 pub(super) async fn peers(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let peers = st
         .net
@@ -209,6 +238,8 @@ pub(super) async fn peers(State(st): State<Arc<ApiState>>) -> Result<Response, A
 }
 
 /// `GET /v1/net`
+#[utoipa::path(get, path = "/v1/net", tag = "federation",
+    responses((status = 200, description = "Listen addresses, connections and network counters", body = Object), Errors))]
 pub(super) async fn net_status(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let status = st
         .net
@@ -220,6 +251,8 @@ pub(super) async fn net_status(State(st): State<Arc<ApiState>>) -> Result<Respon
 
 /// `GET /metrics`: OpenMetrics text: the node's registry, then the per-peer families
 /// built from the peer table at each scrape.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String), Errors))]
 pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     st.store_degraded
         .set(i64::from(st.store.degraded().is_some()));
@@ -249,6 +282,9 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
 }
 
 /// `POST /v1/test/partition` (only with `test_control`).
+#[utoipa::path(post, path = "/v1/test/partition", tag = "test control",
+    request_body = PartitionRequest,
+    responses((status = 200, description = "Those peers are dropped and refused until healed (only with test_control)", body = Object), Errors))]
 pub(super) async fn partition(
     State(st): State<Arc<ApiState>>,
     body: Body,
@@ -268,6 +304,8 @@ pub(super) async fn partition(
 }
 
 /// `POST /v1/test/heal` (only with `test_control`).
+#[utoipa::path(post, path = "/v1/test/heal", tag = "test control",
+    responses((status = 200, description = "Every partition is lifted (only with test_control)", body = Object), Errors))]
 pub(super) async fn heal(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     st.net
         .heal()
@@ -299,6 +337,7 @@ fn peer_registry(peers: &[crate::net::PeerInfo]) -> prometheus_client::registry:
     let penalty = Family::<PeerLabels, Gauge>::default();
     let banned = Family::<PeerLabels, Gauge>::default();
     let lag = Family::<PeerLabels, Gauge>::default();
+    let queue = Family::<PeerLabels, Gauge>::default();
     let alerts_in = Family::<PeerLabels, Counter>::default();
     let alerts_out = Family::<PeerLabels, Counter>::default();
     let bytes_in = Family::<PeerLabels, Counter>::default();
@@ -321,6 +360,9 @@ fn peer_registry(peers: &[crate::net::PeerInfo]) -> prometheus_client::registry:
             .get_or_create(&labels)
             .set(i64::from(s.banned_until.is_some_and(|t| t > now)));
         lag.get_or_create(&labels).set(gauge(p.report.catch_up_lag));
+        queue
+            .get_or_create(&labels)
+            .set(i64::try_from(p.queue_depth).unwrap_or(i64::MAX));
         alerts_in.get_or_create(&labels).inc_by(s.alerts_in);
         alerts_out.get_or_create(&labels).inc_by(s.alerts_out);
         bytes_in.get_or_create(&labels).inc_by(s.bytes_in);
@@ -348,6 +390,11 @@ fn peer_registry(peers: &[crate::net::PeerInfo]) -> prometheus_client::registry:
         "tocsin_peer_catch_up_lag",
         "Entries of the peer's log past our catch-up cursor (its head as last seen)",
         lag,
+    );
+    r.register(
+        "tocsin_peer_queue_depth",
+        "Frames queued for the peer and not yet written",
+        queue,
     );
     r.register(
         "tocsin_peer_alerts_in",

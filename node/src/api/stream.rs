@@ -26,7 +26,7 @@ use tocsin_proto::AlertId;
 use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::error::ApiError;
+use super::error::{ApiError, Errors};
 use super::view::alert_json;
 use super::{ApiState, KEEP_ALIVE, REPLAY_PAGE, SSE_BUFFER, SSE_BUFFER_BYTES};
 use crate::store::{Store, Stored};
@@ -50,6 +50,15 @@ impl StreamShutdown {
 
 /// `GET /v1/stream?from=SEQ` (or the `Last-Event-ID` header, which wins: it is what a
 /// reconnecting client last saw). Without either, only alerts stored from now on.
+#[utoipa::path(get, path = "/v1/stream", tag = "alerts",
+    params(
+        ("from" = Option<u64>, Query, description = "Replay the log after this seq first"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Wins over `from`: the last seq a reconnecting client saw"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `alert` (id = seq, data = the alert view), and `error` with where to resume", content_type = "text/event-stream", body = String),
+        Errors
+    ))]
 pub(super) async fn stream(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,

@@ -58,6 +58,8 @@ impl NetActor {
                             bytes_out: peer_id(&report.key)
                                 .and_then(|p| self.bytes_out.get(&p).copied())
                                 .unwrap_or(0),
+                            queue_depth: peer_id(&report.key)
+                                .map_or(0, |p| self.swarm.behaviour().gossip.queue_depth(&p)),
                             report,
                         }
                     })

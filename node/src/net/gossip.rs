@@ -16,6 +16,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use asynchronous_codec::{BytesMut, Decoder, Encoder, Framed};
@@ -69,6 +71,8 @@ pub struct Behaviour {
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     events: VecDeque<ToSwarm<Event, In>>,
     next_token: u64,
+    /// Frames queued in each connection's handler, as the handler last set it.
+    depths: HashMap<ConnectionId, Arc<AtomicUsize>>,
 }
 
 /// Sending failed because no connection to the peer is open.
@@ -83,7 +87,25 @@ impl Behaviour {
             connections: HashMap::new(),
             events: VecDeque::new(),
             next_token: 0,
+            depths: HashMap::new(),
         }
+    }
+
+    /// Frames queued for the peer and not yet written (all its connections).
+    pub fn queue_depth(&self, peer: &PeerId) -> usize {
+        self.connections
+            .get(peer)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.depths.get(c))
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn handler(&mut self, connection: ConnectionId) -> Handler {
+        let depth = Arc::new(AtomicUsize::new(0));
+        self.depths.insert(connection, depth.clone());
+        Handler::new(self.config, depth)
     }
 
     /// Queues one encoded control frame for the peer.
@@ -144,23 +166,23 @@ impl NetworkBehaviour for Behaviour {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _connection_id: ConnectionId,
+        connection_id: ConnectionId,
         _peer: PeerId,
         _local_addr: &Multiaddr,
         _remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(self.config))
+        Ok(self.handler(connection_id))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        _connection_id: ConnectionId,
+        connection_id: ConnectionId,
         _peer: PeerId,
         _addr: &Multiaddr,
         _role_override: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(self.config))
+        Ok(self.handler(connection_id))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -176,6 +198,7 @@ impl NetworkBehaviour for Behaviour {
                 connection_id,
                 ..
             }) => {
+                self.depths.remove(&connection_id);
                 if let Some(list) = self.connections.get_mut(&peer_id) {
                     list.retain(|c| *c != connection_id);
                     if list.is_empty() {
@@ -259,10 +282,12 @@ pub struct Handler {
     flushing: Vec<u64>,
     dropped: u64,
     events: VecDeque<Out>,
+    /// `queue.len()`, shared with the behaviour for `tocsin_peer_queue_depth`.
+    depth: Arc<AtomicUsize>,
 }
 
 impl Handler {
-    fn new(config: Config) -> Handler {
+    fn new(config: Config, depth: Arc<AtomicUsize>) -> Handler {
         Handler {
             outbound: Outbound::Idle,
             inbound: None,
@@ -272,12 +297,18 @@ impl Handler {
             flushing: Vec::new(),
             dropped: 0,
             events: VecDeque::new(),
+            depth,
         }
+    }
+
+    fn publish_depth(&self) {
+        self.depth.store(self.queue.len(), Ordering::Relaxed);
     }
 
     fn fail(&mut self, error: String) {
         self.outbound = Outbound::Failed;
         self.queue.clear();
+        self.publish_depth();
         self.flushes.clear();
         self.flushing.clear();
         self.events.push_back(Out::StreamFailed(error));
@@ -319,6 +350,7 @@ impl Handler {
             }
             match self.queue.pop() {
                 Some(frame) => {
+                    self.depth.store(self.queue.len(), Ordering::Relaxed);
                     if let Err(e) = Pin::new(&mut **stream).start_send(frame.as_slice()) {
                         return self.fail(format!("gossip stream write failed: {e}"));
                     }
@@ -413,6 +445,7 @@ impl ConnectionHandler for Handler {
                 if !self.queue.push(lane, frame) {
                     self.dropped += 1;
                 }
+                self.publish_depth();
             }
             (_, In::Flush(token)) => self.flushes.push_back((self.queue.next_seq(), token)),
             (_, In::PauseReading(pause)) => {

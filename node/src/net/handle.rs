@@ -81,6 +81,8 @@ pub struct PeerInfo {
     pub last_seen: Option<u64>,
     /// Frame bytes queued for this peer since start.
     pub bytes_out: u64,
+    /// Frames queued for this peer and not yet written now.
+    pub queue_depth: usize,
     #[serde(flatten)]
     pub report: PeerReport,
 }
