@@ -50,6 +50,7 @@ pub mod cap;
 pub mod codec;
 pub mod envelope;
 mod error;
+pub mod identity;
 pub mod ids;
 pub mod keyfile;
 pub mod limits;

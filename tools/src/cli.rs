@@ -136,6 +136,13 @@ pub enum Command {
     /// The node key
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The agency's offline org key, and the node certificates and revocations it signs
+    /// (files only: no daemon is needed, and the org key never goes on a node)
+    ///
+    /// Nodes do not yet present certificates to their peers: today these commands
+    /// make and check the signed objects of the agency key ceremony (docs/operations.md).
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Print a shell completion script
     ///
     /// bash: `tocsin completions bash > /etc/bash_completion.d/tocsin`;
@@ -149,6 +156,70 @@ pub enum Command {
     /// Print the manual page (roff): `tocsin man | man -l -`, or install it with
     /// `tocsin man > /usr/local/share/man/man1/tocsin.1`
     Man,
+}
+
+/// `tocsin org …`
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create a new org key (a file of mode 0600; never overwrites one) and print its
+    /// public key, which partners put in their trust tables
+    Init {
+        /// Where to write the org key
+        #[arg(long, value_name = "FILE", default_value = "org.key")]
+        key: PathBuf,
+    },
+    /// Certify a node key for this agency: writes a certificate file for that node
+    Certify {
+        /// The node's public key (64 hex, from `tocsin key show` on the node)
+        #[arg(value_name = "NODE_KEY", value_parser = parse_key)]
+        node: PublicKey,
+        /// The org key file
+        #[arg(long, value_name = "FILE", default_value = "org.key")]
+        key: PathBuf,
+        /// The agency's name, as partners will see it
+        #[arg(long)]
+        agency: String,
+        /// How long it is valid (at most two years), e.g. 90d
+        #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = humantime::parse_duration)]
+        valid: Duration,
+        /// Valid from (default: now): unix ms or an RFC 3339 UTC time
+        #[arg(long, value_name = "WHEN", value_parser = parse_when)]
+        not_before: Option<u64>,
+        /// The certificate's serial number (default: its start time in unix ms)
+        #[arg(long)]
+        serial: Option<u64>,
+        /// Where to write the certificate (a new file)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Revoke a node key: writes a signed revocation file
+    Revoke {
+        /// The node's public key (64 hex)
+        #[arg(value_name = "NODE_KEY", value_parser = parse_key)]
+        node: PublicKey,
+        /// The org key file
+        #[arg(long, value_name = "FILE", default_value = "org.key")]
+        key: PathBuf,
+        /// Why (required; partners' operators read it)
+        #[arg(long)]
+        reason: String,
+        /// Revoked from (default: now): what the node signed before stays valid
+        #[arg(long, value_name = "WHEN", value_parser = parse_when)]
+        at: Option<u64>,
+        /// Where to write the revocation (a new file)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the org key's public key (--key), or check and print a certificate or a
+    /// revocation file
+    Show {
+        /// The org key file
+        #[arg(long, value_name = "FILE", conflicts_with = "file")]
+        key: Option<PathBuf>,
+        /// A certificate or revocation file
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// `tocsin trust …`

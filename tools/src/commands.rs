@@ -43,6 +43,7 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
     let g = &cli.global;
     match cli.command {
         Command::Key(KeyCommand::Show) => key_show(g, out),
+        Command::Org(cmd) => crate::org::run(g.json, cmd, out),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(

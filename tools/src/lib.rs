@@ -38,5 +38,6 @@ pub mod commands;
 pub mod federation;
 pub mod format;
 pub mod interop;
+pub mod org;
 pub mod output;
 pub mod sse;

@@ -17,6 +17,7 @@ fn tocsin_help_documents_exit_codes_and_commands() {
     let h = help(env!("CARGO_BIN_EXE_tocsin"), &[]);
     for word in [
         "issue", "update", "cancel", "list", "show", "watch", "status", "trust", "peers", "key",
+        "org",
     ] {
         assert!(h.contains(word), "tocsin --help lists {word}:\n{h}");
     }
