@@ -185,8 +185,11 @@ pub fn openapi(test_control: bool) -> utoipa::openapi::OpenApi {
 
 /// Builds the API's router, without authentication (see [`serve`] for TCP).
 pub fn router(state: Arc<ApiState>) -> Router {
-    let (r, _) = described(state.test_control).split_for_parts();
-    let mut r = r.with_state(state.clone());
+    // The description is built once, with the router, and served as it is.
+    let (r, spec) = described(state.test_control).split_for_parts();
+    let mut r = r
+        .with_state(state.clone())
+        .layer(axum::Extension(Arc::new(spec)));
     if let Some(taxii) = &state.taxii {
         r = r.merge(crate::taxii::routes(taxii.clone()));
     }
@@ -197,8 +200,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// `GET /v1/openapi.json`
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
     responses((status = 200, description = "This description, OpenAPI 3.1", body = Object)))]
-async fn openapi_json(State(st): State<Arc<ApiState>>) -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi(st.test_control))
+async fn openapi_json(
+    axum::Extension(spec): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json(spec.as_ref().clone())
 }
 
 /// `GET /v1/status`

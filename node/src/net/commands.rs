@@ -48,6 +48,7 @@ impl NetActor {
                     .into_iter()
                     .map(|report| {
                         let entry = self.trust.get(&report.key);
+                        let pid = peer_id(&report.key);
                         PeerInfo {
                             key: report.key,
                             peer_id: crate::keys::peer_id_string(&report.key),
@@ -55,10 +56,10 @@ impl NetActor {
                             level: entry.map(|e| e.level),
                             addrs: entry.map(|e| e.addrs.clone()).unwrap_or_default(),
                             last_seen: self.last_seen.get(&report.key).copied(),
-                            bytes_out: peer_id(&report.key)
+                            bytes_out: pid
                                 .and_then(|p| self.bytes_out.get(&p).copied())
                                 .unwrap_or(0),
-                            queue_depth: peer_id(&report.key)
+                            queue_depth: pid
                                 .map_or(0, |p| self.swarm.behaviour().gossip.queue_depth(&p)),
                             report,
                         }

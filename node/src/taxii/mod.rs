@@ -139,7 +139,7 @@ impl Taxii {
         for (i, c) in cfg.clients.iter().enumerate() {
             let secret = c
                 .load_secret()
-                .map_err(|why| format!("taxii.clients[{i}].secret_file: {why}"))?;
+                .map_err(|why| format!("taxii.clients[{i}] ({}): {why}", c.name))?;
             clients.push(Client {
                 name: c.name.clone(),
                 secret,

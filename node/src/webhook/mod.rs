@@ -384,6 +384,36 @@ impl Deliverer {
         }
     }
 
+    /// The STIX bundle of `stored` (`Some(None)`: it has no STIX form), read again each
+    /// second while the store cannot be read; `None` once the node is stopping.
+    async fn stix_body(
+        &self,
+        stored: &StoredAlert,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Option<Vec<u8>>> {
+        let mut warned = false;
+        loop {
+            let alert = stored.clone();
+            let read = self
+                .store
+                .read(move |s| crate::taxii::collection::bundle_of(s, &alert))
+                .await;
+            match read {
+                Ok(bundle) => return Some(bundle.map(|b| b.to_string().into_bytes())),
+                Err(e) => {
+                    if !warned {
+                        warn!(webhook = %self.cfg.name, error = %e, "cannot read the alert for its STIX body; retrying");
+                        warned = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|s| *s) => return None,
+                    }
+                }
+            }
+        }
+    }
+
     /// Delivers one alert, retrying with backoff until the receiver accepts or refuses
     /// it. Returns false if the node is stopping (the alert stays in the outbox).
     async fn deliver(
@@ -396,26 +426,13 @@ impl Deliverer {
                 Ok(b) => (b, "application/json"),
                 Err(_) => return true,
             },
-            BodyFormat::Stix => {
-                let alert = stored.clone();
-                let bundle = self
-                    .store
-                    .read(move |s| crate::taxii::collection::bundle_of(s, &alert))
-                    .await;
-                match bundle {
-                    Ok(Some(b)) => (b.to_string().into_bytes(), crate::taxii::STIX_MEDIA_TYPE),
-                    // A cancel of an alert not held here has nothing to say in STIX.
-                    Ok(None) => return true,
-                    Err(e) => {
-                        warn!(webhook = %self.cfg.name, error = %e, "cannot read the alert for its STIX body; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = stop.wait_for(|s| *s) => {}
-                        }
-                        return !*stop.borrow();
-                    }
-                }
-            }
+            BodyFormat::Stix => match self.stix_body(stored, stop).await {
+                Some(Some(b)) => (b, crate::taxii::STIX_MEDIA_TYPE),
+                // A cancel of an alert not held here has nothing to say in STIX.
+                Some(None) => return true,
+                // Stopping: the alert stays in the outbox.
+                None => return false,
+            },
         };
         let id = stored.alert.id().to_string();
         let mut backoff = Duration::from_secs(1);
