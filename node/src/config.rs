@@ -64,9 +64,25 @@ pub struct Config {
     /// TAXII 2.1 (`[taxii]`, `[[taxii.clients]]`): who may read alerts at `/taxii2/`
     /// on the TCP API listener, and up to which TLP label (see `docs/interop.md`).
     pub taxii: crate::taxii::TaxiiConfig,
+    /// This node's agency identity (`[identity]`): the certificate its org key signed.
+    pub identity: IdentityConfig,
     /// Enables test-only endpoints (partitioning peers) used by `tocsin-cluster`.
     /// Never enable in production.
     pub test_control: bool,
+}
+
+/// `[identity]`: who this node speaks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The node certificate (`tocsin org certify` on the agency's offline machine), sent
+    /// to every peer at connection time. Peers that trust the agency's org key, not this
+    /// node's key, admit the connection on it. None: the node presents no certificate
+    /// and is known by its node key only. A relative path is resolved against the config
+    /// file's directory. The node refuses to start if the file is damaged, badly signed
+    /// or certifies another key; it warns when the certificate is expired or not yet
+    /// valid.
+    pub cert_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -80,6 +96,7 @@ impl Default for Config {
             peers: Vec::new(),
             webhook: Vec::new(),
             taxii: crate::taxii::TaxiiConfig::default(),
+            identity: IdentityConfig::default(),
             test_control: false,
         }
     }
@@ -301,6 +318,10 @@ pub struct PeerConfig {
     /// Multiaddrs to dial it at, e.g. `/ip4/192.0.2.7/tcp/7400`.
     #[serde(default)]
     pub addrs: Vec<String>,
+    /// `key` is an agency's org key: each node with a valid certificate from it gets
+    /// `level`, and `addrs` are dialled whatever node key answers there.
+    #[serde(default)]
+    pub org: bool,
 }
 
 /// `[net]` embeds the engine's settings with `flatten`, which serde cannot check for
@@ -357,6 +378,9 @@ impl Config {
             if let Some(f) = c.secret_file.as_mut().filter(|f| f.is_relative()) {
                 *f = base.join(&*f);
             }
+        }
+        if let Some(f) = cfg.identity.cert_file.as_mut().filter(|f| f.is_relative()) {
+            *f = base.join(&*f);
         }
         cfg.validate()?;
         Ok(cfg)

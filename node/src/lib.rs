@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`config`]: `config.toml`, one `#[serde(default)]` struct validated at start-up.
 //! - [`keys`]: the node key file (created 0600, refused when others can read it).
+//! - [`identity`]: this node's agency certificate and the checks of its peers'.
 //! - [`store`]: the redb store: signed bytes, receipts, indexes, append log, group commit.
 //! - [`engine`]: the sans-IO gossip engine (`handle(event, now) -> actions`).
 //! - [`net`]: the network actor: the one owner of the libp2p `Swarm`, the engine, the
@@ -18,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod identity;
 pub mod keys;
 pub mod net;
 pub mod store;

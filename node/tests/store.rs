@@ -921,18 +921,21 @@ async fn cursors_trust_and_audit_round_trip_and_survive_reopen() {
         level: TrustLevel::Member,
         name: "CERT-A".into(),
         addrs: vec!["/ip4/192.0.2.1/tcp/4001".into()],
+        org: true,
     };
     let e2 = TrustEntry {
         key: pk(2),
         level: TrustLevel::Public,
         name: "CERT-B".into(),
         addrs: vec![],
+        org: false,
     };
     let e3 = TrustEntry {
         key: pk(3),
         level: TrustLevel::Blocked,
         name: "bad".into(),
         addrs: vec![],
+        org: false,
     };
     let rec = |at: u64, key: PublicKey, old, new, source: &str| AuditRecord {
         at,

@@ -303,6 +303,9 @@ pub struct TrustAddRequest {
     /// Multiaddrs to dial it at.
     #[serde(default)]
     pub addrs: Vec<String>,
+    /// The key is an agency's org key: its certified nodes get the level.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub org: bool,
     /// Why, for the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -346,6 +349,11 @@ pub struct TrustEntry {
     pub name: String,
     /// Where to dial it (multiaddrs).
     pub addrs: Vec<String>,
+    /// An agency's org key rather than a node key: every node that presents a valid
+    /// certificate from it gets this level, and its addresses are dialled without
+    /// expecting a particular node key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub org: bool,
 }
 
 /// The answer to a trust change: the level before and after (`None`: not in the table,

@@ -9,9 +9,10 @@
 //! `docs/wire-format.md` ("Identity objects") documents the fields, and
 //! `proto/tests/vectors/identity-v1.json` freezes their bytes.
 //!
-//! What uses them: `tocsin org` makes certificates and revocations today. Presenting
-//! certificates at connection time, revocations federating like cancels, and receipts
-//! and sightings travelling to an alert's origin are the next steps of the identity work.
+//! What uses them: `tocsin org` makes certificates and revocations; a node presents its
+//! certificate in the `identity` frame of every connection ([`crate::Frame::Identity`]).
+//! Revocations federating like cancels, and receipts and sightings travelling to an
+//! alert's origin, are the next steps of the identity work.
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde::de::DeserializeOwned;

@@ -43,6 +43,13 @@ pub enum Frame {
     /// "Push `origin`'s alerts to me eagerly": moves that origin's broadcast tree onto
     /// this link (a shorter path from the origin was announced on it).
     Graft { origin: PublicKey },
+    /// First frame on every connection, before `hello`: the sender's node certificate
+    /// (a [`crate::identity::NodeCert`] envelope), if its agency certified it. A peer that
+    /// trusts the sender's org key (not its node key) admits the connection on it.
+    Identity {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cert: Option<serde_bytes::ByteBuf>,
+    },
     /// Catch-up: send me the ids in your log after sequence `after`, for epoch `epoch`.
     SyncRequest { epoch: u64, after: u64 },
     /// A page of catch-up: the ids (that the requester may see) in the log from the
@@ -81,7 +88,20 @@ impl Frame {
                 Limit::IdsPerFrame.check(ids.len())?;
             }
             Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,
-            Frame::Hello { .. }
+            Frame::Identity { cert: Some(cert) } => {
+                if cert.len() > crate::identity::MAX_OBJECT_BYTES {
+                    return Err(Error::invalid(
+                        "cert",
+                        format!(
+                            "{} bytes, more than {}",
+                            cert.len(),
+                            crate::identity::MAX_OBJECT_BYTES
+                        ),
+                    ));
+                }
+            }
+            Frame::Identity { cert: None }
+            | Frame::Hello { .. }
             | Frame::Prune { .. }
             | Frame::Graft { .. }
             | Frame::SyncRequest { .. } => {}
@@ -93,6 +113,7 @@ impl Frame {
     pub fn name(&self) -> &'static str {
         match self {
             Frame::Hello { .. } => "hello",
+            Frame::Identity { .. } => "identity",
             Frame::Alert { .. } => "alert",
             Frame::Announce { .. } => "announce",
             Frame::Want { .. } => "want",

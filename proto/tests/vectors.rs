@@ -109,6 +109,16 @@ fn documented_frames_have_their_documented_bytes() {
             },
             format!("00000035a16477616e74a263696473815820{id}656772616674f5"),
         ),
+        (
+            Frame::Identity { cert: None },
+            "0000000ba1686964656e74697479a0".into(),
+        ),
+        (
+            Frame::Identity {
+                cert: Some(serde_bytes::ByteBuf::from(vec![0xab; 3])),
+            },
+            "00000014a1686964656e74697479a1646365727443ababab".into(),
+        ),
     ];
     for (frame, want) in cases {
         let bytes = wire::with_len_prefix(&frame.encode().unwrap());

@@ -241,6 +241,11 @@ pub enum TrustCommand {
         /// A name for tables and logs
         #[arg(long, default_value = "")]
         name: String,
+        /// The key is an agency's org key (`tocsin org show` on its side): every node
+        /// with a valid certificate from it gets the level, and the addresses are dialled
+        /// whatever node answers there
+        #[arg(long)]
+        org: bool,
         /// Why, for the audit log
         #[arg(long)]
         reason: Option<String>,

@@ -28,17 +28,23 @@ pub async fn trust<W: Write>(
                 return Ok(());
             }
             out.line(&format!(
-                "{:<16} {:<10} {:<18} ADDRESSES",
-                "KEY", "LEVEL", "NAME"
+                "{:<16} {:<5} {:<10} {:<18} ADDRESSES",
+                "KEY", "KIND", "LEVEL", "NAME"
             ))?;
             for e in &entries {
                 let addrs: Vec<&str> = e["addrs"]
                     .as_array()
                     .map(|a| a.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
+                let kind = if e["org"].as_bool() == Some(true) {
+                    "org"
+                } else {
+                    "node"
+                };
                 out.line(&format!(
-                    "{:<16} {:<10} {:<18} {}",
+                    "{:<16} {:<5} {:<10} {:<18} {}",
                     short(e["key"].as_str().unwrap_or(""), 16),
+                    kind,
                     e["level"].as_str().unwrap_or("?"),
                     e["name"].as_str().unwrap_or(""),
                     addrs.join(" ")
@@ -51,12 +57,13 @@ pub async fn trust<W: Write>(
             level,
             addrs,
             name,
+            org,
             reason,
         } => {
             let v = client
                 .post(
                     "/v1/trust",
-                    &json!({"key": key.to_string(), "level": level.as_str(), "addrs": addrs, "name": name, "reason": reason}),
+                    &json!({"key": key.to_string(), "level": level.as_str(), "addrs": addrs, "name": name, "org": org, "reason": reason}),
                 )
                 .await?;
             changed(&v, json_out, out)

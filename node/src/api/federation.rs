@@ -154,6 +154,7 @@ pub(super) async fn trust_add(
         level,
         name: req.name,
         addrs: req.addrs,
+        org: req.org,
     };
     let done = change(&st, TrustChange::Put(entry), by).await?;
     Ok((StatusCode::CREATED, Json(done)))

@@ -48,6 +48,8 @@ impl Engine {
                 WORK_HELLO
             }
             Frame::Alert { .. } => 0, // handled above
+            // The network actor reads a connection's identity; a repeat changes nothing.
+            Frame::Identity { .. } => 1,
             Frame::Announce { ids, hops } => {
                 let n = ids.len() as u64;
                 self.on_announce(peer, ids, hops, now);

@@ -46,15 +46,26 @@ impl NetActor {
                     .engine
                     .peer_reports()
                     .into_iter()
+                    .filter(|report| !self.trust.get(&report.key).is_some_and(|e| e.org))
                     .map(|report| {
-                        let entry = self.trust.get(&report.key);
+                        let cert = self.certs.get(&report.key);
+                        // A node known by its certificate shows its org's entry.
+                        let entry = self
+                            .trust
+                            .get(&report.key)
+                            .or_else(|| cert.and_then(|c| self.trust.get(&c.org)));
                         let pid = peer_id(&report.key);
                         PeerInfo {
                             key: report.key,
                             peer_id: crate::keys::peer_id_string(&report.key),
                             name: entry.map(|e| e.name.clone()).unwrap_or_default(),
-                            level: entry.map(|e| e.level),
-                            addrs: entry.map(|e| e.addrs.clone()).unwrap_or_default(),
+                            level: self.effective_level(&report.key, crate::now_ms()),
+                            org: cert.map(|c| c.org),
+                            agency: cert.map(|c| c.agency.clone()),
+                            addrs: entry
+                                .filter(|e| !e.org)
+                                .map(|e| e.addrs.clone())
+                                .unwrap_or_default(),
                             last_seen: self.last_seen.get(&report.key).copied(),
                             bytes_out: pid
                                 .and_then(|p| self.bytes_out.get(&p).copied())
@@ -177,7 +188,10 @@ impl NetActor {
                 self.trust.apply(&commit);
                 let (key, old, new) = (commit.key, commit.audit.old, commit.audit.new);
                 info!(peer = %key.fmt_short(), old = ?old.map(|l| l.as_str()), new = ?new.map(|l| l.as_str()), who = %commit.audit.who, "trust changed");
-                self.feed(Event::Trust { key, level: new });
+                // An org key is not a peer (its nodes get its level); a node key without
+                // an entry may still have its org's.
+                let level = self.effective_level(&key, crate::now_ms());
+                self.feed(Event::Trust { key, level });
                 self.apply_trust(key);
                 let _ = reply.send(Ok(TrustChanged { key, old, new }));
             }

@@ -76,6 +76,12 @@ pub struct PeerInfo {
     pub peer_id: String,
     pub name: String,
     pub level: Option<TrustLevel>,
+    /// The org key of the certificate it presented, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<PublicKey>,
+    /// The agency its certificate names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agency: Option<String>,
     pub addrs: Vec<String>,
     /// Unix ms of the last frame or connection event.
     pub last_seen: Option<u64>,

@@ -11,6 +11,7 @@
 
 mod commands;
 pub mod fair;
+pub mod gate;
 pub mod gossip;
 mod handle;
 mod metrics;
@@ -24,12 +25,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{allow_block_list, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use tocsin_proto::api::TrustChanged;
-use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, SigningKey, VerifiedAlert};
+use tocsin_proto::identity::{NodeCert, Signed};
+use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, SigningKey, TrustLevel, VerifiedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -94,12 +96,24 @@ fn frame_lane(envelope: &[u8]) -> u64 {
     tocsin_proto::origin_of(envelope).map_or(fair::CONTROL_LANE, |o| fair::origin_lane(&o))
 }
 
+/// When to dial again after `attempt` failed attempts (and counts this one): the
+/// configured initial delay doubled per attempt up to the maximum, with ±25% jitter so
+/// that a federation restarting together does not redial in step.
+fn backoff(cfg: &Config, attempt: &mut u32) -> u64 {
+    let (initial, max) = (cfg.net.dial_backoff_initial_ms, cfg.net.dial_backoff_max_ms);
+    let base = initial.saturating_mul(1u64 << (*attempt).min(20)).min(max);
+    *attempt = attempt.saturating_add(1);
+    let jitter = rand::thread_rng().gen_range(0.75..1.25);
+    crate::now_ms() + (base as f64 * jitter) as u64
+}
+
 /// The libp2p behaviours of a node.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     /// Refuses every connection from a key that is not trusted (unknown, blocked, banned
-    /// or partitioned) right after the Noise handshake, before any protocol stream.
-    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    /// or partitioned) right after the Noise handshake, before any protocol stream; holds
+    /// unknown peers for their certificate when an org key is trusted.
+    allow: gate::Behaviour,
     /// The gossip streams for `/tocsin/gossip/1`.
     gossip: gossip::Behaviour,
     /// Liveness checks, so dead connections are noticed and redialled.
@@ -136,12 +150,28 @@ enum NetTimer {
     Engine(TimerKey),
     Redial(PeerId),
     Unban(PeerId),
+    /// A held peer's time to present its certificate is up.
+    Admit(PeerId),
+    /// A peer's certificate may have expired.
+    CertExpiry(PublicKey),
+    /// Dial an org entry's address again.
+    OrgRedial(Multiaddr),
 }
 
 /// `Timer` is not `Ord`; timers are kept in a heap by (time, sequence) with the timer
 /// itself in a side table.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct TimerKey(u64);
+
+/// An address of an org entry: dialled without expecting a node key, since any node of
+/// the agency may answer there.
+struct OrgDial {
+    org: PublicKey,
+    /// The node that answered there last.
+    peer: Option<PeerId>,
+    /// Attempts since the last gossip session with that node.
+    attempt: u32,
+}
 
 struct Redial {
     addrs: Vec<Multiaddr>,
@@ -167,7 +197,7 @@ pub fn build_swarm(
         .with_dns()?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_| Behaviour {
-            allow: allow_block_list::Behaviour::default(),
+            allow: gate::Behaviour::new(crate::identity::MAX_PENDING_PEERS),
             gossip: gossip::Behaviour::new(gossip::Config {
                 queue: PEER_WRITE_QUEUE,
             }),
@@ -207,6 +237,18 @@ pub struct NetActor {
     cfg: Config,
     /// Set once the stored alerts are loaded and the listeners report their addresses.
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// This node's certificate (`[identity] cert_file`).
+    cert: Option<Signed<NodeCert>>,
+    /// The valid certificates peers presented, by node key.
+    certs: HashMap<PublicKey, NodeCert>,
+    /// Peers whose first frame of this connection (their `identity`) has been read.
+    identified: HashSet<PeerId>,
+    /// Peers refused on their certificate whose refusal was logged at info.
+    refused_certs: HashSet<PublicKey>,
+    /// Org entries' addresses, dialled without a node key.
+    org_dials: HashMap<Multiaddr, OrgDial>,
+    /// Dials to org addresses in progress.
+    dialing: HashMap<ConnectionId, Multiaddr>,
 }
 
 impl NetActor {
@@ -238,6 +280,20 @@ impl NetActor {
         // The stored alerts are loaded by `run`, off the caller: the API serves while
         // they load.
         let mut engine = Engine::new(me, store.epoch(), cfg.net.gossip.clone());
+        let cert = match &cfg.identity.cert_file {
+            Some(path) => {
+                let cert = crate::identity::load_cert(path, &me)?;
+                let c = cert.body();
+                let now = crate::now_ms();
+                if !cert.is_valid_at(now) {
+                    warn!(not_before = c.not_before, not_after = c.not_after, path = %path.display(), "this node's certificate is not valid now (expired or not yet valid): peers that trust its org key will refuse it; certify the node again (`tocsin org certify`)");
+                } else {
+                    info!(agency = %c.agency, org = %c.org.fmt_short(), serial = c.serial, days_left = (c.not_after - now) / 86_400_000, "presenting the agency's node certificate");
+                }
+                Some(cert)
+            }
+            None => None,
+        };
         // Trust: the database wins; config entries seed keys it does not have yet.
         let mut trust = TrustTable::new(store.trust_entries()?);
         // Keys changed through the API (including removals) are never re-seeded.
@@ -262,12 +318,14 @@ impl NetActor {
                 level: p.level,
                 name: p.name.clone(),
                 addrs: p.addrs.clone(),
+                org: p.org,
             });
             let commit = trust.plan(&change, &seeded_by, crate::now_ms())?;
             store.commit_trust(&commit)?;
             trust.apply(&commit);
         }
-        for e in trust.list() {
+        // Org keys are not peers: the nodes they certify get their level as they connect.
+        for e in trust.list().into_iter().filter(|e| !e.org) {
             engine.load_trust(e.key, e.level);
             if let Some(cursor) = store.cursor(&e.key)? {
                 engine.load_cursor(e.key, cursor.0, cursor.1);
@@ -299,6 +357,12 @@ impl NetActor {
             bytes_out: HashMap::new(),
             cfg,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            cert,
+            certs: HashMap::new(),
+            identified: HashSet::new(),
+            refused_certs: HashSet::new(),
+            org_dials: HashMap::new(),
+            dialing: HashMap::new(),
         })
     }
 
@@ -548,6 +612,26 @@ impl NetActor {
         }
     }
 
+    /// Sends a new connection its first frame: our certificate, if we have one.
+    fn send_identity(&mut self, pid: PeerId) {
+        let frame = Frame::Identity {
+            cert: self
+                .cert
+                .as_ref()
+                .map(|c| serde_bytes::ByteBuf::from(c.to_bytes())),
+        };
+        match frame.encode() {
+            Ok(bytes) => {
+                let _ =
+                    self.swarm
+                        .behaviour_mut()
+                        .gossip
+                        .send_in_lane(&pid, fair::CONTROL_LANE, bytes);
+            }
+            Err(e) => warn!(error = %e, "cannot encode the identity frame"),
+        }
+    }
+
     fn fire_timers(&mut self) {
         let now = crate::now_ms();
         while let Some(Reverse((at, _))) = self.timers.peek() {
@@ -569,12 +653,197 @@ impl NetActor {
                         self.apply_trust(key);
                     }
                 }
+                NetTimer::Admit(pid) => {
+                    if self.swarm.behaviour().allow.is_pending(&pid) {
+                        if let Some(key) = key_of_peer(&pid) {
+                            self.refuse_held(pid, key, "it presented no certificate in time");
+                        }
+                    }
+                }
+                NetTimer::CertExpiry(key) => {
+                    if self.certs.get(&key).is_some_and(|c| c.not_after <= now) {
+                        self.certs.remove(&key);
+                        warn!(peer = %key.fmt_short(), "a peer's certificate expired: it loses its agency's trust level");
+                        self.refresh_node(key);
+                    }
+                }
+                NetTimer::OrgRedial(addr) => self.dial_org_addr(addr),
             }
         }
     }
 
-    /// Makes the allow-list and dialling match the trust table for one key.
+    /// Makes the gate, dialling and the engine's levels match the trust table for one
+    /// key: a node key's own entry, or an org key's entry and the nodes it certifies.
     fn apply_trust(&mut self, key: PublicKey) {
+        let admitting = self
+            .trust
+            .list()
+            .iter()
+            .any(|e| e.org && TrustLevel::may_connect(Some(e.level)));
+        self.swarm.behaviour_mut().allow.set_admitting(admitting);
+        let org = self.trust.get(&key).filter(|e| e.org).cloned();
+        self.apply_org_dials(key, org.as_ref());
+        let certified: Vec<PublicKey> = self
+            .certs
+            .iter()
+            .filter(|(_, c)| c.org == key)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in certified {
+            self.refresh_node(node);
+        }
+        if org.is_none() {
+            self.apply_node(key);
+        }
+    }
+
+    /// The level a node key has here: its own trust entry's, else (through a valid
+    /// certificate it presented) its org's.
+    fn effective_level(&self, key: &PublicKey, now: u64) -> Option<TrustLevel> {
+        if let Some(e) = self.trust.get(key) {
+            return (!e.org).then_some(e.level);
+        }
+        let cert = self.certs.get(key)?;
+        if !(cert.not_before..cert.not_after).contains(&now) {
+            return None;
+        }
+        self.trust.get(&cert.org).filter(|e| e.org).map(|e| e.level)
+    }
+
+    /// Gives the engine a node key's effective level if it changed, and makes the gate
+    /// match it.
+    fn refresh_node(&mut self, key: PublicKey) {
+        let level = self.effective_level(&key, crate::now_ms());
+        if self.engine.trust_of(&key) != level {
+            self.feed(Event::Trust { key, level });
+        }
+        self.apply_node(key);
+    }
+
+    /// Dials the addresses of an org entry (`org` is its entry, or None when the key is
+    /// not, or no longer, an org entry that may connect).
+    fn apply_org_dials(&mut self, key: PublicKey, org: Option<&TrustEntry>) {
+        let addrs: Vec<Multiaddr> = org
+            .filter(|e| TrustLevel::may_connect(Some(e.level)))
+            .map(|e| e.addrs.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
+        self.org_dials
+            .retain(|a, d| d.org != key || addrs.contains(a));
+        for addr in addrs {
+            if !self.org_dials.contains_key(&addr) {
+                self.org_dials.insert(
+                    addr.clone(),
+                    OrgDial {
+                        org: key,
+                        peer: None,
+                        attempt: 0,
+                    },
+                );
+                self.dial_org_addr(addr);
+            }
+        }
+    }
+
+    /// Dials an org address unless the node that answered there is still connected.
+    fn dial_org_addr(&mut self, addr: Multiaddr) {
+        let Some(d) = self.org_dials.get(&addr) else {
+            return;
+        };
+        if d.peer.is_some_and(|p| self.swarm.is_connected(&p))
+            || self.dialing.values().any(|a| a == &addr)
+        {
+            return;
+        }
+        let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dialing.insert(id, addr);
+            }
+            Err(e) => {
+                debug!(%addr, error = %e, "dial failed");
+                self.schedule_org_redial(addr);
+            }
+        }
+    }
+
+    fn schedule_org_redial(&mut self, addr: Multiaddr) {
+        let Some(d) = self.org_dials.get_mut(&addr) else {
+            return;
+        };
+        let at = backoff(&self.cfg, &mut d.attempt);
+        self.timers.push(Reverse((at, NetTimer::OrgRedial(addr))));
+    }
+
+    /// A held peer's first frame: `cert` is the certificate it presented, if any. It is
+    /// admitted when its certificate is valid and its org's level may connect; the
+    /// certificate of a peer already allowed is kept for its agency's name and level.
+    fn on_identity(&mut self, pid: PeerId, key: PublicKey, cert: Option<&[u8]>) {
+        let now = crate::now_ms();
+        let refusal = match crate::identity::check_presented(cert, &key, now) {
+            Ok(c) => {
+                let (org, not_after) = (c.org, c.not_after);
+                let first = self.certs.insert(key, c).is_none();
+                self.timers
+                    .push(Reverse((not_after, NetTimer::CertExpiry(key))));
+                if first && self.trust.get(&key).is_none() {
+                    // Catch-up resumes where it stopped with this node before.
+                    match self.store.cursor(&key) {
+                        Ok(Some((epoch, seq))) => self.engine.load_cursor(key, epoch, seq),
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(peer = %key.fmt_short(), error = %e, "cannot read the catch-up cursor")
+                        }
+                    }
+                }
+                let level = self.effective_level(&key, now);
+                if self.engine.trust_of(&key) != level {
+                    self.feed(Event::Trust { key, level });
+                }
+                match self.trust.get(&org).filter(|e| e.org) {
+                    None => Some(format!(
+                        "its org key {} is not in the trust table",
+                        org.fmt_short()
+                    )),
+                    Some(e) if !TrustLevel::may_connect(Some(e.level)) => {
+                        Some(format!("its org key {} is {}", org.fmt_short(), e.level))
+                    }
+                    Some(_) => None,
+                }
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if !self.swarm.behaviour().allow.is_pending(&pid) {
+            // Already allowed on its node key: the certificate only names its agency.
+            return;
+        }
+        let admissible = self.engine.may_connect(&key, now) && !self.partitioned.contains(&key);
+        match refusal {
+            None if admissible => {
+                self.apply_node(key);
+                if let Some(c) = self.certs.get(&key) {
+                    info!(peer = %key.fmt_short(), agency = %c.agency, org = %c.org.fmt_short(), "peer admitted on its agency's certificate");
+                }
+                self.ensure_connected(pid, key);
+            }
+            None => self.refuse_held(pid, key, "it is banned or partitioned"),
+            Some(reason) => self.refuse_held(pid, key, &reason),
+        }
+    }
+
+    /// Refuses a held peer, logging why (at info once per key, then at debug).
+    fn refuse_held(&mut self, pid: PeerId, key: PublicKey, reason: &str) {
+        self.metrics.connections_refused.inc();
+        if self.refused_certs.len() < MAX_REFUSED_LOGGED && self.refused_certs.insert(key) {
+            info!(peer = %key.fmt_short(), reason, "connection refused: the peer's node key is not trusted and {reason}; repeats are logged at debug");
+        } else {
+            debug!(peer = %key.fmt_short(), reason, "connection refused");
+        }
+        self.swarm.behaviour_mut().allow.refuse(pid);
+    }
+
+    /// Makes the gate and dialling match a node key's level in the engine.
+    fn apply_node(&mut self, key: PublicKey) {
         let Some(pid) = peer_id(&key) else { return };
         let now = crate::now_ms();
         let allowed = self.engine.may_connect(&key, now) && !self.partitioned.contains(&key);
@@ -612,20 +881,11 @@ impl NetActor {
     }
 
     fn schedule_redial(&mut self, pid: PeerId) {
-        let (initial, max) = (
-            self.cfg.net.dial_backoff_initial_ms,
-            self.cfg.net.dial_backoff_max_ms,
-        );
         let Some(r) = self.redial.get_mut(&pid) else {
             return;
         };
-        let base = initial.saturating_mul(1u64 << r.attempt.min(20)).min(max);
-        r.attempt = r.attempt.saturating_add(1);
-        // ±25% jitter so that a federation restarting together does not redial in step.
-        let jitter = rand::thread_rng().gen_range(0.75..1.25);
-        let delay = (base as f64 * jitter) as u64;
-        self.timers
-            .push(Reverse((crate::now_ms() + delay, NetTimer::Redial(pid))));
+        let at = backoff(&self.cfg, &mut r.attempt);
+        self.timers.push(Reverse((at, NetTimer::Redial(pid))));
     }
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -635,14 +895,31 @@ impl NetActor {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id: pid,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
             } => {
+                if let Some(addr) = self.dialing.remove(&connection_id) {
+                    if let Some(d) = self.org_dials.get_mut(&addr) {
+                        d.peer = Some(pid);
+                    }
+                }
                 let Some(key) = key_of_peer(&pid) else {
                     let _ = self.swarm.disconnect_peer_id(pid);
                     return;
                 };
+                if num_established.get() == 1 {
+                    self.send_identity(pid);
+                }
+                if self.swarm.behaviour().allow.is_pending(&pid) {
+                    if num_established.get() == 1 {
+                        debug!(peer = %key.fmt_short(), addr = %endpoint.get_remote_address(), "unknown peer held until it presents a certificate");
+                        let at = crate::now_ms() + crate::identity::ADMIT_TIMEOUT_MS;
+                        self.timers.push(Reverse((at, NetTimer::Admit(pid))));
+                    }
+                    return;
+                }
                 self.last_seen.insert(key, crate::now_ms());
                 if num_established.get() == 1 {
                     // Repeated connections to a peer that keeps closing them are logged at
@@ -662,6 +939,16 @@ impl NetActor {
                 cause,
                 ..
             } => {
+                self.identified.remove(&pid);
+                let org_addrs: Vec<Multiaddr> = self
+                    .org_dials
+                    .iter()
+                    .filter(|(_, d)| d.peer == Some(pid))
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                for addr in org_addrs {
+                    self.schedule_org_redial(addr);
+                }
                 let Some(key) = key_of_peer(&pid) else { return };
                 let cause = cause.map(|c| c.to_string());
                 if self.sessions.remove(&pid) {
@@ -669,9 +956,14 @@ impl NetActor {
                 } else {
                     debug!(peer = %key.fmt_short(), ?cause, "peer closed the connection before any gossip");
                 }
-                if self.connected.remove(&pid) {
-                    self.metrics.peers_connected.dec();
+                if !self.connected.remove(&pid) {
+                    // Held or refused before it was ever a peer.
+                    if self.redial.contains_key(&pid) {
+                        self.schedule_redial(pid);
+                    }
+                    return;
                 }
+                self.metrics.peers_connected.dec();
                 self.last_seen.insert(key, crate::now_ms());
                 self.feed(Event::PeerDisconnected(key));
                 if self.redial.contains_key(&pid) {
@@ -695,6 +987,16 @@ impl NetActor {
                 }
             }
             SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } if self.dialing.contains_key(&connection_id) => {
+                if let Some(addr) = self.dialing.remove(&connection_id) {
+                    debug!(%addr, error = %error, "dial of an org address failed; backing off");
+                    self.schedule_org_redial(addr);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(pid),
                 error,
                 ..
@@ -715,12 +1017,35 @@ impl NetActor {
                 let Some(key) = key_of_peer(&peer) else {
                     return;
                 };
+                if self.identified.insert(peer) {
+                    // The first frame of a connection is the peer's `identity`.
+                    match Frame::decode(&bytes) {
+                        Ok(Frame::Identity { cert }) => {
+                            self.on_identity(peer, key, cert.as_deref().map(|c| &c[..]));
+                            return;
+                        }
+                        _ if self.swarm.behaviour().allow.is_pending(&peer) => {
+                            self.refuse_held(peer, key, "its first frame was not its identity");
+                            return;
+                        }
+                        // The engine judges (and penalises) anything else.
+                        _ => {}
+                    }
+                }
+                if !self.swarm.behaviour().allow.is_allowed(&peer) {
+                    return;
+                }
                 self.ensure_connected(peer, key);
                 if self.sessions.insert(peer) {
                     // The peer speaks to us: the link is really up, so a later drop
                     // redials quickly again.
                     if let Some(r) = self.redial.get_mut(&peer) {
                         r.attempt = 0;
+                    }
+                    for d in self.org_dials.values_mut() {
+                        if d.peer == Some(peer) {
+                            d.attempt = 0;
+                        }
                     }
                 }
                 self.last_seen.insert(key, crate::now_ms());
@@ -747,7 +1072,10 @@ impl NetActor {
     /// Tells the engine once that a peer is connected, whichever of the connection event
     /// and its first frame comes first.
     fn ensure_connected(&mut self, pid: PeerId, key: PublicKey) {
-        if !self.swarm.is_connected(&pid) || !self.connected.insert(pid) {
+        if !self.swarm.is_connected(&pid)
+            || !self.swarm.behaviour().allow.is_allowed(&pid)
+            || !self.connected.insert(pid)
+        {
             return;
         }
         self.metrics.peers_connected.inc();

@@ -257,6 +257,7 @@ mod tests {
             level,
             name: format!("peer-{n}"),
             addrs: vec![],
+            org: false,
         }
     }
 

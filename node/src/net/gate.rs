@@ -1,0 +1,224 @@
+//! Connection gating, as a libp2p behaviour: which peers may hold a connection.
+//!
+//! A peer is either **allowed** (its node key is trusted at a level that may connect,
+//! or it presented a valid certificate from a trusted org key, and it is neither banned
+//! nor partitioned) or not. Connections from peers that are not allowed are refused
+//! right after the Noise handshake, before any protocol stream, except while the node
+//! **admits**: when its trust table holds an org key, an unknown peer's connection is
+//! held (at most [`crate::identity::MAX_PENDING_PEERS`] peers at once) so that it can
+//! present its certificate in its first frame. The network actor then allows the peer
+//! or refuses it ([`Behaviour::refuse`]); it also refuses a held peer that stays silent
+//! past [`crate::identity::ADMIT_TIMEOUT_MS`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::task::{Context, Poll, Waker};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::swarm::{
+    dummy, CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm,
+    NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+
+/// Why a connection was refused at the handshake.
+#[derive(Debug, thiserror::Error)]
+#[error("peer is not trusted (unknown, blocked, banned or partitioned)")]
+pub struct NotAllowed;
+
+/// The gate. See the module docs.
+#[derive(Debug)]
+pub struct Behaviour {
+    allowed: HashSet<PeerId>,
+    /// Peers held while they present a certificate, with their open connections.
+    pending: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Whether unknown peers are held rather than refused.
+    admitting: bool,
+    max_pending: usize,
+    close: VecDeque<PeerId>,
+    waker: Option<Waker>,
+}
+
+impl Behaviour {
+    /// A gate that allows nobody yet, holding at most `max_pending` unknown peers when
+    /// it admits.
+    pub fn new(max_pending: usize) -> Behaviour {
+        Behaviour {
+            allowed: HashSet::new(),
+            pending: HashMap::new(),
+            admitting: false,
+            max_pending,
+            close: VecDeque::new(),
+            waker: None,
+        }
+    }
+
+    /// Allows `peer` (a held peer is admitted).
+    pub fn allow_peer(&mut self, peer: PeerId) {
+        self.allowed.insert(peer);
+        self.pending.remove(&peer);
+    }
+
+    /// No longer allows `peer`, and closes its connections.
+    pub fn disallow_peer(&mut self, peer: PeerId) {
+        let was = self.allowed.remove(&peer);
+        if was || self.pending.remove(&peer).is_some() {
+            self.close_all(peer);
+        }
+    }
+
+    /// Refuses a held peer: closes its connections.
+    pub fn refuse(&mut self, peer: PeerId) {
+        if self.pending.remove(&peer).is_some() {
+            self.close_all(peer);
+        }
+    }
+
+    /// Whether unknown peers are held for a certificate (the trust table holds an org
+    /// key) or refused at the handshake.
+    pub fn set_admitting(&mut self, admitting: bool) {
+        self.admitting = admitting;
+    }
+
+    pub fn is_allowed(&self, peer: &PeerId) -> bool {
+        self.allowed.contains(peer)
+    }
+
+    /// Whether `peer` is held while it presents a certificate.
+    pub fn is_pending(&self, peer: &PeerId) -> bool {
+        self.pending.contains_key(peer)
+    }
+
+    /// Peers held now.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn close_all(&mut self, peer: PeerId) {
+        self.close.push_back(peer);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn check(&mut self, conn: ConnectionId, peer: PeerId) -> Result<(), ConnectionDenied> {
+        if self.allowed.contains(&peer) {
+            return Ok(());
+        }
+        if let Some(conns) = self.pending.get_mut(&peer) {
+            conns.insert(conn);
+            return Ok(());
+        }
+        if self.admitting && self.pending.len() < self.max_pending {
+            self.pending.insert(peer, HashSet::from([conn]));
+            return Ok(());
+        }
+        Err(ConnectionDenied::new(NotAllowed))
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        conn: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(conn, peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        conn: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(conn, peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id,
+            connection_id,
+            ..
+        }) = event
+        {
+            if let Some(conns) = self.pending.get_mut(&peer_id) {
+                conns.remove(&connection_id);
+                if conns.is_empty() {
+                    self.pending.remove(&peer_id);
+                }
+            }
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        if let Some(peer) = self.close.pop_front() {
+            return Poll::Ready(ToSwarm::CloseConnection {
+                peer_id: peer,
+                connection: CloseConnection::All,
+            });
+        }
+        self.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_peers_are_held_only_while_admitting_and_within_the_cap() {
+        let mut gate = Behaviour::new(2);
+        let (a, b, c, d) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let conn = ConnectionId::new_unchecked;
+        assert!(
+            gate.check(conn(1), a).is_err(),
+            "refused when not admitting"
+        );
+        gate.allow_peer(d);
+        assert!(gate.check(conn(2), d).is_ok(), "allowed peers always pass");
+        gate.set_admitting(true);
+        assert!(gate.check(conn(3), a).is_ok());
+        assert!(gate.check(conn(4), b).is_ok());
+        assert!(
+            gate.check(conn(5), a).is_ok(),
+            "a held peer's second connection"
+        );
+        assert!(gate.check(conn(6), c).is_err(), "over the cap");
+        assert!(gate.is_pending(&a) && !gate.is_allowed(&a));
+        gate.allow_peer(a);
+        assert!(gate.is_allowed(&a) && !gate.is_pending(&a));
+        gate.refuse(b);
+        assert!(!gate.is_pending(&b));
+        assert_eq!(gate.close.pop_front(), Some(b));
+        assert!(gate.check(conn(7), c).is_ok(), "a slot is free again");
+        gate.disallow_peer(a);
+        assert_eq!(gate.close.pop_front(), Some(a));
+        assert!(!gate.is_allowed(&a));
+    }
+}

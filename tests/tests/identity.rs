@@ -1,0 +1,267 @@
+//! Agency identity over real `tocsind` processes: a partner trusts an agency's org key,
+//! not its node keys, and admits every node that presents a valid certificate from it.
+//! Expired certificates, certificates of untrusted orgs, stolen certificates, silence
+//! and a first frame that is not an identity are refused with a log line that says why.
+//! Two nodes of one agency both serve, and alerts keep flowing when one is killed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tocsin_proto::{Frame, PublicKey, SigningKey};
+use tocsin_tests::rawpeer::{self, Connect};
+use tocsin_tests::{alert, run, tocsin_bin, Fed, QUIET_PERIOD};
+
+/// How long a refusal or a disconnection may take to show.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// `tocsin --json ARGS` in `dir`.
+fn org_cli(dir: &Path, args: &[&str]) -> Value {
+    let mut cmd = std::process::Command::new(tocsin_bin());
+    cmd.current_dir(dir).arg("--json").args(args);
+    let (out, err, code) = run(&mut cmd);
+    assert_eq!(code, 0, "tocsin {args:?}: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Certifies node `i` with the org key in `dir` and points its config at the file.
+fn certify(fed: &Fed, dir: &Path, org_key: &str, i: usize, extra: &[&str]) -> String {
+    let out = dir.join(format!("n{}.cert", i + 1));
+    let key = fed.key(i);
+    let mut args = vec![
+        "org", "certify", &key, "--key", org_key, "--agency", "CERT-A", "--out",
+    ];
+    let out_s = out.to_str().unwrap().to_string();
+    args.push(&out_s);
+    args.extend_from_slice(extra);
+    org_cli(dir, &args);
+    let config = fed.cluster.nodes[i].data_dir.join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[identity]\ncert_file = {out_s:?}\n"));
+    std::fs::write(&config, text).unwrap();
+    out_s
+}
+
+async fn post(fed: &Fed, i: usize, path: &str, body: Value) -> Value {
+    fed.cluster.nodes[i]
+        .client()
+        .post(path, &body)
+        .await
+        .unwrap_or_else(|e| panic!("POST {path} on node {}: {e:#}", i + 1))
+}
+
+/// Node `i` trusts node `j` by its node key, at partner, and dials it.
+async fn trust_node(fed: &Fed, i: usize, j: usize) {
+    post(
+        fed,
+        i,
+        "/v1/trust",
+        json!({"key": fed.key(j), "level": "partner", "name": format!("n{}", j + 1),
+               "addrs": [fed.cluster.nodes[j].addr()]}),
+    )
+    .await;
+}
+
+async fn connected(fed: &Fed, i: usize, key: &str) -> Option<Value> {
+    fed.peer_row(i, key)
+        .await
+        .filter(|p| p["connected"].as_bool() == Some(true))
+}
+
+async fn wait_connected(fed: &Fed, i: usize, key: &str, want: bool, what: &str) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let row = connected(fed, i, key).await;
+        if row.is_some() == want {
+            return row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: node {} still {} {}",
+            i + 1,
+            if want { "lacks" } else { "has" },
+            &key[..8]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until node `i`'s log has a line containing every one of `parts`.
+async fn wait_log(fed: &Fed, i: usize, parts: &[&str]) -> String {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let log = std::fs::read_to_string(fed.cluster.nodes[i].log_path()).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return line.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} never logged a line with {parts:?}",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A raw peer with key `[seed; 32]`, unknown to node 1, connects while node 1 admits
+/// certified nodes: it is held, sends `first` (if any), and is refused for `reason`
+/// (logged), after which its connection is closed.
+async fn raw_is_refused(fed: &Fed, seed: u8, first: Option<Frame>, reason: &str) {
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    let hex = PublicKey(key.verifying_key().to_bytes()).to_string();
+    let target = fed.cluster.nodes[0].peer_id.parse().unwrap();
+    let addr = fed.cluster.nodes[0].addr().parse().unwrap();
+    let Connect::Open(mut raw) = rawpeer::connect(&key, addr, target).await else {
+        panic!("an unknown peer is held, not refused at once, while node 1 admits");
+    };
+    if let Some(frame) = first {
+        raw.send_frames(&[frame.encode().unwrap()]).await.unwrap();
+    }
+    wait_log(fed, 0, &["connection refused", &hex[..8], reason]).await;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let ping = Frame::Prune { origin: None }.encode().unwrap();
+    while raw.send_frames(std::slice::from_ref(&ping)).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refused for {reason}, yet the connection stays open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Node 1 (B) trusts agency A's org key only. Nodes 2 and 3 are A's, certified; node 4
+/// holds an expired certificate from A; node 5 a certificate from another org that B
+/// does not trust. Every one of 2–5 trusts B by its node key and dials it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
+    let mut fed = Fed::start(5, vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let org = org_cli(d, &["org", "init", "--key", "a.key"])["org_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    org_cli(d, &["org", "init", "--key", "z.key"]);
+    certify(&fed, d, "a.key", 1, &["--valid", "30d"]);
+    let cert2 = certify(&fed, d, "a.key", 2, &["--valid", "30d"]);
+    // Valid for one second, an hour ago.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hour_ago = (now - 3_600_000).to_string();
+    certify(
+        &fed,
+        d,
+        "a.key",
+        3,
+        &["--valid", "1s", "--not-before", &hour_ago],
+    );
+    certify(&fed, d, "z.key", 4, &["--valid", "30d"]);
+    for i in 1..5 {
+        fed.restart(i).await;
+        trust_node(&fed, i, 0).await;
+    }
+    let (out, err, code) = run(fed.tocsin(0).args([
+        "trust", "add", &org, "--org", "--level", "partner", "--name", "Agency A",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Both certified nodes are admitted at the org's level, shown with their agency.
+    for i in [1, 2] {
+        let row = wait_connected(&fed, 0, &fed.key(i), true, "certified node")
+            .await
+            .unwrap();
+        assert_eq!(row["level"], "partner", "{row}");
+        assert_eq!(row["org"], org.as_str(), "{row}");
+        assert_eq!(row["agency"], "CERT-A", "{row}");
+        assert_eq!(row["name"], "Agency A", "{row}");
+    }
+    // The org key is an entry of the trust table, not a peer.
+    assert!(fed.peer_row(0, &org).await.is_none());
+    let (list, _, _) = run(fed.tocsin(0).args(["trust", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&org[..16]) && l.contains(" org ")),
+        "{list}"
+    );
+
+    // The expired and the foreign certificates are refused, each with its reason.
+    let line = wait_log(
+        &fed,
+        0,
+        &["connection refused", &fed.key(3)[..8], "expired"],
+    )
+    .await;
+    assert!(line.contains("certify it again"), "{line}");
+    wait_log(
+        &fed,
+        0,
+        &[
+            "connection refused",
+            &fed.key(4)[..8],
+            "is not in the trust table",
+        ],
+    )
+    .await;
+    for i in [3, 4] {
+        assert!(
+            connected(&fed, 0, &fed.key(i)).await.is_none(),
+            "node {} admitted",
+            i + 1
+        );
+    }
+
+    // AMBER goes both ways between B and each certified node.
+    for i in [1, 2] {
+        let id = fed.issue(i, alert("AMBER", "from agency A")).await;
+        let v = fed.wait_for(0, &id).await;
+        assert_eq!(v["alert"]["origin"], fed.key(i));
+    }
+    let from_b = fed.issue(0, alert("AMBER", "to agency A")).await;
+    fed.wait_for(1, &from_b).await;
+    fed.wait_for(2, &from_b).await;
+    let leaked = fed.issue(0, alert("CLEAR", "not for refused nodes")).await;
+    fed.wait_for(1, &leaked).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(3, &leaked).await;
+    fed.assert_absent(4, &leaked).await;
+
+    // One of A's nodes dies: the other keeps the agency connected.
+    fed.cluster.kill(1).unwrap();
+    wait_connected(&fed, 0, &fed.key(1), false, "killed node").await;
+    let id = fed
+        .issue(2, alert("AMBER", "through the second node"))
+        .await;
+    fed.wait_for(0, &id).await;
+
+    // A stolen certificate is worth nothing: a raw peer with its own key presents node
+    // 3's certificate and is refused at once.
+    let stolen = Frame::Identity {
+        cert: Some(serde_bytes::ByteBuf::from(std::fs::read(&cert2).unwrap())),
+    };
+    raw_is_refused(&fed, 77, Some(stolen), "certifies another node key").await;
+    // Silence is refused once the admission time is up, and so is a first frame that is
+    // not an identity.
+    raw_is_refused(&fed, 78, None, "no certificate in time").await;
+    let hello = Frame::Hello { epoch: 1, head: 0 };
+    raw_is_refused(&fed, 79, Some(hello), "first frame was not its identity").await;
+
+    // Blocking the org cuts its node at once, and what it issues after stays out.
+    let (out, err, code) = run(fed
+        .tocsin(0)
+        .args(["trust", "set", &org, "--level", "blocked"]));
+    assert_eq!(code, 0, "{out}{err}");
+    wait_connected(&fed, 0, &fed.key(2), false, "node of a blocked org").await;
+    let late = fed.issue(2, alert("CLEAR", "after the block")).await;
+    tokio::time::sleep(QUIET_PERIOD * 2).await;
+    fed.assert_absent(0, &late).await;
+    // Trusting it again brings the node back, and catch-up brings the alert.
+    let (out, err, code) = run(fed
+        .tocsin(0)
+        .args(["trust", "set", &org, "--level", "partner"]));
+    assert_eq!(code, 0, "{out}{err}");
+    fed.wait_for(0, &late).await;
+}
