@@ -84,6 +84,8 @@ pub struct ApiState {
     pub public_key: tocsin_proto::PublicKey,
     /// The alert store (read-only here: writes go through the network actor).
     pub store: Store,
+    /// Origins revoked by their agency (kept by the network actor), for `show`.
+    pub revoked: crate::net::RevokedOrigins,
     /// The network actor: issues alerts, owns the trust table.
     pub net: NetHandle,
     /// The metrics registry served on `/metrics`.
@@ -166,6 +168,10 @@ fn described(test_control: bool) -> utoipa_axum::router::OpenApiRouter<Arc<ApiSt
             federation::trust_remove
         ))
         .routes(routes!(federation::audit))
+        .routes(routes!(
+            federation::revocations_list,
+            federation::revocations_add
+        ))
         .routes(routes!(federation::peers))
         .routes(routes!(federation::net_status))
         .routes(routes!(federation::metrics));

@@ -388,6 +388,7 @@ pub fn start_node(
     }
     let mut actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
     actor.ready_flag(net_ready.clone());
+    let revoked = actor.revoked_origins();
     let task = tokio::spawn(actor.run(shutdown));
     let taxii = if cfg.taxii.clients.is_empty() {
         None
@@ -399,6 +400,7 @@ pub fn start_node(
     let state = Arc::new(ApiState {
         public_key: pk,
         store,
+        revoked,
         net,
         registry,
         test_control: cfg.test_control,

@@ -512,6 +512,8 @@ pub struct AlertSummary {
     pub id: AlertId,
     /// The origin key.
     pub origin: PublicKey,
+    /// Issued at, unix ms.
+    pub issued_at: u64,
     /// TLP label.
     pub tlp: Tlp,
     /// Explicit recipients.

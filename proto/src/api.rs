@@ -271,6 +271,56 @@ pub struct AlertView {
     pub alert: AlertBody,
     /// How it arrived.
     pub provenance: Provenance,
+    /// Its origin's node key was revoked by its agency (`GET /v1/alerts/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_revoked: Option<OriginRevoked>,
+}
+
+/// An alert's origin was revoked by its agency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OriginRevoked {
+    /// From when, unix ms.
+    pub revoked_at: u64,
+    /// The reason the agency gave.
+    pub reason: String,
+    /// Whether this alert was issued at or after that time (then it is refused by
+    /// every node that knows of the revocation, and no longer shared).
+    pub issued_after: bool,
+}
+
+/// `POST /v1/revocations`: a revocation (`tocsin org revoke`) and the certificate it
+/// takes back (`tocsin org certify`), each file's bytes as hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRequest {
+    /// The revocation file, hex.
+    pub revocation: String,
+    /// The certificate file of the revoked node, hex.
+    pub cert: String,
+}
+
+/// A node key revoked by its agency, as this node holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationView {
+    /// The revoked node key.
+    #[schema(value_type = String)]
+    pub node: PublicKey,
+    /// The org key that certified and revoked it.
+    #[schema(value_type = String)]
+    pub org: PublicKey,
+    /// The agency named in the certificate.
+    pub agency: String,
+    /// From when, unix ms: what it signed before stays valid.
+    pub revoked_at: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// `GET /v1/revocations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationList {
+    /// Every revocation held, by node key.
+    pub revocations: Vec<RevocationView>,
 }
 
 /// `GET /v1/alerts`: one page, newest first.

@@ -164,6 +164,7 @@ impl SignedAlert {
         AlertSummary {
             id: self.id,
             origin: b.origin,
+            issued_at: b.issued_at,
             tlp: b.tlp,
             recipients: b.recipients.clone(),
             expires_at: b.expires_at,

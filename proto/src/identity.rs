@@ -10,9 +10,10 @@
 //! `proto/tests/vectors/identity-v1.json` freezes their bytes.
 //!
 //! What uses them: `tocsin org` makes certificates and revocations; a node presents its
-//! certificate in the `identity` frame of every connection ([`crate::Frame::Identity`]).
-//! Revocations federating like cancels, and receipts and sightings travelling to an
-//! alert's origin, are the next steps of the identity work.
+//! certificate in the `identity` frame of every connection ([`crate::Frame::Identity`]),
+//! and revocations travel with the certificate they take back ([`RevocationProof`],
+//! [`crate::Frame::Revoke`]). Receipts and sightings travelling to an alert's origin are
+//! the next steps of the identity work.
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde::de::DeserializeOwned;
@@ -321,6 +322,66 @@ impl Signable for Revocation {
     fn validate(&self) -> Result<(), Error> {
         check_org_and_node(self.v, &self.org, &self.node)?;
         check_text("reason", &self.reason, MAX_NOTE_BYTES, true)
+    }
+}
+
+/// A revocation with the certificate it takes back: together they prove that the org
+/// that revokes `node` is the org that certified it, so that no org can revoke a node
+/// key it never vouched for. Only [`RevocationProof::verify`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationProof {
+    revocation: Signed<Revocation>,
+    cert: Signed<NodeCert>,
+}
+
+impl RevocationProof {
+    /// Decodes and verifies both objects, and checks that they name the same org and
+    /// node.
+    pub fn verify(revocation: &[u8], cert: &[u8]) -> Result<RevocationProof, Error> {
+        let revocation = Signed::<Revocation>::decode_verified(revocation)?;
+        let cert = Signed::<NodeCert>::decode_verified(cert)?;
+        let (r, c) = (revocation.body(), cert.body());
+        if r.org != c.org {
+            return Err(Error::invalid(
+                "cert",
+                format!(
+                    "is signed by org {}, the revocation by {}",
+                    c.org.fmt_short(),
+                    r.org.fmt_short()
+                ),
+            ));
+        }
+        if r.node != c.node {
+            return Err(Error::invalid(
+                "cert",
+                format!(
+                    "certifies node {}, the revocation revokes {}",
+                    c.node.fmt_short(),
+                    r.node.fmt_short()
+                ),
+            ));
+        }
+        Ok(RevocationProof { revocation, cert })
+    }
+
+    /// The revocation.
+    pub fn revocation(&self) -> &Revocation {
+        self.revocation.body()
+    }
+
+    /// The certificate it takes back.
+    pub fn cert(&self) -> &NodeCert {
+        self.cert.body()
+    }
+
+    /// The revocation's envelope bytes.
+    pub fn revocation_bytes(&self) -> Vec<u8> {
+        self.revocation.to_bytes()
+    }
+
+    /// The certificate's envelope bytes.
+    pub fn cert_bytes(&self) -> Vec<u8> {
+        self.cert.to_bytes()
     }
 }
 

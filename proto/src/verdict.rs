@@ -72,11 +72,17 @@ pub enum Reason {
     /// The peer announced an id, was asked for it, and did not send it within the graft
     /// timeout: made-up announces fill the table of missing ids.
     Undelivered,
+    /// The alert's origin node key was revoked by its agency before the alert was
+    /// issued. Relays could not have known.
+    RevokedOrigin,
+    /// A `revoke` frame whose revocation or certificate does not verify, or whose two
+    /// objects do not name the same org and node.
+    BadRevocation,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::NotConnected,
         Reason::RateLimited,
         Reason::Duplicate,
@@ -95,6 +101,8 @@ impl Reason {
         Reason::NotOrigin,
         Reason::OverBudget,
         Reason::Undelivered,
+        Reason::RevokedOrigin,
+        Reason::BadRevocation,
     ];
 
     /// Penalty points this costs the sender; 0 for benign reasons.
@@ -108,12 +116,13 @@ impl Reason {
             | Reason::RelayNotAllowed
             | Reason::Expired
             | Reason::FutureDated
-            | Reason::ForeignReplacement => 0,
+            | Reason::ForeignReplacement
+            | Reason::RevokedOrigin => 0,
             Reason::OversizedFrame | Reason::MalformedFrame | Reason::MalformedAlert => {
                 PENALTY_MALFORMED
             }
             Reason::ScopeViolation | Reason::HopLimit => PENALTY_POLICY,
-            Reason::BadSignature => PENALTY_BAD_SIGNATURE,
+            Reason::BadSignature | Reason::BadRevocation => PENALTY_BAD_SIGNATURE,
             Reason::NotOrigin => PENALTY_NOT_ORIGIN,
             Reason::OverBudget | Reason::Undelivered => PENALTY_FLOOD,
         }
@@ -145,6 +154,8 @@ impl Reason {
             Reason::NotOrigin => "not_origin",
             Reason::OverBudget => "over_budget",
             Reason::Undelivered => "undelivered",
+            Reason::RevokedOrigin => "revoked_origin",
+            Reason::BadRevocation => "bad_revocation",
         }
     }
 }
@@ -186,6 +197,7 @@ mod tests {
                 Reason::NotOrigin,
                 Reason::OverBudget,
                 Reason::Undelivered,
+                Reason::BadRevocation,
             ]
         );
     }

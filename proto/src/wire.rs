@@ -50,6 +50,13 @@ pub enum Frame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cert: Option<serde_bytes::ByteBuf>,
     },
+    /// A node key revoked by its agency: the revocation and the certificate it takes
+    /// back ([`crate::identity::RevocationProof`]), both envelopes. Flooded to every
+    /// peer, and sent to each peer when it connects.
+    Revoke {
+        revocation: serde_bytes::ByteBuf,
+        cert: serde_bytes::ByteBuf,
+    },
     /// Catch-up: send me the ids in your log after sequence `after`, for epoch `epoch`.
     SyncRequest { epoch: u64, after: u64 },
     /// A page of catch-up: the ids (that the requester may see) in the log from the
@@ -88,17 +95,10 @@ impl Frame {
                 Limit::IdsPerFrame.check(ids.len())?;
             }
             Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,
-            Frame::Identity { cert: Some(cert) } => {
-                if cert.len() > crate::identity::MAX_OBJECT_BYTES {
-                    return Err(Error::invalid(
-                        "cert",
-                        format!(
-                            "{} bytes, more than {}",
-                            cert.len(),
-                            crate::identity::MAX_OBJECT_BYTES
-                        ),
-                    ));
-                }
+            Frame::Identity { cert: Some(cert) } => check_object("cert", cert)?,
+            Frame::Revoke { revocation, cert } => {
+                check_object("revocation", revocation)?;
+                check_object("cert", cert)?;
             }
             Frame::Identity { cert: None }
             | Frame::Hello { .. }
@@ -114,6 +114,7 @@ impl Frame {
         match self {
             Frame::Hello { .. } => "hello",
             Frame::Identity { .. } => "identity",
+            Frame::Revoke { .. } => "revoke",
             Frame::Alert { .. } => "alert",
             Frame::Announce { .. } => "announce",
             Frame::Want { .. } => "want",
@@ -123,6 +124,18 @@ impl Frame {
             Frame::SyncPage { .. } => "sync_page",
         }
     }
+}
+
+/// An identity object in a frame is at most [`crate::identity::MAX_OBJECT_BYTES`].
+fn check_object(field: &'static str, bytes: &[u8]) -> Result<(), Error> {
+    let max = crate::identity::MAX_OBJECT_BYTES;
+    if bytes.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("{} bytes, more than {max}", bytes.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a 4-byte big-endian length prefix and checks it against [`MAX_FRAME_BYTES`].

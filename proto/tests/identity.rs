@@ -285,6 +285,35 @@ fn limits_and_bad_fields_are_refused_naming_the_field() {
     assert!(Signed::<NodeCert>::decode(&bytes).is_err());
 }
 
+#[test]
+fn a_revocation_proves_itself_only_with_the_same_org_s_certificate_of_the_same_node() {
+    let rev = Signed::sign(revocation(), &org()).unwrap().to_bytes();
+    let good = Signed::sign(cert(), &org()).unwrap().to_bytes();
+    let proof = RevocationProof::verify(&rev, &good).unwrap();
+    assert_eq!(proof.revocation().node, pk(&node()));
+    assert_eq!(proof.cert().agency, "CERT-Example");
+    assert_eq!(proof.revocation_bytes(), rev);
+    assert_eq!(proof.cert_bytes(), good);
+    // A certificate of another node of the same org.
+    let mut other_node = cert();
+    other_node.node = pk(&key_n(8));
+    let other_node = Signed::sign(other_node, &org()).unwrap().to_bytes();
+    let e = RevocationProof::verify(&rev, &other_node)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("certifies node"), "{e}");
+    // The same node certified by another org: that org cannot revoke it here.
+    let mut other_org = cert();
+    other_org.org = pk(&key_n(9));
+    let other_org = Signed::sign(other_org, &key_n(9)).unwrap().to_bytes();
+    let e = RevocationProof::verify(&rev, &other_org)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("signed by org"), "{e}");
+    // The two objects swapped are refused (each kind has its own context).
+    assert!(RevocationProof::verify(&good, &rev).is_err());
+}
+
 /// Prints the vectors (run with `--ignored --nocapture` to regenerate after a
 /// deliberate format change, then bump `IDENTITY_VERSION`).
 #[test]

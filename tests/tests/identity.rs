@@ -26,6 +26,14 @@ fn org_cli(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// Makes an org key file in `dir`; its public key, hex.
+fn org_init(dir: &Path, file: &str) -> String {
+    org_cli(dir, &["org", "init", "--key", file])["org_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Certifies node `i` with the org key in `dir` and points its config at the file.
 fn certify(fed: &Fed, dir: &Path, org_key: &str, i: usize, extra: &[&str]) -> String {
     let out = dir.join(format!("n{}.cert", i + 1));
@@ -139,11 +147,8 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
     let mut fed = Fed::start(5, vec![]).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let org = org_cli(d, &["org", "init", "--key", "a.key"])["org_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    org_cli(d, &["org", "init", "--key", "z.key"]);
+    let org = org_init(d, "a.key");
+    org_init(d, "z.key");
     certify(&fed, d, "a.key", 1, &["--valid", "30d"]);
     let cert2 = certify(&fed, d, "a.key", 2, &["--valid", "30d"]);
     // Valid for one second, an hour ago.
@@ -264,4 +269,176 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
         .args(["trust", "set", &org, "--level", "partner"]));
     assert_eq!(code, 0, "{out}{err}");
     fed.wait_for(0, &late).await;
+}
+
+/// Every revocation node `i` holds, by revoked node key.
+async fn revoked_on(fed: &Fed, i: usize) -> Vec<String> {
+    let v = fed.cluster.nodes[i]
+        .client()
+        .get("/v1/revocations")
+        .await
+        .unwrap();
+    v["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Agency A revokes its node 2 (index 1) from a time between two of its alerts. The
+/// revocation is given to A's other node (3), which sends it on: partner B (1) and C (4),
+/// which both trust A's org key, hold it and cut node 2 within seconds; node 2's alert
+/// from before the revocation stays valid everywhere, the later one is marked and no
+/// longer shared, so a node that joins afterwards (5) gets only the earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_cut_everywhere_and_only_its_alerts_from_before_stay() {
+    let mut fed = Fed::start(
+        5,
+        vec![tocsin_tools::cluster::Link::sym(
+            0,
+            3,
+            tocsin_proto::TrustLevel::Member,
+        )],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let org = org_init(d, "a.key");
+    let cert1 = certify(&fed, d, "a.key", 1, &["--valid", "30d"]);
+    certify(&fed, d, "a.key", 2, &["--valid", "30d"]);
+    for (i, level) in [(0, "partner"), (3, "member")] {
+        post(
+            &fed,
+            i,
+            "/v1/trust",
+            json!({"key": org, "level": level, "org": true, "name": "Agency A"}),
+        )
+        .await;
+    }
+    for i in [1, 2] {
+        fed.restart(i).await;
+        trust_node(&fed, i, 0).await;
+        wait_connected(&fed, 0, &fed.key(i), true, "certified node").await;
+    }
+    // A's two nodes also trust each other.
+    trust_node(&fed, 2, 1).await;
+    trust_node(&fed, 1, 2).await;
+
+    let early = fed.issue(1, alert("CLEAR", "before the revocation")).await;
+    fed.wait_for(3, &early).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let revoked_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = fed
+        .issue(1, alert("CLEAR", "after the revocation time"))
+        .await;
+    fed.wait_for(3, &late).await;
+
+    let rev = d.join("n2.revocation");
+    let rev_s = rev.to_str().unwrap();
+    let key1 = fed.key(1);
+    org_cli(
+        d,
+        &[
+            "org",
+            "revoke",
+            &key1,
+            "--key",
+            "a.key",
+            "--reason",
+            "laptop stolen",
+            "--at",
+            &revoked_at,
+            "--out",
+            rev_s,
+        ],
+    );
+    // A damaged revocation or a certificate of another node is refused, naming the file.
+    let (_, err, code) = run(fed
+        .tocsin(2)
+        .args(["revocation", "add", &cert1, "--cert", &cert1]));
+    assert_ne!(code, 0);
+    assert!(err.contains("revocation"), "{err}");
+    let (out, err, code) = run(fed
+        .tocsin(2)
+        .args(["revocation", "add", rev_s, "--cert", &cert1]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("revoked by CERT-A"), "{out}");
+
+    // Within seconds every node that deals with A holds it, and node 2 is cut off.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    for i in [0, 2, 3] {
+        while !revoked_on(&fed, i).await.contains(&key1) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} never got the revocation",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    wait_connected(&fed, 0, &key1, false, "revoked node at B").await;
+    wait_connected(&fed, 2, &key1, false, "revoked node at its sibling").await;
+    wait_log(
+        &fed,
+        0,
+        &[
+            "node key revoked by its agency",
+            &key1[..8],
+            "laptop stolen",
+        ],
+    )
+    .await;
+    // It stays out: its reconnection is refused for the revocation.
+    wait_log(
+        &fed,
+        0,
+        &["connection refused", &key1[..8], "revoked its key"],
+    )
+    .await;
+
+    // The earlier alert stays valid, the later one is marked, at B and at C.
+    for i in [0, 3] {
+        let e = fed.get(i, &early).await.unwrap();
+        assert_eq!(e["origin_revoked"]["issued_after"], false, "{e}");
+        assert_eq!(e["origin_revoked"]["reason"], "laptop stolen", "{e}");
+        let l = fed.get(i, &late).await.unwrap();
+        assert_eq!(l["origin_revoked"]["issued_after"], true, "{l}");
+    }
+    let (out, _, _) = run(fed.tocsin(0).args(["show", &late]));
+    assert!(
+        out.contains("do not trust it") && out.contains("laptop stolen"),
+        "{out}"
+    );
+    let (out, _, _) = run(fed.tocsin(0).args(["show", &early]));
+    assert!(out.contains("stays valid"), "{out}");
+
+    // A node that joins B now catches up on the earlier alert only.
+    trust_node(&fed, 4, 0).await;
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": fed.key(4), "level": "member", "name": "n5"}),
+    )
+    .await;
+    fed.wait_for(4, &early).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(4, &late).await;
+
+    // After a restart B still holds the revocation and still refuses the node.
+    fed.restart(0).await;
+    assert!(revoked_on(&fed, 0).await.contains(&key1));
+    let l = fed.get(0, &late).await.unwrap();
+    assert_eq!(l["origin_revoked"]["issued_after"], true, "{l}");
+    tokio::time::sleep(QUIET_PERIOD).await;
+    assert!(
+        connected(&fed, 0, &key1).await.is_none(),
+        "revoked node back after restart"
+    );
 }

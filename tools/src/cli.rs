@@ -130,6 +130,10 @@ pub enum Command {
     /// restarts and are audited
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Give the node a revocation of a node key (from `tocsin org revoke`) so that it
+    /// applies it and sends it to every peer; list the revocations it holds
+    #[command(subcommand)]
+    Revocation(RevocationCommand),
     /// List peers: connected or not, level, address, last seen, alerts in and out,
     /// rejections by reason, penalty state
     Peers,
@@ -220,6 +224,24 @@ pub enum OrgCommand {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+}
+
+/// `tocsin revocation …`
+#[derive(Debug, Subcommand)]
+pub enum RevocationCommand {
+    /// Apply a revocation file and send it to every peer: the node is refused by every
+    /// node that gets it, and its alerts issued from the revocation time on are rejected
+    Add {
+        /// The revocation file (`tocsin org revoke … --out FILE`)
+        #[arg(value_name = "FILE")]
+        revocation: PathBuf,
+        /// The revoked node's certificate file (`tocsin org certify`), which proves the
+        /// same org certified it
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+    },
+    /// List the revocations this node holds
+    List,
 }
 
 /// `tocsin trust …`

@@ -72,6 +72,9 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
         Command::Watch(args) => watch(g, args, out).await,
         Command::Trust(cmd) => crate::federation::trust(&client(g)?, g.json, cmd, out).await,
         Command::Peers => crate::federation::peers(&client(g)?, g.json, out).await,
+        Command::Revocation(cmd) => {
+            crate::federation::revocation(&client(g)?, g.json, cmd, out).await
+        }
         Command::Status => {
             let status = client(g)?.status().await?;
             if g.json {

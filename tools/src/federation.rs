@@ -5,10 +5,70 @@ use std::io::Write;
 use hyper::Method;
 use serde_json::{json, Value};
 
-use crate::cli::TrustCommand;
+use anyhow::Context;
+
+use crate::cli::{RevocationCommand, TrustCommand};
 use crate::client::Client;
 use crate::format::{format_time, now_ms, sanitize, short};
 use crate::output::Output;
+
+/// Runs a `tocsin revocation` subcommand.
+pub async fn revocation<W: Write>(
+    client: &Client,
+    json_out: bool,
+    cmd: RevocationCommand,
+    out: &mut Output<W>,
+) -> anyhow::Result<()> {
+    let line = |r: &Value| {
+        format!(
+            "{:<16} {:<16} {:<20} {:<20} {}",
+            short(r["node"].as_str().unwrap_or(""), 16),
+            short(r["org"].as_str().unwrap_or(""), 16),
+            sanitize(r["agency"].as_str().unwrap_or(""), false),
+            format_time(r["revoked_at"].as_u64().unwrap_or(0)),
+            sanitize(r["reason"].as_str().unwrap_or(""), false)
+        )
+    };
+    match cmd {
+        RevocationCommand::Add { revocation, cert } => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let body = json!({
+                "revocation": hex::encode(read(&revocation)?),
+                "cert": hex::encode(read(&cert)?),
+            });
+            let v = client.post("/v1/revocations", &body).await?;
+            if json_out {
+                return out.json_line(&v);
+            }
+            out.line(&format!(
+                "node {} revoked by {} from {}; sent to every peer",
+                v["node"].as_str().unwrap_or("?"),
+                sanitize(v["agency"].as_str().unwrap_or("?"), false),
+                format_time(v["revoked_at"].as_u64().unwrap_or(0))
+            ))
+        }
+        RevocationCommand::List => {
+            let v = client.get("/v1/revocations").await?;
+            let rows = v["revocations"].as_array().cloned().unwrap_or_default();
+            if json_out {
+                for r in &rows {
+                    out.json_line(r)?;
+                }
+                return Ok(());
+            }
+            out.line(&format!(
+                "{:<16} {:<16} {:<20} {:<20} REASON",
+                "NODE", "ORG", "AGENCY", "REVOKED AT"
+            ))?;
+            for r in &rows {
+                out.line(&line(r))?;
+            }
+            Ok(())
+        }
+    }
+}
 
 /// Runs a `tocsin trust` subcommand.
 pub async fn trust<W: Write>(

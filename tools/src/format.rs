@@ -27,6 +27,19 @@ pub struct AlertView {
     pub alert: BodyView,
     /// How it arrived.
     pub provenance: Provenance,
+    /// Its origin's node key was revoked by its agency.
+    pub origin_revoked: Option<OriginRevoked>,
+}
+
+/// An origin revoked by its agency, as `show` reports it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OriginRevoked {
+    /// Unix ms.
+    pub revoked_at: u64,
+    pub reason: String,
+    /// Issued at or after the revocation (refused by every node that knows of it).
+    pub issued_after: bool,
 }
 
 /// The signed body's fields.
@@ -208,13 +221,30 @@ pub fn show(v: &AlertView) -> String {
             },
         ),
         ("origin".into(), a.origin.clone()),
+    ];
+    if let Some(r) = &v.origin_revoked {
+        lines.push((
+            "revoked".into(),
+            format!(
+                "the origin's agency revoked its key at {} ({}); this alert was issued {}",
+                format_time(r.revoked_at),
+                sanitize(&r.reason, false),
+                if r.issued_after {
+                    "after that: do not trust it"
+                } else {
+                    "before that and stays valid"
+                }
+            ),
+        ));
+    }
+    lines.extend([
         ("issued".into(), format_time(a.issued_at)),
         (
             "expires".into(),
             a.expires_at
                 .map_or_else(|| "never".to_string(), format_time),
         ),
-    ];
+    ]);
     let mut list = |name: &str, items: Vec<String>| {
         for (i, item) in items.into_iter().enumerate() {
             let label = if i == 0 {

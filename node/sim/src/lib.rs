@@ -57,6 +57,7 @@ use tocsin_proto::{
 };
 
 use tocsin_node::engine::{Action, Engine, EngineConfig, Event, KnownAlert, Timer};
+use tocsin_proto::identity::RevocationProof;
 
 /// Simulated time from an [`Action::Store`] to its [`Event::Committed`], ms: one group
 /// commit of the node's store.
@@ -246,6 +247,8 @@ pub struct SimCounters {
     pub invariant_violations: u64,
     /// Connection attempts refused by one end's `may_connect` (blocked links, bans).
     pub refused_connections: u64,
+    /// Revocations taken in by a node (each node counts each revocation once).
+    pub revocations_held: u64,
     /// `Store` actions for an alert the node already held.
     pub duplicate_stores: u64,
     /// `SendStored` ids with no published envelope.
@@ -432,6 +435,9 @@ struct SimNode {
     commit_scheduled: bool,
     cursors: BTreeMap<PublicKey, (u64, u64)>,
     held: BTreeMap<AlertId, Delivery>,
+    /// Revocations held (kept across restarts, as the store keeps them): revoked node
+    /// key -> (from when, the `revoke` frame that carries it).
+    revocations: BTreeMap<PublicKey, (u64, Frame)>,
 }
 
 struct Link {
@@ -577,6 +583,7 @@ impl Sim {
                 commit_scheduled: false,
                 cursors: BTreeMap::new(),
                 held: BTreeMap::new(),
+                revocations: BTreeMap::new(),
             });
         }
         let mut sim = Sim {
@@ -770,7 +777,10 @@ impl Sim {
             }
             _ => return,
         };
-        if !allowed {
+        // As the daemon's gate does: a node key revoked by its agency is refused.
+        let revoked = self.nodes[a].revocations.contains_key(&pb)
+            || self.nodes[b].revocations.contains_key(&pa);
+        if !allowed || revoked {
             self.counters.refused_connections += 1;
             return;
         }
@@ -781,6 +791,71 @@ impl Sim {
         link.last = [now, now];
         self.deliver(a, Event::PeerConnected(pb));
         self.deliver(b, Event::PeerConnected(pa));
+        // As the daemon does: each end sends the other every revocation it holds.
+        for (from, to) in [(a, pb), (b, pa)] {
+            let frames: Vec<Frame> = self.nodes[from]
+                .revocations
+                .values()
+                .map(|(_, f)| f.clone())
+                .collect();
+            for frame in frames {
+                self.send_frame(from, &to, &frame);
+            }
+        }
+    }
+
+    /// A verified revocation reaches `node` (from a peer, or from its operator when
+    /// `from` is None): held if new (or earlier), applied, and flooded to its other
+    /// connected peers, as the daemon's network actor does.
+    fn on_revocation(&mut self, node: usize, proof: &RevocationProof, from: Option<PublicKey>) {
+        let r = proof.revocation();
+        if self.nodes[node]
+            .revocations
+            .get(&r.node)
+            .is_some_and(|(at, _)| *at <= r.revoked_at)
+        {
+            return;
+        }
+        let frame = Frame::Revoke {
+            revocation: serde_bytes::ByteBuf::from(proof.revocation_bytes()),
+            cert: serde_bytes::ByteBuf::from(proof.cert_bytes()),
+        };
+        self.nodes[node]
+            .revocations
+            .insert(r.node, (r.revoked_at, frame.clone()));
+        self.counters.revocations_held += 1;
+        self.deliver(
+            node,
+            Event::Revoked {
+                node: r.node,
+                at: r.revoked_at,
+            },
+        );
+        // The revoked node is cut by its peers.
+        if let Some(&revoked) = self.by_key.get(&r.node) {
+            if let Some(&li) = self.link_of.get(&ordered(node, revoked)) {
+                self.disconnect_link(li);
+            }
+        }
+        let peers: Vec<PublicKey> = self.adj[node]
+            .iter()
+            .filter(|&&(_, li)| self.links[li].up)
+            .map(|&(n, _)| self.nodes[n].pk)
+            .filter(|pk| Some(*pk) != from)
+            .collect();
+        for peer in peers {
+            self.send_frame(node, &peer, &frame);
+        }
+    }
+
+    /// The operator of `node` gives it a revocation (`revocation` and `cert` are the
+    /// envelopes `tocsin org revoke` and `tocsin org certify` write).
+    pub fn revoke(&mut self, node: usize, revocation: &[u8], cert: &[u8]) -> Result<(), SimError> {
+        self.check_node(node)?;
+        let proof = RevocationProof::verify(revocation, cert)
+            .map_err(|e| SimError::Config(format!("revocation: {e}")))?;
+        self.on_revocation(node, &proof, None);
+        Ok(())
     }
 
     /// Closes a link's connection and tells both (running) ends.
@@ -843,6 +918,9 @@ impl Sim {
                 // Links deliver every frame at once here; a paused reader would only
                 // delay what the limits already drop.
                 Action::PauseReading { .. } => {}
+                Action::Revocation { peer, proof } => {
+                    self.on_revocation(node, &proof, Some(peer));
+                }
             }
         }
     }
@@ -1273,6 +1351,9 @@ impl Sim {
         }
         for (&peer, &(epoch, seq)) in &n.cursors {
             engine.load_cursor(peer, epoch, seq);
+        }
+        for (&revoked, &(at, _)) in &n.revocations {
+            engine.handle(Event::Revoked { node: revoked, at }, self.engine_now());
         }
         self.nodes[node].engine = Some(engine);
         let links: Vec<usize> = self.adj[node].iter().map(|&(_, li)| li).collect();

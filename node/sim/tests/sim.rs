@@ -454,3 +454,89 @@ fn the_same_seed_gives_the_same_report() {
     // And the seed matters, so the comparison above can fail.
     assert_ne!(lossy_run(SEEDS[0]), lossy_run(SEEDS[1]));
 }
+
+/// An agency revokes one of its nodes from a time between two of its CLEAR alerts, after
+/// both have spread. The revocation, given to one node, reaches every node; a node that
+/// was down meanwhile catches up on the earlier alert and never gets the later one, and
+/// what the revoked node issues afterwards reaches nobody.
+fn revocation_scenario(seed: u64) {
+    use tocsin_proto::identity::{NodeCert, Revocation, Signed, IDENTITY_VERSION};
+    let mut sim = Sim::new(community_config(seed)).unwrap();
+    settle(&mut sim);
+    let victim = (0..sim.node_count())
+        .find(|&n| sim.neighbours(n).len() >= 3)
+        .unwrap();
+    let away = sim.neighbours(victim)[0].0;
+    let early = sim.publish(victim, Tlp::Clear, &[]).unwrap();
+    settle(&mut sim);
+    sim.stop(away).unwrap();
+    let revoked_at = tocsin_sim::ISSUED_AT_BASE_MS + sim.now() + 1;
+    sim.run_for(1_000);
+    let late = sim.publish(victim, Tlp::Clear, &[]).unwrap();
+    settle(&mut sim);
+    let holders =
+        |sim: &Sim, id: &AlertId| (0..sim.node_count()).filter(|&n| sim.holds(n, id)).count();
+    assert_eq!(holders(&sim, &late), sim.node_count() - 1, "seed {seed}");
+
+    let org = tocsin_proto::SigningKey::from_bytes(&[200; 32]);
+    let org_pk = tocsin_proto::PublicKey(org.verifying_key().to_bytes());
+    let node = sim.key(victim).unwrap();
+    let cert = NodeCert {
+        v: IDENTITY_VERSION,
+        org: org_pk,
+        node,
+        agency: "CERT-V".into(),
+        not_before: 0,
+        not_after: 1,
+        serial: 1,
+    };
+    let rev = Revocation {
+        v: IDENTITY_VERSION,
+        org: org_pk,
+        node,
+        revoked_at,
+        reason: "key lost".into(),
+    };
+    let (cert, rev) = (
+        Signed::sign(cert, &org).unwrap().to_bytes(),
+        Signed::sign(rev, &org).unwrap().to_bytes(),
+    );
+    let giver = (0..sim.node_count())
+        .find(|&n| n != victim && n != away)
+        .unwrap();
+    sim.revoke(giver, &rev, &cert).unwrap();
+    settle(&mut sim);
+    let after = sim.publish(victim, Tlp::Clear, &[]).unwrap();
+    sim.restart(away).unwrap();
+    settle(&mut sim);
+    let report = sim.report();
+    println!("seed {seed}: revocation; {}", report.summary());
+    assert_eq!(report.first_violation, None, "seed {seed}");
+    // Every node took the revocation in once (the one that was away, too), except the
+    // revoked node: its links are cut as the revocation arrives.
+    assert_eq!(
+        report.counters.revocations_held,
+        sim.node_count() as u64 - 1,
+        "seed {seed}"
+    );
+    assert!(
+        sim.holds(away, &early),
+        "seed {seed}: the earlier alert stays"
+    );
+    assert!(
+        !sim.holds(away, &late),
+        "seed {seed}: the later alert spread again"
+    );
+    assert_eq!(
+        holders(&sim, &after),
+        1,
+        "seed {seed}: only the revoked node holds it"
+    );
+}
+
+#[test]
+fn a_revocation_reaches_every_node_and_only_earlier_alerts_keep_spreading() {
+    for seed in SEEDS {
+        revocation_scenario(seed);
+    }
+}

@@ -441,7 +441,18 @@ pub(super) async fn get(
         .read(move |s| s.get(&id))
         .await?
         .ok_or_else(|| no_such_alert(&id))?;
-    Ok((StatusCode::OK, Json(alert_json(&stored))))
+    let mut view = alert_json(&stored);
+    let body = stored.alert.body();
+    let revoked = st
+        .revoked
+        .read()
+        .ok()
+        .and_then(|t| t.get(&body.origin).cloned());
+    if let Some(mut r) = revoked {
+        r.issued_after = body.issued_at >= r.revoked_at;
+        view["origin_revoked"] = serde_json::to_value(r).unwrap_or_default();
+    }
+    Ok((StatusCode::OK, Json(view)))
 }
 
 /// `GET /v1/alerts/{id}/history`

@@ -13,9 +13,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tocsin_proto::api::{
-    AuditLog, ErrorBody, PartitionRequest, TrustAddRequest, TrustChanged, TrustEntry, TrustList,
-    TrustPatchRequest, TrustRemoveRequest,
+    AuditLog, ErrorBody, PartitionRequest, RevocationList, RevocationRequest, RevocationView,
+    TrustAddRequest, TrustChanged, TrustEntry, TrustList, TrustPatchRequest, TrustRemoveRequest,
 };
+use tocsin_proto::identity::{Revocation, RevocationProof, Signed};
 use tocsin_proto::{PublicKey, TrustLevel};
 
 use super::caller::Caller;
@@ -98,6 +99,57 @@ async fn table(st: &ApiState) -> Result<Vec<TrustEntry>, ApiError> {
         .trust_list()
         .await
         .ok_or_else(|| ApiError::unavailable("the node is shutting down"))
+}
+
+/// `GET /v1/revocations`
+#[utoipa::path(get, path = "/v1/revocations", tag = "trust",
+    responses((status = 200, description = "The node keys revoked by their agencies, as held here", body = RevocationList), Errors))]
+pub(super) async fn revocations_list(State(st): State<Arc<ApiState>>) -> Reply<RevocationList> {
+    let revocations = st
+        .net
+        .revocations()
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?;
+    Ok(Json(RevocationList { revocations }))
+}
+
+/// `POST /v1/revocations`
+#[utoipa::path(post, path = "/v1/revocations", tag = "trust",
+    request_body = RevocationRequest,
+    responses(
+        (status = 201, description = "Held, applied and sent to every peer", body = RevocationView),
+        (status = 200, description = "Already held (with an earlier or equal time)", body = RevocationView),
+        Errors
+    ))]
+pub(super) async fn revocations_add(
+    State(st): State<Arc<ApiState>>,
+    body: Body,
+) -> Result<(StatusCode, Json<RevocationView>), ApiError> {
+    let req: RevocationRequest = parse_body(&read_body(body).await?)?;
+    let revocation = hex::decode(req.revocation.trim())
+        .map_err(|e| ApiError::bad("revocation", format!("not hex: {e}")))?;
+    let cert =
+        hex::decode(req.cert.trim()).map_err(|e| ApiError::bad("cert", format!("not hex: {e}")))?;
+    let proof = RevocationProof::verify(&revocation, &cert).map_err(|e| {
+        let field = if Signed::<Revocation>::decode_verified(&revocation).is_err() {
+            "revocation"
+        } else {
+            "cert"
+        };
+        ApiError::bad(field, e.to_string())
+    })?;
+    let (view, new) = st
+        .net
+        .revoke(proof)
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?
+        .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, None, e))?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
 }
 
 /// `GET /v1/trust`

@@ -8,7 +8,9 @@ use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
 use tocsin_proto::policy::{self, Scope};
 use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
 
-use super::{Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO};
+use super::{
+    Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_REVOKE,
+};
 
 impl Engine {
     pub(super) fn on_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
@@ -50,6 +52,16 @@ impl Engine {
             Frame::Alert { .. } => 0, // handled above
             // The network actor reads a connection's identity; a repeat changes nothing.
             Frame::Identity { .. } => 1,
+            Frame::Revoke { revocation, cert } => {
+                match tocsin_proto::identity::RevocationProof::verify(&revocation, &cert) {
+                    Ok(proof) => self.actions.push(Action::Revocation {
+                        peer,
+                        proof: Box::new(proof),
+                    }),
+                    Err(_) => self.verdict(peer, Reason::BadRevocation, now),
+                }
+                WORK_REVOKE
+            }
             Frame::Announce { ids, hops } => {
                 let n = ids.len() as u64;
                 self.on_announce(peer, ids, hops, now);
@@ -262,7 +274,10 @@ impl Engine {
         if let Err(r) = checked {
             return self.refuse(peer, id, r, now);
         }
-        // 7. expiry, and a date too far ahead of our clock
+        // 7. expiry, a date too far ahead of our clock, and an origin revoked by then
+        if self.is_revoked(&body.origin, body.issued_at) {
+            return self.refuse(peer, id, Reason::RevokedOrigin, now);
+        }
         if body.is_expired(now) {
             return self.refuse(peer, id, Reason::Expired, now);
         }

@@ -79,6 +79,8 @@ pub const MAX_MISSING: usize = 100_000;
 /// Most missing ids first announced by one peer: one peer's made-up announces cannot
 /// fill the table that every other peer's announces need.
 pub const MAX_MISSING_PER_PEER: usize = 8_192;
+/// Work units a `revoke` costs: two signature checks.
+const WORK_REVOKE: u64 = 20;
 /// Work units a `Hello` costs (it restarts the peer's catch-up session).
 pub const WORK_HELLO: u64 = 64;
 /// Log entries scanned to answer one `SyncRequest` (a page). Bounds work per request.
@@ -205,6 +207,9 @@ pub enum Event {
         key: PublicKey,
         level: Option<TrustLevel>,
     },
+    /// Node key `node` was revoked by its agency from `at` (unix ms): its alerts issued
+    /// from then on are refused and no longer shared; earlier ones stay.
+    Revoked { node: PublicKey, at: u64 },
 }
 
 /// Outputs.
@@ -241,6 +246,12 @@ pub enum Action {
     /// A frame or alert from `peer` was refused for `reason` (already counted in the
     /// peer's stats, and penalised if [`Reason::penalised`]): for metrics and logs.
     Verdict { peer: PublicKey, reason: Reason },
+    /// `peer` sent a revocation that verifies (a revocation and the certificate it takes
+    /// back, signed by the same org): the runtime decides whether to keep and flood it.
+    Revocation {
+        peer: PublicKey,
+        proof: Box<tocsin_proto::identity::RevocationProof>,
+    },
     /// `peer` sends past its rate limits: stop reading its frames until `until` (ms), so
     /// that what it sends waits in its own connection (back-pressure) instead of costing
     /// this node the work of reading and dropping it. Nothing is lost that catch-up
@@ -286,6 +297,8 @@ pub struct Engine {
     keys: VerifyingKeys,
     /// `max_clock_skew_secs` in ms.
     max_skew_ms: u64,
+    /// Node keys revoked by their agency, from when (unix ms). The runtime bounds it.
+    revoked: HashMap<PublicKey, u64>,
     /// Peers whose level changed while they were not connected, with the level they
     /// had when they last were: offered what the change newly allows when they connect.
     promoted: HashMap<PublicKey, Option<TrustLevel>>,
@@ -314,6 +327,7 @@ impl Engine {
             catchup: CatchUp::default(),
             keys: VerifyingKeys::default(),
             max_skew_ms: cfg.max_clock_skew_secs.saturating_mul(1000),
+            revoked: HashMap::new(),
             promoted: HashMap::new(),
             actions: Vec::new(),
         }
@@ -412,6 +426,10 @@ impl Engine {
             }
             Event::Timer(t) => self.on_timer(t, now),
             Event::Trust { key, level } => self.on_trust(key, level, now),
+            Event::Revoked { node, at } => {
+                let at = self.revoked.get(&node).map_or(at, |held| at.min(*held));
+                self.revoked.insert(node, at);
+            }
         }
         #[cfg(test)]
         if let Err(e) = self.check_invariants(now) {
@@ -570,8 +588,14 @@ impl Engine {
     ) -> bool {
         !k.alert.is_expired(now)
             && !self.known.is_cancelled(&k.alert.id)
+            && !self.is_revoked(&k.alert.origin, k.alert.issued_at)
             && self.scoring.level(&k.alert.origin) != Some(TrustLevel::Blocked)
             && policy::may_send(&self.me, peer, level, k.alert.scope(), k.hops)
+    }
+
+    /// Whether `origin`'s agency revoked it at or before `issued_at`.
+    fn is_revoked(&self, origin: &PublicKey, issued_at: u64) -> bool {
+        self.revoked.get(origin).is_some_and(|at| issued_at >= *at)
     }
 
     /// Whether we may give `peer` back an alert it originated, on its request.

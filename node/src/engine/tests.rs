@@ -1684,3 +1684,128 @@ fn alerts_asked_for_are_not_charged_to_the_flood_limit() {
     let out = ea.handle(alert_event(&b, 1, &y), T0 + cfg.graft_timeout_ms);
     assert_eq!(stored(&out), vec![y.id()]);
 }
+
+/// A revocation and the certificate it takes back, both signed by `org`, for `node`
+/// from `at`.
+fn revocation_of(org: &SigningKey, node: &SigningKey, at: u64) -> (Vec<u8>, Vec<u8>) {
+    use tocsin_proto::identity::{NodeCert, Revocation, Signed, IDENTITY_VERSION};
+    let cert = NodeCert {
+        v: IDENTITY_VERSION,
+        org: pk(org),
+        node: pk(node),
+        agency: "CERT-A".into(),
+        not_before: ISSUED,
+        not_after: ISSUED + 86_400_000,
+        serial: 1,
+    };
+    let rev = Revocation {
+        v: IDENTITY_VERSION,
+        org: pk(org),
+        node: pk(node),
+        revoked_at: at,
+        reason: "lost".into(),
+    };
+    (
+        Signed::sign(rev, org).unwrap().to_bytes(),
+        Signed::sign(cert, org).unwrap().to_bytes(),
+    )
+}
+
+#[test]
+fn a_revoked_origin_s_alerts_from_the_revocation_on_are_refused_and_no_longer_shared() {
+    let (me, relay, origin, other) = (key(1), key(2), key(3), key(4));
+    let mut e = engine_for(&me, EngineConfig::default());
+    connect(&mut e, &relay, TrustLevel::Member);
+    connect(&mut e, &other, TrustLevel::Member);
+    // Held before the revocation arrived: one from before its time, one from after.
+    let before = alert(&origin, 10, Tlp::Clear);
+    let after = alert(&origin, 30, Tlp::Clear);
+    for a in [&before, &after] {
+        let out = e.handle(alert_event(&relay, 2, a), T0);
+        assert_eq!(stored(&out), vec![a.id()]);
+        e.handle(Event::Committed(vec![(e.known_count() as u64, a.id())]), T0);
+    }
+    e.handle(
+        Event::Revoked {
+            node: pk(&origin),
+            at: ISSUED + 20,
+        },
+        T0,
+    );
+    // A later one is refused, unpenalised (the relay could not have known).
+    let late = alert(&origin, 40, Tlp::Clear);
+    let out = e.handle(alert_event(&relay, 2, &late), T0);
+    assert!(stored(&out).is_empty());
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Verdict {
+            reason: Reason::RevokedOrigin,
+            ..
+        }
+    )));
+    // An earlier one still arrives.
+    let early = alert(&origin, 15, Tlp::Clear);
+    let out = e.handle(alert_event(&relay, 2, &early), T0);
+    assert_eq!(stored(&out), vec![early.id()]);
+    // A peer reading our log gets the alert from before the revocation, never the one
+    // from after it, even though it is held.
+    let out = e.handle(
+        frame_event(&other, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0,
+    );
+    let page: Vec<AlertId> = frames_to(&out, &other)
+        .into_iter()
+        .flat_map(|f| match f {
+            Frame::SyncPage { ids, .. } => ids.clone(),
+            _ => vec![],
+        })
+        .collect();
+    assert!(page.contains(&before.id()), "{page:?}");
+    assert!(!page.contains(&after.id()), "{page:?}");
+    // An earlier revocation time wins over a later one, whatever the order.
+    e.handle(
+        Event::Revoked {
+            node: pk(&origin),
+            at: ISSUED + 50,
+        },
+        T0,
+    );
+    let out = e.handle(alert_event(&relay, 2, &alert(&origin, 45, Tlp::Clear)), T0);
+    assert!(
+        stored(&out).is_empty(),
+        "the earlier revocation time still holds"
+    );
+}
+
+#[test]
+fn a_revoke_frame_is_verified_before_the_runtime_sees_it() {
+    let (me, peer, org, node, other_org) = (key(1), key(2), key(3), key(4), key(5));
+    let mut e = engine_for(&me, EngineConfig::default());
+    connect(&mut e, &peer, TrustLevel::Member);
+    let (rev, cert) = revocation_of(&org, &node, ISSUED);
+    let frame = |revocation: &[u8], cert: &[u8]| Frame::Revoke {
+        revocation: serde_bytes::ByteBuf::from(revocation.to_vec()),
+        cert: serde_bytes::ByteBuf::from(cert.to_vec()),
+    };
+    let out = e.handle(frame_event(&peer, &frame(&rev, &cert)), T0);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Revocation { proof, .. } if proof.revocation().node == pk(&node)
+    )));
+    // Another org's certificate proves nothing; a flipped bit breaks a signature.
+    let (_, foreign_cert) = revocation_of(&other_org, &node, ISSUED);
+    let mut flipped = rev.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    for (r, c) in [(&rev, &foreign_cert), (&flipped, &cert)] {
+        let out = e.handle(frame_event(&peer, &frame(r, c)), T0);
+        assert!(!out.iter().any(|a| matches!(a, Action::Revocation { .. })));
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Verdict {
+                reason: Reason::BadRevocation,
+                ..
+            }
+        )));
+    }
+}

@@ -38,6 +38,15 @@ impl NetActor {
                 self.trust.enqueue(change, by, reply);
                 self.next_trust_change();
             }
+            Command::Revoke { proof, reply } => {
+                let _ = reply.send(self.on_revocation(*proof, None));
+            }
+            Command::Revocations { reply } => {
+                let mut rows: Vec<RevocationView> =
+                    self.revocations.values().map(revocation_view).collect();
+                rows.sort_by_key(|r| r.node);
+                let _ = reply.send(rows);
+            }
             Command::TrustList { reply } => {
                 let _ = reply.send(self.trust.list());
             }

@@ -2,7 +2,7 @@
 //! them and awaits the answers.
 
 use serde::Serialize;
-use tocsin_proto::api::{TrustChanged, TrustEntry};
+use tocsin_proto::api::{RevocationView, TrustChanged, TrustEntry};
 use tocsin_proto::{AlertBody, PublicKey, TrustLevel};
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,6 +20,16 @@ pub enum Command {
     Issue {
         body: Box<AlertBody>,
         reply: oneshot::Sender<Result<Issued, IssueError>>,
+    },
+    /// Hold, apply and flood a revocation given by the operator: answered with the
+    /// revocation as held, and whether it was new.
+    Revoke {
+        proof: Box<tocsin_proto::identity::RevocationProof>,
+        reply: oneshot::Sender<Result<(RevocationView, bool), String>>,
+    },
+    /// The revocations held.
+    Revocations {
+        reply: oneshot::Sender<Vec<RevocationView>>,
     },
     /// Change the trust table (committed with its audit record, then applied).
     Trust {
@@ -146,6 +156,23 @@ impl NetHandle {
         self.ask(|reply| Command::Trust { change, by, reply })
             .await
             .unwrap_or(Err(TrustError::ShuttingDown))
+    }
+
+    /// Holds, applies and floods a revocation; None when the actor is gone.
+    pub async fn revoke(
+        &self,
+        proof: tocsin_proto::identity::RevocationProof,
+    ) -> Option<Result<(RevocationView, bool), String>> {
+        self.ask(|reply| Command::Revoke {
+            proof: Box::new(proof),
+            reply,
+        })
+        .await
+    }
+
+    /// The revocations held.
+    pub async fn revocations(&self) -> Option<Vec<RevocationView>> {
+        self.ask(|reply| Command::Revocations { reply }).await
     }
 
     /// The trust table.

@@ -30,7 +30,8 @@ use libp2p::{noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use tocsin_proto::api::TrustChanged;
-use tocsin_proto::identity::{NodeCert, Signed};
+use tocsin_proto::api::{OriginRevoked, RevocationView};
+use tocsin_proto::identity::{NodeCert, RevocationProof, Signed};
 use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, SigningKey, TrustLevel, VerifiedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -56,6 +57,10 @@ pub const INBOUND_QUEUE: usize = 4096;
 const MAX_REFUSED_LOGGED: usize = 1024;
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most revocations a node holds. Agencies revoke node keys rarely; each is sent to every
+/// peer when it connects, so the set stays far below a peer's write queue. Beyond it, new
+/// revocations are refused with a warning.
+pub const MAX_REVOCATIONS: usize = 1024;
 /// How long an idle connection is kept open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -105,6 +110,28 @@ fn backoff(cfg: &Config, attempt: &mut u32) -> u64 {
     *attempt = attempt.saturating_add(1);
     let jitter = rand::thread_rng().gen_range(0.75..1.25);
     crate::now_ms() + (base as f64 * jitter) as u64
+}
+
+/// A revocation as the API shows it.
+fn revocation_view(p: &RevocationProof) -> RevocationView {
+    let r = p.revocation();
+    RevocationView {
+        node: r.node,
+        org: r.org,
+        agency: p.cert().agency.clone(),
+        revoked_at: r.revoked_at,
+        reason: r.reason.clone(),
+    }
+}
+
+/// A revocation as alert views show it (`issued_after` filled in per alert).
+fn origin_revoked(p: &RevocationProof) -> OriginRevoked {
+    let r = p.revocation();
+    OriginRevoked {
+        revoked_at: r.revoked_at,
+        reason: r.reason.clone(),
+        issued_after: false,
+    }
 }
 
 /// The libp2p behaviours of a node.
@@ -162,6 +189,9 @@ enum NetTimer {
 /// itself in a side table.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct TimerKey(u64);
+
+/// The revoked origins, shared with the control API (which marks their alerts in `show`).
+pub type RevokedOrigins = Arc<std::sync::RwLock<HashMap<PublicKey, OriginRevoked>>>;
 
 /// An address of an org entry: dialled without expecting a node key, since any node of
 /// the agency may answer there.
@@ -249,6 +279,10 @@ pub struct NetActor {
     org_dials: HashMap<Multiaddr, OrgDial>,
     /// Dials to org addresses in progress.
     dialing: HashMap<ConnectionId, Multiaddr>,
+    /// Revocations held, by revoked node key.
+    revocations: HashMap<PublicKey, RevocationProof>,
+    /// The same, for the API (`issued_after` is filled in per alert there).
+    revoked_origins: RevokedOrigins,
 }
 
 impl NetActor {
@@ -331,6 +365,20 @@ impl NetActor {
                 engine.load_cursor(e.key, cursor.0, cursor.1);
             }
         }
+        let mut revocations = HashMap::new();
+        let mut revoked = HashMap::new();
+        for proof in store.revocations()? {
+            let r = proof.revocation();
+            engine.handle(
+                Event::Revoked {
+                    node: r.node,
+                    at: r.revoked_at,
+                },
+                crate::now_ms(),
+            );
+            revoked.insert(r.node, origin_revoked(&proof));
+            revocations.insert(r.node, proof);
+        }
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let state = StateWriter::start(store.clone(), inbound_tx.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the state writer thread: {e}"))?;
@@ -363,7 +411,14 @@ impl NetActor {
             refused_certs: HashSet::new(),
             org_dials: HashMap::new(),
             dialing: HashMap::new(),
+            revocations,
+            revoked_origins: Arc::new(std::sync::RwLock::new(revoked)),
         })
+    }
+
+    /// The revoked origins this actor keeps up to date, for the API.
+    pub fn revoked_origins(&self) -> RevokedOrigins {
+        self.revoked_origins.clone()
     }
 
     /// The flag this actor sets once it is ready (readiness: `GET /v1/ready`).
@@ -568,6 +623,11 @@ impl NetActor {
                     debug!(peer = %peer.fmt_short(), reason = reason.as_str(), "input refused");
                 }
             }
+            Action::Revocation { peer, proof } => {
+                if let Err(e) = self.on_revocation(*proof, Some(peer)) {
+                    debug!(peer = %peer.fmt_short(), reason = %e, "revocation not kept");
+                }
+            }
             Action::PauseReading { peer, until } => {
                 if let Some(pid) = peer_id(&peer) {
                     let pause = Duration::from_millis(until.saturating_sub(now));
@@ -700,6 +760,9 @@ impl NetActor {
     /// The level a node key has here: its own trust entry's, else (through a valid
     /// certificate it presented) its org's.
     fn effective_level(&self, key: &PublicKey, now: u64) -> Option<TrustLevel> {
+        if self.revocations.contains_key(key) {
+            return None;
+        }
         if let Some(e) = self.trust.get(key) {
             return (!e.org).then_some(e.level);
         }
@@ -800,7 +863,14 @@ impl NetActor {
                 if self.engine.trust_of(&key) != level {
                     self.feed(Event::Trust { key, level });
                 }
+                let revoked = self.revocations.get(&key).map(|p| p.revocation());
                 match self.trust.get(&org).filter(|e| e.org) {
+                    _ if revoked.is_some() => revoked.map(|r| {
+                        format!(
+                            "its agency revoked its key at {} (unix ms): {}",
+                            r.revoked_at, r.reason
+                        )
+                    }),
                     None => Some(format!(
                         "its org key {} is not in the trust table",
                         org.fmt_short()
@@ -831,6 +901,82 @@ impl NetActor {
         }
     }
 
+    /// A verified revocation, from a peer or the operator (`from` None). It is kept when
+    /// it concerns a key this node deals with: a node of an org in the trust table, a
+    /// node key in it, or a node that presented a certificate from the same org (so that
+    /// nobody can fill the table with revocations of made-up orgs). Kept, it is applied
+    /// (the node is cut and refused, its alerts issued from the revocation on are
+    /// refused and no longer shared), stored, and flooded to every other peer. Returns
+    /// the revocation as held and whether it was new.
+    fn on_revocation(
+        &mut self,
+        proof: RevocationProof,
+        from: Option<PublicKey>,
+    ) -> Result<(RevocationView, bool), String> {
+        let r = proof.revocation().clone();
+        if let Some(held) = self.revocations.get(&r.node) {
+            if held.revocation().revoked_at <= r.revoked_at {
+                return Ok((revocation_view(held), false));
+            }
+        }
+        let concerns_us = from.is_none()
+            || r.node == self.engine.me()
+            || self.trust.get(&r.org).is_some_and(|e| e.org)
+            || self.trust.get(&r.node).is_some()
+            || self.certs.get(&r.node).is_some_and(|c| c.org == r.org);
+        if !concerns_us {
+            return Err(format!(
+                "revocation of {} by org {}: neither is in the trust table",
+                r.node.fmt_short(),
+                r.org.fmt_short()
+            ));
+        }
+        if !self.revocations.contains_key(&r.node) && self.revocations.len() >= MAX_REVOCATIONS {
+            warn!(node = %r.node.fmt_short(), limit = MAX_REVOCATIONS, "revocation refused: this node holds the most it keeps");
+            return Err(format!(
+                "this node holds {MAX_REVOCATIONS} revocations, the most it keeps"
+            ));
+        }
+        if r.node == self.engine.me() {
+            tracing::error!(org = %r.org.fmt_short(), reason = %r.reason, "THIS node's key was revoked by its agency: partners refuse it from now on; install a new key and certificate (docs/operations.md, key ceremony)");
+        } else {
+            warn!(node = %r.node.fmt_short(), org = %r.org.fmt_short(), agency = %proof.cert().agency, revoked_at = r.revoked_at, reason = %r.reason, "node key revoked by its agency: its connections are refused and its alerts from then on rejected");
+        }
+        if let Ok(mut table) = self.revoked_origins.write() {
+            table.insert(r.node, origin_revoked(&proof));
+        }
+        let frame = Frame::Revoke {
+            revocation: serde_bytes::ByteBuf::from(proof.revocation_bytes()),
+            cert: serde_bytes::ByteBuf::from(proof.cert_bytes()),
+        };
+        let view = revocation_view(&proof);
+        if self
+            .state
+            .send(StateJob::Revocation(Box::new(proof.clone())))
+            .is_err()
+        {
+            warn!("the state writer is gone; revocation not stored");
+        }
+        // Every other peer gets it, the revoked node too (best effort: it is cut next),
+        // so that its operator learns why it is refused.
+        let peers: Vec<PublicKey> = self
+            .connected
+            .iter()
+            .filter_map(key_of_peer)
+            .filter(|k| Some(*k) != from)
+            .collect();
+        for peer in peers {
+            self.send_frame(&peer, &frame);
+        }
+        self.revocations.insert(r.node, proof);
+        self.feed(Event::Revoked {
+            node: r.node,
+            at: r.revoked_at,
+        });
+        self.refresh_node(r.node);
+        Ok((view, true))
+    }
+
     /// Refuses a held peer, logging why (at info once per key, then at debug).
     fn refuse_held(&mut self, pid: PeerId, key: PublicKey, reason: &str) {
         self.metrics.connections_refused.inc();
@@ -846,7 +992,9 @@ impl NetActor {
     fn apply_node(&mut self, key: PublicKey) {
         let Some(pid) = peer_id(&key) else { return };
         let now = crate::now_ms();
-        let allowed = self.engine.may_connect(&key, now) && !self.partitioned.contains(&key);
+        let allowed = self.engine.may_connect(&key, now)
+            && !self.partitioned.contains(&key)
+            && !self.revocations.contains_key(&key);
         if allowed {
             self.swarm.behaviour_mut().allow.allow_peer(pid);
             let addrs: Vec<Multiaddr> = self
@@ -1081,6 +1229,19 @@ impl NetActor {
         self.metrics.peers_connected.inc();
         self.metrics.peer_connects.inc();
         self.feed(Event::PeerConnected(key));
+        // Revocations travel like catch-up: every peer gets all of them when it connects.
+        let frames: Vec<Frame> = self
+            .revocations
+            .values()
+            .filter(|p| p.revocation().node != key)
+            .map(|p| Frame::Revoke {
+                revocation: serde_bytes::ByteBuf::from(p.revocation_bytes()),
+                cert: serde_bytes::ByteBuf::from(p.cert_bytes()),
+            })
+            .collect();
+        for frame in frames {
+            self.send_frame(&key, &frame);
+        }
     }
 
     fn on_inbound(&mut self, msg: Inbound) {

@@ -35,6 +35,8 @@ pub enum StateJob {
     },
     /// Re-read the whole log and send it back in pages (after missed notifications).
     ResyncLog,
+    /// Keep a revocation (forever).
+    Revocation(Box<tocsin_proto::identity::RevocationProof>),
 }
 
 /// The handle the actor keeps; dropping it stops the thread after the queued jobs.
@@ -93,6 +95,11 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
         StateJob::Cursor { peer, epoch, seq } => {
             if let Err(e) = store.set_cursor(&peer, epoch, seq) {
                 warn!(error = %e, peer = %peer.fmt_short(), "cannot save catch-up cursor");
+            }
+        }
+        StateJob::Revocation(proof) => {
+            if let Err(e) = store.put_revocation(&proof) {
+                warn!(error = %e, node = %proof.revocation().node.fmt_short(), "cannot store a revocation; it is applied until restart, and peers send it again");
             }
         }
         StateJob::ResyncLog => {

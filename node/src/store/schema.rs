@@ -54,6 +54,11 @@ pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 /// Webhook name → the last log seq it has handled (delivered or filtered out): its
 /// outbox is the log after this seq.
 pub(super) const WEBHOOKS: TableDefinition<&str, u64> = TableDefinition::new("webhooks");
+/// `revocations`: revoked node key -> CBOR `[revocation envelope, certificate
+/// envelope]` (a [`tocsin_proto::identity::RevocationProof`]). Kept forever: the
+/// earliest revocation of each node key.
+pub(super) const REVOCATIONS: TableDefinition<[u8; 32], &[u8]> =
+    TableDefinition::new("revocations");
 /// `quarantine`: alert id -> the raw `alerts` record (seq, receipt, envelope) of a
 /// stored alert that no longer decodes, moved aside at start-up.
 pub(super) const QUARANTINE: TableDefinition<[u8; 32], AlertValue> =

@@ -1,11 +1,13 @@
 //! The node's own state in the store, beside the alerts: catch-up cursors, the trust
-//! table and its audit log. Each change is one durable write transaction of its own
+//! table and its audit log, and revocations of node keys. Each change is one durable write transaction of its own
 //! (not through the alert writer), refused while the store is degraded.
 
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
+use serde_bytes::ByteBuf;
+use tocsin_proto::identity::RevocationProof;
 use tocsin_proto::{codec, PublicKey};
 
-use super::schema::{AUDIT, CURSORS, QUARANTINE, TRUST, WEBHOOKS};
+use super::schema::{AUDIT, CURSORS, QUARANTINE, REVOCATIONS, TRUST, WEBHOOKS};
 use super::{AuditRecord, Store, StoreError, TrustCommit, TrustEntry};
 
 impl Store {
@@ -49,6 +51,51 @@ impl Store {
     pub fn set_webhook_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
         self.write(|txn| {
             txn.open_table(WEBHOOKS)?.insert(name, seq)?;
+            Ok(())
+        })
+    }
+
+    /// Every stored revocation with its certificate (envelopes), ordered by node key.
+    /// A pair that no longer verifies is skipped with a warning: it changes nothing, and
+    /// peers send it again.
+    pub fn revocations(&self) -> Result<Vec<RevocationProof>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let table = match txn.open_table(REVOCATIONS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let pair: Result<(ByteBuf, ByteBuf), _> = codec::decode(v.value());
+            match pair
+                .map_err(|e| e.to_string())
+                .and_then(|(r, c)| RevocationProof::verify(&r, &c).map_err(|e| e.to_string()))
+            {
+                Ok(proof) => out.push(proof),
+                Err(e) => {
+                    tracing::warn!(node = %PublicKey(k.value()).fmt_short(), error = %e, "a stored revocation no longer verifies; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a revocation (one durable write), replacing the one held for its node key.
+    pub fn put_revocation(&self, proof: &RevocationProof) -> Result<(), StoreError> {
+        let pair = (
+            ByteBuf::from(proof.revocation_bytes()),
+            ByteBuf::from(proof.cert_bytes()),
+        );
+        let bytes = codec::encode(&pair).map_err(|err| StoreError::Encode {
+            what: "revocation",
+            reason: err.to_string(),
+        })?;
+        let node = proof.revocation().node;
+        self.write(|txn| {
+            txn.open_table(REVOCATIONS)?
+                .insert(&node.0, bytes.as_slice())?;
             Ok(())
         })
     }
