@@ -946,6 +946,7 @@ async fn cursors_trust_and_audit_round_trip_and_survive_reopen() {
         who: "test".into(),
         name: None,
         addrs: None,
+        org: None,
         reason: None,
     };
     let put = |e: &TrustEntry, audit: AuditRecord| TrustCommit {

@@ -452,6 +452,11 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Vec<String>>>)]
     pub addrs: Option<(Vec<String>, Vec<String>)>,
+    /// Whether the key is an org key, before and after, when that changed (an org entry
+    /// added or removed, or an entry switched between node and org key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<bool>>)]
+    pub org: Option<(bool, bool)>,
     /// The reason given with the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -182,15 +182,21 @@ pub async fn trust<W: Write>(
                         .as_str()
                         .map(|x| format!("  \"{x}\""))
                         .unwrap_or_default();
+                    let kind = match r["org"][1].as_bool() {
+                        Some(true) => "  (now an org key)",
+                        Some(false) => "  (no longer an org key)",
+                        None => "",
+                    };
                     out.line(&format!(
-                        "{}  {}  {} -> {}  ({}){}{}",
+                        "{}  {}  {} -> {}  ({}){}{}{}",
                         format_time(r["at"].as_u64().unwrap_or(0)),
                         short(r["key"].as_str().unwrap_or(""), 16),
                         r["old"].as_str().unwrap_or("none"),
                         r["new"].as_str().unwrap_or("removed"),
                         r["source"].as_str().unwrap_or("?"),
+                        kind,
                         who,
-                        reason
+                        sanitize(&reason, false)
                     ))?;
                 }
             }

@@ -379,6 +379,11 @@ impl Engine {
         self.scoring.may_connect(key, now)
     }
 
+    /// Whether `key` is banned (for invalid data) at `now`.
+    pub fn is_banned(&self, key: &PublicKey, now: u64) -> bool {
+        self.scoring.is_banned(key, now)
+    }
+
     /// Per-peer state for every peer that is trusted or has stats.
     pub fn peer_reports(&self) -> Vec<PeerReport> {
         self.scoring

@@ -142,6 +142,13 @@ impl Scoring {
     }
 
     /// Whether a peer may connect now (trusted, not banned).
+    pub fn is_banned(&self, key: &PublicKey, now: u64) -> bool {
+        self.stats
+            .get(key)
+            .and_then(|s| s.banned_until)
+            .is_some_and(|u| u > now)
+    }
+
     pub fn may_connect(&self, key: &PublicKey, now: u64) -> bool {
         TrustLevel::may_connect(self.level(key))
             && self

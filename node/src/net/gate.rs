@@ -31,8 +31,10 @@ pub struct NotAllowed;
 #[derive(Debug)]
 pub struct Behaviour {
     allowed: HashSet<PeerId>,
-    /// Peers held while they present a certificate, with their open connections.
-    pending: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Peers held while they present a certificate: the hold's number and the peer's
+    /// open connections.
+    pending: HashMap<PeerId, (u64, HashSet<ConnectionId>)>,
+    next_hold: u64,
     /// Whether unknown peers are held rather than refused.
     admitting: bool,
     max_pending: usize,
@@ -47,6 +49,7 @@ impl Behaviour {
         Behaviour {
             allowed: HashSet::new(),
             pending: HashMap::new(),
+            next_hold: 0,
             admitting: false,
             max_pending,
             close: VecDeque::new(),
@@ -90,6 +93,12 @@ impl Behaviour {
         self.pending.contains_key(peer)
     }
 
+    /// The number of `peer`'s current hold, if it is held: a new hold (after a refusal)
+    /// gets a new number, so that a timer set for an earlier one cannot cut it short.
+    pub fn hold_of(&self, peer: &PeerId) -> Option<u64> {
+        self.pending.get(peer).map(|(hold, _)| *hold)
+    }
+
     /// Peers held now.
     pub fn pending_count(&self) -> usize {
         self.pending.len()
@@ -102,16 +111,29 @@ impl Behaviour {
         }
     }
 
-    fn check(&mut self, conn: ConnectionId, peer: PeerId) -> Result<(), ConnectionDenied> {
+    /// Whether a new connection `conn` of `peer` may stand. `dialled`: we dialled it (an
+    /// org entry's address), so it is held whatever the cap, which only bounds what
+    /// others open to us. A held peer gets one connection it opened.
+    fn check(
+        &mut self,
+        conn: ConnectionId,
+        peer: PeerId,
+        dialled: bool,
+    ) -> Result<(), ConnectionDenied> {
         if self.allowed.contains(&peer) {
             return Ok(());
         }
-        if let Some(conns) = self.pending.get_mut(&peer) {
-            conns.insert(conn);
-            return Ok(());
+        if let Some((_, conns)) = self.pending.get_mut(&peer) {
+            if dialled {
+                conns.insert(conn);
+                return Ok(());
+            }
+            return Err(ConnectionDenied::new(NotAllowed));
         }
-        if self.admitting && self.pending.len() < self.max_pending {
-            self.pending.insert(peer, HashSet::from([conn]));
+        if self.admitting && (dialled || self.pending.len() < self.max_pending) {
+            self.next_hold += 1;
+            self.pending
+                .insert(peer, (self.next_hold, HashSet::from([conn])));
             return Ok(());
         }
         Err(ConnectionDenied::new(NotAllowed))
@@ -129,7 +151,7 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check(conn, peer)?;
+        self.check(conn, peer, false)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -141,7 +163,7 @@ impl NetworkBehaviour for Behaviour {
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check(conn, peer)?;
+        self.check(conn, peer, true)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -152,7 +174,7 @@ impl NetworkBehaviour for Behaviour {
             ..
         }) = event
         {
-            if let Some(conns) = self.pending.get_mut(&peer_id) {
+            if let Some((_, conns)) = self.pending.get_mut(&peer_id) {
                 conns.remove(&connection_id);
                 if conns.is_empty() {
                     self.pending.remove(&peer_id);
@@ -197,28 +219,49 @@ mod tests {
         );
         let conn = ConnectionId::new_unchecked;
         assert!(
-            gate.check(conn(1), a).is_err(),
+            gate.check(conn(1), a, false).is_err(),
             "refused when not admitting"
         );
+        assert!(gate.check(conn(1), a, true).is_err(), "dialled or not");
         gate.allow_peer(d);
-        assert!(gate.check(conn(2), d).is_ok(), "allowed peers always pass");
-        gate.set_admitting(true);
-        assert!(gate.check(conn(3), a).is_ok());
-        assert!(gate.check(conn(4), b).is_ok());
         assert!(
-            gate.check(conn(5), a).is_ok(),
-            "a held peer's second connection"
+            gate.check(conn(2), d, false).is_ok(),
+            "allowed peers always pass"
         );
-        assert!(gate.check(conn(6), c).is_err(), "over the cap");
+        gate.set_admitting(true);
+        assert!(gate.check(conn(3), a, false).is_ok());
+        assert!(gate.check(conn(4), b, false).is_ok());
+        let hold_a = gate.hold_of(&a).unwrap();
+        assert!(
+            gate.check(conn(5), a, false).is_err(),
+            "a held peer gets one connection"
+        );
+        assert!(gate.check(conn(6), c, false).is_err(), "over the cap");
+        assert!(
+            gate.check(conn(6), c, true).is_ok(),
+            "a dial of ours is held beyond it"
+        );
+        gate.refuse(c);
         assert!(gate.is_pending(&a) && !gate.is_allowed(&a));
         gate.allow_peer(a);
         assert!(gate.is_allowed(&a) && !gate.is_pending(&a));
         gate.refuse(b);
         assert!(!gate.is_pending(&b));
+        assert_eq!(gate.close.pop_front(), Some(c));
         assert_eq!(gate.close.pop_front(), Some(b));
-        assert!(gate.check(conn(7), c).is_ok(), "a slot is free again");
+        assert!(
+            gate.check(conn(7), c, false).is_ok(),
+            "a slot is free again"
+        );
+        assert_ne!(gate.hold_of(&c), None);
         gate.disallow_peer(a);
         assert_eq!(gate.close.pop_front(), Some(a));
         assert!(!gate.is_allowed(&a));
+        gate.disallow_peer(c);
+        assert!(
+            gate.check(conn(8), a, false).is_ok(),
+            "held again, as a new hold"
+        );
+        assert_ne!(gate.hold_of(&a), Some(hold_a));
     }
 }

@@ -4,7 +4,7 @@
 //! [`Command`] with a oneshot reply. A closed command channel means shut down.
 //!
 //! Gossip runs on our own libp2p behaviour ([`gossip`]): per connection one outbound
-//! stream (`/tocsin/gossip/1`) fed from a bounded queue, and one inbound stream whose
+//! stream (`/tocsin/gossip/2`) fed from a bounded queue, and one inbound stream whose
 //! length prefixes are checked against `MAX_FRAME_BYTES` before a frame is read. A slow
 //! or failing peer only ever fills its own queue; frames beyond it are dropped and
 //! counted, never waited for.
@@ -141,7 +141,7 @@ pub struct Behaviour {
     /// or partitioned) right after the Noise handshake, before any protocol stream; holds
     /// unknown peers for their certificate when an org key is trusted.
     allow: gate::Behaviour,
-    /// The gossip streams for `/tocsin/gossip/1`.
+    /// The gossip streams for `/tocsin/gossip/2`.
     gossip: gossip::Behaviour,
     /// Liveness checks, so dead connections are noticed and redialled.
     ping: ping::Behaviour,
@@ -177,8 +177,8 @@ enum NetTimer {
     Engine(TimerKey),
     Redial(PeerId),
     Unban(PeerId),
-    /// A held peer's time to present its certificate is up.
-    Admit(PeerId),
+    /// A held peer's time to present its certificate is up (for that hold).
+    Admit(PeerId, u64),
     /// A peer's certificate may have expired.
     CertExpiry(PublicKey),
     /// Dial an org entry's address again.
@@ -199,6 +199,8 @@ struct OrgDial {
     org: PublicKey,
     /// The node that answered there last.
     peer: Option<PeerId>,
+    /// A redial is scheduled.
+    scheduled: bool,
     /// Attempts since the last gossip session with that node.
     attempt: u32,
 }
@@ -713,8 +715,8 @@ impl NetActor {
                         self.apply_trust(key);
                     }
                 }
-                NetTimer::Admit(pid) => {
-                    if self.swarm.behaviour().allow.is_pending(&pid) {
+                NetTimer::Admit(pid, hold) => {
+                    if self.swarm.behaviour().allow.hold_of(&pid) == Some(hold) {
                         if let Some(key) = key_of_peer(&pid) {
                             self.refuse_held(pid, key, "it presented no certificate in time");
                         }
@@ -727,7 +729,12 @@ impl NetActor {
                         self.refresh_node(key);
                     }
                 }
-                NetTimer::OrgRedial(addr) => self.dial_org_addr(addr),
+                NetTimer::OrgRedial(addr) => {
+                    if let Some(d) = self.org_dials.get_mut(&addr) {
+                        d.scheduled = false;
+                    }
+                    self.dial_org_addr(addr);
+                }
             }
         }
     }
@@ -752,9 +759,8 @@ impl NetActor {
         for node in certified {
             self.refresh_node(node);
         }
-        if org.is_none() {
-            self.apply_node(key);
-        }
+        // An org key is never a peer itself: this also drops any dialling of it by key.
+        self.apply_node(key);
     }
 
     /// The level a node key has here: its own trust entry's, else (through a valid
@@ -799,6 +805,7 @@ impl NetActor {
                     OrgDial {
                         org: key,
                         peer: None,
+                        scheduled: false,
                         attempt: 0,
                     },
                 );
@@ -831,25 +838,85 @@ impl NetActor {
     }
 
     fn schedule_org_redial(&mut self, addr: Multiaddr) {
-        let Some(d) = self.org_dials.get_mut(&addr) else {
+        let Some(d) = self.org_dials.get_mut(&addr).filter(|d| !d.scheduled) else {
             return;
         };
+        d.scheduled = true;
         let at = backoff(&self.cfg, &mut d.attempt);
         self.timers.push(Reverse((at, NetTimer::OrgRedial(addr))));
     }
 
-    /// A held peer's first frame: `cert` is the certificate it presented, if any. It is
-    /// admitted when its certificate is valid and its org's level may connect; the
-    /// certificate of a peer already allowed is kept for its agency's name and level.
+    /// A connection's first frame: `cert` is the certificate the peer presented, if any.
+    /// A held peer is admitted when its certificate is valid, its org entry may connect,
+    /// and its node key is neither in the table on its own, revoked, banned nor
+    /// partitioned; only then is anything about it kept (its certificate, its level in
+    /// the engine, its catch-up cursor), so refused peers cost no state. The certificate
+    /// of a peer already allowed on its node key is kept for its agency's name, and
+    /// gives it its org's level if its own entry is removed.
     fn on_identity(&mut self, pid: PeerId, key: PublicKey, cert: Option<&[u8]>) {
         let now = crate::now_ms();
-        let refusal = match crate::identity::check_presented(cert, &key, now) {
-            Ok(c) => {
-                let (org, not_after) = (c.org, c.not_after);
-                let first = self.certs.insert(key, c).is_none();
+        let checked = crate::identity::check_presented(cert, &key, now);
+        if !self.swarm.behaviour().allow.is_pending(&pid) {
+            if let Ok(c) = checked {
+                if self.swarm.behaviour().allow.is_allowed(&pid) {
+                    self.keep_cert(key, c);
+                }
+            }
+            return;
+        }
+        let c = match checked {
+            Ok(c) => c,
+            Err(e) => return self.refuse_held(pid, key, &e.to_string()),
+        };
+        let refusal = if let Some(r) = self.revocations.get(&key).map(|p| p.revocation()) {
+            Some(format!(
+                "its agency revoked its key at {} (unix ms): {}",
+                r.revoked_at, r.reason
+            ))
+        } else if let Some(e) = self.trust.get(&key).filter(|e| !e.org) {
+            // Its own entry wins over its org's (it may connect only if it is allowed).
+            Some(format!("its node key is {} here", e.level))
+        } else {
+            match self.trust.get(&c.org).filter(|e| e.org) {
+                None => Some(format!(
+                    "its org key {} is not in the trust table",
+                    c.org.fmt_short()
+                )),
+                Some(e) if !TrustLevel::may_connect(Some(e.level)) => {
+                    Some(format!("its org key {} is {}", c.org.fmt_short(), e.level))
+                }
+                Some(_) if self.partitioned.contains(&key) => {
+                    Some("it is partitioned (test control)".into())
+                }
+                Some(_) if self.engine.is_banned(&key, now) => {
+                    Some("it is banned for invalid data".into())
+                }
+                Some(_) => None,
+            }
+        };
+        if let Some(reason) = refusal {
+            return self.refuse_held(pid, key, &reason);
+        }
+        let (agency, org) = (c.agency.clone(), c.org);
+        self.keep_cert(key, c);
+        self.refresh_node(key);
+        if !self.swarm.behaviour().allow.is_allowed(&pid) {
+            return self.refuse_held(pid, key, "it may not connect");
+        }
+        info!(peer = %key.fmt_short(), %agency, org = %org.fmt_short(), "peer admitted on its agency's certificate");
+        self.ensure_connected(pid, key);
+    }
+
+    /// Keeps a valid certificate a peer presented: one expiry timer per certificate, and
+    /// the peer's catch-up cursor loaded the first time.
+    fn keep_cert(&mut self, key: PublicKey, c: NodeCert) {
+        let not_after = c.not_after;
+        match self.certs.insert(key, c) {
+            Some(old) if old.not_after == not_after => {}
+            old => {
                 self.timers
                     .push(Reverse((not_after, NetTimer::CertExpiry(key))));
-                if first && self.trust.get(&key).is_none() {
+                if old.is_none() && self.trust.get(&key).is_none() {
                     // Catch-up resumes where it stopped with this node before.
                     match self.store.cursor(&key) {
                         Ok(Some((epoch, seq))) => self.engine.load_cursor(key, epoch, seq),
@@ -859,45 +926,7 @@ impl NetActor {
                         }
                     }
                 }
-                let level = self.effective_level(&key, now);
-                if self.engine.trust_of(&key) != level {
-                    self.feed(Event::Trust { key, level });
-                }
-                let revoked = self.revocations.get(&key).map(|p| p.revocation());
-                match self.trust.get(&org).filter(|e| e.org) {
-                    _ if revoked.is_some() => revoked.map(|r| {
-                        format!(
-                            "its agency revoked its key at {} (unix ms): {}",
-                            r.revoked_at, r.reason
-                        )
-                    }),
-                    None => Some(format!(
-                        "its org key {} is not in the trust table",
-                        org.fmt_short()
-                    )),
-                    Some(e) if !TrustLevel::may_connect(Some(e.level)) => {
-                        Some(format!("its org key {} is {}", org.fmt_short(), e.level))
-                    }
-                    Some(_) => None,
-                }
             }
-            Err(e) => Some(e.to_string()),
-        };
-        if !self.swarm.behaviour().allow.is_pending(&pid) {
-            // Already allowed on its node key: the certificate only names its agency.
-            return;
-        }
-        let admissible = self.engine.may_connect(&key, now) && !self.partitioned.contains(&key);
-        match refusal {
-            None if admissible => {
-                self.apply_node(key);
-                if let Some(c) = self.certs.get(&key) {
-                    info!(peer = %key.fmt_short(), agency = %c.agency, org = %c.org.fmt_short(), "peer admitted on its agency's certificate");
-                }
-                self.ensure_connected(pid, key);
-            }
-            None => self.refuse_held(pid, key, "it is banned or partitioned"),
-            Some(reason) => self.refuse_held(pid, key, &reason),
         }
     }
 
@@ -985,6 +1014,7 @@ impl NetActor {
         } else {
             debug!(peer = %key.fmt_short(), reason, "connection refused");
         }
+        self.identified.remove(&pid);
         self.swarm.behaviour_mut().allow.refuse(pid);
     }
 
@@ -1057,15 +1087,11 @@ impl NetActor {
                     let _ = self.swarm.disconnect_peer_id(pid);
                     return;
                 };
-                if num_established.get() == 1 {
-                    self.send_identity(pid);
-                }
-                if self.swarm.behaviour().allow.is_pending(&pid) {
-                    if num_established.get() == 1 {
-                        debug!(peer = %key.fmt_short(), addr = %endpoint.get_remote_address(), "unknown peer held until it presents a certificate");
-                        let at = crate::now_ms() + crate::identity::ADMIT_TIMEOUT_MS;
-                        self.timers.push(Reverse((at, NetTimer::Admit(pid))));
-                    }
+                self.send_identity(pid);
+                if let Some(hold) = self.swarm.behaviour().allow.hold_of(&pid) {
+                    debug!(peer = %key.fmt_short(), addr = %endpoint.get_remote_address(), "unknown peer held until it presents a certificate");
+                    let at = crate::now_ms() + crate::identity::ADMIT_TIMEOUT_MS;
+                    self.timers.push(Reverse((at, NetTimer::Admit(pid, hold))));
                     return;
                 }
                 self.last_seen.insert(key, crate::now_ms());

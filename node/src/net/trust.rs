@@ -198,6 +198,11 @@ impl TrustTable {
             who: by.who.clone(),
             name: (before_name != after_name).then_some((before_name, after_name)),
             addrs: (before_addrs != after_addrs).then_some((before_addrs, after_addrs)),
+            org: {
+                let before = old.is_some_and(|e| e.org);
+                let after = entry.as_ref().is_some_and(|e| e.org);
+                (before != after).then_some((before, after))
+            },
             reason: by.reason.clone(),
         };
         Ok(TrustCommit { key, entry, audit })
