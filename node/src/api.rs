@@ -30,6 +30,7 @@ mod caller;
 mod conn;
 mod error;
 mod federation;
+mod receipts;
 mod serve;
 mod stream;
 mod view;
@@ -86,6 +87,10 @@ pub struct ApiState {
     pub store: Store,
     /// Origins revoked by their agency (kept by the network actor), for `show`.
     pub revoked: crate::net::RevokedOrigins,
+    /// Notices for the event stream besides alerts: `ack_overdue`.
+    pub notices: tokio::sync::broadcast::Sender<serde_json::Value>,
+    /// `tocsin_ack_overdue_total`.
+    pub ack_overdue: prometheus_client::metrics::counter::Counter,
     /// The network actor: issues alerts, owns the trust table.
     pub net: NetHandle,
     /// The metrics registry served on `/metrics`.
@@ -154,6 +159,8 @@ fn described(test_control: bool) -> utoipa_axum::router::OpenApiRouter<Arc<ApiSt
         .routes(routes!(alerts::issue, alerts::list))
         .routes(routes!(alerts::get))
         .routes(routes!(alerts::history))
+        .routes(routes!(receipts::receipts))
+        .routes(routes!(receipts::ack))
         .routes(routes!(alerts::update))
         .routes(routes!(alerts::cancel))
         .routes(routes!(stream::stream))

@@ -282,6 +282,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         stop_rx.clone(),
     )
     .context(Startup)?;
+    let ack_task = tokio::spawn(ack_watch(
+        store.clone(),
+        api_state.notices.clone(),
+        api_state.ack_overdue.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let prune_task = tokio::spawn(prune_loop(
         store.clone(),
         cfg.store.retention_days,
@@ -331,6 +337,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         Err(e) => Some(anyhow::anyhow!("the network actor failed: {e}")),
     };
     let _ = prune_task.await;
+    let _ = ack_task.await;
     for t in webhook_tasks {
         let _ = t.await;
     }
@@ -397,10 +404,20 @@ pub fn start_node(
             crate::taxii::Taxii::new(&cfg.taxii, store.clone()).map_err(anyhow::Error::msg)?;
         Some(Arc::new(taxii))
     };
+    let ack_overdue = prometheus_client::metrics::counter::Counter::default();
+    if let Ok(mut reg) = registry.lock() {
+        reg.register(
+            "tocsin_ack_overdue",
+            "Named recipients of RED alerts issued here that had not acknowledged by the alert's ack_within deadline",
+            ack_overdue.clone(),
+        );
+    }
     let state = Arc::new(ApiState {
         public_key: pk,
         store,
         revoked,
+        notices: tokio::sync::broadcast::channel(NOTICES).0,
+        ack_overdue,
         net,
         registry,
         test_control: cfg.test_control,
@@ -416,6 +433,82 @@ pub fn start_node(
         taxii,
     });
     Ok((state, task))
+}
+
+/// Notices (overdue acknowledgements) buffered for slow event streams.
+const NOTICES: usize = 256;
+/// How often acknowledgement deadlines are checked.
+const ACK_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reports RED alerts of this node whose acknowledgement deadline (`ack_within`) passed
+/// with named recipients that have not acknowledged: a warning, the
+/// `tocsin_ack_overdue_total` counter, and an `ack_overdue` event on the event stream.
+/// Each deadline is reported once.
+async fn ack_watch(
+    store: Store,
+    notices: tokio::sync::broadcast::Sender<serde_json::Value>,
+    overdue: prometheus_client::metrics::counter::Counter,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(ACK_WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let now = crate::now_ms();
+        let due = match store.read(move |s| s.ack_deadlines_due(now)).await {
+            Ok(due) => due,
+            Err(e) => {
+                warn!(error = %e, "cannot read acknowledgement deadlines");
+                continue;
+            }
+        };
+        for (id, deadline) in due {
+            let missing = store
+                .read(move |s| {
+                    let Some(alert) = s.get(&id)? else {
+                        return Ok(Vec::new());
+                    };
+                    let acked: std::collections::HashSet<_> = s
+                        .receipts_in(&id)?
+                        .into_iter()
+                        .filter(|r| r.acked_at.is_some_and(|at| at <= deadline))
+                        .map(|r| r.receiver)
+                        .collect();
+                    Ok(alert
+                        .alert
+                        .body()
+                        .recipients
+                        .iter()
+                        .filter(|k| !acked.contains(*k))
+                        .copied()
+                        .collect::<Vec<_>>())
+                })
+                .await;
+            let missing = match missing {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, alert = %id.fmt_short(), "cannot check an acknowledgement deadline");
+                    continue;
+                }
+            };
+            if !missing.is_empty() {
+                let keys: Vec<String> = missing.iter().map(ToString::to_string).collect();
+                warn!(alert = %id, deadline, missing = keys.len(), recipients = %keys.join(","), "RED alert not acknowledged by every named recipient in time");
+                overdue.inc_by(keys.len() as u64);
+                let _ = notices.send(serde_json::json!({
+                    "alert": id.to_string(),
+                    "deadline": deadline,
+                    "missing": keys,
+                }));
+            }
+            if let Err(e) = store.read(move |s| s.ack_deadline_reported(&id)).await {
+                warn!(error = %e, alert = %id.fmt_short(), "cannot mark an acknowledgement deadline as reported");
+            }
+        }
+    }
 }
 
 async fn prune_loop(

@@ -168,6 +168,10 @@ pub struct AlertRequest {
     /// Expiry as unix milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// For a new RED alert: every recipient should acknowledge it within this duration,
+    /// e.g. `"15m"` (kept on this node, not sent; see `/v1/alerts/{id}/receipts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_within: Option<String>,
 }
 
 /// `POST /v1/alerts/{id}/cancel`.
@@ -274,6 +278,20 @@ pub struct AlertView {
     /// Its origin's node key was revoked by its agency (`GET /v1/alerts/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_revoked: Option<OriginRevoked>,
+    /// For an AMBER or RED alert issued here: its recipients' receipts, counted
+    /// (`GET /v1/alerts/{id}` only; `/receipts` has the rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<ReceiptCounts>,
+}
+
+/// Receipts of one alert, counted by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReceiptCounts {
+    pub delivered: usize,
+    pub acknowledged: usize,
+    pub nothing_yet: usize,
+    /// Its acknowledgement deadline passed with recipients that have not acknowledged.
+    pub overdue: bool,
 }
 
 /// An alert's origin was revoked by its agency.
@@ -286,6 +304,77 @@ pub struct OriginRevoked {
     /// Whether this alert was issued at or after that time (then it is refused by
     /// every node that knows of the revocation, and no longer shared).
     pub issued_after: bool,
+}
+
+/// Where one recipient of an alert stands, as its origin knows from receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptState {
+    /// No receipt yet.
+    NothingYet,
+    /// It stored the alert.
+    Delivered,
+    /// An operator there acknowledged it.
+    Acknowledged,
+}
+
+/// One recipient's row in `GET /v1/alerts/{id}/receipts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReceiptRow {
+    /// The recipient's node key.
+    #[schema(value_type = String)]
+    pub receiver: PublicKey,
+    /// Its name in the trust table, if any.
+    pub name: String,
+    /// Where it stands.
+    pub state: ReceiptState,
+    /// When it stored the alert (its clock), unix ms.
+    pub received_at: Option<u64>,
+    /// When an operator there acknowledged it, unix ms.
+    pub acked_at: Option<u64>,
+    /// Who acknowledged it.
+    pub acked_by: Option<String>,
+}
+
+/// `GET /v1/alerts/{id}/receipts`: for an AMBER or RED alert issued here, each
+/// recipient's receipt (RED: every named recipient; AMBER: every partner in the trust
+/// table, and any other node that sent a receipt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReceiptsView {
+    /// The alert id.
+    #[schema(value_type = String)]
+    pub alert: AlertId,
+    /// One row per recipient, by key.
+    pub recipients: Vec<ReceiptRow>,
+    /// When every recipient should have acknowledged it (`--ack-within`), unix ms.
+    pub ack_deadline: Option<u64>,
+    /// The deadline passed with recipients that have not acknowledged.
+    pub overdue: bool,
+}
+
+/// `POST /v1/alerts/{id}/ack`: an operator acknowledges an alert received here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AckRequest {
+    /// Who acknowledges it (an operator's name or role; default: the caller).
+    pub by: Option<String>,
+}
+
+/// The receipt sent to the alert's origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AckView {
+    /// The alert id.
+    #[schema(value_type = String)]
+    pub alert: AlertId,
+    /// Its origin, to which the receipt goes.
+    #[schema(value_type = String)]
+    pub origin: PublicKey,
+    /// When it was stored here, unix ms.
+    pub received_at: u64,
+    /// When it was acknowledged, unix ms.
+    pub acked_at: u64,
+    /// Who acknowledged it.
+    pub acked_by: String,
 }
 
 /// `POST /v1/revocations`: a revocation (`tocsin org revoke`) and the certificate it

@@ -78,11 +78,14 @@ pub enum Reason {
     /// A `revoke` frame whose revocation or certificate does not verify, or whose two
     /// objects do not name the same org and node.
     BadRevocation,
+    /// A `receipt` frame that does not verify, is not signed by its sender, or is not
+    /// addressed to this node.
+    BadReceipt,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::NotConnected,
         Reason::RateLimited,
         Reason::Duplicate,
@@ -103,6 +106,7 @@ impl Reason {
         Reason::Undelivered,
         Reason::RevokedOrigin,
         Reason::BadRevocation,
+        Reason::BadReceipt,
     ];
 
     /// Penalty points this costs the sender; 0 for benign reasons.
@@ -122,7 +126,9 @@ impl Reason {
                 PENALTY_MALFORMED
             }
             Reason::ScopeViolation | Reason::HopLimit => PENALTY_POLICY,
-            Reason::BadSignature | Reason::BadRevocation => PENALTY_BAD_SIGNATURE,
+            Reason::BadSignature | Reason::BadRevocation | Reason::BadReceipt => {
+                PENALTY_BAD_SIGNATURE
+            }
             Reason::NotOrigin => PENALTY_NOT_ORIGIN,
             Reason::OverBudget | Reason::Undelivered => PENALTY_FLOOD,
         }
@@ -156,6 +162,7 @@ impl Reason {
             Reason::Undelivered => "undelivered",
             Reason::RevokedOrigin => "revoked_origin",
             Reason::BadRevocation => "bad_revocation",
+            Reason::BadReceipt => "bad_receipt",
         }
     }
 }
@@ -198,6 +205,7 @@ mod tests {
                 Reason::OverBudget,
                 Reason::Undelivered,
                 Reason::BadRevocation,
+                Reason::BadReceipt,
             ]
         );
     }

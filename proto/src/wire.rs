@@ -57,6 +57,10 @@ pub enum Frame {
         revocation: serde_bytes::ByteBuf,
         cert: serde_bytes::ByteBuf,
     },
+    /// A receipt ([`crate::identity::Receipt`] envelope) for an AMBER or RED alert of
+    /// the receiver of this frame, signed by its sender: sent only to the alert's origin,
+    /// when the alert is stored and again when it is acknowledged.
+    Receipt { receipt: serde_bytes::ByteBuf },
     /// Catch-up: send me the ids in your log after sequence `after`, for epoch `epoch`.
     SyncRequest { epoch: u64, after: u64 },
     /// A page of catch-up: the ids (that the requester may see) in the log from the
@@ -96,6 +100,7 @@ impl Frame {
             }
             Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,
             Frame::Identity { cert: Some(cert) } => check_object("cert", cert)?,
+            Frame::Receipt { receipt } => check_object("receipt", receipt)?,
             Frame::Revoke { revocation, cert } => {
                 check_object("revocation", revocation)?;
                 check_object("cert", cert)?;
@@ -115,6 +120,7 @@ impl Frame {
             Frame::Hello { .. } => "hello",
             Frame::Identity { .. } => "identity",
             Frame::Revoke { .. } => "revoke",
+            Frame::Receipt { .. } => "receipt",
             Frame::Alert { .. } => "alert",
             Frame::Announce { .. } => "announce",
             Frame::Want { .. } => "want",

@@ -106,6 +106,23 @@ pub enum Command {
     List(ListArgs),
     /// Show one alert in full, with its provenance and signature check
     Show(ShowArgs),
+    /// Acknowledge an AMBER or RED alert received here: a signed receipt goes to its
+    /// origin, which sees who acknowledged it and when
+    Ack {
+        /// The alert (full 64-hex id)
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: AlertId,
+        /// Who acknowledges it (a name or role; default: your Unix user)
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// For an AMBER or RED alert issued here: each recipient's receipt (delivered,
+    /// acknowledged, or nothing yet) and whether its acknowledgement deadline passed
+    Receipts {
+        /// The alert (full 64-hex id)
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: AlertId,
+    },
     /// Write stored alerts as one STIX 2.1 bundle (the list filters choose which; every
     /// page is read), or one alert as a CAP 1.2 message
     ///
@@ -359,6 +376,12 @@ pub struct IssueArgs {
     /// A recipient node's public key (64 hex); repeat for more; required for RED
     #[arg(long = "recipient", value_name = "KEY", value_parser = parse_key)]
     pub recipients: Vec<PublicKey>,
+
+    /// RED only: every recipient should acknowledge it (`tocsin ack`) within this long,
+    /// e.g. 15m; if one has not, this node warns, counts it in tocsin_ack_overdue_total
+    /// and sends an ack_overdue event on the stream
+    #[arg(long, value_name = "DURATION")]
+    pub ack_within: Option<String>,
 
     /// Text, indicators, tags, references, expiry.
     #[command(flatten)]

@@ -64,6 +64,10 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
         Command::Cancel(args) => cancel(g, args, out).await,
         Command::List(args) => list(g, args, out).await,
         Command::Show(args) => show(g, args, out).await,
+        Command::Ack { id, by } => crate::federation::ack(&client(g)?, g.json, &id, by, out).await,
+        Command::Receipts { id } => {
+            crate::federation::receipts(&client(g)?, g.json, &id, out).await
+        }
         Command::Export(args) => {
             check_filters(&args.filters)?;
             crate::interop::export(&client(g)?, g, &args, out).await
@@ -268,6 +272,9 @@ async fn issue<W: Write>(g: &GlobalArgs, a: IssueArgs, out: &mut Output<W>) -> a
     if !a.recipients.is_empty() {
         let keys: Vec<String> = a.recipients.iter().map(ToString::to_string).collect();
         req.insert("recipients".into(), json!(keys));
+    }
+    if let Some(d) = &a.ack_within {
+        req.insert("ack_within".into(), json!(d));
     }
     content_fields(&mut req, &a.content, text);
     let issued = client(g)?.issue(&Value::Object(req)).await?;
@@ -530,6 +537,23 @@ async fn follow<W: Write>(
                 alert_line(g, &v, out)?;
                 if let Some(seq) = v["seq"].as_u64() {
                     *last = Some(seq);
+                }
+            }
+            "ack_overdue" => {
+                let v: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                if g.json {
+                    let mut line = v.clone();
+                    if let Some(o) = line.as_object_mut() {
+                        o.insert("event".into(), "ack_overdue".into());
+                    }
+                    out.json_line(&line)?;
+                } else {
+                    out.line(&format!(
+                        "ACK OVERDUE  {}  {} named recipient(s) have not acknowledged by {}",
+                        crate::format::sanitize(v["alert"].as_str().unwrap_or("?"), false),
+                        v["missing"].as_array().map_or(0, Vec::len),
+                        crate::format::format_time(v["deadline"].as_u64().unwrap_or(0))
+                    ))?;
                 }
             }
             "error" => {

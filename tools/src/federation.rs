@@ -12,6 +12,72 @@ use crate::client::Client;
 use crate::format::{format_time, now_ms, sanitize, short};
 use crate::output::Output;
 
+/// `tocsin ack ID [--by NAME]`.
+pub async fn ack<W: Write>(
+    client: &Client,
+    json_out: bool,
+    id: &tocsin_proto::AlertId,
+    by: Option<String>,
+    out: &mut Output<W>,
+) -> anyhow::Result<()> {
+    let body = match by {
+        Some(by) => json!({ "by": by }),
+        None => json!({}),
+    };
+    let v = client.post(&format!("/v1/alerts/{id}/ack"), &body).await?;
+    if json_out {
+        return out.json_line(&v);
+    }
+    out.line(&format!(
+        "acknowledged by {} at {}; the receipt goes to the origin {}",
+        sanitize(v["acked_by"].as_str().unwrap_or("?"), false),
+        format_time(v["acked_at"].as_u64().unwrap_or(0)),
+        short(v["origin"].as_str().unwrap_or(""), 16)
+    ))
+}
+
+/// `tocsin receipts ID`.
+pub async fn receipts<W: Write>(
+    client: &Client,
+    json_out: bool,
+    id: &tocsin_proto::AlertId,
+    out: &mut Output<W>,
+) -> anyhow::Result<()> {
+    let v = client.get(&format!("/v1/alerts/{id}/receipts")).await?;
+    if json_out {
+        return out.json_line(&v);
+    }
+    let rows = v["recipients"].as_array().cloned().unwrap_or_default();
+    out.line(&format!(
+        "{:<16} {:<18} {:<13} {:<20} {:<20} BY",
+        "RECIPIENT", "NAME", "STATE", "RECEIVED", "ACKNOWLEDGED"
+    ))?;
+    let time = |x: &Value| x.as_u64().map(format_time).unwrap_or_default();
+    for r in &rows {
+        out.line(&format!(
+            "{:<16} {:<18} {:<13} {:<20} {:<20} {}",
+            short(r["receiver"].as_str().unwrap_or(""), 16),
+            sanitize(r["name"].as_str().unwrap_or(""), false),
+            r["state"].as_str().unwrap_or("?").replace('_', " "),
+            time(&r["received_at"]),
+            time(&r["acked_at"]),
+            sanitize(r["acked_by"].as_str().unwrap_or(""), false)
+        ))?;
+    }
+    if let Some(deadline) = v["ack_deadline"].as_u64() {
+        out.line(&format!(
+            "acknowledgements due by {}{}",
+            format_time(deadline),
+            if v["overdue"].as_bool() == Some(true) {
+                ": OVERDUE"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    Ok(())
+}
+
 /// Runs a `tocsin revocation` subcommand.
 pub async fn revocation<W: Write>(
     client: &Client,

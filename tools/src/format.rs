@@ -29,6 +29,18 @@ pub struct AlertView {
     pub provenance: Provenance,
     /// Its origin's node key was revoked by its agency.
     pub origin_revoked: Option<OriginRevoked>,
+    /// For AMBER and RED alerts issued by this node: receipts, counted.
+    pub receipts: Option<ReceiptCounts>,
+}
+
+/// Receipts of an alert, counted (`tocsin receipts ID` has the rows).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReceiptCounts {
+    pub delivered: u64,
+    pub acknowledged: u64,
+    pub nothing_yet: u64,
+    pub overdue: bool,
 }
 
 /// An origin revoked by its agency, as `show` reports it.
@@ -285,6 +297,22 @@ pub fn show(v: &AlertView) -> String {
             v.provenance.hops
         ),
     ));
+    if let Some(r) = &v.receipts {
+        lines.push((
+            "receipts".into(),
+            format!(
+                "{} acknowledged, {} delivered, {} nothing yet{} (tocsin receipts ID)",
+                r.acknowledged,
+                r.delivered,
+                r.nothing_yet,
+                if r.overdue {
+                    "; acknowledgements OVERDUE"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
     lines.push(("seq".into(), v.seq.to_string()));
     let mut out = String::new();
     for (k, val) in lines {

@@ -249,6 +249,8 @@ pub struct SimCounters {
     pub refused_connections: u64,
     /// Revocations taken in by a node (each node counts each revocation once).
     pub revocations_held: u64,
+    /// Receipts an origin got again from the same receiver (resent on reconnect).
+    pub duplicate_receipts: u64,
     /// `Store` actions for an alert the node already held.
     pub duplicate_stores: u64,
     /// `SendStored` ids with no published envelope.
@@ -438,6 +440,9 @@ struct SimNode {
     /// Revocations held (kept across restarts, as the store keeps them): revoked node
     /// key -> (from when, the `revoke` frame that carries it).
     revocations: BTreeMap<PublicKey, (u64, Frame)>,
+    /// Receipts this node signed, by the origin they go to (sent again when it
+    /// reconnects, as the daemon's outbox is).
+    receipts_out: BTreeMap<PublicKey, Vec<Frame>>,
 }
 
 struct Link {
@@ -516,6 +521,8 @@ pub struct Sim {
     groups: Option<Vec<usize>>,
     envelopes: HashMap<AlertId, Vec<u8>>,
     envelope_ids: HashMap<Vec<u8>, AlertId>,
+    /// Receipts each origin received, by alert: the receivers.
+    receipts: BTreeMap<AlertId, BTreeSet<usize>>,
     tracks: Vec<Track>,
     track_of: HashMap<AlertId, usize>,
     frames: BTreeMap<&'static str, FrameStats>,
@@ -584,6 +591,7 @@ impl Sim {
                 cursors: BTreeMap::new(),
                 held: BTreeMap::new(),
                 revocations: BTreeMap::new(),
+                receipts_out: BTreeMap::new(),
             });
         }
         let mut sim = Sim {
@@ -600,6 +608,7 @@ impl Sim {
             groups: None,
             envelopes: HashMap::new(),
             envelope_ids: HashMap::new(),
+            receipts: BTreeMap::new(),
             tracks: Vec::new(),
             track_of: HashMap::new(),
             frames: BTreeMap::new(),
@@ -801,6 +810,14 @@ impl Sim {
             for frame in frames {
                 self.send_frame(from, &to, &frame);
             }
+            let receipts = self.nodes[from]
+                .receipts_out
+                .get(&to)
+                .cloned()
+                .unwrap_or_default();
+            for frame in receipts {
+                self.send_frame(from, &to, &frame);
+            }
         }
     }
 
@@ -921,6 +938,14 @@ impl Sim {
                 Action::Revocation { peer, proof } => {
                     self.on_revocation(node, &proof, Some(peer));
                 }
+                Action::Receipt { peer, receipt } => {
+                    if let Some(&receiver) = self.by_key.get(&peer) {
+                        let alert = receipt.body().alert;
+                        if !self.receipts.entry(alert).or_default().insert(receiver) {
+                            self.counters.duplicate_receipts += 1;
+                        }
+                    }
+                }
             }
         }
     }
@@ -951,6 +976,31 @@ impl Sim {
         }
         n.pending
             .push((seq, KnownAlert::of(alert, hops, Some(from))));
+        // As the daemon does: a receipt for an AMBER or RED alert goes to its origin.
+        let body = alert.body();
+        if matches!(body.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red) && body.origin != n.pk {
+            let receipt = tocsin_proto::identity::Receipt {
+                v: tocsin_proto::identity::IDENTITY_VERSION,
+                alert: id,
+                origin: body.origin,
+                receiver: n.pk,
+                received_at: ISSUED_AT_BASE_MS + now,
+                acked_at: None,
+                acked_by: None,
+            };
+            if let Ok(signed) = tocsin_proto::identity::Signed::sign(receipt, &n.key) {
+                let frame = Frame::Receipt {
+                    receipt: serde_bytes::ByteBuf::from(signed.to_bytes()),
+                };
+                n.receipts_out
+                    .entry(body.origin)
+                    .or_default()
+                    .push(frame.clone());
+                let origin = body.origin;
+                self.send_frame(node, &origin, &frame);
+            }
+        }
+        let n = &mut self.nodes[node];
         if !n.commit_scheduled {
             n.commit_scheduled = true;
             let life = n.life;
@@ -1268,6 +1318,11 @@ impl Sim {
         dist
     }
 
+    /// A published alert's TLP label.
+    pub fn tlp(&self, id: &AlertId) -> Option<Tlp> {
+        Some(self.tracks[*self.track_of.get(id)?].tlp)
+    }
+
     /// Nodes (origin excluded) permitted to hold a published alert.
     pub fn permitted(&self, id: &AlertId) -> Option<BTreeSet<usize>> {
         let t = &self.tracks[*self.track_of.get(id)?];
@@ -1422,6 +1477,11 @@ impl Sim {
     /// When and how the node got the alert, if it holds it.
     pub fn delivery(&self, node: usize, id: &AlertId) -> Option<Delivery> {
         self.nodes.get(node).and_then(|n| n.held.get(id).copied())
+    }
+
+    /// The receivers whose receipt for `id` reached its origin.
+    pub fn receipts(&self, id: &AlertId) -> BTreeSet<usize> {
+        self.receipts.get(id).cloned().unwrap_or_default()
     }
 
     /// Every alert the node holds.

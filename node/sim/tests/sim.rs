@@ -170,6 +170,18 @@ fn every_tlp(seed: u64, loss: f64) -> u64 {
         p(green).len() > partners.len(),
         "seed {seed}: GREEN is relayed"
     );
+    // Receipts: the origin of an AMBER or RED alert hears from exactly the nodes that
+    // hold it (and a receipt never goes anywhere else: only the origin keeps them);
+    // CLEAR and GREEN get none. Lost frames are only repaired at reconnection, so the
+    // lossless runs check this.
+    if loss == 0.0 {
+        for id in [amber, red] {
+            assert_eq!(sim.receipts(&id), p(id), "seed {seed}: receipts");
+        }
+        for id in [clear, green] {
+            assert!(sim.receipts(&id).is_empty(), "seed {seed}");
+        }
+    }
     for m in 0..sim.node_count() {
         if sim.blocks(m, sender) {
             assert!(
@@ -325,6 +337,19 @@ fn restart_scenario(seed: u64, cfg: SimConfig, many_senders: bool) {
     }
     assert_exact(&report);
     assert_holdings_exact(&sim, &ids);
+    // The restarted node's receipts for what it caught up on reached their origins.
+    let with_receipts: Vec<&AlertId> = missed
+        .iter()
+        .filter(|id| matches!(sim.tlp(id), Some(Tlp::Amber | Tlp::Red)))
+        .collect();
+    assert!(!with_receipts.is_empty(), "seed {seed}");
+    for id in with_receipts {
+        assert!(
+            sim.receipts(id).contains(&node),
+            "seed {seed}: no receipt from the restarted node for {}",
+            id.fmt_short()
+        );
+    }
 }
 
 /// Member and partner links only (no public ones).

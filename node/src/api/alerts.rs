@@ -22,7 +22,7 @@ use crate::net::IssueError;
 use crate::store::{AlertState, Insert, Query as StoreQuery, StoredAlert, MAX_QUERY_LIMIT};
 use tocsin_proto::api::{
     AlertHistory, AlertPage, AlertRequest, AlertView, CancelRequest, ErrorBody, IndicatorSpec,
-    Issued,
+    Issued, ReceiptCounts, ReceiptState,
 };
 
 /// A handler's JSON answer with its status.
@@ -40,6 +40,7 @@ pub(super) struct AlertFields {
     pub tags: Option<Vec<String>>,
     pub references: Option<Vec<String>>,
     pub expires: Option<Expiry>,
+    pub ack_within: Option<Duration>,
 }
 
 /// When an alert expires, as given in a request.
@@ -126,6 +127,22 @@ pub(super) fn parse_alert_fields(bytes: &[u8]) -> Result<AlertFields, ApiError> 
         (None, Some(at)) => Some(Expiry::At(at)),
         (None, None) => None,
     };
+    let ack_within = r
+        .ack_within
+        .map(|s| {
+            humantime::parse_duration(&s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        "ack_within",
+                        format!(
+                            "ack_within {s:?} is not a duration longer than zero, such as \"15m\""
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
     let recipients = limited(r.recipients, Limit::Recipients)?
         .map(|keys| {
             keys.iter()
@@ -153,6 +170,7 @@ pub(super) fn parse_alert_fields(bytes: &[u8]) -> Result<AlertFields, ApiError> 
         tags: limited(r.tags, Limit::Tags)?,
         references: limited(r.references, Limit::References)?,
         expires,
+        ack_within,
     })
 }
 
@@ -161,7 +179,7 @@ fn both_expiries() -> ApiError {
 }
 
 /// Parses an alert id from the path.
-fn parse_id(id: Result<Path<String>, PathRejection>) -> Result<AlertId, ApiError> {
+pub(super) fn parse_id(id: Result<Path<String>, PathRejection>) -> Result<AlertId, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad("id", e.body_text()))?;
     AlertId::from_hex(&id).map_err(|_| {
         ApiError::bad(
@@ -171,18 +189,24 @@ fn parse_id(id: Result<Path<String>, PathRejection>) -> Result<AlertId, ApiError
     })
 }
 
-fn no_such_alert(id: &AlertId) -> ApiError {
+pub(super) fn no_such_alert(id: &AlertId) -> ApiError {
     ApiError::not_found(format!("no alert with id {id}"))
 }
 
 /// Hands a body issued here to the network actor, which signs, stores and gossips it;
 /// answers once the alert is durable.
-async fn commit(st: &ApiState, body: AlertBody) -> Answer {
+async fn commit(st: &ApiState, body: AlertBody, ack_deadline: Option<u64>) -> Answer {
     let issued = st.net.issue(body).await.map_err(|e| match e {
         IssueError::Invalid(e) => ApiError::from_proto(&e),
         IssueError::Store(e) => ApiError::from(e),
         IssueError::ShuttingDown => ApiError::unavailable("the node is shutting down"),
     })?;
+    if let (Some(deadline), Insert::Inserted { .. }) = (ack_deadline, issued.insert) {
+        let id = issued.id;
+        st.store
+            .read(move |s| s.set_ack_deadline(&id, deadline))
+            .await?;
+    }
     let (status, seq, duplicate) = match issued.insert {
         Insert::Inserted { seq } => (StatusCode::CREATED, seq, false),
         Insert::Duplicate { seq } => (StatusCode::OK, seq, true),
@@ -212,6 +236,12 @@ pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer
     let severity = f.severity.ok_or_else(|| ApiError::missing("severity"))?;
     let tlp = f.tlp.ok_or_else(|| ApiError::missing("tlp"))?;
     let title = f.title.ok_or_else(|| ApiError::missing("title"))?;
+    if f.ack_within.is_some() && tlp != Tlp::Red {
+        return Err(ApiError::bad(
+            "ack_within",
+            "ack_within is for RED alerts, whose recipients are named",
+        ));
+    }
     let now = crate::now_ms();
     let body = AlertBody {
         v: FORMAT_VERSION,
@@ -229,7 +259,10 @@ pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer
         tags: f.tags.unwrap_or_default(),
         references: f.references.unwrap_or_default(),
     };
-    commit(&st, body).await
+    let deadline = f
+        .ack_within
+        .map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+    commit(&st, body, deadline).await
 }
 
 /// The alert `id`, if this node may update or cancel it: it exists (404), this node is
@@ -300,6 +333,12 @@ pub(super) async fn update(
 ) -> Answer {
     let id = parse_id(id)?;
     let f = parse_alert_fields(&read_body(body).await?)?;
+    if f.ack_within.is_some() {
+        return Err(ApiError::bad(
+            "ack_within",
+            "ack_within is set when a RED alert is issued, not on an update",
+        ));
+    }
     let orig = own_alert(&st, &id, "update").await?;
     let ob = orig.alert.body();
     if let Some(tlp) = f.tlp {
@@ -354,7 +393,7 @@ pub(super) async fn update(
         tags: f.tags.unwrap_or_else(|| ob.tags.clone()),
         references: f.references.unwrap_or_else(|| ob.references.clone()),
     };
-    commit(&st, body).await
+    commit(&st, body, None).await
 }
 
 /// Truncates `s` to at most `max` bytes on a character boundary.
@@ -412,7 +451,7 @@ pub(super) async fn cancel(
         tags: ob.tags.clone(),
         references: Vec::new(),
     };
-    commit(&st, body).await
+    commit(&st, body, None).await
 }
 
 /// Runs blocking store reads (and signature checks) off the async workers.
@@ -451,6 +490,16 @@ pub(super) async fn get(
     if let Some(mut r) = revoked {
         r.issued_after = body.issued_at >= r.revoked_at;
         view["origin_revoked"] = serde_json::to_value(r).unwrap_or_default();
+    }
+    if let Some(r) = super::receipts::receipts_of(&st, &stored).await? {
+        let count = |state| r.recipients.iter().filter(|x| x.state == state).count();
+        let counts = ReceiptCounts {
+            delivered: count(ReceiptState::Delivered),
+            acknowledged: count(ReceiptState::Acknowledged),
+            nothing_yet: count(ReceiptState::NothingYet),
+            overdue: r.overdue,
+        };
+        view["receipts"] = serde_json::to_value(counts).unwrap_or_default();
     }
     Ok((StatusCode::OK, Json(view)))
 }

@@ -56,7 +56,7 @@ impl StreamShutdown {
         ("Last-Event-ID" = Option<u64>, Header, description = "Wins over `from`: the last seq a reconnecting client saw"),
     ),
     responses(
-        (status = 200, description = "Server-sent events: `alert` (id = seq, data = the alert view), and `error` with where to resume", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events: `alert` (id = seq, data = the alert view), `ack_overdue` (a RED alert issued here whose named recipients did not all acknowledge by its deadline: alert, deadline, missing), and `error` with where to resume", content_type = "text/event-stream", body = String),
         Errors
     ))]
 pub(super) async fn stream(
@@ -124,7 +124,8 @@ pub(super) async fn stream(
         last: start,
         _slot: slot,
     };
-    tokio::spawn(follow(st.store.clone(), notifications, sink));
+    let notices = st.notices.subscribe();
+    tokio::spawn(follow(st.store.clone(), notifications, notices, sink));
     // The byte permit of an event is released as the event is handed to the connection.
     let events = ReceiverStream::new(rx).map(|(event, _bytes)| Ok(event));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
@@ -235,7 +236,12 @@ impl Sink {
 }
 
 /// Replays, then follows the store's notifications until the client or server stops.
-async fn follow(store: Store, mut notifications: broadcast::Receiver<Stored>, mut sink: Sink) {
+async fn follow(
+    store: Store,
+    mut notifications: broadcast::Receiver<Stored>,
+    mut notices: broadcast::Receiver<serde_json::Value>,
+    mut sink: Sink,
+) {
     let result: Result<(), Stop> = async {
         sink.catch_up(&store).await?;
         loop {
@@ -243,6 +249,16 @@ async fn follow(store: Store, mut notifications: broadcast::Receiver<Stored>, mu
                 () = sink.tx.closed() => return Err(Stop::Done),
                 () = StreamShutdown::wait(&mut sink.shutdown) => return Err(Stop::Done),
                 next = notifications.recv() => next,
+                notice = notices.recv() => {
+                    // A notice missed by a lagging stream is in the log and the metric.
+                    if let Ok(notice) = notice {
+                        let data = notice.to_string();
+                        let len = data.len();
+                        sink.send(Event::default().event("ack_overdue").data(data), len)
+                            .await?;
+                    }
+                    continue;
+                }
             };
             match next {
                 Ok(Stored { seq, .. }) if seq <= sink.last => {}

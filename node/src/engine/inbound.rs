@@ -9,7 +9,8 @@ use tocsin_proto::policy::{self, Scope};
 use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
 
 use super::{
-    Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_REVOKE,
+    Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_RECEIPT,
+    WORK_REVOKE,
 };
 
 impl Engine {
@@ -52,6 +53,10 @@ impl Engine {
             Frame::Alert { .. } => 0, // handled above
             // The network actor reads a connection's identity; a repeat changes nothing.
             Frame::Identity { .. } => 1,
+            Frame::Receipt { receipt } => {
+                self.on_receipt(peer, &receipt, now);
+                WORK_RECEIPT
+            }
             Frame::Revoke { revocation, cert } => {
                 match tocsin_proto::identity::RevocationProof::verify(&revocation, &cert) {
                     Ok(proof) => self.actions.push(Action::Revocation {
@@ -105,6 +110,28 @@ impl Engine {
             }
         };
         self.scoring.charge_work(peer, cost);
+    }
+
+    /// A receipt for one of our alerts: it must verify, be signed by its sender (a
+    /// receipt is never relayed) and be addressed to us, or the sender is penalised. One
+    /// for an alert we do not hold as an AMBER or RED alert of ours is ignored.
+    fn on_receipt(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
+        use tocsin_proto::identity::{Receipt, Signed};
+        use tocsin_proto::Tlp;
+        let receipt = match Signed::<Receipt>::decode_verified(bytes) {
+            Ok(r) if r.body().receiver == peer && r.body().origin == self.me => r,
+            _ => return self.verdict(peer, Reason::BadReceipt, now),
+        };
+        let ours = self.known.get(&receipt.body().alert).is_some_and(|k| {
+            k.alert.origin == self.me
+                && matches!(k.alert.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
+        });
+        if ours {
+            self.actions.push(Action::Receipt {
+                peer,
+                receipt: Box::new(receipt),
+            });
+        }
     }
 
     /// Whether we asked `peer` for alerts (a catch-up page, a graft) and still wait for

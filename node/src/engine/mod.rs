@@ -79,6 +79,8 @@ pub const MAX_MISSING: usize = 100_000;
 /// Most missing ids first announced by one peer: one peer's made-up announces cannot
 /// fill the table that every other peer's announces need.
 pub const MAX_MISSING_PER_PEER: usize = 8_192;
+/// Work units a `receipt` costs: one signature check.
+const WORK_RECEIPT: u64 = 10;
 /// Work units a `revoke` costs: two signature checks.
 const WORK_REVOKE: u64 = 20;
 /// Work units a `Hello` costs (it restarts the peer's catch-up session).
@@ -251,6 +253,12 @@ pub enum Action {
     Revocation {
         peer: PublicKey,
         proof: Box<tocsin_proto::identity::RevocationProof>,
+    },
+    /// `peer` sent a verified receipt, signed by itself, for an AMBER or RED alert of
+    /// ours that we hold: the runtime keeps it.
+    Receipt {
+        peer: PublicKey,
+        receipt: Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Receipt>>,
     },
     /// `peer` sends past its rate limits: stop reading its frames until `until` (ms), so
     /// that what it sends waits in its own connection (back-pressure) instead of costing

@@ -1809,3 +1809,54 @@ fn a_revoke_frame_is_verified_before_the_runtime_sees_it() {
         )));
     }
 }
+
+/// A receipt signed by `receiver` for `alert` of `origin`.
+fn receipt_frame(receiver: &SigningKey, origin: &SigningKey, alert: AlertId) -> Frame {
+    use tocsin_proto::identity::{Receipt, Signed, IDENTITY_VERSION};
+    let body = Receipt {
+        v: IDENTITY_VERSION,
+        alert,
+        origin: pk(origin),
+        receiver: pk(receiver),
+        received_at: ISSUED,
+        acked_at: None,
+        acked_by: None,
+    };
+    Frame::Receipt {
+        receipt: serde_bytes::ByteBuf::from(Signed::sign(body, receiver).unwrap().to_bytes()),
+    }
+}
+
+#[test]
+fn receipts_are_taken_only_from_their_signer_for_our_amber_and_red_alerts() {
+    let (me, peer, other) = (key(1), key(2), key(3));
+    let mut e = engine_for(&me, EngineConfig::default());
+    connect(&mut e, &peer, TrustLevel::Partner);
+    let amber = alert(&me, 1, Tlp::Amber);
+    let clear = alert(&me, 2, Tlp::Clear);
+    let theirs = alert(&other, 3, Tlp::Amber);
+    issue(&mut e, amber.clone(), 1, T0);
+    issue(&mut e, clear.clone(), 2, T0);
+    let kept = |out: &[Action]| {
+        out.iter()
+            .any(|a| matches!(a, Action::Receipt { peer: p, .. } if *p == pk(&peer)))
+    };
+    let out = e.handle(
+        frame_event(&peer, &receipt_frame(&peer, &me, amber.id())),
+        T0,
+    );
+    assert!(kept(&out), "{out:?}");
+    // For a CLEAR alert, or one we do not hold: ignored, not penalised.
+    for id in [clear.id(), theirs.id()] {
+        let out = e.handle(frame_event(&peer, &receipt_frame(&peer, &me, id)), T0);
+        assert!(!kept(&out) && out.is_empty(), "{out:?}");
+    }
+    // Relayed (signed by another node), or addressed to another origin: penalised.
+    let relayed = receipt_frame(&other, &me, amber.id());
+    let misaddressed = receipt_frame(&peer, &other, amber.id());
+    for f in [relayed, misaddressed] {
+        let out = e.handle(frame_event(&peer, &f), T0);
+        assert!(!kept(&out));
+        assert!(only_verdict(&out, Reason::BadReceipt), "{out:?}");
+    }
+}

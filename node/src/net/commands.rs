@@ -41,6 +41,16 @@ impl NetActor {
             Command::Revoke { proof, reply } => {
                 let _ = reply.send(self.on_revocation(*proof, None));
             }
+            Command::Ack { out, reply } => {
+                let (store, key, inbound) = (
+                    self.store.clone(),
+                    self.key.clone(),
+                    self.inbound_tx.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(super::send_receipt(&store, &key, out, &inbound));
+                });
+            }
             Command::Revocations { reply } => {
                 let mut rows: Vec<RevocationView> =
                     self.revocations.values().map(revocation_view).collect();

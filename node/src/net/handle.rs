@@ -27,6 +27,12 @@ pub enum Command {
         proof: Box<tocsin_proto::identity::RevocationProof>,
         reply: oneshot::Sender<Result<(RevocationView, bool), String>>,
     },
+    /// Sign an acknowledgement of an alert received here, keep it and send it to the
+    /// alert's origin.
+    Ack {
+        out: super::ReceiptOut,
+        reply: oneshot::Sender<Result<tocsin_proto::identity::Receipt, String>>,
+    },
     /// The revocations held.
     Revocations {
         reply: oneshot::Sender<Vec<RevocationView>>,
@@ -168,6 +174,14 @@ impl NetHandle {
             reply,
         })
         .await
+    }
+
+    /// Acknowledges an alert received here: the signed receipt goes to its origin.
+    pub async fn ack(
+        &self,
+        out: super::ReceiptOut,
+    ) -> Option<Result<tocsin_proto::identity::Receipt, String>> {
+        self.ask(|reply| Command::Ack { out, reply }).await
     }
 
     /// The revocations held.

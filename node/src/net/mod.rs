@@ -32,7 +32,9 @@ use rand::Rng;
 use tocsin_proto::api::TrustChanged;
 use tocsin_proto::api::{OriginRevoked, RevocationView};
 use tocsin_proto::identity::{NodeCert, RevocationProof, Signed};
-use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, SigningKey, TrustLevel, VerifiedAlert};
+use tocsin_proto::{
+    AlertId, Frame, PublicKey, SignedAlert, SigningKey, Tlp, TrustLevel, VerifiedAlert,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -43,7 +45,7 @@ pub use trust::{ChangedBy, TrustChange, TrustError, TrustTable};
 use crate::config::Config;
 use crate::engine::{Action, Engine, Event, KnownAlert, Timer};
 use crate::keys::{key_of_peer, peer_id};
-use crate::store::{Receipt, Store, TrustCommit, TrustEntry};
+use crate::store::{Insert, Receipt, Store, TrustCommit, TrustEntry};
 use state::{StateJob, StateWriter};
 use trust::TrustReply;
 
@@ -110,6 +112,59 @@ fn backoff(cfg: &Config, attempt: &mut u32) -> u64 {
     *attempt = attempt.saturating_add(1);
     let jitter = rand::thread_rng().gen_range(0.75..1.25);
     crate::now_ms() + (base as f64 * jitter) as u64
+}
+
+/// How far back a node sends its receipts again when an origin reconnects.
+pub const RECEIPT_RESEND_MS: u64 = 24 * 3600 * 1000;
+/// Most receipts sent again to one origin when it reconnects (the newest).
+pub const MAX_RECEIPTS_RESENT: usize = 256;
+
+/// A receipt this node is about to sign.
+#[derive(Debug, Clone)]
+pub struct ReceiptOut {
+    pub alert: AlertId,
+    pub origin: PublicKey,
+    pub received_at: u64,
+    /// (when, by whom) for an acknowledgement.
+    pub acked: Option<(u64, String)>,
+}
+
+/// Signs a receipt, keeps it in the outbox (durable) and hands it to the actor for the
+/// origin (sent if it is connected; otherwise when it reconnects). On the blocking pool.
+fn send_receipt(
+    store: &Store,
+    key: &SigningKey,
+    out: ReceiptOut,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Result<tocsin_proto::identity::Receipt, String> {
+    use tocsin_proto::identity::{Receipt as ReceiptBody, Signed, IDENTITY_VERSION};
+    let (acked_at, acked_by) = match out.acked {
+        Some((at, by)) => (Some(at), Some(by)),
+        None => (None, None),
+    };
+    let body = ReceiptBody {
+        v: IDENTITY_VERSION,
+        alert: out.alert,
+        origin: out.origin,
+        receiver: crate::keys::public_key(key),
+        received_at: out.received_at,
+        acked_at,
+        acked_by,
+    };
+    let signed = Signed::sign(body, key).map_err(|e| e.to_string())?;
+    store
+        .put_receipt_out(&signed, crate::now_ms())
+        .map_err(|e| format!("the receipt was not stored: {e}"))?;
+    let frame = Frame::Receipt {
+        receipt: serde_bytes::ByteBuf::from(signed.to_bytes()),
+    };
+    if let (Some(pid), Ok(bytes)) = (peer_id(&out.origin), frame.encode()) {
+        let _ = inbound.blocking_send(Inbound::Loaded {
+            peer: pid,
+            frames: vec![(fair::CONTROL_LANE, bytes)],
+        });
+    }
+    Ok(signed.body().clone())
 }
 
 /// A revocation as the API shows it.
@@ -586,10 +641,33 @@ impl NetActor {
                     from: Some(from),
                     hops,
                 };
+                // AMBER and RED alerts get a signed receipt back to their origin once
+                // stored (they only ever come from it).
+                let b = alert.body();
+                let ack = (matches!(b.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
+                    && b.origin != self.engine.me())
+                .then(|| (self.key.clone(), b.origin));
                 tokio::spawn(async move {
-                    if let Err(e) = store.insert(*alert, receipt).await {
-                        warn!(error = %e, alert = %id.fmt_short(), "store commit failed; the alert will be fetched again by catch-up");
-                        let _ = inbound.send(Inbound::StoreFailed(id)).await;
+                    match store.insert(*alert, receipt).await {
+                        Ok(Insert::Inserted { .. }) => {
+                            if let Some((key, origin)) = ack {
+                                let out = ReceiptOut {
+                                    alert: id,
+                                    origin,
+                                    received_at: now,
+                                    acked: None,
+                                };
+                                let _ = tokio::task::spawn_blocking(move || {
+                                    send_receipt(&store, &key, out, &inbound)
+                                })
+                                .await;
+                            }
+                        }
+                        Ok(Insert::Duplicate { .. }) => {}
+                        Err(e) => {
+                            warn!(error = %e, alert = %id.fmt_short(), "store commit failed; the alert will be fetched again by catch-up");
+                            let _ = inbound.send(Inbound::StoreFailed(id)).await;
+                        }
                     }
                 });
             }
@@ -623,6 +701,20 @@ impl NetActor {
                     warn!(peer = %peer.fmt_short(), reason = reason.as_str(), "peer penalised for invalid data");
                 } else {
                     debug!(peer = %peer.fmt_short(), reason = reason.as_str(), "input refused");
+                }
+            }
+            Action::Receipt { peer, receipt } => {
+                let r = receipt.body();
+                match &r.acked_by {
+                    Some(by) => {
+                        info!(alert = %r.alert.fmt_short(), receiver = %peer.fmt_short(), by = %by, "alert acknowledged by a recipient")
+                    }
+                    None => {
+                        debug!(alert = %r.alert.fmt_short(), receiver = %peer.fmt_short(), "delivery receipt")
+                    }
+                }
+                if self.state.send(StateJob::ReceiptIn(receipt)).is_err() {
+                    warn!("the state writer is gone; receipt not stored");
                 }
             }
             Action::Revocation { peer, proof } => {
@@ -1268,6 +1360,30 @@ impl NetActor {
         for frame in frames {
             self.send_frame(&key, &frame);
         }
+        // Receipts for its alerts that it may have missed while away.
+        let store = self.store.clone();
+        let inbound = self.inbound_tx.clone();
+        let since = crate::now_ms().saturating_sub(RECEIPT_RESEND_MS);
+        tokio::task::spawn_blocking(move || {
+            match store.receipts_out_since(&key, since, MAX_RECEIPTS_RESENT) {
+                Ok(receipts) if !receipts.is_empty() => {
+                    let frames = receipts
+                        .into_iter()
+                        .filter_map(|r| {
+                            Frame::Receipt {
+                                receipt: serde_bytes::ByteBuf::from(r),
+                            }
+                            .encode()
+                            .ok()
+                        })
+                        .map(|bytes| (fair::CONTROL_LANE, bytes))
+                        .collect();
+                    let _ = inbound.blocking_send(Inbound::Loaded { peer: pid, frames });
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot read the receipts to send again"),
+            }
+        });
     }
 
     fn on_inbound(&mut self, msg: Inbound) {

@@ -37,6 +37,8 @@ pub enum StateJob {
     ResyncLog,
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),
+    /// Keep a receipt for one of our alerts.
+    ReceiptIn(Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Receipt>>),
 }
 
 /// The handle the actor keeps; dropping it stops the thread after the queued jobs.
@@ -100,6 +102,11 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
         StateJob::Revocation(proof) => {
             if let Err(e) = store.put_revocation(&proof) {
                 warn!(error = %e, node = %proof.revocation().node.fmt_short(), "cannot store a revocation; it is applied until restart, and peers send it again");
+            }
+        }
+        StateJob::ReceiptIn(receipt) => {
+            if let Err(e) = store.put_receipt_in(&receipt) {
+                warn!(error = %e, alert = %receipt.body().alert.fmt_short(), "cannot store a receipt; the receiver sends it again when it reconnects");
             }
         }
         StateJob::ResyncLog => {

@@ -75,6 +75,7 @@
 
 mod metrics;
 mod read;
+mod receipts;
 mod schema;
 mod slot;
 mod state;

@@ -59,6 +59,20 @@ pub(super) const WEBHOOKS: TableDefinition<&str, u64> = TableDefinition::new("we
 /// earliest revocation of each node key.
 pub(super) const REVOCATIONS: TableDefinition<[u8; 32], &[u8]> =
     TableDefinition::new("revocations");
+/// `receipts_out`: (origin, alert id) -> (when signed, unix ms; receipt envelope): the
+/// receipts this node signed for AMBER and RED alerts it received, resent to the origin
+/// when it reconnects.
+pub(super) const RECEIPTS_OUT: TableDefinition<PairKey, (u64, &[u8])> =
+    TableDefinition::new("receipts_out");
+/// Two 32-byte keys (origin or alert id, then alert id or receiver).
+pub(super) type PairKey = ([u8; 32], [u8; 32]);
+/// `receipts_in`: (alert id, receiver) -> receipt envelope: receipts for this node's own
+/// alerts, an acknowledgement replacing a delivery receipt.
+pub(super) const RECEIPTS_IN: TableDefinition<PairKey, &[u8]> = TableDefinition::new("receipts_in");
+/// `ack_deadlines`: alert id -> (deadline, unix ms; reported): when every recipient of
+/// one of this node's RED alerts should have acknowledged it.
+pub(super) const ACK_DEADLINES: TableDefinition<[u8; 32], (u64, bool)> =
+    TableDefinition::new("ack_deadlines");
 /// `quarantine`: alert id -> the raw `alerts` record (seq, receipt, envelope) of a
 /// stored alert that no longer decodes, moved aside at start-up.
 pub(super) const QUARANTINE: TableDefinition<[u8; 32], AlertValue> =

@@ -10,6 +10,18 @@ use tocsin_proto::{codec, PublicKey};
 use super::schema::{AUDIT, CURSORS, QUARANTINE, REVOCATIONS, TRUST, WEBHOOKS};
 use super::{AuditRecord, Store, StoreError, TrustCommit, TrustEntry};
 
+/// Opens a table that is created on its first write: None while it does not exist.
+pub(super) fn optional_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: redb::TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Store {
     /// How many damaged alert records have been moved to the quarantine table.
     pub fn quarantined(&self) -> Result<u64, StoreError> {
@@ -60,10 +72,8 @@ impl Store {
     /// peers send it again.
     pub fn revocations(&self) -> Result<Vec<RevocationProof>, StoreError> {
         let txn = self.slot.get()?.begin_read()?;
-        let table = match txn.open_table(REVOCATIONS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = optional_table(&txn, REVOCATIONS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -168,7 +178,7 @@ impl Store {
     }
 
     /// Runs `f` in a durable write transaction of its own and commits it.
-    fn write<T>(
+    pub(super) fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

@@ -319,3 +319,55 @@ async fn added_times_follow_the_log_strictly_and_are_backfilled_for_an_older_sto
     drop(store);
     join.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_replaces_a_delivery_receipt_and_never_the_reverse() {
+    use tocsin_proto::identity::{Receipt as Body, Signed, IDENTITY_VERSION};
+    let dir = TempDir::new().unwrap();
+    let (store, _join) = open(&dir);
+    let (origin, receiver) = (key(1), key(2));
+    let id = alert(1, T0, "red").id();
+    let signed = |acked: Option<(u64, &str)>| {
+        let body = Body {
+            v: IDENTITY_VERSION,
+            alert: id,
+            origin: PublicKey(origin.verifying_key().to_bytes()),
+            receiver: PublicKey(receiver.verifying_key().to_bytes()),
+            received_at: T0,
+            acked_at: acked.map(|a| a.0),
+            acked_by: acked.map(|a| a.1.to_string()),
+        };
+        Signed::sign(body, &receiver).unwrap()
+    };
+    assert!(store.put_receipt_in(&signed(None)).unwrap());
+    assert!(
+        !store.put_receipt_in(&signed(None)).unwrap(),
+        "a repeat changes nothing"
+    );
+    assert!(store
+        .put_receipt_in(&signed(Some((T0 + 5, "duty"))))
+        .unwrap());
+    assert!(
+        !store.put_receipt_in(&signed(None)).unwrap(),
+        "a late delivery receipt"
+    );
+    let held = store.receipts_in(&id).unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].acked_by.as_deref(), Some("duty"));
+    // The outbox: what was signed for an origin, newest first, from a time on.
+    let o = PublicKey(origin.verifying_key().to_bytes());
+    store.put_receipt_out(&signed(None), 100).unwrap();
+    assert_eq!(store.receipts_out_since(&o, 100, 10).unwrap().len(), 1);
+    assert!(store.receipts_out_since(&o, 101, 10).unwrap().is_empty());
+    assert!(store
+        .receipts_out_since(&PublicKey([9; 32]), 0, 10)
+        .unwrap()
+        .is_empty());
+    // Deadlines: due once, then reported.
+    store.set_ack_deadline(&id, T0).unwrap();
+    assert!(store.ack_deadlines_due(T0 - 1).unwrap().is_empty());
+    assert_eq!(store.ack_deadlines_due(T0).unwrap(), vec![(id, T0)]);
+    store.ack_deadline_reported(&id).unwrap();
+    assert!(store.ack_deadlines_due(T0 + 1).unwrap().is_empty());
+    assert_eq!(store.ack_deadline(&id).unwrap(), Some((T0, true)));
+}

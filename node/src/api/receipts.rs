@@ -1,0 +1,201 @@
+//! Receipts: an operator acknowledges an alert received here (`POST
+//! /v1/alerts/{id}/ack`: a signed receipt goes to its origin), and the origin of an
+//! AMBER or RED alert reads where each recipient stands (`GET /v1/alerts/{id}/receipts`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use tocsin_proto::api::{AckRequest, AckView, ErrorBody, ReceiptRow, ReceiptState, ReceiptsView};
+use tocsin_proto::identity::MAX_NOTE_BYTES;
+use tocsin_proto::{AlertId, PublicKey, Tlp, TrustLevel};
+
+use super::alerts::{no_such_alert, parse_id};
+use super::caller::Caller;
+use super::error::{parse_body, read_body, ApiError, Errors};
+use super::ApiState;
+use crate::net::ReceiptOut;
+use crate::store::StoredAlert;
+
+/// Whether receipts are kept for alerts of this label.
+fn has_receipts(tlp: Tlp) -> bool {
+    matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
+}
+
+async fn stored(st: &ApiState, id: AlertId) -> Result<StoredAlert, ApiError> {
+    st.store
+        .read(move |s| s.get(&id))
+        .await?
+        .ok_or_else(|| no_such_alert(&id))
+}
+
+/// Where each recipient of one of this node's AMBER or RED alerts stands; None for any
+/// other alert. RED: every named recipient. AMBER: every partner node key in the trust
+/// table, and any other node that sent a receipt (a node admitted on its org's
+/// certificate, one that was a partner when the alert went out).
+pub(super) async fn receipts_of(
+    st: &ApiState,
+    alert: &StoredAlert,
+) -> Result<Option<ReceiptsView>, ApiError> {
+    let body = alert.alert.body();
+    if body.origin != st.public_key || !has_receipts(body.tlp) {
+        return Ok(None);
+    }
+    let id = alert.alert.id();
+    let (receipts, deadline) = st
+        .store
+        .read(move |s| Ok((s.receipts_in(&id)?, s.ack_deadline(&id)?)))
+        .await?;
+    let trust = st
+        .net
+        .trust_list()
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?;
+    let names: BTreeMap<PublicKey, String> =
+        trust.iter().map(|e| (e.key, e.name.clone())).collect();
+    let mut rows: BTreeMap<PublicKey, ReceiptRow> = BTreeMap::new();
+    let expected: Vec<PublicKey> = if body.tlp == Tlp::Red {
+        body.recipients.clone()
+    } else {
+        trust
+            .iter()
+            .filter(|e| !e.org && e.level == TrustLevel::Partner)
+            .map(|e| e.key)
+            .collect()
+    };
+    let row = |key: PublicKey| ReceiptRow {
+        receiver: key,
+        name: names.get(&key).cloned().unwrap_or_default(),
+        state: ReceiptState::NothingYet,
+        received_at: None,
+        acked_at: None,
+        acked_by: None,
+    };
+    for key in expected {
+        rows.insert(key, row(key));
+    }
+    for r in receipts {
+        // RED receipts count only from named recipients (no one else could hold it).
+        if body.tlp == Tlp::Red && !rows.contains_key(&r.receiver) {
+            continue;
+        }
+        let entry = rows.entry(r.receiver).or_insert_with(|| row(r.receiver));
+        entry.state = if r.acked_at.is_some() {
+            ReceiptState::Acknowledged
+        } else {
+            ReceiptState::Delivered
+        };
+        entry.received_at = Some(r.received_at);
+        entry.acked_at = r.acked_at;
+        entry.acked_by = r.acked_by;
+    }
+    let ack_deadline = deadline.map(|(at, _)| at);
+    let overdue = ack_deadline.is_some_and(|at| at <= crate::now_ms())
+        && rows.values().any(|r| r.state != ReceiptState::Acknowledged);
+    Ok(Some(ReceiptsView {
+        alert: id,
+        recipients: rows.into_values().collect(),
+        ack_deadline,
+        overdue,
+    }))
+}
+
+/// `GET /v1/alerts/{id}/receipts`
+#[utoipa::path(get, path = "/v1/alerts/{id}/receipts", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    responses(
+        (status = 200, description = "Each recipient: delivered, acknowledged or nothing yet", body = ReceiptsView),
+        (status = 404, description = "No such alert", body = ErrorBody),
+        (status = 409, description = "Not an AMBER or RED alert issued by this node", body = ErrorBody),
+        Errors
+    ))]
+pub(super) async fn receipts(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ReceiptsView>, ApiError> {
+    let id = parse_id(id)?;
+    let alert = stored(&st, id).await?;
+    receipts_of(&st, &alert).await?.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            Some("id"),
+            format!(
+                "receipts are kept by the origin of AMBER and RED alerts; alert {id} is {} from {}",
+                alert.alert.body().tlp.as_str(),
+                alert.alert.body().origin.fmt_short()
+            ),
+        )
+    })
+}
+
+/// `POST /v1/alerts/{id}/ack`
+#[utoipa::path(post, path = "/v1/alerts/{id}/ack", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    request_body = AckRequest,
+    responses(
+        (status = 200, description = "Acknowledged; the signed receipt goes to the origin (now, or when it reconnects)", body = AckView),
+        (status = 404, description = "No such alert", body = ErrorBody),
+        (status = 409, description = "Not an AMBER or RED alert of another node", body = ErrorBody),
+        Errors
+    ))]
+pub(super) async fn ack(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    caller: Caller,
+    body: Body,
+) -> Result<Json<AckView>, ApiError> {
+    let id = parse_id(id)?;
+    let bytes = read_body(body).await?;
+    let req: AckRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        AckRequest::default()
+    } else {
+        parse_body(&bytes)?
+    };
+    let alert = stored(&st, id).await?;
+    let b = alert.alert.body();
+    if b.origin == st.public_key || !has_receipts(b.tlp) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Some("id"),
+            format!(
+                "only AMBER and RED alerts received from another node are acknowledged; alert {id} is {} from {}",
+                b.tlp.as_str(),
+                if b.origin == st.public_key { "this node".to_string() } else { b.origin.fmt_short() }
+            ),
+        ));
+    }
+    let by = match req.by.map(|s| s.trim().to_string()) {
+        Some(by)
+            if by.is_empty() || by.len() > MAX_NOTE_BYTES || by.chars().any(char::is_control) =>
+        {
+            return Err(ApiError::bad(
+                "by",
+                format!("by must be 1 to {MAX_NOTE_BYTES} bytes without control characters"),
+            ))
+        }
+        Some(by) => by,
+        None => caller.audit_name().await,
+    };
+    let received_at = alert.receipt.received_at;
+    let acked_at = crate::now_ms().max(received_at);
+    let out = ReceiptOut {
+        alert: id,
+        origin: b.origin,
+        received_at,
+        acked: Some((acked_at, by.clone())),
+    };
+    st.net
+        .ack(out)
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?
+        .map_err(ApiError::internal)?;
+    Ok(Json(AckView {
+        alert: id,
+        origin: b.origin,
+        received_at,
+        acked_at,
+        acked_by: by,
+    }))
+}

@@ -1,0 +1,154 @@
+//! Receipts (wire format §8.3) in the store: those this node signed for alerts it
+//! received (its outbox, resent to each origin when it reconnects), those it received for
+//! its own alerts, and the acknowledgement deadlines of its own RED alerts.
+
+use redb::ReadableTable;
+use tocsin_proto::identity::{Receipt, Signed};
+use tocsin_proto::{AlertId, PublicKey};
+
+use super::schema::{ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT};
+use super::state::optional_table;
+use super::{Store, StoreError};
+
+impl Store {
+    /// Keeps a receipt this node signed (replacing the one it held for that alert).
+    pub fn put_receipt_out(&self, receipt: &Signed<Receipt>, now: u64) -> Result<(), StoreError> {
+        let r = receipt.body();
+        let bytes = receipt.to_bytes();
+        self.write(|txn| {
+            txn.open_table(RECEIPTS_OUT)?
+                .insert((r.origin.0, r.alert.0), (now, bytes.as_slice()))?;
+            Ok(())
+        })
+    }
+
+    /// The receipt this node signed for `alert` of `origin`, if any.
+    pub fn receipt_out(
+        &self,
+        origin: &PublicKey,
+        alert: &AlertId,
+    ) -> Result<Option<Signed<Receipt>>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let Some(table) = optional_table(&txn, RECEIPTS_OUT)? else {
+            return Ok(None);
+        };
+        let Some(row) = table.get((origin.0, alert.0))? else {
+            return Ok(None);
+        };
+        let (_, bytes) = row.value();
+        Ok(Signed::<Receipt>::decode(bytes).ok())
+    }
+
+    /// The receipts this node signed for `origin`'s alerts since `since` (unix ms), at
+    /// most `limit`, newest first: what it sends again when `origin` reconnects.
+    pub fn receipts_out_since(
+        &self,
+        origin: &PublicKey,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let Some(table) = optional_table(&txn, RECEIPTS_OUT)? else {
+            return Ok(Vec::new());
+        };
+        let mut rows: Vec<(u64, Vec<u8>)> = Vec::new();
+        for row in table.range((origin.0, [0u8; 32])..=(origin.0, [0xffu8; 32]))? {
+            let (_, v) = row?;
+            let (at, bytes) = v.value();
+            if at >= since {
+                rows.push((at, bytes.to_vec()));
+            }
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+        Ok(rows.into_iter().take(limit).map(|(_, b)| b).collect())
+    }
+
+    /// Keeps a verified receipt for one of this node's alerts. One per receiver: an
+    /// acknowledgement replaces a delivery receipt, never the other way round. Returns
+    /// whether it changed what is held.
+    pub fn put_receipt_in(&self, receipt: &Signed<Receipt>) -> Result<bool, StoreError> {
+        let r = receipt.body();
+        let bytes = receipt.to_bytes();
+        self.write(|txn| {
+            let mut table = txn.open_table(RECEIPTS_IN)?;
+            let key = (r.alert.0, r.receiver.0);
+            let held_acked = table.get(key)?.map(|row| {
+                Signed::<Receipt>::decode(row.value())
+                    .map(|h| h.body().acked_at.is_some())
+                    .unwrap_or(false)
+            });
+            let replace = match held_acked {
+                None => true,
+                Some(acked) => !acked && r.acked_at.is_some(),
+            };
+            if replace {
+                table.insert(key, bytes.as_slice())?;
+            }
+            Ok(replace)
+        })
+    }
+
+    /// The receipts held for one of this node's alerts, by receiver.
+    pub fn receipts_in(&self, alert: &AlertId) -> Result<Vec<Receipt>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let Some(table) = optional_table(&txn, RECEIPTS_IN)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.range((alert.0, [0u8; 32])..=(alert.0, [0xffu8; 32]))? {
+            let (_, v) = row?;
+            if let Ok(r) = Signed::<Receipt>::decode(v.value()) {
+                out.push(r.body().clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets the time by which every recipient of one of this node's RED alerts should
+    /// have acknowledged it.
+    pub fn set_ack_deadline(&self, alert: &AlertId, deadline: u64) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(ACK_DEADLINES)?
+                .insert(alert.0, (deadline, false))?;
+            Ok(())
+        })
+    }
+
+    /// The acknowledgement deadline of an alert: (when, already reported).
+    pub fn ack_deadline(&self, alert: &AlertId) -> Result<Option<(u64, bool)>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        match optional_table(&txn, ACK_DEADLINES)? {
+            Some(t) => Ok(t.get(alert.0)?.map(|g| g.value())),
+            None => Ok(None),
+        }
+    }
+
+    /// Deadlines passed by `now` and not yet reported.
+    pub fn ack_deadlines_due(&self, now: u64) -> Result<Vec<(AlertId, u64)>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let Some(table) = optional_table(&txn, ACK_DEADLINES)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (deadline, reported) = v.value();
+            if !reported && deadline <= now {
+                out.push((AlertId(k.value()), deadline));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a deadline as reported (its overdue acknowledgements were announced).
+    pub fn ack_deadline_reported(&self, alert: &AlertId) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(ACK_DEADLINES)?;
+            let deadline = table.get(alert.0)?.map(|g| g.value().0);
+            if let Some(deadline) = deadline {
+                table.insert(alert.0, (deadline, true))?;
+            }
+            Ok(())
+        })
+    }
+}
