@@ -452,6 +452,9 @@ async fn ack_watch(
 ) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(ACK_WATCH_INTERVAL);
+    // Reported in this run: a deadline whose "reported" mark could not be written (a
+    // degraded store) is still reported only once.
+    let mut reported = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -466,6 +469,9 @@ async fn ack_watch(
             }
         };
         for (id, deadline) in due {
+            if reported.contains(&id) {
+                continue;
+            }
             let missing = store
                 .read(move |s| {
                     let Some(alert) = s.get(&id)? else {
@@ -504,6 +510,7 @@ async fn ack_watch(
                     "missing": keys,
                 }));
             }
+            reported.insert(id);
             if let Err(e) = store.read(move |s| s.ack_deadline_reported(&id)).await {
                 warn!(error = %e, alert = %id.fmt_short(), "cannot mark an acknowledgement deadline as reported");
             }

@@ -418,6 +418,47 @@ async fn a_revoked_node_is_cut_everywhere_and_only_its_alerts_from_before_stay()
     let (out, _, _) = run(fed.tocsin(0).args(["show", &early]));
     assert!(out.contains("stays valid"), "{out}");
 
+    // Nobody else can revoke A's nodes: C makes its own org key, "certifies" A's other
+    // node (3) with it, revokes it and gives that to C itself, which sends it to B. B
+    // does not trust that org, so it keeps nothing and node 3 stays connected.
+    // The same goes for a node B trusts by its own key: C forges one for itself, which
+    // it applies, but B does not.
+    org_init(d, "z.key");
+    let (key2, key3) = (fed.key(2), fed.key(3));
+    for (n, victim) in [(2, &key2), (3, &key3)] {
+        let fake_cert = d.join(format!("fake{n}.cert"));
+        let fake_rev = d.join(format!("fake{n}.revocation"));
+        let (c, r) = (fake_cert.to_str().unwrap(), fake_rev.to_str().unwrap());
+        org_cli(
+            d,
+            &[
+                "org", "certify", victim, "--key", "z.key", "--agency", "M", "--out", c,
+            ],
+        );
+        org_cli(
+            d,
+            &[
+                "org", "revoke", victim, "--key", "z.key", "--reason", "forged", "--at", "0",
+                "--out", r,
+            ],
+        );
+        let (out, err, code) = run(fed.tocsin(3).args(["revocation", "add", r, "--cert", c]));
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    tokio::time::sleep(QUIET_PERIOD * 2).await;
+    let held = revoked_on(&fed, 0).await;
+    assert!(
+        !held.contains(&key2) && !held.contains(&key3),
+        "B kept a forgery: {held:?}"
+    );
+    assert!(
+        connected(&fed, 0, &key2).await.is_some(),
+        "node 3 was cut by a forgery"
+    );
+    assert!(connected(&fed, 0, &fed.key(3)).await.is_some(), "C was cut");
+    let e = fed.get(0, &early).await.unwrap();
+    assert_eq!(e["origin_revoked"]["reason"], "laptop stolen", "{e}");
+
     // A node that joins B now catches up on the earlier alert only.
     trust_node(&fed, 4, 0).await;
     post(

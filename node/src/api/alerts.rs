@@ -202,10 +202,15 @@ async fn commit(st: &ApiState, body: AlertBody, ack_deadline: Option<u64>) -> An
         IssueError::ShuttingDown => ApiError::unavailable("the node is shutting down"),
     })?;
     if let (Some(deadline), Insert::Inserted { .. }) = (ack_deadline, issued.insert) {
+        // The alert is out: a failure here must not make the caller issue it again.
         let id = issued.id;
-        st.store
+        if let Err(e) = st
+            .store
             .read(move |s| s.set_ack_deadline(&id, deadline))
-            .await?;
+            .await
+        {
+            tracing::warn!(alert = %id, error = %e, "the alert was issued, but its ack_within deadline could not be stored; acknowledgements will not be watched");
+        }
     }
     let (status, seq, duplicate) = match issued.insert {
         Insert::Inserted { seq } => (StatusCode::CREATED, seq, false),

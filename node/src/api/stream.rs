@@ -244,13 +244,17 @@ async fn follow(
 ) {
     let result: Result<(), Stop> = async {
         sink.catch_up(&store).await?;
+        let mut notices_open = true;
         loop {
             let next = tokio::select! {
                 () = sink.tx.closed() => return Err(Stop::Done),
                 () = StreamShutdown::wait(&mut sink.shutdown) => return Err(Stop::Done),
                 next = notifications.recv() => next,
-                notice = notices.recv() => {
+                notice = notices.recv(), if notices_open => {
                     // A notice missed by a lagging stream is in the log and the metric.
+                    if let Err(broadcast::error::RecvError::Closed) = notice {
+                        notices_open = false;
+                    }
                     if let Ok(notice) = notice {
                         let data = notice.to_string();
                         let len = data.len();

@@ -122,9 +122,13 @@ impl Engine {
             Ok(r) if r.body().receiver == peer && r.body().origin == self.me => r,
             _ => return self.verdict(peer, Reason::BadReceipt, now),
         };
+        // Ours, AMBER or RED, and one the sender may hold (it was, or is now, in its
+        // audience): a receipt from anyone else is ignored.
+        let level = self.scoring.level(&peer);
         let ours = self.known.get(&receipt.body().alert).is_some_and(|k| {
             k.alert.origin == self.me
                 && matches!(k.alert.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
+                && policy::may_send(&self.me, &peer, level, k.alert.scope(), 0)
         });
         if ours {
             self.actions.push(Action::Receipt {

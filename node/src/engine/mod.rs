@@ -79,10 +79,11 @@ pub const MAX_MISSING: usize = 100_000;
 /// Most missing ids first announced by one peer: one peer's made-up announces cannot
 /// fill the table that every other peer's announces need.
 pub const MAX_MISSING_PER_PEER: usize = 8_192;
-/// Work units a `receipt` costs: one signature check.
-const WORK_RECEIPT: u64 = 10;
+/// Work units a `receipt` costs: a signature check (priced near an alert's share of
+/// the budget, so that receipts cannot buy more verifications than alerts).
+const WORK_RECEIPT: u64 = 50;
 /// Work units a `revoke` costs: two signature checks.
-const WORK_REVOKE: u64 = 20;
+const WORK_REVOKE: u64 = 100;
 /// Work units a `Hello` costs (it restarts the peer's catch-up session).
 pub const WORK_HELLO: u64 = 64;
 /// Log entries scanned to answer one `SyncRequest` (a page). Bounds work per request.

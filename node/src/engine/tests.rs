@@ -1851,6 +1851,14 @@ fn receipts_are_taken_only_from_their_signer_for_our_amber_and_red_alerts() {
         let out = e.handle(frame_event(&peer, &receipt_frame(&peer, &me, id)), T0);
         assert!(!kept(&out) && out.is_empty(), "{out:?}");
     }
+    // From a peer that may not hold it (a member, for AMBER): ignored.
+    let member = key(4);
+    connect(&mut e, &member, TrustLevel::Member);
+    let out = e.handle(
+        frame_event(&member, &receipt_frame(&member, &me, amber.id())),
+        T0,
+    );
+    assert!(out.is_empty(), "{out:?}");
     // Relayed (signed by another node), or addressed to another origin: penalised.
     let relayed = receipt_frame(&other, &me, amber.id());
     let misaddressed = receipt_frame(&peer, &other, amber.id());

@@ -63,6 +63,8 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// peer when it connects, so the set stays far below a peer's write queue. Beyond it, new
 /// revocations are refused with a warning.
 pub const MAX_REVOCATIONS: usize = 1024;
+/// Most revocations held from one org, so that one org cannot fill the table.
+pub const MAX_REVOCATIONS_PER_ORG: usize = 256;
 /// How long an idle connection is kept open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -116,6 +118,8 @@ fn backoff(cfg: &Config, attempt: &mut u32) -> u64 {
 
 /// How far back a node sends its receipts again when an origin reconnects.
 pub const RECEIPT_RESEND_MS: u64 = 24 * 3600 * 1000;
+/// Receipts remembered as stored, to drop replays without a write (cleared when full).
+const MAX_RECEIPTS_SEEN: usize = 100_000;
 /// Most receipts sent again to one origin when it reconnects (the newest).
 pub const MAX_RECEIPTS_RESENT: usize = 256;
 
@@ -338,6 +342,8 @@ pub struct NetActor {
     dialing: HashMap<ConnectionId, Multiaddr>,
     /// Revocations held, by revoked node key.
     revocations: HashMap<PublicKey, RevocationProof>,
+    /// Receipts for our alerts already passed to the store: (alert, receiver) → acked.
+    receipts_seen: HashMap<(AlertId, PublicKey), bool>,
     /// The same, for the API (`issued_after` is filled in per alert there).
     revoked_origins: RevokedOrigins,
 }
@@ -385,6 +391,20 @@ impl NetActor {
             }
             None => None,
         };
+        let mut revocations = HashMap::new();
+        let mut revoked = HashMap::new();
+        for proof in store.revocations()? {
+            let r = proof.revocation();
+            engine.handle(
+                Event::Revoked {
+                    node: r.node,
+                    at: r.revoked_at,
+                },
+                crate::now_ms(),
+            );
+            revoked.insert(r.node, origin_revoked(&proof));
+            revocations.insert(r.node, proof);
+        }
         // Trust: the database wins; config entries seed keys it does not have yet.
         let mut trust = TrustTable::new(store.trust_entries()?);
         // Keys changed through the API (including removals) are never re-seeded.
@@ -417,24 +437,15 @@ impl NetActor {
         }
         // Org keys are not peers: the nodes they certify get their level as they connect.
         for e in trust.list().into_iter().filter(|e| !e.org) {
-            engine.load_trust(e.key, e.level);
-            if let Some(cursor) = store.cursor(&e.key)? {
-                engine.load_cursor(e.key, cursor.0, cursor.1);
+            // A revoked node key has no level, whatever its entry says (as at run time).
+            if !revocations.contains_key(&e.key) {
+                engine.load_trust(e.key, e.level);
             }
         }
-        let mut revocations = HashMap::new();
-        let mut revoked = HashMap::new();
-        for proof in store.revocations()? {
-            let r = proof.revocation();
-            engine.handle(
-                Event::Revoked {
-                    node: r.node,
-                    at: r.revoked_at,
-                },
-                crate::now_ms(),
-            );
-            revoked.insert(r.node, origin_revoked(&proof));
-            revocations.insert(r.node, proof);
+        // Every saved cursor, those of nodes admitted on a certificate included (they
+        // have no trust entry of their own), so catch-up resumes when they come back.
+        for (key, (epoch, seq)) in store.cursors()? {
+            engine.load_cursor(key, epoch, seq);
         }
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let state = StateWriter::start(store.clone(), inbound_tx.clone())
@@ -469,6 +480,7 @@ impl NetActor {
             org_dials: HashMap::new(),
             dialing: HashMap::new(),
             revocations,
+            receipts_seen: HashMap::new(),
             revoked_origins: Arc::new(std::sync::RwLock::new(revoked)),
         })
     }
@@ -705,6 +717,19 @@ impl NetActor {
             }
             Action::Receipt { peer, receipt } => {
                 let r = receipt.body();
+                // Only what changes what is held goes to the store: a delivery receipt
+                // once, an acknowledgement once (replays cost nothing).
+                let acked = r.acked_at.is_some();
+                let seen = self.receipts_seen.get(&(r.alert, peer)).copied();
+                if seen == Some(true) || (seen == Some(false) && !acked) {
+                    return;
+                }
+                if self.receipts_seen.len() >= MAX_RECEIPTS_SEEN {
+                    // The store's own rule (an acknowledgement is never downgraded)
+                    // still holds; this only saves writes.
+                    self.receipts_seen.clear();
+                }
+                self.receipts_seen.insert((r.alert, peer), acked);
                 match &r.acked_by {
                     Some(by) => {
                         info!(alert = %r.alert.fmt_short(), receiver = %peer.fmt_short(), by = %by, "alert acknowledged by a recipient")
@@ -999,25 +1024,15 @@ impl NetActor {
         self.ensure_connected(pid, key);
     }
 
-    /// Keeps a valid certificate a peer presented: one expiry timer per certificate, and
-    /// the peer's catch-up cursor loaded the first time.
+    /// Keeps a valid certificate a peer presented, with one expiry timer per certificate.
+    /// (Its catch-up cursor, if any, was loaded at start-up with every other.)
     fn keep_cert(&mut self, key: PublicKey, c: NodeCert) {
         let not_after = c.not_after;
         match self.certs.insert(key, c) {
             Some(old) if old.not_after == not_after => {}
-            old => {
+            _ => {
                 self.timers
                     .push(Reverse((not_after, NetTimer::CertExpiry(key))));
-                if old.is_none() && self.trust.get(&key).is_none() {
-                    // Catch-up resumes where it stopped with this node before.
-                    match self.store.cursor(&key) {
-                        Ok(Some((epoch, seq))) => self.engine.load_cursor(key, epoch, seq),
-                        Ok(None) => {}
-                        Err(e) => {
-                            warn!(peer = %key.fmt_short(), error = %e, "cannot read the catch-up cursor")
-                        }
-                    }
-                }
             }
         }
     }
@@ -1036,26 +1051,26 @@ impl NetActor {
     ) -> Result<(RevocationView, bool), String> {
         let r = proof.revocation().clone();
         if let Some(held) = self.revocations.get(&r.node) {
-            if held.revocation().revoked_at <= r.revoked_at {
+            // Only the org that revoked it can move the time earlier (the earliest of
+            // its revocations wins, in any order).
+            if held.revocation().org != r.org || held.revocation().revoked_at <= r.revoked_at {
                 return Ok((revocation_view(held), false));
             }
         }
-        let concerns_us = from.is_none()
-            || r.node == self.engine.me()
-            || self.trust.get(&r.org).is_some_and(|e| e.org)
-            || self.trust.get(&r.node).is_some()
-            || self.certs.get(&r.node).is_some_and(|c| c.org == r.org);
-        if !concerns_us {
-            return Err(format!(
-                "revocation of {} by org {}: neither is in the trust table",
-                r.node.fmt_short(),
-                r.org.fmt_short()
-            ));
+        if from.is_some() {
+            self.may_take_revocation(&r)?;
         }
-        if !self.revocations.contains_key(&r.node) && self.revocations.len() >= MAX_REVOCATIONS {
-            warn!(node = %r.node.fmt_short(), limit = MAX_REVOCATIONS, "revocation refused: this node holds the most it keeps");
+        let of_org = self
+            .revocations
+            .values()
+            .filter(|p| p.revocation().org == r.org)
+            .count();
+        if !self.revocations.contains_key(&r.node)
+            && (self.revocations.len() >= MAX_REVOCATIONS || of_org >= MAX_REVOCATIONS_PER_ORG)
+        {
+            warn!(node = %r.node.fmt_short(), org = %r.org.fmt_short(), limit = MAX_REVOCATIONS, per_org = MAX_REVOCATIONS_PER_ORG, "revocation refused: this node holds the most it keeps");
             return Err(format!(
-                "this node holds {MAX_REVOCATIONS} revocations, the most it keeps"
+                "this node holds the most revocations it keeps ({MAX_REVOCATIONS} in all, {MAX_REVOCATIONS_PER_ORG} per org)"
             ));
         }
         if r.node == self.engine.me() {
@@ -1096,6 +1111,41 @@ impl NetActor {
         });
         self.refresh_node(r.node);
         Ok((view, true))
+    }
+
+    /// Whether a revocation that a peer sent may be kept. Anyone can make an org key and
+    /// "certify" any node key with it, so the proof alone says nothing: the org must be
+    /// an org entry of this node's trust table that may connect, and the node must be
+    /// one this node knows only through that org (no trust entry of its own), or one
+    /// that presented a certificate of that org here. This node's own key is revoked
+    /// only by the org of its own certificate. An operator's revocation (the API) is
+    /// always kept.
+    fn may_take_revocation(&self, r: &tocsin_proto::identity::Revocation) -> Result<(), String> {
+        let refuse = |why: &str| {
+            Err(format!(
+                "revocation of {} by org {} not kept: {why}",
+                r.node.fmt_short(),
+                r.org.fmt_short()
+            ))
+        };
+        if r.node == self.engine.me() {
+            return match &self.cert {
+                Some(c) if c.body().org == r.org => Ok(()),
+                _ => refuse("it names this node, and is not from this node's own agency"),
+            };
+        }
+        if !self
+            .trust
+            .get(&r.org)
+            .is_some_and(|e| e.org && TrustLevel::may_connect(Some(e.level)))
+        {
+            return refuse("its org is not an org entry of the trust table that may connect");
+        }
+        let known_by_org = self.certs.get(&r.node).is_some_and(|c| c.org == r.org);
+        if self.trust.get(&r.node).is_some() && !known_by_org {
+            return refuse("the node key is trusted on its own, and never presented a certificate of that org here");
+        }
+        Ok(())
     }
 
     /// Refuses a held peer, logging why (at info once per key, then at debug).

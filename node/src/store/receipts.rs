@@ -11,13 +11,24 @@ use super::state::optional_table;
 use super::{Store, StoreError};
 
 impl Store {
-    /// Keeps a receipt this node signed (replacing the one it held for that alert).
+    /// Keeps a receipt this node signed, unless it holds an acknowledgement for that
+    /// alert already (a late delivery receipt never replaces it). An acknowledgement is
+    /// committed durably; a delivery receipt is committed without its own fsync (the
+    /// next durable commit, an alert's group commit, carries it), so that storing many
+    /// AMBER and RED alerts does not cost one more fsync each.
     pub fn put_receipt_out(&self, receipt: &Signed<Receipt>, now: u64) -> Result<(), StoreError> {
         let r = receipt.body();
         let bytes = receipt.to_bytes();
-        self.write(|txn| {
-            txn.open_table(RECEIPTS_OUT)?
-                .insert((r.origin.0, r.alert.0), (now, bytes.as_slice()))?;
+        let durable = r.acked_at.is_some();
+        self.write_with(durable, |txn| {
+            let mut table = txn.open_table(RECEIPTS_OUT)?;
+            let key = (r.origin.0, r.alert.0);
+            let held_acked = table.get(key)?.is_some_and(|row| {
+                Signed::<Receipt>::decode(row.value().1).is_ok_and(|h| h.body().acked_at.is_some())
+            });
+            if !held_acked || durable {
+                table.insert(key, (now, bytes.as_slice()))?;
+            }
             Ok(())
         })
     }

@@ -10,6 +10,9 @@ use tocsin_proto::{codec, PublicKey};
 use super::schema::{AUDIT, CURSORS, QUARANTINE, REVOCATIONS, TRUST, WEBHOOKS};
 use super::{AuditRecord, Store, StoreError, TrustCommit, TrustEntry};
 
+/// A saved catch-up cursor: the peer's log epoch and the last seq fully received.
+pub type Cursor = (u64, u64);
+
 /// Opens a table that is created on its first write: None while it does not exist.
 pub(super) fn optional_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &redb::ReadTransaction,
@@ -39,6 +42,17 @@ impl Store {
         let txn = self.slot.get()?.begin_read()?;
         let found = txn.open_table(CURSORS)?.get(&peer.0)?;
         Ok(found.map(|g| g.value()))
+    }
+
+    /// Every saved catch-up cursor, by peer key: (peer, (epoch, seq)).
+    pub fn cursors(&self) -> Result<Vec<(PublicKey, Cursor)>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let mut out = Vec::new();
+        for row in txn.open_table(CURSORS)?.iter()? {
+            let (k, v) = row?;
+            out.push((PublicKey(k.value()), v.value()));
+        }
+        Ok(out)
     }
 
     /// Sets a peer's catch-up cursor (one committed, durable write transaction).
@@ -182,12 +196,26 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.write_with(true, f)
+    }
+
+    /// [`Store::write`], committed durably (fsync) or not (`durable` false: persisted by
+    /// the next durable commit; lost if the node crashes before it).
+    pub(super) fn write_with<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         if let Some(reason) = self.slot.reason() {
             return Err(StoreError::Degraded(reason));
         }
         let attempt = || {
             let mut txn = self.slot.get()?.begin_write()?;
-            txn.set_durability(Durability::Immediate);
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            });
             let out = f(&txn)?;
             txn.commit()?;
             Ok(out)
