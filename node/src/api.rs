@@ -87,6 +87,8 @@ pub struct ApiState {
     pub store: Store,
     /// Origins revoked by their agency (kept by the network actor), for `show`.
     pub revoked: crate::net::RevokedOrigins,
+    /// The org and agency of nodes with a known certificate, for `show` and receipts.
+    pub agencies: crate::net::Agencies,
     /// Notices for the event stream besides alerts: `ack_overdue`.
     pub notices: tokio::sync::broadcast::Sender<serde_json::Value>,
     /// `tocsin_ack_overdue_total`.

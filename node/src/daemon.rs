@@ -284,6 +284,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     .context(Startup)?;
     let ack_task = tokio::spawn(ack_watch(
         store.clone(),
+        api_state.agencies.clone(),
         api_state.notices.clone(),
         api_state.ack_overdue.clone(),
         stopped(stop_rx.clone()),
@@ -396,6 +397,7 @@ pub fn start_node(
     let mut actor = NetActor::new(cfg.clone(), key, store.clone(), commands, registry.clone())?;
     actor.ready_flag(net_ready.clone());
     let revoked = actor.revoked_origins();
+    let agencies = actor.agencies();
     let task = tokio::spawn(actor.run(shutdown));
     let taxii = if cfg.taxii.clients.is_empty() {
         None
@@ -416,6 +418,7 @@ pub fn start_node(
         public_key: pk,
         store,
         revoked,
+        agencies,
         notices: tokio::sync::broadcast::channel(NOTICES).0,
         ack_overdue,
         net,
@@ -446,6 +449,7 @@ const ACK_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 /// Each deadline is reported once.
 async fn ack_watch(
     store: Store,
+    agencies: crate::net::Agencies,
     notices: tokio::sync::broadcast::Sender<serde_json::Value>,
     overdue: prometheus_client::metrics::counter::Counter,
     stop: impl std::future::Future<Output = ()>,
@@ -472,16 +476,22 @@ async fn ack_watch(
             if reported.contains(&id) {
                 continue;
             }
+            let orgs = agencies.clone();
             let missing = store
                 .read(move |s| {
                     let Some(alert) = s.get(&id)? else {
                         return Ok(Vec::new());
                     };
+                    // A recipient is an acknowledging node's key, or its org's.
+                    let orgs = orgs.read().map(|t| t.clone()).unwrap_or_default();
                     let acked: std::collections::HashSet<_> = s
                         .receipts_in(&id)?
                         .into_iter()
                         .filter(|r| r.acked_at.is_some_and(|at| at <= deadline))
-                        .map(|r| r.receiver)
+                        .flat_map(|r| {
+                            let org = orgs.get(&r.receiver).map(|(o, _)| *o);
+                            std::iter::once(r.receiver).chain(org)
+                        })
                         .collect();
                     Ok(alert
                         .alert

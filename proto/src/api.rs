@@ -282,6 +282,20 @@ pub struct AlertView {
     /// (`GET /v1/alerts/{id}` only; `/receipts` has the rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipts: Option<ReceiptCounts>,
+    /// The agency its origin speaks for, when this node has seen the origin's valid
+    /// certificate (`GET /v1/alerts/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_agency: Option<OriginAgency>,
+}
+
+/// The agency an alert's origin node speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OriginAgency {
+    /// The org key that certified the origin.
+    #[schema(value_type = String)]
+    pub org: PublicKey,
+    /// The agency's name in the certificate.
+    pub agency: String,
 }
 
 /// Receipts of one alert, counted by state.

@@ -14,6 +14,9 @@
 //!
 //! Unknown peers (no entry) are treated as refused: they cannot connect, so nothing is
 //! sent to them or accepted from them.
+//!
+//! These functions take node keys. The engine maps agencies onto them: a RED alert that
+//! names an org key is checked as if it named each node of that org it knows.
 
 use serde::{Deserialize, Serialize};
 

@@ -220,10 +220,13 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
         );
     }
     // AMBER goes both ways between B and each certified node.
+    let mut from_a = String::new();
     for i in [1, 2] {
         let id = fed.issue(i, alert("AMBER", "from agency A")).await;
         let v = fed.wait_for(0, &id).await;
         assert_eq!(v["alert"]["origin"], fed.key(i));
+        assert_eq!(v["origin_agency"]["org"], org.as_str(), "{v}");
+        from_a = id;
     }
     let from_b = fed.issue(0, alert("AMBER", "to agency A")).await;
     fed.wait_for(1, &from_b).await;
@@ -233,6 +236,50 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
     tokio::time::sleep(QUIET_PERIOD).await;
     fed.assert_absent(3, &leaked).await;
     fed.assert_absent(4, &leaked).await;
+
+    // B names agency A (its org key) as the recipient of a RED alert: both of A's nodes
+    // get it, and their receipts count for A's row.
+    let (out, err, code) = run(fed.tocsin(0).args([
+        "--json",
+        "issue",
+        "--severity",
+        "high",
+        "--tlp",
+        "RED",
+        "--title",
+        "for agency A",
+        "--recipient",
+        &org,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let red = serde_json::from_str::<Value>(out.trim()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fed.wait_for(1, &red).await;
+    fed.wait_for(2, &red).await;
+    let (_, err, code) = run(fed.tocsin(2).args(["ack", &red, "--by", "A duty desk"]));
+    assert_eq!(code, 0, "{err}");
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let (out, _, _) = run(fed.tocsin(0).args(["--json", "receipts", &red]));
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        let rows = v["recipients"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "one row, for the org: {v}");
+        assert_eq!(rows[0]["receiver"], org.as_str());
+        if rows[0]["state"] == "acknowledged" {
+            assert_eq!(rows[0]["acked_by"], "A duty desk");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never acknowledged: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // B shows whose agency an alert of node 2 comes from.
+    let (out, _, _) = run(fed.tocsin(0).args(["show", &from_a]));
+    assert!(out.contains("CERT-A"), "{out}");
 
     // One of A's nodes dies: the other keeps the agency connected.
     fed.cluster.kill(1).unwrap();

@@ -31,6 +31,16 @@ pub struct AlertView {
     pub origin_revoked: Option<OriginRevoked>,
     /// For AMBER and RED alerts issued by this node: receipts, counted.
     pub receipts: Option<ReceiptCounts>,
+    /// The agency the origin speaks for (from its certificate).
+    pub origin_agency: Option<OriginAgency>,
+}
+
+/// The agency an origin node speaks for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OriginAgency {
+    pub org: String,
+    pub agency: String,
 }
 
 /// Receipts of an alert, counted (`tocsin receipts ID` has the rows).
@@ -232,7 +242,18 @@ pub fn show(v: &AlertView) -> String {
                 None => sanitize(&v.state, false),
             },
         ),
-        ("origin".into(), a.origin.clone()),
+        (
+            "origin".into(),
+            match &v.origin_agency {
+                Some(o) => format!(
+                    "{} ({}, org {})",
+                    a.origin,
+                    sanitize(&o.agency, false),
+                    short(&o.org, 16)
+                ),
+                None => a.origin.clone(),
+            },
+        ),
     ];
     if let Some(r) = &v.origin_revoked {
         lines.push((

@@ -22,7 +22,7 @@ use crate::net::IssueError;
 use crate::store::{AlertState, Insert, Query as StoreQuery, StoredAlert, MAX_QUERY_LIMIT};
 use tocsin_proto::api::{
     AlertHistory, AlertPage, AlertRequest, AlertView, CancelRequest, ErrorBody, IndicatorSpec,
-    Issued, ReceiptCounts, ReceiptState,
+    Issued, OriginAgency, ReceiptCounts, ReceiptState,
 };
 
 /// A handler's JSON answer with its status.
@@ -495,6 +495,15 @@ pub(super) async fn get(
     if let Some(mut r) = revoked {
         r.issued_after = body.issued_at >= r.revoked_at;
         view["origin_revoked"] = serde_json::to_value(r).unwrap_or_default();
+    }
+    let agency = st
+        .agencies
+        .read()
+        .ok()
+        .and_then(|t| t.get(&body.origin).cloned());
+    if let Some((org, agency)) = agency {
+        view["origin_agency"] =
+            serde_json::to_value(OriginAgency { org, agency }).unwrap_or_default();
     }
     if let Some(r) = super::receipts::receipts_of(&st, &stored).await? {
         let count = |state| r.recipients.iter().filter(|x| x.state == state).count();

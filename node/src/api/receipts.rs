@@ -78,12 +78,24 @@ pub(super) async fn receipts_of(
     for key in expected {
         rows.insert(key, row(key));
     }
+    let orgs = st.agencies.read().map(|t| t.clone()).unwrap_or_default();
     for r in receipts {
-        // RED receipts count only from named recipients (no one else could hold it).
-        if body.tlp == Tlp::Red && !rows.contains_key(&r.receiver) {
+        // RED receipts count only from named recipients (no one else could hold it): a
+        // node named itself, or a node of an agency named by its org key (its row).
+        let key = if body.tlp == Tlp::Red && !rows.contains_key(&r.receiver) {
+            match orgs.get(&r.receiver).map(|(org, _)| *org) {
+                Some(org) if rows.contains_key(&org) => org,
+                _ => continue,
+            }
+        } else {
+            r.receiver
+        };
+        let entry = rows.entry(key).or_insert_with(|| row(key));
+        // An agency's row shows its most advanced node.
+        let acked = r.acked_at.is_some();
+        if entry.state == ReceiptState::Acknowledged && !acked {
             continue;
         }
-        let entry = rows.entry(r.receiver).or_insert_with(|| row(r.receiver));
         entry.state = if r.acked_at.is_some() {
             ReceiptState::Acknowledged
         } else {

@@ -128,7 +128,7 @@ impl Engine {
         let ours = self.known.get(&receipt.body().alert).is_some_and(|k| {
             k.alert.origin == self.me
                 && matches!(k.alert.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
-                && policy::may_send(&self.me, &peer, level, k.alert.scope(), 0)
+                && self.may_send(&peer, level, &k.alert, 0)
         });
         if ours {
             self.actions.push(Action::Receipt {
@@ -283,11 +283,21 @@ impl Engine {
         }
         let body = alert.body();
         // 3–6. sending peer's level, origin not blocked, TLP scope, hop limit; one of our
-        // own alerts that we asked for (we lost it) comes back whatever its TLP.
+        // own alerts that we asked for (we lost it) comes back whatever its TLP. A RED
+        // alert that names our org names us.
+        let mut named = Vec::new();
+        let recipients: &[PublicKey] = match self.my_org {
+            Some(org) if body.tlp == tocsin_proto::Tlp::Red && body.recipients.contains(&org) => {
+                named.extend_from_slice(&body.recipients);
+                named.push(self.me);
+                &named
+            }
+            _ => &body.recipients,
+        };
         let scope = Scope {
             origin: &body.origin,
             tlp: body.tlp,
-            recipients: &body.recipients,
+            recipients,
         };
         let returned = body.origin == self.me && solicited;
         let checked = if returned {

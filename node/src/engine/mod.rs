@@ -210,6 +210,11 @@ pub enum Event {
         key: PublicKey,
         level: Option<TrustLevel>,
     },
+    /// A peer's org, from the valid certificate it presented (None: no longer valid).
+    PeerOrg {
+        node: PublicKey,
+        org: Option<PublicKey>,
+    },
     /// Node key `node` was revoked by its agency from `at` (unix ms): its alerts issued
     /// from then on are refused and no longer shared; earlier ones stay.
     Revoked { node: PublicKey, at: u64 },
@@ -308,6 +313,11 @@ pub struct Engine {
     max_skew_ms: u64,
     /// Node keys revoked by their agency, from when (unix ms). The runtime bounds it.
     revoked: HashMap<PublicKey, u64>,
+    /// The org key of each peer that presented a valid certificate (a RED alert naming
+    /// the org names them). The runtime bounds it (admitted or trusted peers only).
+    orgs: HashMap<PublicKey, PublicKey>,
+    /// This node's org key, from its own certificate.
+    my_org: Option<PublicKey>,
     /// Peers whose level changed while they were not connected, with the level they
     /// had when they last were: offered what the change newly allows when they connect.
     promoted: HashMap<PublicKey, Option<TrustLevel>>,
@@ -337,6 +347,8 @@ impl Engine {
             keys: VerifyingKeys::default(),
             max_skew_ms: cfg.max_clock_skew_secs.saturating_mul(1000),
             revoked: HashMap::new(),
+            orgs: HashMap::new(),
+            my_org: None,
             promoted: HashMap::new(),
             actions: Vec::new(),
         }
@@ -386,6 +398,11 @@ impl Engine {
     /// Whether a peer may connect now (trusted, not banned).
     pub fn may_connect(&self, key: &PublicKey, now: u64) -> bool {
         self.scoring.may_connect(key, now)
+    }
+
+    /// This node's org key (from its certificate): a RED alert naming it names this node.
+    pub fn set_org(&mut self, org: Option<PublicKey>) {
+        self.my_org = org;
     }
 
     /// Whether `key` is banned (for invalid data) at `now`.
@@ -440,6 +457,14 @@ impl Engine {
             }
             Event::Timer(t) => self.on_timer(t, now),
             Event::Trust { key, level } => self.on_trust(key, level, now),
+            Event::PeerOrg { node, org } => match org {
+                Some(org) => {
+                    self.orgs.insert(node, org);
+                }
+                None => {
+                    self.orgs.remove(&node);
+                }
+            },
             Event::Revoked { node, at } => {
                 let at = self.revoked.get(&node).map_or(at, |held| at.min(*held));
                 self.revoked.insert(node, at);
@@ -604,7 +629,36 @@ impl Engine {
             && !self.known.is_cancelled(&k.alert.id)
             && !self.is_revoked(&k.alert.origin, k.alert.issued_at)
             && self.scoring.level(&k.alert.origin) != Some(TrustLevel::Blocked)
-            && policy::may_send(&self.me, peer, level, k.alert.scope(), k.hops)
+            && self.may_send(peer, level, &k.alert, k.hops)
+    }
+
+    /// [`policy::may_send`], where a RED alert that names an agency's org key counts as
+    /// naming every node of that agency whose certificate this node has seen.
+    fn may_send(
+        &self,
+        peer: &PublicKey,
+        level: Option<TrustLevel>,
+        alert: &tocsin_proto::AlertSummary,
+        hops: u8,
+    ) -> bool {
+        let scope = alert.scope();
+        match self.orgs.get(peer) {
+            Some(org) if scope.tlp == Tlp::Red && scope.recipients.contains(org) => {
+                let mut named = scope.recipients.to_vec();
+                named.push(*peer);
+                policy::may_send(
+                    &self.me,
+                    peer,
+                    level,
+                    policy::Scope {
+                        recipients: &named,
+                        ..scope
+                    },
+                    hops,
+                )
+            }
+            _ => policy::may_send(&self.me, peer, level, scope, hops),
+        }
     }
 
     /// Whether `origin`'s agency revoked it at or before `issued_at`.

@@ -1868,3 +1868,52 @@ fn receipts_are_taken_only_from_their_signer_for_our_amber_and_red_alerts() {
         assert!(only_verdict(&out, Reason::BadReceipt), "{out:?}");
     }
 }
+
+#[test]
+fn a_red_alert_naming_an_org_key_reaches_that_agency_s_certified_nodes_only() {
+    let (me, a1, other, org) = (key(1), key(2), key(3), key(9));
+    let mut e = engine_for(&me, EngineConfig::default());
+    connect(&mut e, &a1, TrustLevel::Partner);
+    connect(&mut e, &other, TrustLevel::Partner);
+    e.handle(
+        Event::PeerOrg {
+            node: pk(&a1),
+            org: Some(pk(&org)),
+        },
+        T0,
+    );
+    let red = red(&me, 1, vec![pk(&org)]);
+    let out = issue(&mut e, red.clone(), 1, T0);
+    assert_eq!(
+        alerts_to(&out, &a1),
+        vec![red.id()],
+        "the agency's node gets it"
+    );
+    assert!(
+        alerts_to(&out, &other).is_empty(),
+        "another partner does not"
+    );
+    // Its certificate no longer valid: it is no longer named.
+    e.handle(
+        Event::PeerOrg {
+            node: pk(&a1),
+            org: None,
+        },
+        T0,
+    );
+    let second = self::red(&me, 2, vec![pk(&org)]);
+    let out = issue(&mut e, second, 2, T0);
+    assert!(alerts_to(&out, &a1).is_empty());
+
+    // On the receiving side: a RED alert naming our org names us.
+    let (origin, node) = (key(5), key(6));
+    let mut r = engine_for(&node, EngineConfig::default());
+    connect(&mut r, &origin, TrustLevel::Partner);
+    let to_org = self::red(&origin, 3, vec![pk(&org)]);
+    let out = r.handle(alert_event(&origin, 1, &to_org), T0);
+    assert!(stored(&out).is_empty(), "not ours without our org");
+    r.set_org(Some(pk(&org)));
+    let again = self::red(&origin, 4, vec![pk(&org)]);
+    let out = r.handle(alert_event(&origin, 1, &again), T0);
+    assert_eq!(stored(&out), vec![again.id()]);
+}

@@ -252,6 +252,10 @@ struct TimerKey(u64);
 /// The revoked origins, shared with the control API (which marks their alerts in `show`).
 pub type RevokedOrigins = Arc<std::sync::RwLock<HashMap<PublicKey, OriginRevoked>>>;
 
+/// The org key and agency name of each node whose valid certificate this node has
+/// seen (this node's own included), shared with the control API.
+pub type Agencies = Arc<std::sync::RwLock<HashMap<PublicKey, (PublicKey, String)>>>;
+
 /// An address of an org entry: dialled without expecting a node key, since any node of
 /// the agency may answer there.
 struct OrgDial {
@@ -346,6 +350,8 @@ pub struct NetActor {
     receipts_seen: HashMap<(AlertId, PublicKey), bool>,
     /// The same, for the API (`issued_after` is filled in per alert there).
     revoked_origins: RevokedOrigins,
+    /// The org and agency of each node with a valid certificate, for the API.
+    agencies: Agencies,
 }
 
 impl NetActor {
@@ -391,6 +397,11 @@ impl NetActor {
             }
             None => None,
         };
+        engine.set_org(cert.as_ref().map(|c| c.body().org));
+        let mut agencies = HashMap::new();
+        if let Some(c) = &cert {
+            agencies.insert(me, (c.body().org, c.body().agency.clone()));
+        }
         let mut revocations = HashMap::new();
         let mut revoked = HashMap::new();
         for proof in store.revocations()? {
@@ -482,12 +493,18 @@ impl NetActor {
             revocations,
             receipts_seen: HashMap::new(),
             revoked_origins: Arc::new(std::sync::RwLock::new(revoked)),
+            agencies: Arc::new(std::sync::RwLock::new(agencies)),
         })
     }
 
     /// The revoked origins this actor keeps up to date, for the API.
     pub fn revoked_origins(&self) -> RevokedOrigins {
         self.revoked_origins.clone()
+    }
+
+    /// The agencies of the nodes this actor knows certificates of, for the API.
+    pub fn agencies(&self) -> Agencies {
+        self.agencies.clone()
     }
 
     /// The flag this actor sets once it is ready (readiness: `GET /v1/ready`).
@@ -842,6 +859,13 @@ impl NetActor {
                 NetTimer::CertExpiry(key) => {
                     if self.certs.get(&key).is_some_and(|c| c.not_after <= now) {
                         self.certs.remove(&key);
+                        if let Ok(mut table) = self.agencies.write() {
+                            table.remove(&key);
+                        }
+                        self.feed(Event::PeerOrg {
+                            node: key,
+                            org: None,
+                        });
                         warn!(peer = %key.fmt_short(), "a peer's certificate expired: it loses its agency's trust level");
                         self.refresh_node(key);
                     }
@@ -1028,6 +1052,15 @@ impl NetActor {
     /// (Its catch-up cursor, if any, was loaded at start-up with every other.)
     fn keep_cert(&mut self, key: PublicKey, c: NodeCert) {
         let not_after = c.not_after;
+        if self.certs.get(&key).map(|old| old.org) != Some(c.org) {
+            self.feed(Event::PeerOrg {
+                node: key,
+                org: Some(c.org),
+            });
+        }
+        if let Ok(mut table) = self.agencies.write() {
+            table.insert(key, (c.org, c.agency.clone()));
+        }
         match self.certs.insert(key, c) {
             Some(old) if old.not_after == not_after => {}
             _ => {
