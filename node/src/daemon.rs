@@ -284,7 +284,6 @@ pub async fn run(cfg: Config) -> Result<()> {
     .context(Startup)?;
     let ack_task = tokio::spawn(ack_watch(
         store.clone(),
-        api_state.agencies.clone(),
         api_state.notices.clone(),
         api_state.ack_overdue.clone(),
         stopped(stop_rx.clone()),
@@ -449,7 +448,6 @@ const ACK_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 /// Each deadline is reported once.
 async fn ack_watch(
     store: Store,
-    agencies: crate::net::Agencies,
     notices: tokio::sync::broadcast::Sender<serde_json::Value>,
     overdue: prometheus_client::metrics::counter::Counter,
     stop: impl std::future::Future<Output = ()>,
@@ -476,27 +474,23 @@ async fn ack_watch(
             if reported.contains(&id) {
                 continue;
             }
-            let orgs = agencies.clone();
             let missing = store
                 .read(move |s| {
                     let Some(alert) = s.get(&id)? else {
                         return Ok(Vec::new());
                     };
-                    // A recipient is an acknowledging node's key, or its org's.
-                    let orgs = orgs.read().map(|t| t.clone()).unwrap_or_default();
+                    let named = &alert.alert.body().recipients;
+                    // A recipient is answered by its own acknowledgement, or (an org key)
+                    // by one of a node its certificate named it the org of.
                     let acked: std::collections::HashSet<_> = s
                         .receipts_in(&id)?
                         .into_iter()
-                        .filter(|r| r.acked_at.is_some_and(|at| at <= deadline))
-                        .flat_map(|r| {
-                            let org = orgs.get(&r.receiver).map(|(o, _)| *o);
-                            std::iter::once(r.receiver).chain(org)
+                        .filter(|(r, _)| r.acked_at.is_some_and(|at| at <= deadline))
+                        .flat_map(|(r, org)| {
+                            crate::identity::answers_for(named, &r.receiver, org.as_ref())
                         })
                         .collect();
-                    Ok(alert
-                        .alert
-                        .body()
-                        .recipients
+                    Ok(named
                         .iter()
                         .filter(|k| !acked.contains(*k))
                         .copied()

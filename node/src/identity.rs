@@ -64,6 +64,20 @@ pub fn check_presented(
     Ok(body)
 }
 
+/// The recipients of a RED alert (`named`) that a receipt from `receiver`, whose
+/// certificate was from `org`, answers for: the receiver itself, and its org, when named.
+pub fn answers_for(
+    named: &[PublicKey],
+    receiver: &PublicKey,
+    org: Option<&PublicKey>,
+) -> Vec<PublicKey> {
+    named
+        .iter()
+        .filter(|k| *k == receiver || Some(*k) == org)
+        .copied()
+        .collect()
+}
+
 /// Loads this node's certificate (`[identity] cert_file`): it must be well signed and
 /// certify `me`. An expired or not yet valid certificate is loaded (and the caller warns):
 /// the node still serves the peers that trust its node key.
@@ -153,6 +167,15 @@ mod tests {
             check_presented(Some(b"junk"), &node, 1_500),
             Err(CertRefusal::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_receipt_answers_for_its_receiver_and_its_org_when_named() {
+        let (n, o, other) = (PublicKey([1; 32]), PublicKey([2; 32]), PublicKey([3; 32]));
+        assert_eq!(answers_for(&[n, o, other], &n, Some(&o)), vec![n, o]);
+        assert_eq!(answers_for(&[o], &n, Some(&o)), vec![o]);
+        assert!(answers_for(&[o], &n, None).is_empty());
+        assert!(answers_for(&[other], &n, Some(&o)).is_empty());
     }
 
     #[test]

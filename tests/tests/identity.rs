@@ -470,7 +470,15 @@ async fn a_revoked_node_is_cut_everywhere_and_only_its_alerts_from_before_stay()
     // does not trust that org, so it keeps nothing and node 3 stays connected.
     // The same goes for a node B trusts by its own key: C forges one for itself, which
     // it applies, but B does not.
-    org_init(d, "z.key");
+    // B even trusts that org: it speaks for no node that showed another org's certificate.
+    let z = org_init(d, "z.key");
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": z, "level": "member", "org": true, "name": "Agency Z"}),
+    )
+    .await;
     let (key2, key3) = (fed.key(2), fed.key(3));
     for (n, victim) in [(2, &key2), (3, &key3)] {
         let fake_cert = d.join(format!("fake{n}.cert"));
@@ -503,6 +511,14 @@ async fn a_revoked_node_is_cut_everywhere_and_only_its_alerts_from_before_stay()
         "node 3 was cut by a forgery"
     );
     assert!(connected(&fed, 0, &fed.key(3)).await.is_some(), "C was cut");
+    // Not even for a moment: B never applied it (a node that shows its own org's
+    // certificate would also make B drop it, but only after being cut once).
+    let log = std::fs::read_to_string(fed.cluster.nodes[0].log_path()).unwrap();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("node key revoked by its agency") && l.contains("forged")),
+        "B applied a forgery"
+    );
     let e = fed.get(0, &early).await.unwrap();
     assert_eq!(e["origin_revoked"]["reason"], "laptop stolen", "{e}");
 

@@ -78,32 +78,32 @@ pub(super) async fn receipts_of(
     for key in expected {
         rows.insert(key, row(key));
     }
-    let orgs = st.agencies.read().map(|t| t.clone()).unwrap_or_default();
-    for r in receipts {
-        // RED receipts count only from named recipients (no one else could hold it): a
-        // node named itself, or a node of an agency named by its org key (its row).
-        let key = if body.tlp == Tlp::Red && !rows.contains_key(&r.receiver) {
-            match orgs.get(&r.receiver).map(|(org, _)| *org) {
-                Some(org) if rows.contains_key(&org) => org,
-                _ => continue,
+    for (r, org) in receipts {
+        // RED receipts count only for named recipients (no one else could hold it): the
+        // node itself, and its agency's org key (the org's row shows its most advanced
+        // node). AMBER receipts have a row per receiver.
+        let keys = if body.tlp == Tlp::Red {
+            crate::identity::answers_for(&body.recipients, &r.receiver, org.as_ref())
+        } else {
+            vec![r.receiver]
+        };
+        for key in keys {
+            let entry = rows.entry(key).or_insert_with(|| row(key));
+            let acked = r.acked_at.is_some();
+            if entry.state == ReceiptState::Acknowledged && (!acked || entry.acked_at <= r.acked_at)
+            {
+                // The earliest acknowledgement stands.
+                continue;
             }
-        } else {
-            r.receiver
-        };
-        let entry = rows.entry(key).or_insert_with(|| row(key));
-        // An agency's row shows its most advanced node.
-        let acked = r.acked_at.is_some();
-        if entry.state == ReceiptState::Acknowledged && !acked {
-            continue;
+            entry.state = if acked {
+                ReceiptState::Acknowledged
+            } else {
+                ReceiptState::Delivered
+            };
+            entry.received_at = Some(r.received_at);
+            entry.acked_at = r.acked_at;
+            entry.acked_by.clone_from(&r.acked_by);
         }
-        entry.state = if r.acked_at.is_some() {
-            ReceiptState::Acknowledged
-        } else {
-            ReceiptState::Delivered
-        };
-        entry.received_at = Some(r.received_at);
-        entry.acked_at = r.acked_at;
-        entry.acked_by = r.acked_by;
     }
     let ack_deadline = deadline.map(|(at, _)| at);
     let overdue = ack_deadline.is_some_and(|at| at <= crate::now_ms())

@@ -215,6 +215,8 @@ pub enum Event {
         node: PublicKey,
         org: Option<PublicKey>,
     },
+    /// A revocation of `node` was dropped (its org was not the node's).
+    Unrevoked { node: PublicKey },
     /// Node key `node` was revoked by its agency from `at` (unix ms): its alerts issued
     /// from then on are refused and no longer shared; earlier ones stay.
     Revoked { node: PublicKey, at: u64 },
@@ -465,6 +467,9 @@ impl Engine {
                     self.orgs.remove(&node);
                 }
             },
+            Event::Unrevoked { node } => {
+                self.revoked.remove(&node);
+            }
             Event::Revoked { node, at } => {
                 let at = self.revoked.get(&node).map_or(at, |held| at.min(*held));
                 self.revoked.insert(node, at);

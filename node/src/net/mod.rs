@@ -397,7 +397,12 @@ impl NetActor {
             }
             None => None,
         };
-        engine.set_org(cert.as_ref().map(|c| c.body().org));
+        // An expired certificate names no agency: partners refuse it anyway.
+        engine.set_org(
+            cert.as_ref()
+                .filter(|c| c.is_valid_at(crate::now_ms()))
+                .map(|c| c.body().org),
+        );
         let mut agencies = HashMap::new();
         if let Some(c) = &cert {
             agencies.insert(me, (c.body().org, c.body().agency.clone()));
@@ -755,7 +760,8 @@ impl NetActor {
                         debug!(alert = %r.alert.fmt_short(), receiver = %peer.fmt_short(), "delivery receipt")
                     }
                 }
-                if self.state.send(StateJob::ReceiptIn(receipt)).is_err() {
+                let org = self.certs.get(&peer).map(|c| c.org);
+                if self.state.send(StateJob::ReceiptIn(receipt, org)).is_err() {
                     warn!("the state writer is gone; receipt not stored");
                 }
             }
@@ -1009,7 +1015,14 @@ impl NetActor {
             Ok(c) => c,
             Err(e) => return self.refuse_held(pid, key, &e.to_string()),
         };
-        let refusal = if let Some(r) = self.revocations.get(&key).map(|p| p.revocation()) {
+        // A revocation counts only if it comes from the org of the certificate presented
+        // (`keep_cert` drops one from another org).
+        let refusal = if let Some(r) = self
+            .revocations
+            .get(&key)
+            .map(|p| p.revocation())
+            .filter(|r| r.org == c.org)
+        {
             Some(format!(
                 "its agency revoked its key at {} (unix ms): {}",
                 r.revoked_at, r.reason
@@ -1052,6 +1065,13 @@ impl NetActor {
     /// (Its catch-up cursor, if any, was loaded at start-up with every other.)
     fn keep_cert(&mut self, key: PublicKey, c: NodeCert) {
         let not_after = c.not_after;
+        if self
+            .revocations
+            .get(&key)
+            .is_some_and(|p| p.revocation().org != c.org)
+        {
+            self.drop_revocation(key);
+        }
         if self.certs.get(&key).map(|old| old.org) != Some(c.org) {
             self.feed(Event::PeerOrg {
                 node: key,
@@ -1167,6 +1187,12 @@ impl NetActor {
                 _ => refuse("it names this node, and is not from this node's own agency"),
             };
         }
+        // The node showed us that org's certificate: that org speaks for it.
+        match self.certs.get(&r.node) {
+            Some(c) if c.org == r.org => return Ok(()),
+            Some(_) => return refuse("the node presented a certificate of another org here"),
+            None => {}
+        }
         if !self
             .trust
             .get(&r.org)
@@ -1174,11 +1200,27 @@ impl NetActor {
         {
             return refuse("its org is not an org entry of the trust table that may connect");
         }
-        let known_by_org = self.certs.get(&r.node).is_some_and(|c| c.org == r.org);
-        if self.trust.get(&r.node).is_some() && !known_by_org {
+        if self.trust.get(&r.node).is_some() {
             return refuse("the node key is trusted on its own, and never presented a certificate of that org here");
         }
+        // A node not seen yet, revoked by a trusted org: kept, until the node shows a
+        // certificate of another org (then the revocation is dropped, `keep_cert`).
         Ok(())
+    }
+
+    /// Drops a held revocation (its org turned out not to be the node's).
+    fn drop_revocation(&mut self, node: PublicKey) {
+        if self.revocations.remove(&node).is_none() {
+            return;
+        }
+        warn!(node = %node.fmt_short(), "a revocation by an org that turned out not to be the node's own was dropped");
+        if let Ok(mut table) = self.revoked_origins.write() {
+            table.remove(&node);
+        }
+        if self.state.send(StateJob::DropRevocation(node)).is_err() {
+            warn!("the state writer is gone; revocation not dropped from the store");
+        }
+        self.feed(Event::Unrevoked { node });
     }
 
     /// Refuses a held peer, logging why (at info once per key, then at debug).

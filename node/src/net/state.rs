@@ -37,8 +37,13 @@ pub enum StateJob {
     ResyncLog,
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),
-    /// Keep a receipt for one of our alerts.
-    ReceiptIn(Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Receipt>>),
+    /// Forget a revocation.
+    DropRevocation(PublicKey),
+    /// Keep a receipt for one of our alerts, with its receiver's org.
+    ReceiptIn(
+        Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Receipt>>,
+        Option<PublicKey>,
+    ),
 }
 
 /// The handle the actor keeps; dropping it stops the thread after the queued jobs.
@@ -104,8 +109,13 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                 warn!(error = %e, node = %proof.revocation().node.fmt_short(), "cannot store a revocation; it is applied until restart, and peers send it again");
             }
         }
-        StateJob::ReceiptIn(receipt) => {
-            if let Err(e) = store.put_receipt_in(&receipt) {
+        StateJob::DropRevocation(node) => {
+            if let Err(e) = store.drop_revocation(&node) {
+                warn!(error = %e, node = %node.fmt_short(), "cannot drop a revocation from the store");
+            }
+        }
+        StateJob::ReceiptIn(receipt, org) => {
+            if let Err(e) = store.put_receipt_in(&receipt, org) {
                 warn!(error = %e, alert = %receipt.body().alert.fmt_short(), "cannot store a receipt; the receiver sends it again when it reconnects");
             }
         }

@@ -3,8 +3,9 @@
 //! its own alerts, and the acknowledgement deadlines of its own RED alerts.
 
 use redb::ReadableTable;
+use serde_bytes::ByteBuf;
 use tocsin_proto::identity::{Receipt, Signed};
-use tocsin_proto::{AlertId, PublicKey};
+use tocsin_proto::{codec, AlertId, PublicKey};
 
 use super::schema::{ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT};
 use super::state::optional_table;
@@ -74,20 +75,28 @@ impl Store {
         Ok(rows.into_iter().take(limit).map(|(_, b)| b).collect())
     }
 
-    /// Keeps a verified receipt for one of this node's alerts. One per receiver: an
+    /// Keeps a verified receipt for one of this node's alerts, with the org of the
+    /// certificate its receiver presented (if any), so that it counts for an org named
+    /// as a recipient even after that certificate is gone. One per receiver: an
     /// acknowledgement replaces a delivery receipt, never the other way round. Returns
     /// whether it changed what is held.
-    pub fn put_receipt_in(&self, receipt: &Signed<Receipt>) -> Result<bool, StoreError> {
+    pub fn put_receipt_in(
+        &self,
+        receipt: &Signed<Receipt>,
+        org: Option<PublicKey>,
+    ) -> Result<bool, StoreError> {
         let r = receipt.body();
-        let bytes = receipt.to_bytes();
+        let row = (ByteBuf::from(receipt.to_bytes()), org);
+        let bytes = codec::encode(&row).map_err(|e| StoreError::Encode {
+            what: "receipt",
+            reason: e.to_string(),
+        })?;
         self.write(|txn| {
             let mut table = txn.open_table(RECEIPTS_IN)?;
             let key = (r.alert.0, r.receiver.0);
-            let held_acked = table.get(key)?.map(|row| {
-                Signed::<Receipt>::decode(row.value())
-                    .map(|h| h.body().acked_at.is_some())
-                    .unwrap_or(false)
-            });
+            let held_acked = table
+                .get(key)?
+                .map(|row| decode_in(row.value()).is_some_and(|(h, _)| h.acked_at.is_some()));
             let replace = match held_acked {
                 None => true,
                 Some(acked) => !acked && r.acked_at.is_some(),
@@ -99,8 +108,12 @@ impl Store {
         })
     }
 
-    /// The receipts held for one of this node's alerts, by receiver.
-    pub fn receipts_in(&self, alert: &AlertId) -> Result<Vec<Receipt>, StoreError> {
+    /// The receipts held for one of this node's alerts, by receiver, each with its
+    /// receiver's org (when it presented a certificate).
+    pub fn receipts_in(
+        &self,
+        alert: &AlertId,
+    ) -> Result<Vec<(Receipt, Option<PublicKey>)>, StoreError> {
         let txn = self.slot.get()?.begin_read()?;
         let Some(table) = optional_table(&txn, RECEIPTS_IN)? else {
             return Ok(Vec::new());
@@ -108,8 +121,8 @@ impl Store {
         let mut out = Vec::new();
         for row in table.range((alert.0, [0u8; 32])..=(alert.0, [0xffu8; 32]))? {
             let (_, v) = row?;
-            if let Ok(r) = Signed::<Receipt>::decode(v.value()) {
-                out.push(r.body().clone());
+            if let Some(r) = decode_in(v.value()) {
+                out.push(r);
             }
         }
         Ok(out)
@@ -162,4 +175,11 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// A `receipts_in` row: CBOR `[receipt envelope, receiver's org or null]`.
+fn decode_in(bytes: &[u8]) -> Option<(Receipt, Option<PublicKey>)> {
+    let (envelope, org): (ByteBuf, Option<PublicKey>) = codec::decode(bytes).ok()?;
+    let r = Signed::<Receipt>::decode(&envelope).ok()?;
+    Some((r.body().clone(), org))
 }

@@ -66,8 +66,9 @@ pub(super) const RECEIPTS_OUT: TableDefinition<PairKey, (u64, &[u8])> =
     TableDefinition::new("receipts_out");
 /// Two 32-byte keys (origin or alert id, then alert id or receiver).
 pub(super) type PairKey = ([u8; 32], [u8; 32]);
-/// `receipts_in`: (alert id, receiver) -> receipt envelope: receipts for this node's own
-/// alerts, an acknowledgement replacing a delivery receipt.
+/// `receipts_in`: (alert id, receiver) -> CBOR `[receipt envelope, receiver's org or
+/// null]`: receipts for this node's own alerts, an acknowledgement replacing a delivery
+/// receipt.
 pub(super) const RECEIPTS_IN: TableDefinition<PairKey, &[u8]> = TableDefinition::new("receipts_in");
 /// `ack_deadlines`: alert id -> (deadline, unix ms; reported): when every recipient of
 /// one of this node's RED alerts should have acknowledged it.

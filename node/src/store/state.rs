@@ -124,6 +124,14 @@ impl Store {
         })
     }
 
+    /// Forgets the revocation of a node key.
+    pub fn drop_revocation(&self, node: &PublicKey) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(REVOCATIONS)?.remove(&node.0)?;
+            Ok(())
+        })
+    }
+
     /// The persisted trust table, ordered by key.
     pub fn trust_entries(&self) -> Result<Vec<TrustEntry>, StoreError> {
         let txn = self.slot.get()?.begin_read()?;

@@ -339,21 +339,26 @@ async fn an_acknowledgement_replaces_a_delivery_receipt_and_never_the_reverse() 
         };
         Signed::sign(body, &receiver).unwrap()
     };
-    assert!(store.put_receipt_in(&signed(None)).unwrap());
+    assert!(store.put_receipt_in(&signed(None), None).unwrap());
     assert!(
-        !store.put_receipt_in(&signed(None)).unwrap(),
+        !store.put_receipt_in(&signed(None), None).unwrap(),
         "a repeat changes nothing"
     );
     assert!(store
-        .put_receipt_in(&signed(Some((T0 + 5, "duty"))))
+        .put_receipt_in(&signed(Some((T0 + 5, "duty"))), Some(PublicKey([7; 32])))
         .unwrap());
     assert!(
-        !store.put_receipt_in(&signed(None)).unwrap(),
+        !store.put_receipt_in(&signed(None), None).unwrap(),
         "a late delivery receipt"
     );
     let held = store.receipts_in(&id).unwrap();
     assert_eq!(held.len(), 1);
-    assert_eq!(held[0].acked_by.as_deref(), Some("duty"));
+    assert_eq!(held[0].0.acked_by.as_deref(), Some("duty"));
+    assert_eq!(
+        held[0].1,
+        Some(PublicKey([7; 32])),
+        "the receiver's org is kept"
+    );
     // The outbox: what was signed for an origin, newest first, from a time on.
     let o = PublicKey(origin.verifying_key().to_bytes());
     store.put_receipt_out(&signed(None), 100).unwrap();
