@@ -163,6 +163,7 @@ fn described(test_control: bool) -> utoipa_axum::router::OpenApiRouter<Arc<ApiSt
         .routes(routes!(alerts::history))
         .routes(routes!(receipts::receipts))
         .routes(routes!(receipts::ack))
+        .routes(routes!(receipts::sightings, receipts::sighting_add))
         .routes(routes!(alerts::update))
         .routes(routes!(alerts::cancel))
         .routes(routes!(stream::stream))

@@ -391,6 +391,55 @@ pub struct AckView {
     pub acked_by: String,
 }
 
+/// `POST /v1/alerts/{id}/sightings`: this node's analysts saw the alert (or one of its
+/// indicators) `count` times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SightingRequest {
+    /// How many times (1 to 1,000,000).
+    pub count: u32,
+    /// Where or how, for the origin's analysts (at most 1024 bytes).
+    #[serde(default)]
+    pub note: String,
+    /// The indicator seen, `type:value`, if the sighting is of one indicator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator: Option<String>,
+    /// First seen, unix ms (default: now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<u64>,
+    /// Last seen, unix ms (default: now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
+}
+
+/// One observer's latest sighting of an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SightingRow {
+    /// The node that saw it.
+    #[schema(value_type = String)]
+    pub observer: PublicKey,
+    /// Its name in the trust table, or its agency from its certificate, if known.
+    pub name: String,
+    /// The indicator seen, `type:value`, if one.
+    pub indicator: Option<String>,
+    pub count: u32,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub note: String,
+}
+
+/// `GET /v1/alerts/{id}/sightings`: who reported seeing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SightingsView {
+    /// The alert id.
+    #[schema(value_type = String)]
+    pub alert: AlertId,
+    /// The counts added up.
+    pub total: u64,
+    /// One row per observer (its latest sighting), by key.
+    pub observers: Vec<SightingRow>,
+}
+
 /// `POST /v1/revocations`: a revocation (`tocsin org revoke`) and the certificate it
 /// takes back (`tocsin org certify`), each file's bytes as hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -81,11 +81,14 @@ pub enum Reason {
     /// A `receipt` frame that does not verify, is not signed by its sender, or is not
     /// addressed to this node.
     BadReceipt,
+    /// A `sighting` frame that does not verify, is not signed by its sender, or names no
+    /// alert.
+    BadSighting,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::NotConnected,
         Reason::RateLimited,
         Reason::Duplicate,
@@ -107,6 +110,7 @@ impl Reason {
         Reason::RevokedOrigin,
         Reason::BadRevocation,
         Reason::BadReceipt,
+        Reason::BadSighting,
     ];
 
     /// Penalty points this costs the sender; 0 for benign reasons.
@@ -126,9 +130,10 @@ impl Reason {
                 PENALTY_MALFORMED
             }
             Reason::ScopeViolation | Reason::HopLimit => PENALTY_POLICY,
-            Reason::BadSignature | Reason::BadRevocation | Reason::BadReceipt => {
-                PENALTY_BAD_SIGNATURE
-            }
+            Reason::BadSignature
+            | Reason::BadRevocation
+            | Reason::BadReceipt
+            | Reason::BadSighting => PENALTY_BAD_SIGNATURE,
             Reason::NotOrigin => PENALTY_NOT_ORIGIN,
             Reason::OverBudget | Reason::Undelivered => PENALTY_FLOOD,
         }
@@ -163,6 +168,7 @@ impl Reason {
             Reason::RevokedOrigin => "revoked_origin",
             Reason::BadRevocation => "bad_revocation",
             Reason::BadReceipt => "bad_receipt",
+            Reason::BadSighting => "bad_sighting",
         }
     }
 }
@@ -206,6 +212,7 @@ mod tests {
                 Reason::Undelivered,
                 Reason::BadRevocation,
                 Reason::BadReceipt,
+                Reason::BadSighting,
             ]
         );
     }

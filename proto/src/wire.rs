@@ -61,6 +61,10 @@ pub enum Frame {
     /// the receiver of this frame, signed by its sender: sent only to the alert's origin,
     /// when the alert is stored and again when it is acknowledged.
     Receipt { receipt: serde_bytes::ByteBuf },
+    /// A sighting ([`crate::identity::Sighting`] envelope) of an alert the receiver
+    /// holds, signed by its sender, the observer: sent to the alert's origin and, for
+    /// CLEAR and GREEN, to the observer's peers that may hold the alert. Never relayed.
+    Sighting { sighting: serde_bytes::ByteBuf },
     /// Catch-up: send me the ids in your log after sequence `after`, for epoch `epoch`.
     SyncRequest { epoch: u64, after: u64 },
     /// A page of catch-up: the ids (that the requester may see) in the log from the
@@ -101,6 +105,7 @@ impl Frame {
             Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,
             Frame::Identity { cert: Some(cert) } => check_object("cert", cert)?,
             Frame::Receipt { receipt } => check_object("receipt", receipt)?,
+            Frame::Sighting { sighting } => check_object("sighting", sighting)?,
             Frame::Revoke { revocation, cert } => {
                 check_object("revocation", revocation)?;
                 check_object("cert", cert)?;
@@ -121,6 +126,7 @@ impl Frame {
             Frame::Identity { .. } => "identity",
             Frame::Revoke { .. } => "revoke",
             Frame::Receipt { .. } => "receipt",
+            Frame::Sighting { .. } => "sighting",
             Frame::Alert { .. } => "alert",
             Frame::Announce { .. } => "announce",
             Frame::Want { .. } => "want",

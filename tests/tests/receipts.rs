@@ -198,3 +198,82 @@ async fn red_recipients_deliver_and_acknowledge_and_a_late_one_is_reported() {
         "{v}"
     );
 }
+
+/// `tocsin --json sightings ID` on node `i`.
+fn sightings(fed: &Fed, i: usize, id: &str) -> Value {
+    let (out, err, code) = run(fed.tocsin(i).args(["--json", "sightings", id]));
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// Waits until node `i` shows `n` observers of `id`.
+async fn wait_observers(fed: &Fed, i: usize, id: &str, n: usize) -> Value {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let v = sightings(fed, i, id);
+        if v["observers"].as_array().map_or(0, Vec::len) == n {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {}: {v}",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A line 1 – 2 – 3 of members. Node 1's CLEAR alert reaches node 3 through node 2. Node 2
+/// reports seeing one of its indicators: the origin and node 3 (its peers) get the signed
+/// sighting. Node 3's sighting reaches node 2, not the origin: sightings are not relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sightings_reach_the_origin_and_the_observer_s_peers_and_are_not_relayed() {
+    let fed = Fed::line(3, Member).await;
+    let mut a = alert("CLEAR", "phishing kit");
+    a["indicators"] = serde_json::json!(["domain:kit.example"]);
+    let id = fed.issue(0, a).await;
+    fed.wait_for(2, &id).await;
+
+    let (out, err, code) = run(fed.tocsin(1).args([
+        "sighting",
+        "domain:kit.example",
+        "--count",
+        "7",
+        "--note",
+        "seen in our mail gateway",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sighting of"), "{out}");
+    for i in [0, 2] {
+        let v = wait_observers(&fed, i, &id, 1).await;
+        let row = &v["observers"][0];
+        assert_eq!(row["observer"], fed.key(1), "{v}");
+        assert_eq!(row["count"], 7);
+        assert_eq!(row["indicator"], "domain:kit.example");
+        assert_eq!(row["note"], "seen in our mail gateway");
+        assert_eq!(v["total"], 7);
+    }
+    // A newer report from the same observer replaces its row.
+    let (_, err, code) = run(fed.tocsin(1).args(["sighting", &id, "--count", "9"]));
+    assert_eq!(code, 0, "{err}");
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while sightings(&fed, 0, &id)["total"] != 9 {
+        assert!(tokio::time::Instant::now() < deadline, "never replaced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (_, err, code) = run(fed.tocsin(2).args(["sighting", &id, "--count", "2"]));
+    assert_eq!(code, 0, "{err}");
+    wait_observers(&fed, 1, &id, 2).await;
+    tokio::time::sleep(tocsin_tests::QUIET_PERIOD).await;
+    let v = sightings(&fed, 0, &id);
+    assert_eq!(v["observers"].as_array().unwrap().len(), 1, "relayed: {v}");
+
+    // Bad requests name the field.
+    let (_, err, code) = run(fed.tocsin(1).args(["sighting", &id, "--count", "0"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("count"), "{err}");
+    let (_, err, code) = run(fed.tocsin(1).args(["sighting", "domain:none.example"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("no stored alert"), "{err}");
+}

@@ -116,6 +116,26 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
     },
+    /// Report that this agency saw an alert (its ID) or one of its indicators
+    /// (TYPE:VALUE: the newest alert holding it): a signed sighting goes to the alert's
+    /// origin and, for CLEAR and GREEN, to the peers that may hold the alert
+    Sighting {
+        /// The alert's full 64-hex id, or an indicator as TYPE:VALUE
+        #[arg(value_name = "ID|INDICATOR")]
+        what: String,
+        /// How many times it was seen
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Where or how, for the origin's analysts
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Who reported seeing an alert: each observer's newest sighting, and the total
+    Sightings {
+        /// The alert (full 64-hex id)
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: AlertId,
+    },
     /// For an AMBER or RED alert issued here: each recipient's receipt (delivered,
     /// acknowledged, or nothing yet) and whether its acknowledgement deadline passed
     Receipts {

@@ -65,6 +65,12 @@ pub async fn run<W: Write>(cli: Cli, out: &mut Output<W>) -> anyhow::Result<()> 
         Command::List(args) => list(g, args, out).await,
         Command::Show(args) => show(g, args, out).await,
         Command::Ack { id, by } => crate::federation::ack(&client(g)?, g.json, &id, by, out).await,
+        Command::Sighting { what, count, note } => {
+            crate::federation::sighting(&client(g)?, g.json, &what, count, note, out).await
+        }
+        Command::Sightings { id } => {
+            crate::federation::sightings(&client(g)?, g.json, &id, out).await
+        }
         Command::Receipts { id } => {
             crate::federation::receipts(&client(g)?, g.json, &id, out).await
         }

@@ -36,6 +36,84 @@ pub async fn ack<W: Write>(
     ))
 }
 
+/// `tocsin sighting ID|INDICATOR --count N [--note TEXT]`.
+pub async fn sighting<W: Write>(
+    client: &Client,
+    json_out: bool,
+    what: &str,
+    count: u32,
+    note: String,
+    out: &mut Output<W>,
+) -> anyhow::Result<()> {
+    let (id, indicator) = match tocsin_proto::AlertId::from_hex(what) {
+        Ok(id) => (id.to_string(), None),
+        Err(_) => {
+            let i = tocsin_proto::Indicator::parse(what).map_err(|e| {
+                anyhow::anyhow!(
+                    "{what:?} is neither an alert id (64 hex) nor an indicator (TYPE:VALUE): {e}"
+                )
+            })?;
+            let q = crate::client::ListQuery {
+                indicator: Some(i.value.clone()),
+                limit: Some(1),
+                ..Default::default()
+            };
+            let q = format!("/v1/alerts{}", q.to_query_string());
+            let page = client.get(&q).await?;
+            let id = page["alerts"][0]["id"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("no stored alert has the indicator {what}"))?
+                .to_string();
+            (id, Some(format!("{}:{}", i.kind.as_str(), i.value)))
+        }
+    };
+    let mut body = json!({"count": count, "note": note});
+    if let Some(i) = indicator {
+        body["indicator"] = json!(i);
+    }
+    let v = client
+        .post(&format!("/v1/alerts/{id}/sightings"), &body)
+        .await?;
+    if json_out {
+        return out.json_line(&v);
+    }
+    out.line(&format!(
+        "sighting of {} sent; {} reported by {} observer(s) in all",
+        short(&id, 12),
+        v["total"].as_u64().unwrap_or(0),
+        v["observers"].as_array().map_or(0, Vec::len)
+    ))
+}
+
+/// `tocsin sightings ID`.
+pub async fn sightings<W: Write>(
+    client: &Client,
+    json_out: bool,
+    id: &tocsin_proto::AlertId,
+    out: &mut Output<W>,
+) -> anyhow::Result<()> {
+    let v = client.get(&format!("/v1/alerts/{id}/sightings")).await?;
+    if json_out {
+        return out.json_line(&v);
+    }
+    out.line(&format!(
+        "{:<16} {:<18} {:>8} {:<20} {:<20} NOTE",
+        "OBSERVER", "NAME", "COUNT", "FIRST SEEN", "LAST SEEN"
+    ))?;
+    for r in v["observers"].as_array().into_iter().flatten() {
+        out.line(&format!(
+            "{:<16} {:<18} {:>8} {:<20} {:<20} {}",
+            short(r["observer"].as_str().unwrap_or(""), 16),
+            sanitize(r["name"].as_str().unwrap_or(""), false),
+            r["count"].as_u64().unwrap_or(0),
+            format_time(r["first_seen"].as_u64().unwrap_or(0)),
+            format_time(r["last_seen"].as_u64().unwrap_or(0)),
+            sanitize(r["note"].as_str().unwrap_or(""), false)
+        ))?;
+    }
+    out.line(&format!("total {}", v["total"].as_u64().unwrap_or(0)))
+}
+
 /// `tocsin receipts ID`.
 pub async fn receipts<W: Write>(
     client: &Client,

@@ -938,6 +938,8 @@ impl Sim {
                 Action::Revocation { peer, proof } => {
                     self.on_revocation(node, &proof, Some(peer));
                 }
+                // Sightings are stored by the daemon; the simulator keeps no reports.
+                Action::Sighting { .. } => {}
                 Action::Receipt { peer, receipt } => {
                     if let Some(&receiver) = self.by_key.get(&peer) {
                         let alert = receipt.body().alert;

@@ -1,6 +1,8 @@
-//! Receipts: an operator acknowledges an alert received here (`POST
+//! Receipts and sightings. Receipts: an operator acknowledges an alert received here (`POST
 //! /v1/alerts/{id}/ack`: a signed receipt goes to its origin), and the origin of an
 //! AMBER or RED alert reads where each recipient stands (`GET /v1/alerts/{id}/receipts`).
+//! Sightings: an analyst reports seeing an alert (`POST /v1/alerts/{id}/sightings`), and
+//! anyone holding it reads who did (`GET`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,9 +12,12 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use tocsin_proto::api::{AckRequest, AckView, ErrorBody, ReceiptRow, ReceiptState, ReceiptsView};
-use tocsin_proto::identity::MAX_NOTE_BYTES;
-use tocsin_proto::{AlertId, PublicKey, Tlp, TrustLevel};
+use tocsin_proto::api::{
+    AckRequest, AckView, ErrorBody, ReceiptRow, ReceiptState, ReceiptsView, SightingRequest,
+    SightingRow, SightingsView,
+};
+use tocsin_proto::identity::{Sighting, Signable, IDENTITY_VERSION, MAX_NOTE_BYTES};
+use tocsin_proto::{AlertId, Indicator, PublicKey, Tlp, TrustLevel};
 
 use super::alerts::{no_such_alert, parse_id};
 use super::caller::Caller;
@@ -210,4 +215,105 @@ pub(super) async fn ack(
         acked_at,
         acked_by: by,
     }))
+}
+
+/// `POST /v1/alerts/{id}/sightings`
+#[utoipa::path(post, path = "/v1/alerts/{id}/sightings", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    request_body = SightingRequest,
+    responses(
+        (status = 202, description = "Signed by this node and sent to the alert's origin (and, for CLEAR and GREEN, to the peers that may hold it)", body = SightingsView),
+        (status = 404, description = "No such alert", body = ErrorBody),
+        Errors
+    ))]
+pub(super) async fn sighting_add(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<(StatusCode, Json<SightingsView>), ApiError> {
+    let id = parse_id(id)?;
+    let req: SightingRequest = parse_body(&read_body(body).await?)?;
+    let alert = stored(&st, id).await?;
+    let indicator = req
+        .indicator
+        .map(|s| Indicator::parse(&s).map_err(|e| ApiError::from_proto(&e)))
+        .transpose()?;
+    if let Some(i) = &indicator {
+        if !alert.alert.body().indicators.contains(i) {
+            return Err(ApiError::bad(
+                "indicator",
+                format!(
+                    "alert {id} has no indicator {}:{}",
+                    i.kind.as_str(),
+                    i.value
+                ),
+            ));
+        }
+    }
+    let now = crate::now_ms();
+    let sighting = Sighting {
+        v: IDENTITY_VERSION,
+        alert: Some(id),
+        indicator,
+        observer: st.public_key,
+        count: req.count,
+        first_seen: req.first_seen.unwrap_or(now),
+        last_seen: req.last_seen.unwrap_or(now),
+        note: req.note,
+    };
+    sighting.validate().map_err(|e| ApiError::from_proto(&e))?;
+    st.net
+        .sighting(sighting)
+        .await
+        .ok_or_else(|| ApiError::unavailable("the node is shutting down"))?
+        .map_err(ApiError::internal)?;
+    Ok((StatusCode::ACCEPTED, Json(sightings_of(&st, id).await?)))
+}
+
+/// `GET /v1/alerts/{id}/sightings`
+#[utoipa::path(get, path = "/v1/alerts/{id}/sightings", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
+    responses(
+        (status = 200, description = "Each observer's newest sighting, and the total", body = SightingsView),
+        (status = 404, description = "No such alert", body = ErrorBody),
+        Errors
+    ))]
+pub(super) async fn sightings(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<SightingsView>, ApiError> {
+    let id = parse_id(id)?;
+    stored(&st, id).await?;
+    Ok(Json(sightings_of(&st, id).await?))
+}
+
+/// The sightings of an alert held here, named from the trust table or the observer's
+/// certificate.
+pub(super) async fn sightings_of(st: &ApiState, id: AlertId) -> Result<SightingsView, ApiError> {
+    let held = st.store.read(move |s| s.sightings_of(&id)).await?;
+    let trust = st.net.trust_list().await.unwrap_or_default();
+    let names: BTreeMap<PublicKey, String> = trust.into_iter().map(|e| (e.key, e.name)).collect();
+    let agencies = st.agencies.read().map(|t| t.clone()).unwrap_or_default();
+    let observers: Vec<SightingRow> = held
+        .into_iter()
+        .map(|s| SightingRow {
+            name: names
+                .get(&s.observer)
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .or_else(|| agencies.get(&s.observer).map(|(_, a)| a.clone()))
+                .unwrap_or_default(),
+            observer: s.observer,
+            indicator: s
+                .indicator
+                .map(|i| format!("{}:{}", i.kind.as_str(), i.value)),
+            count: s.count,
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            note: s.note,
+        })
+        .collect();
+    Ok(SightingsView {
+        alert: id,
+        total: observers.iter().map(|o| u64::from(o.count)).sum(),
+        observers,
+    })
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use tocsin_proto::limits::{MAX_HOPS, MAX_IDS_PER_FRAME};
-use tocsin_proto::policy::{self, Scope};
+use tocsin_proto::policy::{self, Scope, TrustLevel};
 use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
 
 use super::{
-    Action, Engine, KnownAlert, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_RECEIPT,
-    WORK_REVOKE,
+    Action, Engine, KnownAlert, MAX_SIGHTINGS_SEEN, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO,
+    WORK_RECEIPT, WORK_REVOKE,
 };
 
 impl Engine {
@@ -55,6 +55,16 @@ impl Engine {
             Frame::Identity { .. } => 1,
             Frame::Receipt { receipt } => {
                 self.on_receipt(peer, &receipt, now);
+                WORK_RECEIPT
+            }
+            Frame::Sighting { sighting } => {
+                use tocsin_proto::identity::{Sighting, Signed};
+                match Signed::<Sighting>::decode_verified(&sighting) {
+                    Ok(s) if s.body().observer == peer && s.body().alert.is_some() => {
+                        self.on_sighting(Some(peer), s, now);
+                    }
+                    _ => self.verdict(peer, Reason::BadSighting, now),
+                }
                 WORK_RECEIPT
             }
             Frame::Revoke { revocation, cert } => {
@@ -136,6 +146,78 @@ impl Engine {
                 receipt: Box::new(receipt),
             });
         }
+    }
+
+    /// A sighting of an alert we hold, from its observer: the sending peer, or this node
+    /// (`peer` None). Kept when it is the observer's newest of that alert; a local one is
+    /// sent to the alert's origin and, for CLEAR and GREEN, to every peer that may hold
+    /// the alert. Sightings are never relayed, so their observer is always the peer that
+    /// sends them. One from a peer that may not hold the alert (AMBER or RED, unless it
+    /// is a recipient and we are the origin) is ignored.
+    pub(super) fn on_sighting(
+        &mut self,
+        peer: Option<PublicKey>,
+        sighting: tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>,
+        now: u64,
+    ) {
+        use tocsin_proto::Tlp;
+        let s = sighting.body();
+        let Some(alert) = s.alert else { return };
+        let Some(k) = self.known.get(&alert) else {
+            return;
+        };
+        let open = matches!(k.alert.tlp, Tlp::Clear | Tlp::Green);
+        if let Some(p) = peer {
+            let level = self.scoring.level(&p);
+            let may_hold = if open {
+                TrustLevel::may_connect(level)
+            } else {
+                k.alert.origin == self.me && self.may_send(&p, level, &k.alert, 0)
+            };
+            if !may_hold {
+                return;
+            }
+        }
+        let key = (alert, s.observer);
+        if self
+            .sightings
+            .get(&key)
+            .is_some_and(|held| *held >= s.last_seen)
+        {
+            return;
+        }
+        if self.sightings.len() >= MAX_SIGHTINGS_SEEN {
+            self.sightings.clear();
+        }
+        self.sightings.insert(key, s.last_seen);
+        if peer.is_none() {
+            let origin = k.alert.origin;
+            let targets: Vec<PublicKey> =
+                self.trees
+                    .links()
+                    .map(|(p, _)| p)
+                    .filter(|p| {
+                        **p == origin
+                            || (open
+                                && self.known.get(&alert).is_some_and(|k| {
+                                    self.shareable(k, p, self.scoring.level(p), now)
+                                }))
+                    })
+                    .copied()
+                    .collect();
+            let frame = Frame::Sighting {
+                sighting: serde_bytes::ByteBuf::from(sighting.to_bytes()),
+            };
+            for p in targets {
+                self.actions.push(Action::Send {
+                    peer: p,
+                    frame: frame.clone(),
+                });
+            }
+        }
+        self.actions.push(Action::Sighting {
+            sighting: Box::new(sighting),
+        });
     }
 
     /// Whether we asked `peer` for alerts (a catch-up page, a graft) and still wait for

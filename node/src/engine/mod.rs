@@ -79,6 +79,8 @@ pub const MAX_MISSING: usize = 100_000;
 /// Most missing ids first announced by one peer: one peer's made-up announces cannot
 /// fill the table that every other peer's announces need.
 pub const MAX_MISSING_PER_PEER: usize = 8_192;
+/// Sightings remembered, to drop repeats without a write (cleared when full).
+const MAX_SIGHTINGS_SEEN: usize = 100_000;
 /// Work units a `receipt` costs: a signature check (priced near an alert's share of
 /// the budget, so that receipts cannot buy more verifications than alerts).
 const WORK_RECEIPT: u64 = 50;
@@ -210,6 +212,10 @@ pub enum Event {
         key: PublicKey,
         level: Option<TrustLevel>,
     },
+    /// An operator of this node reports a sighting (signed by this node).
+    LocalSighting {
+        sighting: Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>,
+    },
     /// A peer's org, from the valid certificate it presented (None: no longer valid).
     PeerOrg {
         node: PublicKey,
@@ -268,6 +274,10 @@ pub enum Action {
         peer: PublicKey,
         receipt: Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Receipt>>,
     },
+    /// Keep a sighting (the observer's newest of that alert).
+    Sighting {
+        sighting: Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>,
+    },
     /// `peer` sends past its rate limits: stop reading its frames until `until` (ms), so
     /// that what it sends waits in its own connection (back-pressure) instead of costing
     /// this node the work of reading and dropping it. Nothing is lost that catch-up
@@ -320,6 +330,8 @@ pub struct Engine {
     orgs: HashMap<PublicKey, PublicKey>,
     /// This node's org key, from its own certificate.
     my_org: Option<PublicKey>,
+    /// The newest sighting kept per (alert, observer): its `last_seen`.
+    sightings: HashMap<(AlertId, PublicKey), u64>,
     /// Peers whose level changed while they were not connected, with the level they
     /// had when they last were: offered what the change newly allows when they connect.
     promoted: HashMap<PublicKey, Option<TrustLevel>>,
@@ -351,6 +363,7 @@ impl Engine {
             revoked: HashMap::new(),
             orgs: HashMap::new(),
             my_org: None,
+            sightings: HashMap::new(),
             promoted: HashMap::new(),
             actions: Vec::new(),
         }
@@ -459,6 +472,7 @@ impl Engine {
             }
             Event::Timer(t) => self.on_timer(t, now),
             Event::Trust { key, level } => self.on_trust(key, level, now),
+            Event::LocalSighting { sighting } => self.on_sighting(None, *sighting, now),
             Event::PeerOrg { node, org } => match org {
                 Some(org) => {
                     self.orgs.insert(node, org);

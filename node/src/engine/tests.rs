@@ -1917,3 +1917,37 @@ fn a_red_alert_naming_an_org_key_reaches_that_agency_s_certified_nodes_only() {
     let out = r.handle(alert_event(&origin, 1, &again), T0);
     assert_eq!(stored(&out), vec![again.id()]);
 }
+
+#[test]
+fn a_sighting_must_be_signed_by_its_sender_and_name_a_held_alert() {
+    use tocsin_proto::identity::{Sighting, Signed, IDENTITY_VERSION};
+    let (me, peer, other) = (key(1), key(2), key(3));
+    let mut e = engine_for(&me, EngineConfig::default());
+    connect(&mut e, &peer, TrustLevel::Member);
+    let clear = alert(&me, 1, Tlp::Clear);
+    issue(&mut e, clear.clone(), 1, T0);
+    let sighting = |observer: &SigningKey, last_seen: u64| {
+        let body = Sighting {
+            v: IDENTITY_VERSION,
+            alert: Some(clear.id()),
+            indicator: None,
+            observer: pk(observer),
+            count: 3,
+            first_seen: ISSUED,
+            last_seen,
+            note: String::new(),
+        };
+        Frame::Sighting {
+            sighting: serde_bytes::ByteBuf::from(Signed::sign(body, observer).unwrap().to_bytes()),
+        }
+    };
+    let kept = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Sighting { .. }));
+    let out = e.handle(frame_event(&peer, &sighting(&peer, ISSUED + 5)), T0);
+    assert!(kept(&out));
+    // The same again, or an older one: nothing to keep.
+    let out = e.handle(frame_event(&peer, &sighting(&peer, ISSUED + 5)), T0);
+    assert!(out.is_empty(), "{out:?}");
+    // Relayed (another observer's): penalised, never kept.
+    let out = e.handle(frame_event(&peer, &sighting(&other, ISSUED + 9)), T0);
+    assert!(only_verdict(&out, Reason::BadSighting), "{out:?}");
+}

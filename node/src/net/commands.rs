@@ -51,6 +51,20 @@ impl NetActor {
                     let _ = reply.send(super::send_receipt(&store, &key, out, &inbound));
                 });
             }
+            Command::Sighting { mut body, reply } => {
+                body.observer = self.engine.me();
+                match tocsin_proto::identity::Signed::sign(*body, &self.key) {
+                    Ok(signed) => {
+                        self.feed(Event::LocalSighting {
+                            sighting: Box::new(signed),
+                        });
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
             Command::Revocations { reply } => {
                 let mut rows: Vec<RevocationView> =
                     self.revocations.values().map(revocation_view).collect();

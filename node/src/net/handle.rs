@@ -33,6 +33,11 @@ pub enum Command {
         out: super::ReceiptOut,
         reply: oneshot::Sender<Result<tocsin_proto::identity::Receipt, String>>,
     },
+    /// Sign a sighting by this node and send it on (its body's `observer` is set here).
+    Sighting {
+        body: Box<tocsin_proto::identity::Sighting>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// The revocations held.
     Revocations {
         reply: oneshot::Sender<Vec<RevocationView>>,
@@ -182,6 +187,18 @@ impl NetHandle {
         out: super::ReceiptOut,
     ) -> Option<Result<tocsin_proto::identity::Receipt, String>> {
         self.ask(|reply| Command::Ack { out, reply }).await
+    }
+
+    /// Signs and sends a sighting by this node.
+    pub async fn sighting(
+        &self,
+        body: tocsin_proto::identity::Sighting,
+    ) -> Option<Result<(), String>> {
+        self.ask(|reply| Command::Sighting {
+            body: Box::new(body),
+            reply,
+        })
+        .await
     }
 
     /// The revocations held.

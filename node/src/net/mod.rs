@@ -765,6 +765,13 @@ impl NetActor {
                     warn!("the state writer is gone; receipt not stored");
                 }
             }
+            Action::Sighting { sighting } => {
+                let s = sighting.body();
+                info!(alert = ?s.alert.map(|a| a.fmt_short()), observer = %s.observer.fmt_short(), count = s.count, "sighting");
+                if self.state.send(StateJob::Sighting(sighting)).is_err() {
+                    warn!("the state writer is gone; sighting not stored");
+                }
+            }
             Action::Revocation { peer, proof } => {
                 if let Err(e) = self.on_revocation(*proof, Some(peer)) {
                     debug!(peer = %peer.fmt_short(), reason = %e, "revocation not kept");

@@ -37,6 +37,8 @@ pub enum StateJob {
     ResyncLog,
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),
+    /// Keep a sighting.
+    Sighting(Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>),
     /// Forget a revocation.
     DropRevocation(PublicKey),
     /// Keep a receipt for one of our alerts, with its receiver's org.
@@ -107,6 +109,11 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
         StateJob::Revocation(proof) => {
             if let Err(e) = store.put_revocation(&proof) {
                 warn!(error = %e, node = %proof.revocation().node.fmt_short(), "cannot store a revocation; it is applied until restart, and peers send it again");
+            }
+        }
+        StateJob::Sighting(sighting) => {
+            if let Err(e) = store.put_sighting(&sighting) {
+                warn!(error = %e, "cannot store a sighting");
             }
         }
         StateJob::DropRevocation(node) => {

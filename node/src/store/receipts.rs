@@ -1,13 +1,13 @@
-//! Receipts (wire format §8.3) in the store: those this node signed for alerts it
+//! Receipts and sightings (wire format §8.3) in the store. Receipts: those this node signed for alerts it
 //! received (its outbox, resent to each origin when it reconnects), those it received for
 //! its own alerts, and the acknowledgement deadlines of its own RED alerts.
 
 use redb::ReadableTable;
 use serde_bytes::ByteBuf;
-use tocsin_proto::identity::{Receipt, Signed};
+use tocsin_proto::identity::{Receipt, Sighting, Signed};
 use tocsin_proto::{codec, AlertId, PublicKey};
 
-use super::schema::{ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT};
+use super::schema::{ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT, SIGHTINGS};
 use super::state::optional_table;
 use super::{Store, StoreError};
 
@@ -123,6 +123,43 @@ impl Store {
             let (_, v) = row?;
             if let Some(r) = decode_in(v.value()) {
                 out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps a verified sighting when it is its observer's newest of that alert.
+    pub fn put_sighting(&self, sighting: &Signed<Sighting>) -> Result<bool, StoreError> {
+        let s = sighting.body();
+        let Some(alert) = s.alert else {
+            return Ok(false);
+        };
+        let bytes = sighting.to_bytes();
+        self.write(|txn| {
+            let mut table = txn.open_table(SIGHTINGS)?;
+            let key = (alert.0, s.observer.0);
+            let newer = table.get(key)?.is_none_or(|row| {
+                Signed::<Sighting>::decode(row.value())
+                    .map_or(true, |h| h.body().last_seen < s.last_seen)
+            });
+            if newer {
+                table.insert(key, bytes.as_slice())?;
+            }
+            Ok(newer)
+        })
+    }
+
+    /// Each observer's newest sighting of an alert, by observer.
+    pub fn sightings_of(&self, alert: &AlertId) -> Result<Vec<Sighting>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let Some(table) = optional_table(&txn, SIGHTINGS)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.range((alert.0, [0u8; 32])..=(alert.0, [0xffu8; 32]))? {
+            let (_, v) = row?;
+            if let Ok(s) = Signed::<Sighting>::decode(v.value()) {
+                out.push(s.body().clone());
             }
         }
         Ok(out)

@@ -70,6 +70,9 @@ pub(super) type PairKey = ([u8; 32], [u8; 32]);
 /// null]`: receipts for this node's own alerts, an acknowledgement replacing a delivery
 /// receipt.
 pub(super) const RECEIPTS_IN: TableDefinition<PairKey, &[u8]> = TableDefinition::new("receipts_in");
+/// `sightings`: (alert id, observer) -> sighting envelope: each observer's newest
+/// sighting of an alert (by `last_seen`).
+pub(super) const SIGHTINGS: TableDefinition<PairKey, &[u8]> = TableDefinition::new("sightings");
 /// `ack_deadlines`: alert id -> (deadline, unix ms; reported): when every recipient of
 /// one of this node's RED alerts should have acknowledged it.
 pub(super) const ACK_DEADLINES: TableDefinition<[u8; 32], (u64, bool)> =
