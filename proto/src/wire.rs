@@ -83,6 +83,14 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The `revoke` frame that carries a revocation and the certificate it takes back.
+    pub fn revoke(proof: &crate::identity::RevocationProof) -> Frame {
+        Frame::Revoke {
+            revocation: serde_bytes::ByteBuf::from(proof.revocation_bytes()),
+            cert: serde_bytes::ByteBuf::from(proof.cert_bytes()),
+        }
+    }
+
     /// Encodes the frame's CBOR (without the length prefix).
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let bytes = codec::encode(self)?;

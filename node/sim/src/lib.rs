@@ -833,10 +833,7 @@ impl Sim {
         {
             return;
         }
-        let frame = Frame::Revoke {
-            revocation: serde_bytes::ByteBuf::from(proof.revocation_bytes()),
-            cert: serde_bytes::ByteBuf::from(proof.cert_bytes()),
-        };
+        let frame = Frame::revoke(proof);
         self.nodes[node]
             .revocations
             .insert(r.node, (r.revoked_at, frame.clone()));

@@ -65,7 +65,7 @@ impl Expiry {
 
 /// Parses a request body into `T` (an empty body is an empty object), naming the
 /// top-level field at fault.
-fn parse_request<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_request<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -270,15 +270,18 @@ pub(super) async fn issue(State(st): State<Arc<ApiState>>, body: Body) -> Answer
     commit(&st, body, deadline).await
 }
 
+/// The stored alert `id` (404 if there is none).
+pub(super) async fn stored(st: &ApiState, id: AlertId) -> Result<StoredAlert, ApiError> {
+    st.store
+        .read(move |s| s.get(&id))
+        .await?
+        .ok_or_else(|| no_such_alert(&id))
+}
+
 /// The alert `id`, if this node may update or cancel it: it exists (404), this node is
 /// its origin (403), and it is the live end of its chain (409).
 async fn own_alert(st: &ApiState, id: &AlertId, verb: &str) -> Result<StoredAlert, ApiError> {
-    let key = *id;
-    let stored = st
-        .store
-        .read(move |s| s.get(&key))
-        .await?
-        .ok_or_else(|| no_such_alert(id))?;
+    let stored = stored(st, *id).await?;
     let body = stored.alert.body();
     let me = st.public_key;
     if body.origin != me {
@@ -480,11 +483,7 @@ pub(super) async fn get(
     id: Result<Path<String>, PathRejection>,
 ) -> Answer {
     let id = parse_id(id)?;
-    let stored = st
-        .store
-        .read(move |s| s.get(&id))
-        .await?
-        .ok_or_else(|| no_such_alert(&id))?;
+    let stored = stored(&st, id).await?;
     let mut view = alert_json(&stored);
     let body = stored.alert.body();
     let revoked = st

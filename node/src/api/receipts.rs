@@ -19,23 +19,35 @@ use tocsin_proto::api::{
 use tocsin_proto::identity::{Sighting, Signable, IDENTITY_VERSION, MAX_NOTE_BYTES};
 use tocsin_proto::{AlertId, Indicator, PublicKey, Tlp, TrustLevel};
 
-use super::alerts::{no_such_alert, parse_id};
+use super::alerts::{parse_id, parse_request, stored};
 use super::caller::Caller;
 use super::error::{parse_body, read_body, ApiError, Errors};
 use super::ApiState;
 use crate::net::ReceiptOut;
 use crate::store::StoredAlert;
 
+/// `409` naming `id`: `what` (the rule broken), then what the alert is and whose.
+fn not_for_receipts(st: &ApiState, alert: &StoredAlert, what: &str) -> ApiError {
+    let b = alert.alert.body();
+    let from = if b.origin == st.public_key {
+        "this node".to_string()
+    } else {
+        b.origin.fmt_short()
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        Some("id"),
+        format!(
+            "{what}; alert {} is {} from {from}",
+            alert.alert.id(),
+            b.tlp.as_str()
+        ),
+    )
+}
+
 /// Whether receipts are kept for alerts of this label.
 fn has_receipts(tlp: Tlp) -> bool {
     matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
-}
-
-async fn stored(st: &ApiState, id: AlertId) -> Result<StoredAlert, ApiError> {
-    st.store
-        .read(move |s| s.get(&id))
-        .await?
-        .ok_or_else(|| no_such_alert(&id))
 }
 
 /// Where each recipient of one of this node's AMBER or RED alerts stands; None for any
@@ -136,14 +148,10 @@ pub(super) async fn receipts(
     let id = parse_id(id)?;
     let alert = stored(&st, id).await?;
     receipts_of(&st, &alert).await?.map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            Some("id"),
-            format!(
-                "receipts are kept by the origin of AMBER and RED alerts; alert {id} is {} from {}",
-                alert.alert.body().tlp.as_str(),
-                alert.alert.body().origin.fmt_short()
-            ),
+        not_for_receipts(
+            &st,
+            &alert,
+            "receipts are kept by the origin of AMBER and RED alerts",
         )
     })
 }
@@ -164,23 +172,14 @@ pub(super) async fn ack(
     body: Body,
 ) -> Result<Json<AckView>, ApiError> {
     let id = parse_id(id)?;
-    let bytes = read_body(body).await?;
-    let req: AckRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        AckRequest::default()
-    } else {
-        parse_body(&bytes)?
-    };
+    let req: AckRequest = parse_request(&read_body(body).await?)?;
     let alert = stored(&st, id).await?;
     let b = alert.alert.body();
     if b.origin == st.public_key || !has_receipts(b.tlp) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            Some("id"),
-            format!(
-                "only AMBER and RED alerts received from another node are acknowledged; alert {id} is {} from {}",
-                b.tlp.as_str(),
-                if b.origin == st.public_key { "this node".to_string() } else { b.origin.fmt_short() }
-            ),
+        return Err(not_for_receipts(
+            &st,
+            &alert,
+            "only AMBER and RED alerts received from another node are acknowledged",
         ));
     }
     let by = match req.by.map(|s| s.trim().to_string()) {

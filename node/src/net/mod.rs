@@ -334,6 +334,8 @@ pub struct NetActor {
     ready: Arc<std::sync::atomic::AtomicBool>,
     /// This node's certificate (`[identity] cert_file`).
     cert: Option<Signed<NodeCert>>,
+    /// The `identity` frame it sends first on every connection, encoded once.
+    identity_frame: Vec<u8>,
     /// The valid certificates peers presented, by node key.
     certs: HashMap<PublicKey, NodeCert>,
     /// Peers whose first frame of this connection (their `identity`) has been read.
@@ -397,6 +399,13 @@ impl NetActor {
             }
             None => None,
         };
+        let identity_frame = Frame::Identity {
+            cert: cert
+                .as_ref()
+                .map(|c| serde_bytes::ByteBuf::from(c.to_bytes())),
+        }
+        .encode()
+        .map_err(|e| anyhow::anyhow!("cannot encode the identity frame: {e}"))?;
         // An expired certificate names no agency: partners refuse it anyway.
         engine.set_org(
             cert.as_ref()
@@ -489,6 +498,7 @@ impl NetActor {
             bytes_out: HashMap::new(),
             cfg,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            identity_frame,
             cert,
             certs: HashMap::new(),
             identified: HashSet::new(),
@@ -823,22 +833,12 @@ impl NetActor {
 
     /// Sends a new connection its first frame: our certificate, if we have one.
     fn send_identity(&mut self, pid: PeerId) {
-        let frame = Frame::Identity {
-            cert: self
-                .cert
-                .as_ref()
-                .map(|c| serde_bytes::ByteBuf::from(c.to_bytes())),
-        };
-        match frame.encode() {
-            Ok(bytes) => {
-                let _ =
-                    self.swarm
-                        .behaviour_mut()
-                        .gossip
-                        .send_in_lane(&pid, fair::CONTROL_LANE, bytes);
-            }
-            Err(e) => warn!(error = %e, "cannot encode the identity frame"),
-        }
+        let bytes = self.identity_frame.clone();
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossip
+            .send_in_lane(&pid, fair::CONTROL_LANE, bytes);
     }
 
     fn fire_timers(&mut self) {
@@ -896,11 +896,7 @@ impl NetActor {
     /// Makes the gate, dialling and the engine's levels match the trust table for one
     /// key: a node key's own entry, or an org key's entry and the nodes it certifies.
     fn apply_trust(&mut self, key: PublicKey) {
-        let admitting = self
-            .trust
-            .list()
-            .iter()
-            .any(|e| e.org && TrustLevel::may_connect(Some(e.level)));
+        let admitting = self.trust.admits_orgs();
         self.swarm.behaviour_mut().allow.set_admitting(admitting);
         let org = self.trust.get(&key).filter(|e| e.org).cloned();
         self.apply_org_dials(key, org.as_ref());
@@ -1141,10 +1137,7 @@ impl NetActor {
         if let Ok(mut table) = self.revoked_origins.write() {
             table.insert(r.node, origin_revoked(&proof));
         }
-        let frame = Frame::Revoke {
-            revocation: serde_bytes::ByteBuf::from(proof.revocation_bytes()),
-            cert: serde_bytes::ByteBuf::from(proof.cert_bytes()),
-        };
+        let frame = Frame::revoke(&proof);
         let view = revocation_view(&proof);
         if self
             .state
@@ -1484,10 +1477,7 @@ impl NetActor {
             .revocations
             .values()
             .filter(|p| p.revocation().node != key)
-            .map(|p| Frame::Revoke {
-                revocation: serde_bytes::ByteBuf::from(p.revocation_bytes()),
-                cert: serde_bytes::ByteBuf::from(p.cert_bytes()),
-            })
+            .map(Frame::revoke)
             .collect();
         for frame in frames {
             self.send_frame(&key, &frame);

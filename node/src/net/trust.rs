@@ -142,6 +142,13 @@ impl TrustTable {
         self.entries.get(key)
     }
 
+    /// Whether an org entry may connect (then unknown peers are held for a certificate).
+    pub fn admits_orgs(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.org && TrustLevel::may_connect(Some(e.level)))
+    }
+
     /// Every key with an entry.
     pub fn keys(&self) -> Vec<PublicKey> {
         self.entries.keys().copied().collect()
