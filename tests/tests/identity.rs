@@ -546,3 +546,174 @@ async fn a_revoked_node_is_cut_everywhere_and_only_its_alerts_from_before_stay()
         "revoked node back after restart"
     );
 }
+
+/// `tocsin --json trust list` on node `i`.
+fn trust_list(fed: &Fed, i: usize) -> String {
+    let (out, err, code) = run(fed.tocsin(i).args(["--json", "trust", "list"]));
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+/// Agency A re-keys its node (1) mid-stream, as `docs/operations.md` says: stop it,
+/// move the old key aside, `tocsind init` a new one, certify it, restart. Partner B (2)
+/// stays up and streams alerts through it all; partner C (3) is down from before A's
+/// last alert under the old key until after the rotation. Neither edits its trust
+/// table (both trust A's org key only). Nothing is lost either way, catch-up resumes
+/// where the old key's cursor was (B does not read A's whole log again), and the old
+/// key's alerts stay valid and are relayed by the new key without a penalty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_keyed_node_loses_no_alert_no_partner_and_no_cursor() {
+    const BEFORE: usize = 400;
+    let mut fed = Fed::start(3, vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let org = org_init(d, "a.key");
+    let cert = certify(&fed, d, "a.key", 0, &["--valid", "30d"]);
+    fed.restart(0).await;
+    let a_addr = fed.cluster.nodes[0].addr();
+    for i in [1, 2] {
+        post(
+            &fed,
+            i,
+            "/v1/trust",
+            json!({"key": org, "level": "partner", "org": true, "name": "Agency A",
+                   "addrs": [a_addr]}),
+        )
+        .await;
+        trust_node(&fed, 0, i).await;
+    }
+    let old_key = fed.key(0);
+    for i in [1, 2] {
+        wait_connected(&fed, i, &old_key, true, "A under its old key").await;
+    }
+    let trust_before = [trust_list(&fed, 1), trust_list(&fed, 2)];
+
+    // B and C are down while A issues; they catch up when they come back, which moves
+    // their cursors on A's log (live alerts do not: they are pushed).
+    for i in [1, 2] {
+        fed.cluster.stop(i, Duration::from_secs(10)).unwrap();
+    }
+    let mut old_ids = Vec::new();
+    for n in 0..BEFORE {
+        old_ids.push(fed.issue(0, alert("CLEAR", &format!("old key {n}"))).await);
+    }
+    let old_amber = fed.issue(0, alert("AMBER", "old key, AMBER")).await;
+    for i in [1, 2] {
+        fed.cluster.start(i).unwrap();
+        fed.cluster
+            .wait_ready(i, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    for i in [1, 2] {
+        fed.wait_for(i, &old_amber).await;
+        fed.wait_for(i, &old_ids[BEFORE - 1]).await;
+    }
+    // C goes down; A's last alert under the old key reaches only B.
+    fed.cluster.stop(2, Duration::from_secs(10)).unwrap();
+    let last_old = fed.issue(0, alert("CLEAR", "old key, C is down")).await;
+    fed.wait_for(1, &last_old).await;
+
+    // B streams alerts all through the rotation.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = {
+        let (client, stop) = (fed.cluster.nodes[1].client(), stop.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = client
+                    .post("/v1/alerts", &alert("CLEAR", "B during the rotation"))
+                    .await
+                    .unwrap();
+                ids.push(v["id"].as_str().unwrap().to_string());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The rotation.
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    let data = fed.cluster.nodes[0].data_dir.clone();
+    std::fs::rename(data.join("node.key"), data.join("node.key.retired")).unwrap();
+    let mut init = std::process::Command::new(tocsin_tests::tocsind_bin());
+    init.args(["init", "--json", "--data-dir"]).arg(&data);
+    let (out, err, code) = run(&mut init);
+    assert_eq!(code, 0, "tocsind init: {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let new_key = v["public_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, old_key);
+    std::fs::rename(&cert, d.join("n1.cert.retired")).unwrap();
+    org_cli(
+        d,
+        &[
+            "org", "certify", &new_key, "--key", "a.key", "--agency", "CERT-A", "--valid", "30d",
+            "--out", &cert,
+        ],
+    );
+    fed.cluster.nodes[0].key = new_key.clone();
+    fed.cluster.nodes[0].peer_id = v["peer_id"].as_str().unwrap().to_string();
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // B admits the new key on its certificate and resumes catch-up at the old key's
+    // cursor: it does not list A's log again (that alone is 32 bytes per alert).
+    let row = wait_connected(&fed, 1, &new_key, true, "A under its new key")
+        .await
+        .unwrap();
+    assert_eq!(row["level"], "partner", "{row}");
+    assert_eq!(row["agency"], "CERT-A", "{row}");
+    wait_log(&fed, 1, &["catch-up resumes", &new_key[..8], &old_key[..8]]).await;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let row = loop {
+        let row = fed.peer_row(1, &new_key).await.unwrap();
+        if row["catching_up"] == false {
+            break row;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{row}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let read = row["bytes_in"].as_u64().unwrap();
+    assert!(
+        read < (BEFORE as u64) * 32,
+        "B read {read} bytes from A's new key: its whole log again"
+    );
+
+    // A's new alerts reach B; B's stream reaches A whole.
+    let new_amber = fed.issue(0, alert("AMBER", "new key, AMBER")).await;
+    let v = fed.wait_for(1, &new_amber).await;
+    assert_eq!(v["alert"]["origin"], new_key.as_str());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let streamed = stream.await.unwrap();
+    assert!(streamed.len() > 10, "{}", streamed.len());
+    for id in &streamed {
+        fed.wait_for(0, id).await;
+    }
+
+    // C comes back: it resumes at its cursor too, and gets the old key's last alert
+    // from the new key (a relay, at an honest hop count: no penalty) and the new one.
+    fed.cluster.start(2).unwrap();
+    fed.cluster
+        .wait_ready(2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let v = fed.wait_for(2, &last_old).await;
+    assert_eq!(v["alert"]["origin"], old_key.as_str());
+    fed.wait_for(2, &new_amber).await;
+    wait_log(&fed, 2, &["catch-up resumes", &new_key[..8], &old_key[..8]]).await;
+    let row = fed.peer_row(2, &new_key).await.unwrap();
+    assert_eq!(row["penalty"], 0, "{row}");
+
+    // The old key's alerts stay valid everywhere; no partner changed its table.
+    for i in [1, 2] {
+        let v = fed.get(i, &old_amber).await.unwrap();
+        assert_eq!(v["alert"]["origin"], old_key.as_str());
+        assert!(v["origin_revoked"].is_null(), "{v}");
+        fed.wait_for(i, &old_ids[0]).await;
+    }
+    assert_eq!([trust_list(&fed, 1), trust_list(&fed, 2)], trust_before);
+}

@@ -931,7 +931,7 @@ impl Sim {
                 }
                 // Links deliver every frame at once here; a paused reader would only
                 // delay what the limits already drop.
-                Action::PauseReading { .. } => {}
+                Action::PauseReading { .. } | Action::CursorAdopted { .. } => {}
                 Action::Revocation { peer, proof } => {
                     self.on_revocation(node, &proof, Some(peer));
                 }

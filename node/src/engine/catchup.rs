@@ -154,7 +154,15 @@ impl CatchUp {
         // will be reused, so start over (wanting only what is missing is cheap).
         let after = match self.cursors.get(&peer) {
             Some((e, seq)) if *e == epoch && *seq <= head => *seq,
-            _ => 0,
+            _ => match self.cursor_of_same_log(&peer, epoch, head) {
+                Some((from, seq)) => {
+                    self.cursors.insert(peer, (epoch, seq));
+                    out.push(Action::CursorAdopted { peer, from, seq });
+                    out.push(Action::SaveCursor { peer, epoch, seq });
+                    seq
+                }
+                None => 0,
+            },
         };
         self.sessions.insert(
             peer,
@@ -167,6 +175,26 @@ impl CatchUp {
             },
         );
         self.request_page(peer, after, now, out);
+    }
+
+    /// The furthest cursor saved for another key on the log `epoch` (not past `head`),
+    /// with that key: a node that was re-keyed keeps its database, so its log (and its
+    /// epoch, random per database) is the one read under its former key, and catch-up
+    /// resumes there instead of reading the whole log again. A peer that claims another
+    /// log's epoch only makes us skip entries of its own log: nothing of the other
+    /// log's node is skipped, since its cursor is its own.
+    fn cursor_of_same_log(
+        &self,
+        peer: &PublicKey,
+        epoch: u64,
+        head: u64,
+    ) -> Option<(PublicKey, u64)> {
+        self.cursors
+            .iter()
+            .filter(|(k, (e, seq))| *k != peer && *e == epoch && *seq <= head && *seq > 0)
+            .map(|(k, (_, seq))| (*seq, *k))
+            .max()
+            .map(|(seq, k)| (k, seq))
     }
 
     /// Asks `peer` for the page of its log after `after`, and arms the stall check.

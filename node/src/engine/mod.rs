@@ -259,6 +259,14 @@ pub enum Action {
         epoch: u64,
         seq: u64,
     },
+    /// Catch-up with `peer`, which had no cursor of its own on this log, resumes at
+    /// `seq`, the cursor saved for node key `from` on the same log (the peer's node was
+    /// re-keyed and kept its database): for the log.
+    CursorAdopted {
+        peer: PublicKey,
+        from: PublicKey,
+        seq: u64,
+    },
     /// A frame or alert from `peer` was refused for `reason` (already counted in the
     /// peer's stats, and penalised if [`Reason::penalised`]): for metrics and logs.
     Verdict { peer: PublicKey, reason: Reason },
@@ -369,9 +377,18 @@ impl Engine {
         }
     }
 
-    /// Loads a stored alert at start-up (seq in our log).
-    pub fn load_alert(&mut self, seq: u64, meta: KnownAlert) {
+    /// Loads a stored alert at start-up (seq in our log). Returns whether it was issued
+    /// here under a former node key (the node was re-keyed and kept its database): it
+    /// is held as if received from its origin, so that it is relayed as other origins'
+    /// alerts are (CLEAR and GREEN; AMBER and RED stay with the partners that got them),
+    /// with a hop count that its receivers find honest.
+    pub fn load_alert(&mut self, seq: u64, mut meta: KnownAlert) -> bool {
+        let former = meta.hops == 0 && meta.alert.origin != self.me;
+        if former {
+            meta.hops = 1;
+        }
         self.known.load(seq, meta);
+        former
     }
 
     /// Forgets every saved catch-up cursor: the next catch-up with each peer reads its

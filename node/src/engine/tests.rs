@@ -1951,3 +1951,105 @@ fn a_sighting_must_be_signed_by_its_sender_and_name_a_held_alert() {
     let out = e.handle(frame_event(&peer, &sighting(&other, ISSUED + 9)), T0);
     assert!(only_verdict(&out, Reason::BadSighting), "{out:?}");
 }
+
+/// A re-keyed node keeps its database, so its log keeps its epoch: catch-up with its new
+/// key resumes at the cursor saved for its former key, not at the start of its log. A
+/// peer's own cursor wins, and another log, or a log behind the cursor, starts over.
+#[test]
+fn a_re_keyed_peer_s_catch_up_resumes_at_its_former_key_s_cursor() {
+    let (a, old, new) = (key(1), key(2), key(3));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    ea.load_cursor(pk(&old), 3, 40);
+    connect(&mut ea, &new, TrustLevel::Partner);
+    let out = ea.handle(frame_event(&new, &Frame::Hello { epoch: 3, head: 50 }), T0);
+    assert_eq!(sync_requests(&out, &new), vec![40]);
+    let adopted = out.iter().any(|x| {
+        matches!(x, Action::CursorAdopted { peer, from, seq: 40 }
+                 if *peer == pk(&new) && *from == pk(&old))
+    });
+    assert!(adopted, "{out:?}");
+    assert!(out.iter().any(|x| matches!(
+        x,
+        Action::SaveCursor { peer, epoch: 3, seq: 40 } if *peer == pk(&new)
+    )));
+
+    let hello_after = |e: &mut Engine, peer: &SigningKey, epoch: u64, head: u64| {
+        connect(e, peer, TrustLevel::Partner);
+        let out = e.handle(frame_event(peer, &Frame::Hello { epoch, head }), T0);
+        assert!(!out
+            .iter()
+            .any(|x| matches!(x, Action::CursorAdopted { .. })));
+        sync_requests(&out, peer)
+    };
+    assert_eq!(hello_after(&mut ea, &key(4), 9, 50), vec![0], "another log");
+    assert_eq!(
+        hello_after(&mut ea, &key(5), 3, 30),
+        vec![0],
+        "behind the cursor"
+    );
+    ea.load_cursor(pk(&key(6)), 3, 5);
+    assert_eq!(
+        hello_after(&mut ea, &key(6), 3, 50),
+        vec![5],
+        "its own cursor"
+    );
+}
+
+/// Alerts issued here under a former node key are held as if received from their
+/// origin: CLEAR is relayed at hop 2, which a receiver finds honest (hop 1 would be a
+/// lie: only an origin sends at hop 1), and AMBER is not shared at all, since only
+/// its origin may send it.
+#[test]
+fn alerts_issued_under_a_former_key_are_relayed_at_an_honest_hop_count() {
+    let (old, new, p) = (key(1), key(2), key(3));
+    let clear = alert(&old, 1, Tlp::Clear);
+    let amber = alert(&old, 2, Tlp::Amber);
+    let mut en = engine_for(&new, EngineConfig::default());
+    for (seq, a) in [(1, &clear), (2, &amber)] {
+        assert!(en.load_alert(seq, KnownAlert::of(a, 0, None)));
+    }
+    let mine = alert(&new, 3, Tlp::Clear);
+    assert!(!en.load_alert(3, KnownAlert::of(&mine, 0, None)));
+    connect(&mut en, &p, TrustLevel::Partner);
+    let out = en.handle(
+        frame_event(&p, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0,
+    );
+    let listed: Vec<AlertId> = frames_to(&out, &p)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::SyncPage { ids, .. } => Some(ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(listed.contains(&clear.id()), "{out:?}");
+    assert!(
+        !listed.contains(&amber.id()),
+        "AMBER of a former key: {out:?}"
+    );
+    let want = Frame::Want {
+        ids: vec![clear.id(), amber.id()],
+        graft: false,
+    };
+    let out = en.handle(frame_event(&p, &want), T0);
+    let sent: Vec<(AlertId, u8)> = out
+        .iter()
+        .flat_map(|x| match x {
+            Action::SendStored { peer, alerts } if *peer == pk(&p) => alerts.clone(),
+            Action::Send {
+                peer,
+                frame: Frame::Alert { hops, envelope },
+            } if *peer == pk(&p) => vec![(SignedAlert::decode(envelope).unwrap().id(), *hops)],
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(sent, vec![(clear.id(), 2)]);
+
+    // The receiver takes it from the new key as a relay, with no penalty.
+    let mut ep = engine_for(&p, EngineConfig::default());
+    connect(&mut ep, &new, TrustLevel::Partner);
+    let out = ep.handle(alert_event(&new, 2, &clear), T0);
+    assert_eq!(stored(&out), vec![clear.id()]);
+    assert_eq!(stats(&ep, &new).penalty, 0);
+}

@@ -555,13 +555,21 @@ impl NetActor {
             self.engine.forget_cursors();
         }
         let loaded = metas.len();
+        let mut former = 0usize;
         for meta in metas {
             let known = KnownAlert {
                 alert: meta.alert,
                 hops: meta.receipt.hops,
                 from: meta.receipt.from,
             };
-            self.engine.load_alert(meta.seq, known);
+            former += usize::from(self.engine.load_alert(meta.seq, known));
+        }
+        if former > 0 {
+            info!(
+                alerts = former,
+                "alerts issued here under a former node key (this node was re-keyed) are \
+                 relayed as other origins' are; only that key could update or cancel them"
+            );
         }
         info!(
             alerts = loaded,
@@ -793,6 +801,13 @@ impl NetActor {
                     self.swarm.behaviour_mut().gossip.pause_reading(&pid, pause);
                 }
             }
+            Action::CursorAdopted { peer, from, seq } => info!(
+                peer = %peer.fmt_short(),
+                former_key = %from.fmt_short(),
+                seq,
+                "catch-up resumes at the cursor saved for the peer's former node key \
+                 (same log: the peer was re-keyed)"
+            ),
             Action::SaveCursor { peer, epoch, seq } => {
                 if self
                     .state
