@@ -717,3 +717,68 @@ async fn a_re_keyed_node_loses_no_alert_no_partner_and_no_cursor() {
     }
     assert_eq!([trust_list(&fed, 1), trust_list(&fed, 2)], trust_before);
 }
+
+/// B (1) trusts agency A's org key, and R (3) by its node key; R trusts A's node N (2) by
+/// its node key and relays its alerts. Once B blocks A's org, N's alerts are dropped
+/// even when R relays them, also after B restarts (B remembers which agency certified
+/// N), and B still shows N's earlier alerts with their agency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_org_s_alerts_stay_out_even_relayed_and_after_a_restart() {
+    use tocsin_proto::TrustLevel;
+    use tocsin_tools::cluster::Link;
+    let mut fed = Fed::start(
+        3,
+        vec![
+            Link::sym(0, 2, TrustLevel::Member),
+            Link::sym(1, 2, TrustLevel::Member),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let org = org_init(d, "a.key");
+    certify(&fed, d, "a.key", 1, &["--valid", "30d"]);
+    fed.restart(1).await;
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": org, "level": "partner", "org": true, "name": "Agency A"}),
+    )
+    .await;
+    trust_node(&fed, 1, 0).await;
+    let n = fed.key(1);
+    wait_connected(&fed, 0, &n, true, "A's node at B").await;
+    let before = fed.issue(1, alert("CLEAR", "before the block")).await;
+    fed.wait_for(0, &before).await;
+
+    let (out, err, code) = run(fed
+        .tocsin(0)
+        .args(["trust", "set", &org, "--level", "blocked"]));
+    assert_eq!(code, 0, "{out}{err}");
+    wait_connected(&fed, 0, &n, false, "node of a blocked org").await;
+    let relayed = fed
+        .issue(1, alert("CLEAR", "relayed after the block"))
+        .await;
+    fed.wait_for(2, &relayed).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(0, &relayed).await;
+
+    fed.restart(0).await;
+    wait_connected(&fed, 0, &fed.key(2), true, "R after B's restart").await;
+    let after_restart = fed
+        .issue(1, alert("CLEAR", "relayed after B restarted"))
+        .await;
+    fed.wait_for(2, &after_restart).await;
+    // A control alert of R's own, issued after, arrives: the link works.
+    let control = fed.issue(2, alert("CLEAR", "R's own")).await;
+    fed.wait_for(0, &control).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(0, &after_restart).await;
+    fed.assert_absent(0, &relayed).await;
+    let v = fed.get(0, &before).await.unwrap();
+    assert_eq!(v["origin_agency"]["agency"], "CERT-A", "{v}");
+    // R relayed in good faith: it is not penalised for it.
+    let row = fed.peer_row(0, &fed.key(2)).await.unwrap();
+    assert_eq!(row["penalty"], 0, "{row}");
+}

@@ -63,6 +63,14 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// peer when it connects, so the set stays far below a peer's write queue. Beyond it, new
 /// revocations are refused with a warning.
 pub const MAX_REVOCATIONS: usize = 1024;
+/// Most node keys whose agency (the org that certified them) a node remembers, and most
+/// of one org: certificates presented by nodes that were admitted, or refused because
+/// their org is blocked. Beyond either, a new node's agency is not remembered (it is
+/// still admitted on its certificate while that is valid).
+pub const MAX_AGENCY_NODES: usize = 4096;
+/// See [`MAX_AGENCY_NODES`].
+pub const MAX_AGENCY_NODES_PER_ORG: usize = 256;
+
 /// Most revocations held from one org, so that one org cannot fill the table.
 pub const MAX_REVOCATIONS_PER_ORG: usize = 256;
 /// How long an idle connection is kept open.
@@ -171,6 +179,13 @@ fn send_receipt(
     Ok(signed.body().clone())
 }
 
+/// Whether `org` is an org entry of `trust` at `blocked`.
+fn org_is_blocked(trust: &TrustTable, org: &PublicKey) -> bool {
+    trust
+        .get(org)
+        .is_some_and(|e| e.org && e.level == TrustLevel::Blocked)
+}
+
 /// A revocation as the API shows it.
 fn revocation_view(p: &RevocationProof) -> RevocationView {
     let r = p.revocation();
@@ -252,8 +267,8 @@ struct TimerKey(u64);
 /// The revoked origins, shared with the control API (which marks their alerts in `show`).
 pub type RevokedOrigins = Arc<std::sync::RwLock<HashMap<PublicKey, OriginRevoked>>>;
 
-/// The org key and agency name of each node whose valid certificate this node has
-/// seen (this node's own included), shared with the control API.
+/// The org key and agency name of each node that presented its certificate here (kept
+/// after it expires; this node's own included), shared with the control API.
 pub type Agencies = Arc<std::sync::RwLock<HashMap<PublicKey, (PublicKey, String)>>>;
 
 /// An address of an org entry: dialled without expecting a node key, since any node of
@@ -352,8 +367,12 @@ pub struct NetActor {
     receipts_seen: HashMap<(AlertId, PublicKey), bool>,
     /// The same, for the API (`issued_after` is filled in per alert there).
     revoked_origins: RevokedOrigins,
-    /// The org and agency of each node with a valid certificate, for the API.
+    /// The org and agency of each node that presented its certificate here (kept after
+    /// the certificate expires; bounded by [`MAX_AGENCY_NODES`]), shared with the API.
     agencies: Agencies,
+    /// The org of each of those nodes (the actor's copy of `agencies`): a blocked org
+    /// blocks every node it certified, its alerts included, even when relayed.
+    node_orgs: HashMap<PublicKey, PublicKey>,
 }
 
 impl NetActor {
@@ -413,6 +432,11 @@ impl NetActor {
                 .map(|c| c.body().org),
         );
         let mut agencies = HashMap::new();
+        let mut node_orgs = HashMap::new();
+        for c in store.agencies()? {
+            node_orgs.insert(c.node, c.org);
+            agencies.insert(c.node, (c.org, c.agency));
+        }
         if let Some(c) = &cert {
             agencies.insert(me, (c.body().org, c.body().agency.clone()));
         }
@@ -467,6 +491,13 @@ impl NetActor {
                 engine.load_trust(e.key, e.level);
             }
         }
+        // A blocked org's nodes are blocked from the start, their relayed alerts included
+        // (as `effective_level` says at run time).
+        for (node, org) in &node_orgs {
+            if trust.get(node).is_none() && org_is_blocked(&trust, org) {
+                engine.load_trust(*node, TrustLevel::Blocked);
+            }
+        }
         // Every saved cursor, those of nodes admitted on a certificate included (they
         // have no trust entry of their own), so catch-up resumes when they come back.
         for (key, (epoch, seq)) in store.cursors()? {
@@ -509,6 +540,7 @@ impl NetActor {
             receipts_seen: HashMap::new(),
             revoked_origins: Arc::new(std::sync::RwLock::new(revoked)),
             agencies: Arc::new(std::sync::RwLock::new(agencies)),
+            node_orgs,
         })
     }
 
@@ -887,9 +919,6 @@ impl NetActor {
                 NetTimer::CertExpiry(key) => {
                     if self.certs.get(&key).is_some_and(|c| c.not_after <= now) {
                         self.certs.remove(&key);
-                        if let Ok(mut table) = self.agencies.write() {
-                            table.remove(&key);
-                        }
                         self.feed(Event::PeerOrg {
                             node: key,
                             org: None,
@@ -916,9 +945,9 @@ impl NetActor {
         let org = self.trust.get(&key).filter(|e| e.org).cloned();
         self.apply_org_dials(key, org.as_ref());
         let certified: Vec<PublicKey> = self
-            .certs
+            .node_orgs
             .iter()
-            .filter(|(_, c)| c.org == key)
+            .filter(|(_, org)| **org == key)
             .map(|(n, _)| *n)
             .collect();
         for node in certified {
@@ -936,6 +965,15 @@ impl NetActor {
         }
         if let Some(e) = self.trust.get(key) {
             return (!e.org).then_some(e.level);
+        }
+        // A blocked org blocks every node it ever certified, whatever its certificate's
+        // dates: its alerts are dropped even when a trusted peer relays them.
+        if self
+            .node_orgs
+            .get(key)
+            .is_some_and(|org| org_is_blocked(&self.trust, org))
+        {
+            return Some(TrustLevel::Blocked);
         }
         let cert = self.certs.get(key)?;
         if !(cert.not_before..cert.not_after).contains(&now) {
@@ -1022,9 +1060,9 @@ impl NetActor {
         let now = crate::now_ms();
         let checked = crate::identity::check_presented(cert, &key, now);
         if !self.swarm.behaviour().allow.is_pending(&pid) {
-            if let Ok(c) = checked {
+            if let (Ok(c), Some(bytes)) = (checked, cert) {
                 if self.swarm.behaviour().allow.is_allowed(&pid) {
-                    self.keep_cert(key, c);
+                    self.keep_cert(key, c, bytes);
                 }
             }
             return;
@@ -1067,10 +1105,21 @@ impl NetActor {
             }
         };
         if let Some(reason) = refusal {
+            // A node of a blocked org proved who certified it: remember that, so that its
+            // alerts are dropped when other peers relay them.
+            if self.trust.get(&key).is_none() && org_is_blocked(&self.trust, &c.org) {
+                if let Some(bytes) = cert {
+                    self.remember_agency(key, &c, bytes);
+                    self.refresh_node(key);
+                }
+            }
             return self.refuse_held(pid, key, &reason);
         }
         let (agency, org) = (c.agency.clone(), c.org);
-        self.keep_cert(key, c);
+        let Some(bytes) = cert else {
+            return self.refuse_held(pid, key, "it presented no certificate");
+        };
+        self.keep_cert(key, c, bytes);
         self.refresh_node(key);
         if !self.swarm.behaviour().allow.is_allowed(&pid) {
             return self.refuse_held(pid, key, "it may not connect");
@@ -1081,7 +1130,8 @@ impl NetActor {
 
     /// Keeps a valid certificate a peer presented, with one expiry timer per certificate.
     /// (Its catch-up cursor, if any, was loaded at start-up with every other.)
-    fn keep_cert(&mut self, key: PublicKey, c: NodeCert) {
+    fn keep_cert(&mut self, key: PublicKey, c: NodeCert, bytes: &[u8]) {
+        self.remember_agency(key, &c, bytes);
         let not_after = c.not_after;
         if self
             .revocations
@@ -1096,15 +1146,40 @@ impl NetActor {
                 org: Some(c.org),
             });
         }
-        if let Ok(mut table) = self.agencies.write() {
-            table.insert(key, (c.org, c.agency.clone()));
-        }
         match self.certs.insert(key, c) {
             Some(old) if old.not_after == not_after => {}
             _ => {
                 self.timers
                     .push(Reverse((not_after, NetTimer::CertExpiry(key))));
             }
+        }
+    }
+
+    /// Remembers (and stores) which agency certified `key`, from the certificate it
+    /// presented itself (`c`, verified, over its own key; `bytes` its envelope), within
+    /// [`MAX_AGENCY_NODES`] and [`MAX_AGENCY_NODES_PER_ORG`].
+    fn remember_agency(&mut self, key: PublicKey, c: &NodeCert, bytes: &[u8]) {
+        let held = self.agencies.read().ok().and_then(|t| t.get(&key).cloned());
+        if held.as_ref() == Some(&(c.org, c.agency.clone())) {
+            return;
+        }
+        if !self.node_orgs.contains_key(&key) {
+            let of_org = self.node_orgs.values().filter(|o| **o == c.org).count();
+            if self.node_orgs.len() >= MAX_AGENCY_NODES || of_org >= MAX_AGENCY_NODES_PER_ORG {
+                debug!(peer = %key.fmt_short(), org = %c.org.fmt_short(), "agency not remembered: this node remembers the most it keeps");
+                return;
+            }
+        }
+        self.node_orgs.insert(key, c.org);
+        if let Ok(mut table) = self.agencies.write() {
+            table.insert(key, (c.org, c.agency.clone()));
+        }
+        if self
+            .state
+            .send(StateJob::Agency(key, bytes.to_vec()))
+            .is_err()
+        {
+            warn!(peer = %key.fmt_short(), "the state writer is gone; the peer's agency is not stored");
         }
     }
 

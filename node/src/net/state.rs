@@ -41,6 +41,8 @@ pub enum StateJob {
     Sighting(Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>),
     /// Forget a revocation.
     DropRevocation(PublicKey),
+    /// Keep the certificate a node presented (which agency certified it).
+    Agency(PublicKey, Vec<u8>),
     /// Keep a receipt for one of our alerts, with its receiver's org.
     ReceiptIn(
         Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Receipt>>,
@@ -119,6 +121,11 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
         StateJob::DropRevocation(node) => {
             if let Err(e) = store.drop_revocation(&node) {
                 warn!(error = %e, node = %node.fmt_short(), "cannot drop a revocation from the store");
+            }
+        }
+        StateJob::Agency(node, cert) => {
+            if let Err(e) = store.put_agency(&node, &cert) {
+                warn!(error = %e, node = %node.fmt_short(), "cannot store a peer's certificate; its agency is known until restart");
             }
         }
         StateJob::ReceiptIn(receipt, org) => {

@@ -55,6 +55,7 @@
 //! | `cursors` | key `[u8; 32]` | `(u64, u64)` | per-peer catch-up cursor: (peer's log epoch, last seq received). |
 //! | `trust` | key `[u8; 32]` | `&[u8]` | CBOR [`TrustEntry`]. |
 //! | `audit` | `u64` | `&[u8]` | append-only CBOR [`AuditRecord`]s, numbered from 1. |
+//! | `agencies` | node key `[u8; 32]` | `&[u8]` | the certificate envelope each node presented here: which agency certified it (see `docs/storage.md`). |
 //! | `quarantine` | id `[u8; 32]` | as `alerts` | records that no longer decode (a damaged disk), moved out of `alerts` at start-up by [`Store::all_meta`] and kept for inspection. Their index entries stay; readers skip index entries without an alert. |
 //!
 //! # Damage

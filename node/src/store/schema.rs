@@ -59,6 +59,11 @@ pub(super) const WEBHOOKS: TableDefinition<&str, u64> = TableDefinition::new("we
 /// earliest revocation of each node key.
 pub(super) const REVOCATIONS: TableDefinition<[u8; 32], &[u8]> =
     TableDefinition::new("revocations");
+/// `agencies`: node key -> the certificate envelope it presented here (its own, over its
+/// Noise key): which agency certified it, kept after the certificate expires, so that a
+/// blocked org blocks its nodes' alerts and alerts keep their agency across restarts.
+/// Bounded by the runtime (`MAX_AGENCY_NODES`).
+pub(super) const AGENCIES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("agencies");
 /// `receipts_out`: (origin, alert id) -> (when signed, unix ms; receipt envelope): the
 /// receipts this node signed for AMBER and RED alerts it received, resent to the origin
 /// when it reconnects.

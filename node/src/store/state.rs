@@ -4,10 +4,10 @@
 
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
 use serde_bytes::ByteBuf;
-use tocsin_proto::identity::RevocationProof;
+use tocsin_proto::identity::{NodeCert, RevocationProof, Signed};
 use tocsin_proto::{codec, PublicKey};
 
-use super::schema::{AUDIT, CURSORS, QUARANTINE, REVOCATIONS, TRUST, WEBHOOKS};
+use super::schema::{AGENCIES, AUDIT, CURSORS, QUARANTINE, REVOCATIONS, TRUST, WEBHOOKS};
 use super::{AuditRecord, Store, StoreError, TrustCommit, TrustEntry};
 
 /// A saved catch-up cursor: the peer's log epoch and the last seq fully received.
@@ -120,6 +120,40 @@ impl Store {
         self.write(|txn| {
             txn.open_table(REVOCATIONS)?
                 .insert(&node.0, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Every node certificate kept (see [`Store::put_agency`]), checked again: one that no
+    /// longer verifies, or that certifies another key than its row's, is skipped with a
+    /// warning.
+    pub fn agencies(&self) -> Result<Vec<NodeCert>, StoreError> {
+        let txn = self.slot.get()?.begin_read()?;
+        let Some(table) = optional_table(&txn, AGENCIES)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let node = PublicKey(k.value());
+            match Signed::<NodeCert>::decode_verified(v.value()) {
+                Ok(c) if c.body().node == node => out.push(c.body().clone()),
+                Ok(_) => {
+                    tracing::warn!(node = %node.fmt_short(), "a stored certificate names another node key; skipped")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node.fmt_short(), error = %e, "a stored certificate no longer verifies; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps the certificate a node presented here (one durable write), replacing the one
+    /// held for its key.
+    pub fn put_agency(&self, node: &PublicKey, cert: &[u8]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(AGENCIES)?.insert(&node.0, cert)?;
             Ok(())
         })
     }
