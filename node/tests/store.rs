@@ -434,6 +434,19 @@ async fn limit_and_cursor_page_through_everything_without_duplicates_or_gaps() {
         .filter(|id| all.iter().any(|a| a.id() == *id && a.origin() == pk(2)))
         .collect();
     assert_eq!(page_all(&store, &q, 9), want);
+    // Several origins (an agency's nodes): their alerts merged newest first, paged.
+    let q = Query {
+        origins: vec![pk(1), pk(3)],
+        ..Query::default()
+    };
+    let want: Vec<AlertId> = expected
+        .iter()
+        .copied()
+        .filter(|id| all.iter().any(|a| a.id() == *id && a.origin() != pk(2)))
+        .collect();
+    for limit in [1, 9, 1000] {
+        assert_eq!(page_all(&store, &q, limit), want, "limit {limit}");
+    }
     let q = Query {
         tag: Some("fifth".into()),
         since: Some(T0 + 10),

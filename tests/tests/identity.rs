@@ -220,14 +220,15 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
         );
     }
     // AMBER goes both ways between B and each certified node.
-    let mut from_a = String::new();
+    let mut from_a_ids = Vec::new();
     for i in [1, 2] {
         let id = fed.issue(i, alert("AMBER", "from agency A")).await;
         let v = fed.wait_for(0, &id).await;
         assert_eq!(v["alert"]["origin"], fed.key(i));
         assert_eq!(v["origin_agency"]["org"], org.as_str(), "{v}");
-        from_a = id;
+        from_a_ids.push(id);
     }
+    let from_a = from_a_ids[1].clone();
     let from_b = fed.issue(0, alert("AMBER", "to agency A")).await;
     fed.wait_for(1, &from_b).await;
     fed.wait_for(2, &from_b).await;
@@ -280,6 +281,21 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
     // B shows whose agency an alert of node 2 comes from.
     let (out, _, _) = run(fed.tocsin(0).args(["show", &from_a]));
     assert!(out.contains("CERT-A"), "{out}");
+    // The org key as the origin of a query lists exactly its nodes' alerts.
+    let (out, err, code) = run(fed.tocsin(0).args(["--json", "list", "--origin", &org]));
+    assert_eq!(code, 0, "{err}");
+    let mut listed: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    listed.sort();
+    from_a_ids.sort();
+    assert_eq!(listed, from_a_ids, "{out}");
 
     // One of A's nodes dies: the other keeps the agency connected.
     fed.cluster.kill(1).unwrap();

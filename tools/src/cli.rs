@@ -452,7 +452,7 @@ pub struct Filters {
     #[arg(long, value_name = "WHEN", value_parser = parse_when)]
     pub until: Option<u64>,
 
-    /// Issued by this node key (64 hex)
+    /// Issued by this node key (64 hex), or by any node of the agency whose org key it is
     #[arg(long, value_name = "KEY", value_parser = parse_key)]
     pub origin: Option<PublicKey>,
 

@@ -618,7 +618,7 @@ pub(super) fn parse_list_query(params: Vec<(String, String)>) -> Result<StoreQue
     params(
         ("since" = Option<u64>, Query, description = "Issued at or after, unix ms"),
         ("until" = Option<u64>, Query, description = "Issued before, unix ms"),
-        ("origin" = Option<String>, Query, description = "Issued by this node key"),
+        ("origin" = Option<String>, Query, description = "Issued by this node key, or by any node this org key certified"),
         ("min_severity" = Option<String>, Query, description = "critical, high, medium, low or info"),
         ("tlp" = Option<String>, Query, description = "Exactly this TLP label"),
         ("tag" = Option<String>, Query, description = "Has this tag (case-insensitive)"),
@@ -643,7 +643,24 @@ pub(super) async fn list(
             format!("bad query string: {}", e.body_text()),
         )
     })?;
-    let q = parse_list_query(params)?;
+    let mut q = parse_list_query(params)?;
+    // An org key as the origin names every node it certified that this node has met.
+    if let Some(org) = q.origin {
+        let nodes: Vec<PublicKey> = st
+            .agencies
+            .read()
+            .map(|t| {
+                t.iter()
+                    .filter(|(_, (o, _))| *o == org)
+                    .map(|(n, _)| *n)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !nodes.is_empty() {
+            q.origin = None;
+            q.origins = nodes;
+        }
+    }
     let store = st.store.clone();
     let (views, next) = blocking(move || {
         let page = store.query(&q)?;

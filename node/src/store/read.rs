@@ -228,6 +228,11 @@ fn plan(q: &Query) -> Option<(Index, Vec<Vec<u8>>)> {
         (Index::Tag, vec![schema::str_prefix(&schema::norm_tag(t))?])
     } else if let Some(o) = q.origin {
         (Index::Origin, vec![o.0.to_vec()])
+    } else if !q.origins.is_empty() {
+        (
+            Index::Origin,
+            q.origins.iter().map(|o| o.0.to_vec()).collect(),
+        )
     } else if let Some(t) = q.tlp {
         (Index::Tlp, vec![vec![schema::tlp_code(t)]])
     } else if let Some(min) = q.min_severity.filter(|s| *s > Severity::Info) {
@@ -291,6 +296,7 @@ fn matches(q: &Query, a: &StoredAlert, text: Option<&str>, tag: Option<&str>) ->
     q.since.is_none_or(|s| b.issued_at >= s)
         && q.until.is_none_or(|u| b.issued_at < u)
         && q.origin.is_none_or(|o| b.origin == o)
+        && (q.origins.is_empty() || q.origins.contains(&b.origin))
         && q.min_severity.is_none_or(|s| b.severity >= s)
         && q.tlp.is_none_or(|t| b.tlp == t)
         && q.state.is_none_or(|s| a.state == s)

@@ -206,6 +206,9 @@ pub struct Query {
     pub until: Option<u64>,
     /// Issued by this origin.
     pub origin: Option<PublicKey>,
+    /// Issued by any of these origins (an agency's nodes), when not empty; with
+    /// `origin`, both must hold.
+    pub origins: Vec<PublicKey>,
     /// At least this severe.
     pub min_severity: Option<Severity>,
     /// Exactly this TLP label.
