@@ -43,6 +43,7 @@ fn config(nodes: usize, seed: u64) -> SimConfig {
         seed,
         engine: EngineConfig::default(),
         blocked_origins: nodes / 20,
+        orgs: 0,
     }
 }
 

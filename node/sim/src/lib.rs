@@ -21,6 +21,15 @@
 //!   With [`SimConfig::blocked_origins`], some nodes are blocked by a few of their
 //!   neighbours: those links are refused and the blockers drop the blocked node's
 //!   alerts even when another peer relays them.
+//! - **Agencies** ([`SimConfig::orgs`] > 0): each node belongs to one of that many
+//!   agencies, each with its org key. Trust tables are then keyed by org, as partners
+//!   that trust an agency's org key have them: a node gives every neighbour of one
+//!   agency the level it drew once for that agency, except for the neighbours it also
+//!   has an entry of their own for (one in four; that entry wins). Each engine knows its
+//!   own org ([`Engine::set_org`]) and learns each peer's as it connects
+//!   ([`Event::PeerOrg`], as the daemon does once a certificate checks out). A blocker
+//!   blocks the blocked node's whole agency: every node of it that it has met. RED
+//!   alerts may name agencies ([`Sim::publish_to`]).
 //! - **Connections**: every link connects at t = 0 ([`Event::PeerConnected`] at both
 //!   ends, after both engines' [`Engine::may_connect`] agree). A connection is an
 //!   ordered stream per direction: each frame gets a uniform latency from
@@ -125,6 +134,9 @@ pub struct SimConfig {
     /// How many nodes are blocked by up to [`MAX_BLOCKERS_PER_ORIGIN`] of their
     /// neighbours (0: none).
     pub blocked_origins: usize,
+    /// How many agencies the nodes belong to, with org-keyed trust tables (0: none, every
+    /// link has one level at both ends).
+    pub orgs: usize,
 }
 
 impl Default for SimConfig {
@@ -142,6 +154,7 @@ impl Default for SimConfig {
             seed: 0,
             engine: EngineConfig::default(),
             blocked_origins: 0,
+            orgs: 0,
         }
     }
 }
@@ -176,6 +189,12 @@ impl SimConfig {
             if u64::from(public) + u64::from(member) + u64::from(partner) == 0 {
                 return bad("levels: the Mixed weights are all zero".into());
             }
+        }
+        if self.orgs > self.nodes {
+            return bad(format!(
+                "orgs = {}: more than nodes ({})",
+                self.orgs, self.nodes
+            ));
         }
         if self.blocked_origins > self.nodes {
             return bad(format!(
@@ -443,6 +462,8 @@ struct SimNode {
     /// Receipts this node signed, by the origin they go to (sent again when it
     /// reconnects, as the daemon's outbox is).
     receipts_out: BTreeMap<PublicKey, Vec<Frame>>,
+    /// Its agency (index into `Sim::org_keys`), with [`SimConfig::orgs`].
+    org: Option<usize>,
 }
 
 struct Link {
@@ -515,8 +536,14 @@ pub struct Sim {
     link_of: HashMap<(usize, usize), usize>,
     /// Per node, (neighbour, link index), sorted by neighbour.
     adj: Vec<Vec<(usize, usize)>>,
-    /// Per node, its trust table by node index.
+    /// Per node, its trust table by node index (the level it gives each node, through
+    /// its own entry or its agency's).
     trust: Vec<BTreeMap<usize, TrustLevel>>,
+    /// Org keys of the agencies ([`SimConfig::orgs`]).
+    org_keys: Vec<PublicKey>,
+    /// Per node, the level of each agency's org entry in its table, drawn when it first
+    /// links to a node of that agency.
+    org_levels: Vec<BTreeMap<usize, TrustLevel>>,
     /// Partition group of each node, while partitioned.
     groups: Option<Vec<usize>>,
     envelopes: HashMap<AlertId, Vec<u8>>,
@@ -592,7 +619,21 @@ impl Sim {
                 held: BTreeMap::new(),
                 revocations: BTreeMap::new(),
                 receipts_out: BTreeMap::new(),
+                org: None,
             });
+        }
+        let mut org_keys = Vec::with_capacity(cfg.orgs);
+        for _ in 0..cfg.orgs {
+            let mut secret = [0u8; 32];
+            rng.fill(&mut secret);
+            org_keys.push(PublicKey(
+                SigningKey::from_bytes(&secret).verifying_key().to_bytes(),
+            ));
+        }
+        for n in &mut nodes {
+            if cfg.orgs > 0 {
+                n.org = Some(rng.gen_range(0..cfg.orgs));
+            }
         }
         let mut sim = Sim {
             rng,
@@ -605,6 +646,8 @@ impl Sim {
             link_of: HashMap::new(),
             adj: vec![Vec::new(); cfg.nodes],
             trust: vec![BTreeMap::new(); cfg.nodes],
+            org_keys,
+            org_levels: vec![BTreeMap::new(); cfg.nodes],
             groups: None,
             envelopes: HashMap::new(),
             envelope_ids: HashMap::new(),
@@ -635,6 +678,11 @@ impl Sim {
             return;
         }
         let level = self.draw_level();
+        let (to_b, to_a) = if self.cfg.orgs > 0 {
+            (self.entry_level(a, b), self.entry_level(b, a))
+        } else {
+            (level, level)
+        };
         let li = self.links.len();
         self.links.push(Link {
             a: key.0,
@@ -647,8 +695,19 @@ impl Sim {
         self.link_of.insert(key, li);
         self.adj[a].push((b, li));
         self.adj[b].push((a, li));
-        self.trust[a].insert(b, level);
-        self.trust[b].insert(a, level);
+        self.trust[a].insert(b, to_b);
+        self.trust[b].insert(a, to_a);
+    }
+
+    /// With agencies: the level `x` gives its new neighbour `y`, from an entry of `y`'s
+    /// own (one in four) or else from `x`'s entry for `y`'s agency.
+    fn entry_level(&mut self, x: usize, y: usize) -> TrustLevel {
+        let own = self.rng.gen_range(0..4) == 0;
+        let drawn = self.draw_level();
+        match self.nodes[y].org {
+            Some(org) if !own => *self.org_levels[x].entry(org).or_insert(drawn),
+            _ => drawn,
+        }
     }
 
     fn draw_level(&mut self) -> TrustLevel {
@@ -718,9 +777,23 @@ impl Sim {
         for &b in all.iter().take(self.cfg.blocked_origins) {
             let mut neighbours: Vec<usize> = self.adj[b].iter().map(|&(n, _)| n).collect();
             neighbours.shuffle(&mut self.rng);
+            let org = self.nodes[b].org;
+            // An agency does not block itself.
+            neighbours.retain(|&n| org.is_none() || self.nodes[n].org != org);
             let k = MAX_BLOCKERS_PER_ORIGIN.min(neighbours.len().saturating_sub(1));
             for &n in neighbours.iter().take(k) {
                 self.trust[n].insert(b, TrustLevel::Blocked);
+                // Blocking an org entry blocks every node of it the blocker has met.
+                if org.is_some() {
+                    let met: Vec<usize> = self.adj[n]
+                        .iter()
+                        .map(|&(m, _)| m)
+                        .filter(|&m| self.nodes[m].org == org)
+                        .collect();
+                    for m in met {
+                        self.trust[n].insert(m, TrustLevel::Blocked);
+                    }
+                }
             }
         }
     }
@@ -731,7 +804,13 @@ impl Sim {
         for (&peer, &level) in &self.trust[i] {
             engine.load_trust(self.nodes[peer].pk, level);
         }
+        engine.set_org(self.org_key(i));
         engine
+    }
+
+    /// The org key of a node's agency.
+    fn org_key(&self, node: usize) -> Option<PublicKey> {
+        self.nodes[node].org.map(|o| self.org_keys[o])
     }
 
     fn schedule(&mut self, at: u64, what: Scheduled) {
@@ -798,6 +877,23 @@ impl Sim {
         link.up = true;
         link.conn += 1;
         link.last = [now, now];
+        // As the daemon does once a peer's certificate checks out.
+        if let (Some(oa), Some(ob)) = (self.org_key(a), self.org_key(b)) {
+            self.deliver(
+                a,
+                Event::PeerOrg {
+                    node: pb,
+                    org: Some(ob),
+                },
+            );
+            self.deliver(
+                b,
+                Event::PeerOrg {
+                    node: pa,
+                    org: Some(oa),
+                },
+            );
+        }
         self.deliver(a, Event::PeerConnected(pb));
         self.deliver(b, Event::PeerConnected(pa));
         // As the daemon does: each end sends the other every revocation it holds.
@@ -1186,9 +1282,27 @@ impl Sim {
         tlp: Tlp,
         recipients: &[usize],
     ) -> Result<AlertId, SimError> {
+        self.publish_to(node, tlp, recipients, &[])
+    }
+
+    /// [`Sim::publish`], with agencies (indices below [`SimConfig::orgs`]) named as RED
+    /// recipients too, by their org keys: every node of a named agency is named.
+    pub fn publish_to(
+        &mut self,
+        node: usize,
+        tlp: Tlp,
+        recipients: &[usize],
+        orgs: &[usize],
+    ) -> Result<AlertId, SimError> {
         self.check_node(node)?;
         for &r in recipients {
             self.check_node(r)?;
+        }
+        if let Some(&o) = orgs.iter().find(|&&o| o >= self.org_keys.len()) {
+            return Err(SimError::Config(format!(
+                "agency {o}: there are {}",
+                self.org_keys.len()
+            )));
         }
         if self.nodes[node].engine.is_none() {
             return Err(SimError::Stopped(node));
@@ -1203,7 +1317,11 @@ impl Sim {
             replaces: None,
             severity: Severity::High,
             tlp,
-            recipients: recipients.iter().map(|&r| self.nodes[r].pk).collect(),
+            recipients: recipients
+                .iter()
+                .map(|&r| self.nodes[r].pk)
+                .chain(orgs.iter().map(|&o| self.org_keys[o]))
+                .collect(),
             title: format!("Simulated alert {number} from node {node}"),
             text: ALERT_TEXT.to_string(),
             indicators: vec![
@@ -1218,7 +1336,15 @@ impl Sim {
         let envelope = alert.to_envelope();
         self.envelope_ids.insert(envelope.clone(), id);
         self.envelopes.insert(id, envelope);
-        let recipient_set: BTreeSet<usize> = recipients.iter().copied().collect();
+        // Named: the nodes named, and every node of an agency named.
+        let recipient_set: BTreeSet<usize> = recipients
+            .iter()
+            .copied()
+            .chain(
+                (0..self.nodes.len())
+                    .filter(|&n| self.nodes[n].org.is_some_and(|o| orgs.contains(&o))),
+            )
+            .collect();
         let permitted = self.permitted_from(node, tlp, &recipient_set);
         self.track_of.insert(id, self.tracks.len());
         self.tracks.push(Track {
@@ -1437,16 +1563,22 @@ impl Sim {
         self.by_key.get(key).copied()
     }
 
-    /// A node's neighbours and the level of each link, by neighbour index.
+    /// A node's neighbours and the level it gives each (its trust table), by neighbour
+    /// index.
     pub fn neighbours(&self, node: usize) -> Vec<(usize, TrustLevel)> {
         self.adj
             .get(node)
             .map(|list| {
                 list.iter()
-                    .map(|&(n, li)| (n, self.links[li].level))
+                    .map(|&(n, li)| (n, self.level(node, n).unwrap_or(self.links[li].level)))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The agency of a node (with [`SimConfig::orgs`]).
+    pub fn org_of(&self, node: usize) -> Option<usize> {
+        self.nodes.get(node).and_then(|n| n.org)
     }
 
     /// Whether `node` blocks `other` in its trust table.

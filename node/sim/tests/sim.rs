@@ -34,6 +34,7 @@ fn config(seed: u64, loss: f64) -> SimConfig {
         seed,
         engine: EngineConfig::default(),
         blocked_origins: 5,
+        orgs: 0,
     }
 }
 
@@ -190,6 +191,11 @@ fn every_tlp(seed: u64, loss: f64) -> u64 {
             );
         }
     }
+    blocked_drops(&report)
+}
+
+/// How many relayed copies of blocked origins' alerts were dropped over the run.
+fn blocked_drops(report: &SimReport) -> u64 {
     report
         .engine
         .rejections
@@ -563,5 +569,70 @@ fn revocation_scenario(seed: u64) {
 fn a_revocation_reaches_every_node_and_only_earlier_alerts_keep_spreading() {
     for seed in SEEDS {
         revocation_scenario(seed);
+    }
+}
+
+/// Trust tables keyed by agency (org keys), with a node's own entry winning over its
+/// agency's, agencies blocked as a whole, and RED alerts naming agencies: every alert
+/// still reaches exactly its permitted nodes, and the origin of each AMBER and RED
+/// alert gets a receipt from exactly the nodes that hold it.
+fn org_scenario(seed: u64) {
+    let cfg = SimConfig {
+        orgs: 12,
+        ..config(seed, 0.0)
+    };
+    let mut sim = Sim::new(cfg).unwrap();
+    settle(&mut sim);
+    let sender = (0..sim.node_count())
+        .find(|&n| neighbours_at(&sim, n, TrustLevel::Partner).len() >= 2)
+        .expect("a sender with two partners");
+    let partners = neighbours_at(&sim, sender, TrustLevel::Partner);
+    // A RED alert names one partner by its node key and another one's agency only.
+    let (named, by_org) = (partners[0], partners[1]);
+    let orgs: Vec<usize> = sim.org_of(by_org).into_iter().collect();
+    let mut ids = Vec::new();
+    for tlp in [Tlp::Clear, Tlp::Green, Tlp::Amber] {
+        ids.push(sim.publish(sender, tlp, &[]).unwrap());
+        sim.run_for(100);
+    }
+    let red = sim.publish_to(sender, Tlp::Red, &[named], &orgs).unwrap();
+    ids.push(red);
+    // Every node publishes one CLEAR alert: blocked agencies' alerts travel too.
+    for n in 0..sim.node_count() {
+        ids.push(sim.publish(n, Tlp::Clear, &[]).unwrap());
+    }
+    settle(&mut sim);
+    let report = sim.report();
+    println!("orgs, seed {seed}: {}", report.summary());
+    assert_exact(&report);
+    assert_holdings_exact(&sim, &ids);
+    let red_holders = sim.permitted(&red).unwrap();
+    assert!(red_holders.contains(&named), "seed {seed}: {red_holders:?}");
+    assert!(
+        red_holders.contains(&by_org),
+        "seed {seed}: a partner of a named agency"
+    );
+    for id in &ids[2..4] {
+        assert_eq!(
+            sim.receipts(id),
+            sim.permitted(id).unwrap(),
+            "seed {seed}: receipts"
+        );
+    }
+    // Some agencies are blocked, and their relayed alerts were dropped.
+    assert!(
+        (0..sim.node_count()).any(|n| (0..sim.node_count()).any(|m| m != n && sim.blocks(n, m))),
+        "seed {seed}: nothing blocked"
+    );
+    assert!(
+        blocked_drops(&report) > 0,
+        "seed {seed}: no relayed alert of a blocked agency was dropped"
+    );
+}
+
+#[test]
+fn org_keyed_trust_tables_deliver_exactly_what_they_allow() {
+    for seed in SEEDS {
+        org_scenario(seed);
     }
 }
