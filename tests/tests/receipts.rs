@@ -225,9 +225,10 @@ async fn wait_observers(fed: &Fed, i: usize, id: &str, n: usize) -> Value {
 
 /// A line 1 – 2 – 3 of members. Node 1's CLEAR alert reaches node 3 through node 2. Node 2
 /// reports seeing one of its indicators: the origin and node 3 (its peers) get the signed
-/// sighting. Node 3's sighting reaches node 2, not the origin: sightings are not relayed.
+/// sighting. Node 3's sighting reaches node 2 and, through it, the origin, which is
+/// not node 3's peer: a CLEAR alert's sightings travel as far as the alert did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sightings_reach_the_origin_and_the_observer_s_peers_and_are_not_relayed() {
+async fn sightings_of_a_clear_alert_reach_its_origin_and_its_audience() {
     let fed = Fed::line(3, Member).await;
     let mut a = alert("CLEAR", "phishing kit");
     a["indicators"] = serde_json::json!(["domain:kit.example"]);
@@ -265,9 +266,15 @@ async fn sightings_reach_the_origin_and_the_observer_s_peers_and_are_not_relayed
     let (_, err, code) = run(fed.tocsin(2).args(["sighting", &id, "--count", "2"]));
     assert_eq!(code, 0, "{err}");
     wait_observers(&fed, 1, &id, 2).await;
-    tokio::time::sleep(tocsin_tests::QUIET_PERIOD).await;
-    let v = sightings(&fed, 0, &id);
-    assert_eq!(v["observers"].as_array().unwrap().len(), 1, "relayed: {v}");
+    let v = wait_observers(&fed, 0, &id, 2).await;
+    assert_eq!(v["total"], 11, "{v}");
+    let far = v["observers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["observer"] == fed.key(2).as_str())
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(far["count"], 2, "{v}");
 
     // Bad requests name the field.
     let (_, err, code) = run(fed.tocsin(1).args(["sighting", &id, "--count", "0"]));

@@ -118,7 +118,7 @@ pub enum Command {
     },
     /// Report that this agency saw an alert (its ID) or one of its indicators
     /// (TYPE:VALUE: the newest alert holding it): a signed sighting goes to the alert's
-    /// origin and, for CLEAR and GREEN, to the peers that may hold the alert
+    /// origin and, for CLEAR and GREEN, to the alert's audience, passed on node to node
     Sighting {
         /// The alert's full 64-hex id, or an indicator as TYPE:VALUE
         #[arg(value_name = "ID|INDICATOR")]

@@ -60,9 +60,7 @@ impl Engine {
             Frame::Sighting { sighting } => {
                 use tocsin_proto::identity::{Sighting, Signed};
                 match Signed::<Sighting>::decode_verified(&sighting) {
-                    Ok(s) if s.body().observer == peer && s.body().alert.is_some() => {
-                        self.on_sighting(Some(peer), s, now);
-                    }
+                    Ok(s) if s.body().alert.is_some() => self.on_sighting(Some(peer), s, now),
                     _ => self.verdict(peer, Reason::BadSighting, now),
                 }
                 WORK_RECEIPT
@@ -168,6 +166,11 @@ impl Engine {
         };
         let open = matches!(k.alert.tlp, Tlp::Clear | Tlp::Green);
         if let Some(p) = peer {
+            // Another observer's sighting travels on only with CLEAR and GREEN alerts:
+            // of AMBER and RED ones, only the observer sends it, to the origin.
+            if s.observer != p && !open {
+                return self.verdict(p, Reason::BadSighting, now);
+            }
             let level = self.scoring.level(&p);
             let may_hold = if open {
                 TrustLevel::may_connect(level)
@@ -190,12 +193,18 @@ impl Engine {
             self.sightings.clear();
         }
         self.sightings.insert(key, s.last_seen);
-        if peer.is_none() {
+        // Ours goes to the origin and, for CLEAR and GREEN, to the alert's audience among
+        // our peers; a newer one of CLEAR or GREEN travels on the same way, so that it
+        // reaches an origin that is not the observer's peer (each node passes each
+        // observer's sighting once: the newest-kept check above ends the flood).
+        if peer.is_none() || open {
             let origin = k.alert.origin;
+            let observer = s.observer;
             let targets: Vec<PublicKey> =
                 self.trees
                     .links()
                     .map(|(p, _)| p)
+                    .filter(|p| Some(**p) != peer && **p != observer)
                     .filter(|p| {
                         **p == origin
                             || (open

@@ -1918,38 +1918,81 @@ fn a_red_alert_naming_an_org_key_reaches_that_agency_s_certified_nodes_only() {
     assert_eq!(stored(&out), vec![again.id()]);
 }
 
-#[test]
-fn a_sighting_must_be_signed_by_its_sender_and_name_a_held_alert() {
+/// A `sighting` frame of alert `id`, signed by `observer`.
+fn sighting_frame(id: AlertId, observer: &SigningKey, count: u32, last_seen: u64) -> Frame {
     use tocsin_proto::identity::{Sighting, Signed, IDENTITY_VERSION};
+    let body = Sighting {
+        v: IDENTITY_VERSION,
+        alert: Some(id),
+        indicator: None,
+        observer: pk(observer),
+        count,
+        first_seen: ISSUED,
+        last_seen,
+        note: String::new(),
+    };
+    Frame::Sighting {
+        sighting: serde_bytes::ByteBuf::from(Signed::sign(body, observer).unwrap().to_bytes()),
+    }
+}
+
+#[test]
+fn a_sighting_is_signed_by_its_observer_and_only_open_alerts_sightings_travel_on() {
     let (me, peer, other) = (key(1), key(2), key(3));
     let mut e = engine_for(&me, EngineConfig::default());
     connect(&mut e, &peer, TrustLevel::Member);
     let clear = alert(&me, 1, Tlp::Clear);
     issue(&mut e, clear.clone(), 1, T0);
-    let sighting = |observer: &SigningKey, last_seen: u64| {
-        let body = Sighting {
-            v: IDENTITY_VERSION,
-            alert: Some(clear.id()),
-            indicator: None,
-            observer: pk(observer),
-            count: 3,
-            first_seen: ISSUED,
-            last_seen,
-            note: String::new(),
-        };
-        Frame::Sighting {
-            sighting: serde_bytes::ByteBuf::from(Signed::sign(body, observer).unwrap().to_bytes()),
-        }
-    };
+    let sighting =
+        |observer: &SigningKey, last_seen: u64| sighting_frame(clear.id(), observer, 3, last_seen);
     let kept = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Sighting { .. }));
     let out = e.handle(frame_event(&peer, &sighting(&peer, ISSUED + 5)), T0);
     assert!(kept(&out));
     // The same again, or an older one: nothing to keep.
     let out = e.handle(frame_event(&peer, &sighting(&peer, ISSUED + 5)), T0);
     assert!(out.is_empty(), "{out:?}");
-    // Relayed (another observer's): penalised, never kept.
+    // Relayed (another observer's) of a CLEAR alert: kept, and passed on to the
+    // alert's audience but not back to the relay or the observer.
+    let third = key(4);
+    connect(&mut e, &other, TrustLevel::Member);
+    connect(&mut e, &third, TrustLevel::Member);
     let out = e.handle(frame_event(&peer, &sighting(&other, ISSUED + 9)), T0);
+    assert!(kept(&out), "{out:?}");
+    let sent_to = |out: &[Action], who: &SigningKey| {
+        frames_to(out, who)
+            .iter()
+            .any(|f| matches!(f, Frame::Sighting { .. }))
+    };
+    assert!(sent_to(&out, &third), "{out:?}");
+    assert!(!sent_to(&out, &peer) && !sent_to(&out, &other), "{out:?}");
+    assert_eq!(stats(&e, &peer).penalty, 0);
+    // Once only: the same again from another peer goes nowhere.
+    let out = e.handle(frame_event(&third, &sighting(&other, ISSUED + 9)), T0);
+    assert!(out.is_empty(), "{out:?}");
+
+    // Of an AMBER alert, only the observer may send its sighting: a relayed one is
+    // penalised, never kept.
+    let amber = alert(&me, 2, Tlp::Amber);
+    issue(&mut e, amber.clone(), 2, T0);
+    let relayed = sighting_frame(amber.id(), &other, 1, ISSUED + 1);
+    let out = e.handle(frame_event(&peer, &relayed), T0);
     assert!(only_verdict(&out, Reason::BadSighting), "{out:?}");
+}
+
+/// A sighting of a CLEAR alert reaches an origin that is not the observer's peer: the
+/// node between them passes it on.
+#[test]
+fn a_sighting_of_a_clear_alert_travels_to_a_distant_origin() {
+    let (origin, relay, observer) = (key(1), key(2), key(3));
+    let mut e = engine_for(&relay, EngineConfig::default());
+    connect(&mut e, &origin, TrustLevel::Member);
+    connect(&mut e, &observer, TrustLevel::Member);
+    let clear = alert(&origin, 1, Tlp::Clear);
+    let out = e.handle(alert_event(&origin, 1, &clear), T0);
+    assert_eq!(stored(&out), vec![clear.id()]);
+    let frame = sighting_frame(clear.id(), &observer, 2, ISSUED + 1);
+    let out = e.handle(frame_event(&observer, &frame), T0);
+    assert_eq!(frames_to(&out, &origin), vec![&frame]);
 }
 
 /// A re-keyed node keeps its database, so its log keeps its epoch: catch-up with its new
