@@ -798,3 +798,96 @@ async fn a_blocked_org_s_alerts_stay_out_even_relayed_and_after_a_restart() {
     let row = fed.peer_row(0, &fed.key(2)).await.unwrap();
     assert_eq!(row["penalty"], 0, "{row}");
 }
+
+/// The TLP scope test of `federation.rs`, with the trust tables keyed by agency: node 1
+/// trusts agency A's org key (its nodes 2 and 3) at partner and agency B's (node 4) at
+/// member; nodes 2 and 3 trust node 1's own agency O at partner, node 4 trusts node 1 by
+/// its node key. The rest are node keys: 1 – 5 public, 2 – 6 partner, 4 → 7 public and
+/// 7 → 4 member. Every TLP reaches exactly the nodes it reaches with node keys, and a
+/// RED alert that names agency A reaches both of its nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tlp_scope_is_the_same_with_org_keys_in_the_tables() {
+    use tocsin_proto::TrustLevel::{Member, Partner, Public};
+    use tocsin_tools::cluster::Link;
+    let links = vec![
+        Link::sym(0, 4, Public),
+        Link::sym(1, 5, Partner),
+        Link {
+            a: 3,
+            b: 6,
+            ab: Public,
+            ba: Member,
+        },
+    ];
+    let mut fed = Fed::start(7, links).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (o, a, b) = (
+        org_init(d, "o.key"),
+        org_init(d, "a.key"),
+        org_init(d, "b.key"),
+    );
+    for (i, key) in [(0, "o.key"), (1, "a.key"), (2, "a.key"), (3, "b.key")] {
+        certify(&fed, d, key, i, &["--valid", "30d"]);
+        fed.restart(i).await;
+    }
+    let addr = |i: usize| fed.cluster.nodes[i].addr();
+    let org_entry = |org: &str, level: &str, addrs: Vec<String>| json!({"key": org, "level": level, "org": true, "name": "agency", "addrs": addrs});
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        org_entry(&a, "partner", vec![addr(1), addr(2)]),
+    )
+    .await;
+    post(&fed, 0, "/v1/trust", org_entry(&b, "member", vec![addr(3)])).await;
+    for i in [1, 2] {
+        post(&fed, i, "/v1/trust", org_entry(&o, "partner", vec![])).await;
+    }
+    post(
+        &fed,
+        3,
+        "/v1/trust",
+        json!({"key": fed.key(0), "level": "member", "name": "n1"}),
+    )
+    .await;
+    for i in [1, 2, 3] {
+        wait_connected(&fed, 0, &fed.key(i), true, "org-keyed link").await;
+    }
+    let n = 7;
+    let exactly = |id: String, holders: &'static [usize], what: &'static str| {
+        let fed = &fed;
+        async move {
+            for &i in holders {
+                fed.wait_for(i, &id).await;
+            }
+            tokio::time::sleep(QUIET_PERIOD).await;
+            for i in 0..n {
+                let has = fed.get(i, &id).await.is_some();
+                assert_eq!(has, holders.contains(&i), "{what}: node {}", i + 1);
+            }
+        }
+    };
+
+    let amber = fed.issue(0, alert("AMBER", "amber: partners only")).await;
+    exactly(amber, &[0, 1, 2], "AMBER").await;
+    let strict = fed.issue(0, alert("AMBER+STRICT", "amber strict")).await;
+    exactly(strict, &[0, 1, 2], "AMBER+STRICT").await;
+    let mut red = alert("RED", "red: only node 2");
+    red["recipients"] = json!([fed.key(1)]);
+    exactly(fed.issue(0, red).await, &[0, 1], "RED").await;
+    let mut red_member = alert("RED", "red to a member");
+    red_member["recipients"] = json!([fed.key(3)]);
+    exactly(fed.issue(0, red_member).await, &[0], "RED to a member").await;
+    let mut red_org = alert("RED", "red to agency A");
+    red_org["recipients"] = json!([a]);
+    exactly(fed.issue(0, red_org).await, &[0, 1, 2], "RED to an agency").await;
+    let green = fed.issue(0, alert("GREEN", "green: community")).await;
+    exactly(green, &[0, 1, 2, 3, 5], "GREEN").await;
+    let clear = fed.issue(0, alert("CLEAR", "clear: everyone")).await;
+    exactly(clear, &[0, 1, 2, 3, 4, 5, 6], "CLEAR").await;
+    // And back: node 2's AMBER reaches its partners, node 1 (through agency O) and
+    // node 6 (by its node key), only.
+    let back = fed.issue(1, alert("AMBER", "amber from agency A")).await;
+    exactly(back, &[0, 1, 5], "AMBER from node 2").await;
+}
