@@ -303,6 +303,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         let _ = sig_tx.send(true);
     });
+    let api_state_ready = api_state.net_ready.clone();
     tokio::spawn(notify_ready(
         api_state.net_ready.clone(),
         cfg.socket_path(),
@@ -315,8 +316,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut api_task =
         tokio::spawn(async move { crate::api::serve(api_state, &socket, tcp, api_stop).await });
     let mut actor_task = actor_task;
+    let net_ready = api_state_ready;
     // The actor ends before shutdown only if it cannot start (the stored alerts cannot
-    // be read): that stops the daemon with exit 1. At shutdown it may end first.
+    // be read), which stops the daemon with exit 1, or if it fails while running (exit
+    // 2). At shutdown it may end first.
     let (served, actor_ended) = tokio::select! {
         served = &mut api_task => (served, None),
         ended = &mut actor_task => {
@@ -331,9 +334,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(ended) => ended,
         None => actor_task.await,
     };
+    // Whether the actor had started (loaded the stored alerts and listens) when it ended.
+    let was_running = net_ready.load(std::sync::atomic::Ordering::Relaxed);
     let actor_failed = match ended {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
+        Err(e) if e.is_panic() => Some(anyhow::anyhow!(
+            "the network actor panicked (a bug: please report it with the log): {e}"
+        )),
         Err(e) => Some(anyhow::anyhow!("the network actor failed: {e}")),
     };
     let _ = prune_task.await;
@@ -353,6 +361,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         ),
     }
     if let Some(e) = actor_failed {
+        if was_running {
+            // Exit 2: systemd restarts it (`Restart=on-failure`), unlike a start-up error.
+            return Err(e.context("the network actor stopped while running"));
+        }
         return Err(e.context(Startup));
     }
     // The API only fails when it cannot bind its socket or TCP address: a start-up error.

@@ -373,6 +373,8 @@ pub struct NetActor {
     /// The org of each of those nodes (the actor's copy of `agencies`): a blocked org
     /// blocks every node it certified, its alerts included, even when relayed.
     node_orgs: HashMap<PublicKey, PublicKey>,
+    /// Listeners that reported an address (or failed), for the start-up wait.
+    listeners_up: HashSet<libp2p::core::transport::ListenerId>,
 }
 
 impl NetActor {
@@ -541,6 +543,7 @@ impl NetActor {
             revoked_origins: Arc::new(std::sync::RwLock::new(revoked)),
             agencies: Arc::new(std::sync::RwLock::new(agencies)),
             node_orgs,
+            listeners_up: HashSet::new(),
         })
     }
 
@@ -611,7 +614,9 @@ impl NetActor {
         // Learn the addresses we listen on before answering commands, so that the
         // first `GET /v1/net` already lists them (port 0 gets its real port here).
         let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
-        while self.swarm.listeners().count() < self.cfg.net.listen.len() {
+        // One address per listener at least (one on 0.0.0.0 reports one per interface,
+        // so addresses are not counted).
+        while self.listeners_up.len() < self.cfg.net.listen.len() {
             match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
                 Ok(event) => self.on_swarm(event),
                 Err(_) => break,
@@ -1375,8 +1380,16 @@ impl NetActor {
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
                 info!(%address, "listening");
+                self.listeners_up.insert(listener_id);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                warn!(?listener_id, %error, "a listener failed");
+                self.listeners_up.insert(listener_id);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id: pid,
