@@ -420,6 +420,10 @@ pub struct SightingRow {
     pub observer: PublicKey,
     /// Its name in the trust table, or its agency from its certificate, if known.
     pub name: String,
+    /// The org key of its agency, when it presented its certificate to this node.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub org: Option<PublicKey>,
     /// The indicator seen, `type:value`, if one.
     pub indicator: Option<String>,
     pub count: u32,
@@ -436,6 +440,10 @@ pub struct SightingsView {
     pub alert: AlertId,
     /// The counts added up.
     pub total: u64,
+    /// How many agencies saw it: observers of one org count once, an observer whose
+    /// agency is not known here counts alone.
+    #[serde(default)]
+    pub agencies: u64,
     /// One row per observer (its latest sighting), by key.
     pub observers: Vec<SightingRow>,
 }

@@ -296,6 +296,28 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
     listed.sort();
     from_a_ids.sort();
     assert_eq!(listed, from_a_ids, "{out}");
+    // Both of A's nodes report seeing B's CLEAR alert: B counts one agency.
+    for i in [1, 2] {
+        let (_, err, code) = run(fed.tocsin(i).args(["sighting", &leaked, "--count", "2"]));
+        assert_eq!(code, 0, "{err}");
+    }
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let (out, _, _) = run(fed.tocsin(0).args(["--json", "sightings", &leaked]));
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        if v["observers"].as_array().unwrap().len() == 2 {
+            assert_eq!(v["agencies"], 1, "{v}");
+            assert_eq!(v["total"], 4, "{v}");
+            assert!(v["observers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["org"] == org.as_str() && r["name"] == "CERT-A"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // One of A's nodes dies: the other keeps the agency connected.
     fed.cluster.kill(1).unwrap();

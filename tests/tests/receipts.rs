@@ -268,6 +268,8 @@ async fn sightings_of_a_clear_alert_reach_its_origin_and_its_audience() {
     wait_observers(&fed, 1, &id, 2).await;
     let v = wait_observers(&fed, 0, &id, 2).await;
     assert_eq!(v["total"], 11, "{v}");
+    // Nodes without certificates count as an agency each.
+    assert_eq!(v["agencies"], 2, "{v}");
     let far = v["observers"]
         .as_array()
         .unwrap()

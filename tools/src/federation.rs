@@ -111,7 +111,11 @@ pub async fn sightings<W: Write>(
             sanitize(r["note"].as_str().unwrap_or(""), false)
         ))?;
     }
-    out.line(&format!("total {}", v["total"].as_u64().unwrap_or(0)))
+    out.line(&format!(
+        "total {} from {} agencies",
+        v["total"].as_u64().unwrap_or(0),
+        v["agencies"].as_u64().unwrap_or(0)
+    ))
 }
 
 /// `tocsin receipts ID`.

@@ -4,7 +4,7 @@
 //! Sightings: an analyst reports seeing an alert (`POST /v1/alerts/{id}/sightings`), and
 //! anyone holding it reads who did (`GET`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -300,6 +300,7 @@ pub(super) async fn sightings_of(st: &ApiState, id: AlertId) -> Result<Sightings
                 .cloned()
                 .or_else(|| agencies.get(&s.observer).map(|(_, a)| a.clone()))
                 .unwrap_or_default(),
+            org: agencies.get(&s.observer).map(|(org, _)| *org),
             observer: s.observer,
             indicator: s
                 .indicator
@@ -310,9 +311,14 @@ pub(super) async fn sightings_of(st: &ApiState, id: AlertId) -> Result<Sightings
             note: s.note,
         })
         .collect();
+    let distinct: BTreeSet<PublicKey> = observers
+        .iter()
+        .map(|o| o.org.unwrap_or(o.observer))
+        .collect();
     Ok(SightingsView {
         alert: id,
         total: observers.iter().map(|o| u64::from(o.count)).sum(),
+        agencies: distinct.len() as u64,
         observers,
     })
 }
