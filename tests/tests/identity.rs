@@ -819,6 +819,70 @@ async fn a_blocked_org_s_alerts_stay_out_even_relayed_and_after_a_restart() {
     // R relayed in good faith: it is not penalised for it.
     let row = fed.peer_row(0, &fed.key(2)).await.unwrap();
     assert_eq!(row["penalty"], 0, "{row}");
+
+    // N gets a certificate from another org, M, that B trusts: it stays blocked (it
+    // cannot shed the block), and its alerts stay out.
+    let m = org_init(d, "m.key");
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": m, "level": "member", "org": true, "name": "Agency M"}),
+    )
+    .await;
+    let cert = d.join("n2.cert");
+    std::fs::remove_file(&cert).unwrap();
+    let cert_s = cert.to_str().unwrap().to_string();
+    org_cli(
+        d,
+        &[
+            "org", "certify", &n, "--key", "m.key", "--agency", "M", "--out", &cert_s,
+        ],
+    );
+    fed.restart(1).await;
+    wait_connected(&fed, 2, &n, true, "N at R after its restart").await;
+    let other_cert = fed.issue(1, alert("CLEAR", "with M's certificate")).await;
+    fed.wait_for(2, &other_cert).await;
+    tokio::time::sleep(QUIET_PERIOD * 2).await;
+    assert!(connected(&fed, 0, &n).await.is_none(), "N shed the block");
+    fed.assert_absent(0, &other_cert).await;
+
+    // A revocation never lifts a block either: A revokes N from tomorrow on, B holds
+    // the revocation, and N's alerts from before then still stay out.
+    let tomorrow = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 86_400_000)
+        .to_string();
+    let a_cert = d.join("n2-a.cert");
+    let a_cert_s = a_cert.to_str().unwrap().to_string();
+    org_cli(
+        d,
+        &[
+            "org", "certify", &n, "--key", "a.key", "--agency", "CERT-A", "--out", &a_cert_s,
+        ],
+    );
+    let rev = d.join("n2.revocation");
+    let rev_s = rev.to_str().unwrap().to_string();
+    org_cli(
+        d,
+        &[
+            "org", "revoke", &n, "--key", "a.key", "--reason", "rotated", "--at", &tomorrow,
+            "--out", &rev_s,
+        ],
+    );
+    let (out, err, code) =
+        run(fed
+            .tocsin(0)
+            .args(["revocation", "add", &rev_s, "--cert", &a_cert_s]));
+    assert_eq!(code, 0, "{out}{err}");
+    let after_rev = fed.issue(1, alert("CLEAR", "after the revocation")).await;
+    fed.wait_for(2, &after_rev).await;
+    let control = fed.issue(2, alert("CLEAR", "R's own, again")).await;
+    fed.wait_for(0, &control).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(0, &after_rev).await;
 }
 
 /// The TLP scope test of `federation.rs`, with the trust tables keyed by agency: node 1

@@ -19,7 +19,7 @@ mod state;
 pub mod trust;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -488,8 +488,9 @@ impl NetActor {
         }
         // Org keys are not peers: the nodes they certify get their level as they connect.
         for e in trust.list().into_iter().filter(|e| !e.org) {
-            // A revoked node key has no level, whatever its entry says (as at run time).
-            if !revocations.contains_key(&e.key) {
+            // A revoked node key has no level, whatever its entry says, unless it is blocked
+            // (as at run time: a revocation never lifts a block).
+            if !revocations.contains_key(&e.key) || e.level == TrustLevel::Blocked {
                 engine.load_trust(e.key, e.level);
             }
         }
@@ -949,11 +950,19 @@ impl NetActor {
         self.swarm.behaviour_mut().allow.set_admitting(admitting);
         let org = self.trust.get(&key).filter(|e| e.org).cloned();
         self.apply_org_dials(key, org.as_ref());
-        let certified: Vec<PublicKey> = self
+        // The nodes it certified: those remembered, and those holding a valid certificate
+        // of it now (remembered or not, when the table is full).
+        let certified: BTreeSet<PublicKey> = self
             .node_orgs
             .iter()
             .filter(|(_, org)| **org == key)
             .map(|(n, _)| *n)
+            .chain(
+                self.certs
+                    .iter()
+                    .filter(|(_, c)| c.org == key)
+                    .map(|(n, _)| *n),
+            )
             .collect();
         for node in certified {
             self.refresh_node(node);
@@ -963,28 +972,37 @@ impl NetActor {
     }
 
     /// The level a node key has here: its own trust entry's, else (through a valid
-    /// certificate it presented) its org's.
+    /// certificate it presented) its org's. A block is never lifted by anything else: a
+    /// revocation only ever takes a level away, so a blocked node stays blocked (and its
+    /// alerts from before the revocation stay out).
     fn effective_level(&self, key: &PublicKey, now: u64) -> Option<TrustLevel> {
+        if self.is_blocked_node(key) {
+            return Some(TrustLevel::Blocked);
+        }
         if self.revocations.contains_key(key) {
             return None;
         }
         if let Some(e) = self.trust.get(key) {
             return (!e.org).then_some(e.level);
         }
-        // A blocked org blocks every node it ever certified, whatever its certificate's
-        // dates: its alerts are dropped even when a trusted peer relays them.
-        if self
-            .node_orgs
-            .get(key)
-            .is_some_and(|org| org_is_blocked(&self.trust, org))
-        {
-            return Some(TrustLevel::Blocked);
-        }
         let cert = self.certs.get(key)?;
         if !(cert.not_before..cert.not_after).contains(&now) {
             return None;
         }
         self.trust.get(&cert.org).filter(|e| e.org).map(|e| e.level)
+    }
+
+    /// Whether a node key is blocked here: by its own entry or, without one, by the org
+    /// that certified it (a blocked org blocks every node it ever certified, whatever its
+    /// certificate's dates: its alerts are dropped even when a trusted peer relays them).
+    fn is_blocked_node(&self, key: &PublicKey) -> bool {
+        match self.trust.get(key) {
+            Some(e) => !e.org && e.level == TrustLevel::Blocked,
+            None => self
+                .node_orgs
+                .get(key)
+                .is_some_and(|org| org_is_blocked(&self.trust, org)),
+        }
     }
 
     /// Gives the engine a node key's effective level if it changed, and makes the gate
@@ -1058,7 +1076,9 @@ impl NetActor {
     /// A held peer is admitted when its certificate is valid, its org entry may connect,
     /// and its node key is neither in the table on its own, revoked, banned nor
     /// partitioned; only then is anything about it kept (its certificate, its level in
-    /// the engine, its catch-up cursor), so refused peers cost no state. The certificate
+    /// the engine, its catch-up cursor). A refused peer leaves no state, except a node
+    /// of a blocked org, whose agency is remembered (bounded, see [`MAX_AGENCY_NODES`])
+    /// so that its alerts stay out when others relay them. The certificate
     /// of a peer already allowed on its node key is kept for its agency's name, and
     /// gives it its org's level if its own entry is removed.
     fn on_identity(&mut self, pid: PeerId, key: PublicKey, cert: Option<&[u8]>) {
@@ -1166,6 +1186,15 @@ impl NetActor {
     fn remember_agency(&mut self, key: PublicKey, c: &NodeCert, bytes: &[u8]) {
         let held = self.agencies.read().ok().and_then(|t| t.get(&key).cloned());
         if held.as_ref() == Some(&(c.org, c.agency.clone())) {
+            return;
+        }
+        // A node of a blocked org stays one: a certificate of another org does not lift
+        // the block.
+        if self
+            .node_orgs
+            .get(&key)
+            .is_some_and(|org| *org != c.org && org_is_blocked(&self.trust, org))
+        {
             return;
         }
         if !self.node_orgs.contains_key(&key) {
