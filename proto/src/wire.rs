@@ -1,4 +1,4 @@
-//! Gossip frames exchanged on the `/tocsin/gossip/2` protocol.
+//! Gossip frames exchanged on the `/tocsin/gossip/3` protocol.
 //!
 //! On the stream each frame is a 4-byte big-endian length followed by that many bytes
 //! of CBOR. The length is checked against [`MAX_FRAME_BYTES`] before the frame is read.
@@ -12,7 +12,7 @@ use crate::limits::{Limit, MAX_FRAME_BYTES};
 use crate::Error;
 
 /// The libp2p protocol name for gossip streams.
-pub const GOSSIP_PROTOCOL: &str = "/tocsin/gossip/2";
+pub const GOSSIP_PROTOCOL: &str = "/tocsin/gossip/3";
 
 /// One gossip frame. A closed set: anything else fails to decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -544,6 +544,8 @@ pub struct Sim {
     /// Per node, the level of each agency's org entry in its table, drawn when it first
     /// links to a node of that agency.
     org_levels: Vec<BTreeMap<usize, TrustLevel>>,
+    /// (x, y) where x's level for y comes from an entry of y's own (with agencies).
+    own_entries: BTreeSet<(usize, usize)>,
     /// Partition group of each node, while partitioned.
     groups: Option<Vec<usize>>,
     envelopes: HashMap<AlertId, Vec<u8>>,
@@ -648,6 +650,7 @@ impl Sim {
             trust: vec![BTreeMap::new(); cfg.nodes],
             org_keys,
             org_levels: vec![BTreeMap::new(); cfg.nodes],
+            own_entries: BTreeSet::new(),
             groups: None,
             envelopes: HashMap::new(),
             envelope_ids: HashMap::new(),
@@ -706,7 +709,10 @@ impl Sim {
         let drawn = self.draw_level();
         match self.nodes[y].org {
             Some(org) if !own => *self.org_levels[x].entry(org).or_insert(drawn),
-            _ => drawn,
+            _ => {
+                self.own_entries.insert((x, y));
+                drawn
+            }
         }
     }
 
@@ -783,12 +789,15 @@ impl Sim {
             let k = MAX_BLOCKERS_PER_ORIGIN.min(neighbours.len().saturating_sub(1));
             for &n in neighbours.iter().take(k) {
                 self.trust[n].insert(b, TrustLevel::Blocked);
-                // Blocking an org entry blocks every node of it the blocker has met.
+                // Blocking an org entry blocks every node of it the blocker has met,
+                // except those it has an entry of their own for (that entry wins).
                 if org.is_some() {
                     let met: Vec<usize> = self.adj[n]
                         .iter()
                         .map(|&(m, _)| m)
-                        .filter(|&m| self.nodes[m].org == org)
+                        .filter(|&m| {
+                            self.nodes[m].org == org && !self.own_entries.contains(&(n, m))
+                        })
                         .collect();
                     for m in met {
                         self.trust[n].insert(m, TrustLevel::Blocked);

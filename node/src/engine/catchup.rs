@@ -141,11 +141,13 @@ impl CatchUp {
     }
 
     /// `Hello { epoch, head }` from a connected peer: starts reading its log.
+    /// `same_agency` says whether another key belongs to the peer's agency (a cursor of
+    /// the peer's former key may be taken over only then).
     pub fn on_hello(
         &mut self,
         peer: PublicKey,
-        epoch: u64,
-        head: u64,
+        (epoch, head): (u64, u64),
+        same_agency: impl Fn(&PublicKey) -> bool,
         now: u64,
         out: &mut Vec<Action>,
     ) {
@@ -154,7 +156,7 @@ impl CatchUp {
         // will be reused, so start over (wanting only what is missing is cheap).
         let after = match self.cursors.get(&peer) {
             Some((e, seq)) if *e == epoch && *seq <= head => *seq,
-            _ => match self.cursor_of_same_log(&peer, epoch, head) {
+            _ => match self.cursor_of_same_log(&peer, epoch, head, same_agency) {
                 Some((from, seq)) => {
                     self.cursors.insert(peer, (epoch, seq));
                     out.push(Action::CursorAdopted { peer, from, seq });
@@ -180,18 +182,28 @@ impl CatchUp {
     /// The furthest cursor saved for another key on the log `epoch` (not past `head`),
     /// with that key: a node that was re-keyed keeps its database, so its log (and its
     /// epoch, random per database) is the one read under its former key, and catch-up
-    /// resumes there instead of reading the whole log again. A peer that claims another
-    /// log's epoch only makes us skip entries of its own log: nothing of the other
-    /// log's node is skipped, since its cursor is its own.
+    /// resumes there instead of reading the whole log again. Only a key of the peer's
+    /// own agency (`same_agency`) that is not reading with us now counts: a database
+    /// copied to a second, running node keeps the epoch while its log diverges, and a
+    /// peer of another agency that claims our partner's epoch learns nothing of how far
+    /// we read it.
     fn cursor_of_same_log(
         &self,
         peer: &PublicKey,
         epoch: u64,
         head: u64,
+        same_agency: impl Fn(&PublicKey) -> bool,
     ) -> Option<(PublicKey, u64)> {
         self.cursors
             .iter()
-            .filter(|(k, (e, seq))| *k != peer && *e == epoch && *seq <= head && *seq > 0)
+            .filter(|(k, (e, seq))| {
+                *k != peer
+                    && *e == epoch
+                    && *seq <= head
+                    && *seq > 0
+                    && !self.sessions.contains_key(*k)
+                    && same_agency(k)
+            })
             .map(|(k, (_, seq))| (*seq, *k))
             .max()
             .map(|(seq, k)| (k, seq))

@@ -9,8 +9,8 @@ use tocsin_proto::policy::{self, Scope, TrustLevel};
 use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
 
 use super::{
-    Action, Engine, KnownAlert, MAX_SIGHTINGS_SEEN, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO,
-    WORK_RECEIPT, WORK_REVOKE,
+    Action, Engine, KnownAlert, MAX_OBSERVERS_PER_ALERT, MAX_SIGHTINGS_SEEN, SYNC_PAGE_SCAN,
+    TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_RECEIPT, WORK_REVOKE,
 };
 
 impl Engine {
@@ -46,8 +46,11 @@ impl Engine {
         }
         let cost = match frame {
             Frame::Hello { epoch, head } => {
+                let agencies = &self.agency_of;
+                let org = agencies.get(&peer);
+                let same_agency = |k: &PublicKey| org.is_some() && agencies.get(k) == org;
                 self.catchup
-                    .on_hello(peer, epoch, head, now, &mut self.actions);
+                    .on_hello(peer, (epoch, head), same_agency, now, &mut self.actions);
                 WORK_HELLO
             }
             Frame::Alert { .. } => 0, // handled above
@@ -165,11 +168,21 @@ impl Engine {
             return;
         };
         let open = matches!(k.alert.tlp, Tlp::Clear | Tlp::Green);
+        let observer_level = self.scoring.level(&s.observer);
         if let Some(p) = peer {
-            // Another observer's sighting travels on only with CLEAR and GREEN alerts:
-            // of AMBER and RED ones, only the observer sends it, to the origin.
-            if s.observer != p && !open {
-                return self.verdict(p, Reason::BadSighting, now);
+            if s.observer != p {
+                // Another observer's sighting travels on only with CLEAR and GREEN
+                // alerts: of AMBER and RED ones, only the observer sends it, to the
+                // origin. A blocked observer's is dropped, and each relayed one is
+                // charged to the relay's alert budget.
+                if !open {
+                    return self.verdict(p, Reason::BadSighting, now);
+                }
+                if observer_level == Some(TrustLevel::Blocked)
+                    || !self.scoring.take_alert(p, s.observer, now)
+                {
+                    return;
+                }
             }
             let level = self.scoring.level(&p);
             let may_hold = if open {
@@ -189,15 +202,30 @@ impl Engine {
         {
             return;
         }
+        if !self.sightings.contains_key(&key) {
+            // At most so many observers of one alert are taken in (made-up observer
+            // keys cost a relay nothing to sign).
+            let observers = self.sighting_observers.entry(alert).or_default();
+            if *observers >= MAX_OBSERVERS_PER_ALERT {
+                return;
+            }
+            *observers += 1;
+        }
         if self.sightings.len() >= MAX_SIGHTINGS_SEEN {
             self.sightings.clear();
+            self.sighting_observers.clear();
         }
         self.sightings.insert(key, s.last_seen);
         // Ours goes to the origin and, for CLEAR and GREEN, to the alert's audience among
         // our peers; a newer one of CLEAR or GREEN travels on the same way, so that it
         // reaches an origin that is not the observer's peer (each node passes each
         // observer's sighting once: the newest-kept check above ends the flood).
-        if peer.is_none() || open {
+        // Passed on only when it is ours, comes from its observer, or its observer is
+        // known here (in the trust table or admitted on its certificate): a made-up
+        // observer's sighting stops at the first node that does not know it.
+        let from_known =
+            peer.is_none_or(|p| p == s.observer) || TrustLevel::may_connect(observer_level);
+        if peer.is_none() || (open && from_known) {
             let origin = k.alert.origin;
             let observer = s.observer;
             let targets: Vec<PublicKey> =

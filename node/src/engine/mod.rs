@@ -81,6 +81,10 @@ pub const MAX_MISSING: usize = 100_000;
 pub const MAX_MISSING_PER_PEER: usize = 8_192;
 /// Sightings remembered, to drop repeats without a write (cleared when full).
 const MAX_SIGHTINGS_SEEN: usize = 100_000;
+/// Most nodes whose agency the engine remembers (for a re-keyed node's cursor).
+const MAX_AGENCIES_KNOWN: usize = 8_192;
+/// Most observers of one alert whose sightings a node takes in (and passes on).
+pub const MAX_OBSERVERS_PER_ALERT: u32 = 256;
 /// Work units a `receipt` costs: a signature check (priced near an alert's share of
 /// the budget, so that receipts cannot buy more verifications than alerts).
 const WORK_RECEIPT: u64 = 50;
@@ -338,8 +342,14 @@ pub struct Engine {
     orgs: HashMap<PublicKey, PublicKey>,
     /// This node's org key, from its own certificate.
     my_org: Option<PublicKey>,
+    /// The agency (org key) that certified each node, as far as this node knows, kept
+    /// after the certificate expires (the runtime bounds it): a re-keyed node's catch-up
+    /// takes over the cursor of a former key of the same agency only.
+    agency_of: HashMap<PublicKey, PublicKey>,
     /// The newest sighting kept per (alert, observer): its `last_seen`.
     sightings: HashMap<(AlertId, PublicKey), u64>,
+    /// How many observers of each alert are in `sightings`.
+    sighting_observers: HashMap<AlertId, u32>,
     /// Peers whose level changed while they were not connected, with the level they
     /// had when they last were: offered what the change newly allows when they connect.
     promoted: HashMap<PublicKey, Option<TrustLevel>>,
@@ -371,7 +381,9 @@ impl Engine {
             revoked: HashMap::new(),
             orgs: HashMap::new(),
             my_org: None,
+            agency_of: HashMap::new(),
             sightings: HashMap::new(),
+            sighting_observers: HashMap::new(),
             promoted: HashMap::new(),
             actions: Vec::new(),
         }
@@ -405,6 +417,11 @@ impl Engine {
     /// Sets a trust entry without side effects (start-up).
     pub fn load_trust(&mut self, key: PublicKey, level: TrustLevel) {
         self.scoring.set_level(key, Some(level));
+    }
+
+    /// The agency that certified `node` (start-up: remembered certificates).
+    pub fn load_agency(&mut self, node: PublicKey, org: PublicKey) {
+        self.agency_of.insert(node, org);
     }
 
     /// This node's key.
@@ -493,6 +510,11 @@ impl Engine {
             Event::PeerOrg { node, org } => match org {
                 Some(org) => {
                     self.orgs.insert(node, org);
+                    if self.agency_of.len() < MAX_AGENCIES_KNOWN
+                        || self.agency_of.contains_key(&node)
+                    {
+                        self.agency_of.insert(node, org);
+                    }
                 }
                 None => {
                     self.orgs.remove(&node);

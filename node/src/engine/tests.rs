@@ -1979,6 +1979,54 @@ fn a_sighting_is_signed_by_its_observer_and_only_open_alerts_sightings_travel_on
     assert!(only_verdict(&out, Reason::BadSighting), "{out:?}");
 }
 
+/// Relayed sightings of a CLEAR alert: a made-up observer's is kept but not passed on
+/// (it stops at the first node that does not know it), a blocked observer's is dropped,
+/// and at most `MAX_OBSERVERS_PER_ALERT` observers of one alert are taken in.
+#[test]
+fn relayed_sightings_of_unknown_or_blocked_observers_go_no_further_and_are_capped() {
+    let (me, relay, next, blocked) = (key(1), key(2), key(3), key(4));
+    let cfg = EngineConfig {
+        peer_alert_burst: 10_000,
+        ..EngineConfig::default()
+    };
+    let mut e = engine_for(&me, cfg);
+    connect(&mut e, &relay, TrustLevel::Member);
+    connect(&mut e, &next, TrustLevel::Member);
+    e.load_trust(pk(&blocked), TrustLevel::Blocked);
+    let clear = alert(&me, 1, Tlp::Clear);
+    issue(&mut e, clear.clone(), 1, T0);
+    let kept = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Sighting { .. }));
+
+    let out = e.handle(
+        frame_event(&relay, &sighting_frame(clear.id(), &key(50), 1, ISSUED)),
+        T0,
+    );
+    assert!(kept(&out), "{out:?}");
+    assert!(
+        frames_to(&out, &next).is_empty(),
+        "a made-up observer's went on: {out:?}"
+    );
+    let out = e.handle(
+        frame_event(&relay, &sighting_frame(clear.id(), &blocked, 1, ISSUED)),
+        T0,
+    );
+    assert!(out.is_empty(), "{out:?}");
+
+    let mut taken = 1;
+    for n in 0..300u32 {
+        let mut seed = [9u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        let observer = SigningKey::from_bytes(&seed);
+        let out = e.handle(
+            frame_event(&relay, &sighting_frame(clear.id(), &observer, 1, ISSUED)),
+            T0,
+        );
+        taken += usize::from(kept(&out));
+    }
+    assert_eq!(taken, MAX_OBSERVERS_PER_ALERT as usize);
+    assert_eq!(stats(&e, &relay).penalty, 0);
+}
+
 /// A sighting of a CLEAR alert reaches an origin that is not the observer's peer: the
 /// node between them passes it on.
 #[test]
@@ -2000,9 +2048,35 @@ fn a_sighting_of_a_clear_alert_travels_to_a_distant_origin() {
 /// peer's own cursor wins, and another log, or a log behind the cursor, starts over.
 #[test]
 fn a_re_keyed_peer_s_catch_up_resumes_at_its_former_key_s_cursor() {
-    let (a, old, new) = (key(1), key(2), key(3));
+    let (a, old, new, org) = (key(1), key(2), key(3), key(20));
     let mut ea = engine_for(&a, EngineConfig::default());
     ea.load_cursor(pk(&old), 3, 40);
+    ea.load_agency(pk(&old), pk(&org));
+    // A key of another agency, or of none, claiming the same log takes nothing over.
+    for (stranger, agency) in [(key(7), Some(key(21))), (key(8), None)] {
+        if let Some(o) = &agency {
+            ea.handle(
+                Event::PeerOrg {
+                    node: pk(&stranger),
+                    org: Some(pk(o)),
+                },
+                T0,
+            );
+        }
+        connect(&mut ea, &stranger, TrustLevel::Partner);
+        let out = ea.handle(
+            frame_event(&stranger, &Frame::Hello { epoch: 3, head: 50 }),
+            T0,
+        );
+        assert_eq!(sync_requests(&out, &stranger), vec![0], "{agency:?}");
+    }
+    ea.handle(
+        Event::PeerOrg {
+            node: pk(&new),
+            org: Some(pk(&org)),
+        },
+        T0,
+    );
     connect(&mut ea, &new, TrustLevel::Partner);
     let out = ea.handle(frame_event(&new, &Frame::Hello { epoch: 3, head: 50 }), T0);
     assert_eq!(sync_requests(&out, &new), vec![40]);
