@@ -192,7 +192,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<(Store, JoinHandle<()>), StoreError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
         let (db, epoch, head) = guard(path, || {
-            let db = Database::create(path).map_err(|error| match error {
+            let db = open_db(path).map_err(|error| match error {
                 redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
                     StoreError::Damaged {
                         path: path.to_path_buf(),
@@ -752,6 +752,16 @@ fn quarantine(db: &Database, damaged: &[([u8; 32], String)]) -> Result<(), Store
     }
     txn.commit()?;
     Ok(())
+}
+
+/// redb's page cache, in bytes. Its default (1 GiB) grows the daemon's memory with the
+/// store as pages are read (a start-up reads every alert once); the operating system's
+/// page cache keeps the file's hot pages anyway.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Opens (or creates) the database file with [`CACHE_BYTES`] of page cache.
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
 }
 
 /// Runs `f`, turning a panic inside redb into [`StoreError::Damaged`].

@@ -114,7 +114,7 @@ impl Slot {
         let mut reopened = Err(StoreError::Reopening("not tried".into()));
         for _ in 0..REOPEN_TRIES {
             reopened = super::guard(&self.path, || {
-                let db = Database::create(&self.path).map_err(|error| StoreError::Open {
+                let db = super::open_db(&self.path).map_err(|error| StoreError::Open {
                     path: self.path.clone(),
                     error: Box::new(error),
                 })?;
