@@ -1205,14 +1205,17 @@ impl NetActor {
                 return;
             }
         }
-        self.node_orgs.insert(key, c.org);
+        let org_changed = self.node_orgs.insert(key, c.org) != Some(c.org);
         if let Ok(mut table) = self.agencies.write() {
             table.insert(key, (c.org, c.agency.clone()));
         }
-        if self
-            .state
-            .send(StateJob::Agency(key, bytes.to_vec()))
-            .is_err()
+        // Stored when the node is new or changes org; a new agency name alone is shown
+        // at once but not written (a certificate per handshake must not cost a write).
+        if org_changed
+            && self
+                .state
+                .send(StateJob::Agency(key, bytes.to_vec()))
+                .is_err()
         {
             warn!(peer = %key.fmt_short(), "the state writer is gone; the peer's agency is not stored");
         }
