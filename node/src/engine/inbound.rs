@@ -9,8 +9,8 @@ use tocsin_proto::policy::{self, Scope, TrustLevel};
 use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
 
 use super::{
-    Action, Engine, KnownAlert, MAX_OBSERVERS_PER_ALERT, MAX_SIGHTINGS_SEEN, SYNC_PAGE_SCAN,
-    TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_RECEIPT, WORK_REVOKE,
+    Action, Engine, KnownAlert, MAX_SIGHTINGS_SEEN, MAX_UNKNOWN_OBSERVERS_PER_ALERT,
+    SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_RECEIPT, WORK_REVOKE,
 };
 
 impl Engine {
@@ -149,12 +149,13 @@ impl Engine {
         }
     }
 
-    /// A sighting of an alert we hold, from its observer: the sending peer, or this node
-    /// (`peer` None). Kept when it is the observer's newest of that alert; a local one is
-    /// sent to the alert's origin and, for CLEAR and GREEN, to every peer that may hold
-    /// the alert. Sightings are never relayed, so their observer is always the peer that
-    /// sends them. One from a peer that may not hold the alert (AMBER or RED, unless it
-    /// is a recipient and we are the origin) is ignored.
+    /// A sighting of an alert we hold, from this node (`peer` None), from its observer,
+    /// or (CLEAR and GREEN only) relayed by a member or partner peer. Kept when it is the
+    /// observer's newest of that alert; then it is sent to the alert's origin and, for
+    /// CLEAR and GREEN, to every peer that may hold the alert, when it is ours, comes
+    /// from its observer, or its observer is known here. One from a peer that may not
+    /// hold the alert (AMBER or RED, unless it is a recipient and we are the origin) is
+    /// ignored; a relayed one of AMBER or RED is penalised.
     pub(super) fn on_sighting(
         &mut self,
         peer: Option<PublicKey>,
@@ -169,20 +170,29 @@ impl Engine {
         };
         let open = matches!(k.alert.tlp, Tlp::Clear | Tlp::Green);
         let observer_level = self.scoring.level(&s.observer);
+        let known_observer = TrustLevel::may_connect(observer_level);
+        let mut unknown_relayed = false;
         if let Some(p) = peer {
             if s.observer != p {
                 // Another observer's sighting travels on only with CLEAR and GREEN
                 // alerts: of AMBER and RED ones, only the observer sends it, to the
-                // origin. A blocked observer's is dropped, and each relayed one is
-                // charged to the relay's alert budget.
+                // origin. Only member and partner peers relay (from a public peer we
+                // take only what it originated), a blocked observer's is dropped, and
+                // each relayed one is charged to the relay's sighting budget.
                 if !open {
                     return self.verdict(p, Reason::BadSighting, now);
                 }
-                if observer_level == Some(TrustLevel::Blocked)
-                    || !self.scoring.take_alert(p, s.observer, now)
+                let community = matches!(
+                    self.scoring.level(&p),
+                    Some(TrustLevel::Member | TrustLevel::Partner)
+                );
+                if !community
+                    || observer_level == Some(TrustLevel::Blocked)
+                    || !self.scoring.take_sighting(p, now)
                 {
                     return;
                 }
+                unknown_relayed = !known_observer;
             }
             let level = self.scoring.level(&p);
             let may_hold = if open {
@@ -202,18 +212,18 @@ impl Engine {
         {
             return;
         }
-        if !self.sightings.contains_key(&key) {
-            // At most so many observers of one alert are taken in (made-up observer
-            // keys cost a relay nothing to sign).
-            let observers = self.sighting_observers.entry(alert).or_default();
-            if *observers >= MAX_OBSERVERS_PER_ALERT {
-                return;
-            }
-            *observers += 1;
-        }
         if self.sightings.len() >= MAX_SIGHTINGS_SEEN {
             self.sightings.clear();
-            self.sighting_observers.clear();
+            self.unknown_observers.clear();
+        }
+        if unknown_relayed && !self.sightings.contains_key(&key) {
+            // Observers unknown here cost a relay nothing to make up: at most so many of
+            // one alert are taken in. Ours, direct ones and known observers' never count.
+            let n = self.unknown_observers.entry(alert).or_default();
+            if *n >= MAX_UNKNOWN_OBSERVERS_PER_ALERT {
+                return;
+            }
+            *n += 1;
         }
         self.sightings.insert(key, s.last_seen);
         // Ours goes to the origin and, for CLEAR and GREEN, to the alert's audience among
@@ -223,8 +233,7 @@ impl Engine {
         // Passed on only when it is ours, comes from its observer, or its observer is
         // known here (in the trust table or admitted on its certificate): a made-up
         // observer's sighting stops at the first node that does not know it.
-        let from_known =
-            peer.is_none_or(|p| p == s.observer) || TrustLevel::may_connect(observer_level);
+        let from_known = peer.is_none_or(|p| p == s.observer) || known_observer;
         if peer.is_none() || (open && from_known) {
             let origin = k.alert.origin;
             let observer = s.observer;

@@ -83,8 +83,9 @@ pub const MAX_MISSING_PER_PEER: usize = 8_192;
 const MAX_SIGHTINGS_SEEN: usize = 100_000;
 /// Most nodes whose agency the engine remembers (for a re-keyed node's cursor).
 const MAX_AGENCIES_KNOWN: usize = 8_192;
-/// Most observers of one alert whose sightings a node takes in (and passes on).
-pub const MAX_OBSERVERS_PER_ALERT: u32 = 256;
+/// Most observers of one alert, unknown here and relayed by a peer, whose sightings a
+/// node takes in (never passed on). Its own, direct and known observers' do not count.
+pub const MAX_UNKNOWN_OBSERVERS_PER_ALERT: u32 = 32;
 /// Work units a `receipt` costs: a signature check (priced near an alert's share of
 /// the budget, so that receipts cannot buy more verifications than alerts).
 const WORK_RECEIPT: u64 = 50;
@@ -348,8 +349,9 @@ pub struct Engine {
     agency_of: HashMap<PublicKey, PublicKey>,
     /// The newest sighting kept per (alert, observer): its `last_seen`.
     sightings: HashMap<(AlertId, PublicKey), u64>,
-    /// How many observers of each alert are in `sightings`.
-    sighting_observers: HashMap<AlertId, u32>,
+    /// How many observers unknown here, relayed by a peer, of each alert are in
+    /// `sightings`.
+    unknown_observers: HashMap<AlertId, u32>,
     /// Peers whose level changed while they were not connected, with the level they
     /// had when they last were: offered what the change newly allows when they connect.
     promoted: HashMap<PublicKey, Option<TrustLevel>>,
@@ -383,7 +385,7 @@ impl Engine {
             my_org: None,
             agency_of: HashMap::new(),
             sightings: HashMap::new(),
-            sighting_observers: HashMap::new(),
+            unknown_observers: HashMap::new(),
             promoted: HashMap::new(),
             actions: Vec::new(),
         }

@@ -33,6 +33,9 @@ pub struct PeerStats {
     penalty_at: u64,
     #[serde(skip)]
     alert_bucket: Bucket,
+    /// Relayed sightings (another observer's), at the alert rate, apart from alerts.
+    #[serde(skip)]
+    sighting_bucket: Bucket,
     #[serde(skip)]
     byte_bucket: Bucket,
     #[serde(skip)]
@@ -262,6 +265,18 @@ impl Scoring {
     /// Takes one alert of `origin` from the peer's alert bucket; false (counted as
     /// rate-limited) when the bucket is empty, or when the peer relays `origin` and that
     /// origin has used its share ([`RELAYED_ORIGIN_SHARE`]) of the bucket.
+    /// Takes one relayed sighting from `peer`'s own budget (at its alert rate, apart
+    /// from its alerts); false when it is spent (counted as rate-limited).
+    pub fn take_sighting(&mut self, peer: PublicKey, now: u64) -> bool {
+        let (rate, burst) = (self.limits.alerts_per_sec, self.limits.alert_burst);
+        let s = self.stats_mut(peer);
+        let ok = s.sighting_bucket.take(now, rate, burst, 1.0);
+        if !ok {
+            s.rate_limited += 1;
+        }
+        ok
+    }
+
     pub fn take_alert(&mut self, peer: PublicKey, origin: PublicKey, now: u64) -> bool {
         let (rate, burst) = (self.limits.alerts_per_sec, self.limits.alert_burst);
         let s = self.stats_mut(peer);

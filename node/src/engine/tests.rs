@@ -1981,7 +1981,8 @@ fn a_sighting_is_signed_by_its_observer_and_only_open_alerts_sightings_travel_on
 
 /// Relayed sightings of a CLEAR alert: a made-up observer's is kept but not passed on
 /// (it stops at the first node that does not know it), a blocked observer's is dropped,
-/// and at most `MAX_OBSERVERS_PER_ALERT` observers of one alert are taken in.
+/// at most `MAX_UNKNOWN_OBSERVERS_PER_ALERT` unknown observers of one alert are taken in,
+/// and only community peers relay.
 #[test]
 fn relayed_sightings_of_unknown_or_blocked_observers_go_no_further_and_are_capped() {
     let (me, relay, next, blocked) = (key(1), key(2), key(3), key(4));
@@ -2023,8 +2024,28 @@ fn relayed_sightings_of_unknown_or_blocked_observers_go_no_further_and_are_cappe
         );
         taken += usize::from(kept(&out));
     }
-    assert_eq!(taken, MAX_OBSERVERS_PER_ALERT as usize);
+    assert_eq!(taken, MAX_UNKNOWN_OBSERVERS_PER_ALERT as usize);
     assert_eq!(stats(&e, &relay).penalty, 0);
+    // The made-up observers silence nobody: a direct observer's and a known observer's
+    // relayed sighting are still taken.
+    let out = e.handle(
+        frame_event(&next, &sighting_frame(clear.id(), &next, 1, ISSUED)),
+        T0,
+    );
+    assert!(kept(&out), "{out:?}");
+    let out = e.handle(
+        frame_event(&next, &sighting_frame(clear.id(), &relay, 1, ISSUED)),
+        T0,
+    );
+    assert!(kept(&out), "{out:?}");
+    // A public peer relays nobody's sightings.
+    let public = key(5);
+    connect(&mut e, &public, TrustLevel::Public);
+    let out = e.handle(
+        frame_event(&public, &sighting_frame(clear.id(), &next, 2, ISSUED + 1)),
+        T0,
+    );
+    assert!(out.is_empty(), "{out:?}");
 }
 
 /// A sighting of a CLEAR alert reaches an origin that is not the observer's peer: the

@@ -1002,7 +1002,9 @@ impl NetActor {
             None => self
                 .node_orgs
                 .get(key)
-                .is_some_and(|org| org_is_blocked(&self.trust, org)),
+                .into_iter()
+                .chain(self.certs.get(key).map(|c| &c.org))
+                .any(|org| org_is_blocked(&self.trust, org)),
         }
     }
 
@@ -1112,6 +1114,9 @@ impl NetActor {
         } else if let Some(e) = self.trust.get(&key).filter(|e| !e.org) {
             // Its own entry wins over its org's (it may connect only if it is allowed).
             Some(format!("its node key is {} here", e.level))
+        } else if self.is_blocked_node(&key) {
+            // A node of a blocked org stays blocked, whatever certificate it shows now.
+            Some("a blocked org certified it".to_string())
         } else {
             match self.trust.get(&c.org).filter(|e| e.org) {
                 None => Some(format!(

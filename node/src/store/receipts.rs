@@ -11,6 +11,10 @@ use super::schema::{ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT, SIGHTINGS};
 use super::state::optional_table;
 use super::{Store, StoreError};
 
+/// Most observers' sightings stored per alert (the engine takes in few unknown observers
+/// per alert, but its memory of them is lost at a restart): the table stays bounded.
+pub const MAX_SIGHTINGS_PER_ALERT: usize = 512;
+
 impl Store {
     /// Keeps a receipt this node signed, unless it holds an acknowledgement for that
     /// alert already (a late delivery receipt never replaces it). An acknowledgement is
@@ -138,10 +142,20 @@ impl Store {
         self.write(|txn| {
             let mut table = txn.open_table(SIGHTINGS)?;
             let key = (alert.0, s.observer.0);
-            let newer = table.get(key)?.is_none_or(|row| {
-                Signed::<Sighting>::decode(row.value())
-                    .map_or(true, |h| h.body().last_seen < s.last_seen)
+            let held = table.get(key)?.map(|row| {
+                Signed::<Sighting>::decode(row.value()).map_or(0, |h| h.body().last_seen)
             });
+            let newer = match held {
+                Some(last_seen) => last_seen < s.last_seen,
+                // A new observer: at most MAX_SIGHTINGS_PER_ALERT rows per alert.
+                None => {
+                    table
+                        .range((alert.0, [0u8; 32])..=(alert.0, [0xffu8; 32]))?
+                        .take(MAX_SIGHTINGS_PER_ALERT)
+                        .count()
+                        < MAX_SIGHTINGS_PER_ALERT
+                }
+            };
             if newer {
                 table.insert(key, bytes.as_slice())?;
             }

@@ -376,3 +376,42 @@ async fn an_acknowledgement_replaces_a_delivery_receipt_and_never_the_reverse() 
     assert!(store.ack_deadlines_due(T0 + 1).unwrap().is_empty());
     assert_eq!(store.ack_deadline(&id).unwrap(), Some((T0, true)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sightings_keep_each_observer_s_newest_and_at_most_so_many_observers_per_alert() {
+    use super::receipts::MAX_SIGHTINGS_PER_ALERT;
+    use tocsin_proto::identity::{Sighting, Signed, IDENTITY_VERSION};
+    let dir = TempDir::new().unwrap();
+    let (store, _join) = open(&dir);
+    let id = alert(1, T0, "clear").id();
+    let signed = |observer: &SigningKey, last_seen: u64| {
+        let body = Sighting {
+            v: IDENTITY_VERSION,
+            alert: Some(id),
+            indicator: None,
+            observer: PublicKey(observer.verifying_key().to_bytes()),
+            count: 1,
+            first_seen: T0,
+            last_seen,
+            note: String::new(),
+        };
+        Signed::sign(body, observer).unwrap()
+    };
+    let observer = |n: u32| {
+        let mut seed = [3u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        SigningKey::from_bytes(&seed)
+    };
+    for n in 0..MAX_SIGHTINGS_PER_ALERT as u32 {
+        assert!(store.put_sighting(&signed(&observer(n), T0)).unwrap());
+    }
+    // One observer more is not kept; a held observer's newer sighting still replaces its
+    // row, an older one does not.
+    let extra = observer(MAX_SIGHTINGS_PER_ALERT as u32);
+    assert!(!store.put_sighting(&signed(&extra, T0)).unwrap());
+    assert!(store.put_sighting(&signed(&observer(0), T0 + 5)).unwrap());
+    assert!(!store.put_sighting(&signed(&observer(0), T0 + 1)).unwrap());
+    let held = store.sightings_of(&id).unwrap();
+    assert_eq!(held.len(), MAX_SIGHTINGS_PER_ALERT);
+    assert!(held.iter().any(|s| s.last_seen == T0 + 5));
+}
