@@ -186,13 +186,18 @@ impl Engine {
                     self.scoring.level(&p),
                     Some(TrustLevel::Member | TrustLevel::Partner)
                 );
-                if !community
-                    || observer_level == Some(TrustLevel::Blocked)
-                    || !self.scoring.take_sighting(p, now)
-                {
+                if !community || observer_level == Some(TrustLevel::Blocked) {
                     return;
                 }
                 unknown_relayed = !known_observer;
+            }
+            // Every sighting a peer sends, its own included, is charged to its sighting
+            // budget (a relayed observer's to that observer's share of it), and one dated
+            // ahead of our clock is dropped, so that a newer one cannot be made up at will.
+            if s.last_seen > now.saturating_add(self.max_skew_ms)
+                || !self.scoring.take_sighting(p, s.observer, now)
+            {
+                return;
             }
             let level = self.scoring.level(&p);
             let may_hold = if open {
@@ -263,6 +268,7 @@ impl Engine {
         }
         self.actions.push(Action::Sighting {
             sighting: Box::new(sighting),
+            unknown: unknown_relayed,
         });
     }
 

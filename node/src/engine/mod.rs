@@ -287,9 +287,11 @@ pub enum Action {
         peer: PublicKey,
         receipt: Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Receipt>>,
     },
-    /// Keep a sighting (the observer's newest of that alert).
+    /// Keep a sighting (the observer's newest of that alert). `unknown`: relayed for an
+    /// observer not known here (the store keeps few of those per alert).
     Sighting {
         sighting: Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>,
+        unknown: bool,
     },
     /// `peer` sends past its rate limits: stop reading its frames until `until` (ms), so
     /// that what it sends waits in its own connection (back-pressure) instead of costing

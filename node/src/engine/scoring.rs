@@ -33,9 +33,12 @@ pub struct PeerStats {
     penalty_at: u64,
     #[serde(skip)]
     alert_bucket: Bucket,
-    /// Relayed sightings (another observer's), at the alert rate, apart from alerts.
+    /// Sightings (see [`Scoring::take_sighting`]), apart from alerts.
     #[serde(skip)]
     sighting_bucket: Bucket,
+    /// Shares of the sighting bucket per observer this peer relays.
+    #[serde(skip)]
+    sighting_relayed: HashMap<PublicKey, (Bucket, u64)>,
     #[serde(skip)]
     byte_bucket: Bucket,
     #[serde(skip)]
@@ -61,6 +64,40 @@ pub const MAX_RELAYED_ORIGINS: usize = 256;
 /// from one origin, relayed at that origin's full rate, cannot crowd out another's.
 /// A peer's own alerts may use the whole bucket.
 pub const RELAYED_ORIGIN_SHARE: f64 = 0.5;
+
+/// Takes one token from `bucket` for an item of `origin` from `peer`: the peer's own
+/// items may use the whole bucket, another origin's at most [`RELAYED_ORIGIN_SHARE`] of
+/// it (tracked in `shares`, at most [`MAX_RELAYED_ORIGINS`], least recently used first
+/// out).
+fn take_shared(
+    (bucket, shares): (&mut Bucket, &mut HashMap<PublicKey, (Bucket, u64)>),
+    (peer, origin): (PublicKey, PublicKey),
+    (rate, burst): (f64, f64),
+    now: u64,
+) -> bool {
+    bucket.refill(now, rate, burst);
+    let mut ok = bucket.tokens >= 1.0;
+    if ok && origin != peer {
+        let (r, b) = (rate * RELAYED_ORIGIN_SHARE, burst * RELAYED_ORIGIN_SHARE);
+        let (share, last) = shares.entry(origin).or_default();
+        *last = now;
+        ok = share.take(now, r, b, 1.0);
+        if shares.len() > MAX_RELAYED_ORIGINS {
+            if let Some(oldest) = shares
+                .iter()
+                .filter(|(o, _)| **o != origin)
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(o, _)| *o)
+            {
+                shares.remove(&oldest);
+            }
+        }
+    }
+    if ok {
+        bucket.tokens -= 1.0;
+    }
+    ok
+}
 
 #[derive(Debug, Clone, Default)]
 struct Bucket {
@@ -265,43 +302,40 @@ impl Scoring {
     /// Takes one alert of `origin` from the peer's alert bucket; false (counted as
     /// rate-limited) when the bucket is empty, or when the peer relays `origin` and that
     /// origin has used its share ([`RELAYED_ORIGIN_SHARE`]) of the bucket.
-    /// Takes one relayed sighting from `peer`'s own budget (at its alert rate, apart
-    /// from its alerts); false when it is spent (counted as rate-limited).
-    pub fn take_sighting(&mut self, peer: PublicKey, now: u64) -> bool {
+    pub fn take_alert(&mut self, peer: PublicKey, origin: PublicKey, now: u64) -> bool {
         let (rate, burst) = (self.limits.alerts_per_sec, self.limits.alert_burst);
         let s = self.stats_mut(peer);
-        let ok = s.sighting_bucket.take(now, rate, burst, 1.0);
+        let ok = take_shared(
+            (&mut s.alert_bucket, &mut s.relayed),
+            (peer, origin),
+            (rate, burst),
+            now,
+        );
         if !ok {
             s.rate_limited += 1;
+            s.limited_at = now;
         }
         ok
     }
 
-    pub fn take_alert(&mut self, peer: PublicKey, origin: PublicKey, now: u64) -> bool {
-        let (rate, burst) = (self.limits.alerts_per_sec, self.limits.alert_burst);
+    /// Takes one sighting of `observer` from the peer's sighting bucket, apart from its
+    /// alerts, at a tenth of its alert rate and burst (each is a durable write here and
+    /// is passed on); another observer's sighting it relays may use at most
+    /// [`RELAYED_ORIGIN_SHARE`] of it, so one observer's flood leaves room for the
+    /// others. False (counted as rate-limited) when spent.
+    pub fn take_sighting(&mut self, peer: PublicKey, observer: PublicKey, now: u64) -> bool {
+        let (rate, burst) = (
+            self.limits.alerts_per_sec / 10.0,
+            self.limits.alert_burst / 10.0,
+        );
         let s = self.stats_mut(peer);
-        s.alert_bucket.refill(now, rate, burst);
-        let mut ok = s.alert_bucket.tokens >= 1.0;
-        if ok && origin != peer {
-            let (r, b) = (rate * RELAYED_ORIGIN_SHARE, burst * RELAYED_ORIGIN_SHARE);
-            let (share, last) = s.relayed.entry(origin).or_default();
-            *last = now;
-            ok = share.take(now, r, b, 1.0);
-            if s.relayed.len() > MAX_RELAYED_ORIGINS {
-                if let Some(oldest) = s
-                    .relayed
-                    .iter()
-                    .filter(|(o, _)| **o != origin)
-                    .min_by_key(|(_, (_, last))| *last)
-                    .map(|(o, _)| *o)
-                {
-                    s.relayed.remove(&oldest);
-                }
-            }
-        }
-        if ok {
-            s.alert_bucket.tokens -= 1.0;
-        } else {
+        let ok = take_shared(
+            (&mut s.sighting_bucket, &mut s.sighting_relayed),
+            (peer, observer),
+            (rate, burst),
+            now,
+        );
+        if !ok {
             s.rate_limited += 1;
             s.limited_at = now;
         }

@@ -2191,3 +2191,39 @@ fn alerts_issued_under_a_former_key_are_relayed_at_an_honest_hop_count() {
     assert_eq!(stored(&out), vec![clear.id()]);
     assert_eq!(stats(&ep, &new).penalty, 0);
 }
+
+/// One observer's flood of ever newer sightings through a relay uses at most its share
+/// of the relay's sighting budget: another observer's still gets through. A sighting
+/// dated ahead of the clock is dropped.
+#[test]
+fn one_observer_s_sighting_flood_leaves_room_for_the_others() {
+    let (me, relay, x, y) = (key(1), key(2), key(3), key(4));
+    let mut e = engine_for(&me, EngineConfig::default());
+    for k in [&relay, &x, &y] {
+        connect(&mut e, k, TrustLevel::Member);
+    }
+    let clear = alert(&me, 1, Tlp::Clear);
+    issue(&mut e, clear.clone(), 1, T0);
+    let kept = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Sighting { .. }));
+    let mut taken = 0;
+    for n in 0..400 {
+        let out = e.handle(
+            frame_event(&relay, &sighting_frame(clear.id(), &x, 1, ISSUED + n)),
+            T0,
+        );
+        taken += usize::from(kept(&out));
+    }
+    assert!(taken < 400 / 2, "one observer took {taken}");
+    assert!(stats(&e, &relay).rate_limited > 0);
+    let out = e.handle(
+        frame_event(&relay, &sighting_frame(clear.id(), &y, 1, ISSUED)),
+        T0,
+    );
+    assert!(kept(&out), "{out:?}");
+    let ahead = T0 + 3_600_000;
+    let out = e.handle(
+        frame_event(&y, &sighting_frame(clear.id(), &y, 1, ahead)),
+        T0,
+    );
+    assert!(!kept(&out), "{out:?}");
+}

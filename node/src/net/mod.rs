@@ -822,10 +822,18 @@ impl NetActor {
                     warn!("the state writer is gone; receipt not stored");
                 }
             }
-            Action::Sighting { sighting } => {
+            Action::Sighting { sighting, unknown } => {
                 let s = sighting.body();
-                info!(alert = ?s.alert.map(|a| a.fmt_short()), observer = %s.observer.fmt_short(), count = s.count, "sighting");
-                if self.state.send(StateJob::Sighting(sighting)).is_err() {
+                if unknown {
+                    debug!(alert = ?s.alert.map(|a| a.fmt_short()), observer = %s.observer.fmt_short(), count = s.count, "sighting of an observer not known here");
+                } else {
+                    info!(alert = ?s.alert.map(|a| a.fmt_short()), observer = %s.observer.fmt_short(), count = s.count, "sighting");
+                }
+                if self
+                    .state
+                    .send(StateJob::Sighting(sighting, unknown))
+                    .is_err()
+                {
                     warn!("the state writer is gone; sighting not stored");
                 }
             }

@@ -37,8 +37,11 @@ pub enum StateJob {
     ResyncLog,
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),
-    /// Keep a sighting.
-    Sighting(Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>),
+    /// Keep a sighting (`true`: of an observer not known here, capped per alert).
+    Sighting(
+        Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>,
+        bool,
+    ),
     /// Forget a revocation.
     DropRevocation(PublicKey),
     /// Keep the certificate a node presented (which agency certified it).
@@ -113,8 +116,8 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                 warn!(error = %e, node = %proof.revocation().node.fmt_short(), "cannot store a revocation; it is applied until restart, and peers send it again");
             }
         }
-        StateJob::Sighting(sighting) => {
-            if let Err(e) = store.put_sighting(&sighting) {
+        StateJob::Sighting(sighting, unknown) => {
+            if let Err(e) = store.put_sighting(&sighting, unknown) {
                 warn!(error = %e, "cannot store a sighting");
             }
         }

@@ -11,8 +11,10 @@ use super::schema::{ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT, SIGHTINGS};
 use super::state::optional_table;
 use super::{Store, StoreError};
 
-/// Most observers' sightings stored per alert (the engine takes in few unknown observers
-/// per alert, but its memory of them is lost at a restart): the table stays bounded.
+/// Rows per alert beyond which a relayed sighting of an observer unknown here is not
+/// stored (the engine takes in few of those per alert, but its count is lost at a
+/// restart): made-up observers cannot grow the table without bound, and the node's
+/// own, direct and known observers' sightings are kept whatever the count.
 pub const MAX_SIGHTINGS_PER_ALERT: usize = 512;
 
 impl Store {
@@ -133,7 +135,15 @@ impl Store {
     }
 
     /// Keeps a verified sighting when it is its observer's newest of that alert.
-    pub fn put_sighting(&self, sighting: &Signed<Sighting>) -> Result<bool, StoreError> {
+    /// `capped`: the sighting is a relayed one of an observer unknown to this node; a new
+    /// such observer is kept only while the alert has fewer than
+    /// [`MAX_SIGHTINGS_PER_ALERT`] rows (the node's own, direct and known observers'
+    /// always are).
+    pub fn put_sighting(
+        &self,
+        sighting: &Signed<Sighting>,
+        capped: bool,
+    ) -> Result<bool, StoreError> {
         let s = sighting.body();
         let Some(alert) = s.alert else {
             return Ok(false);
@@ -147,7 +157,8 @@ impl Store {
             });
             let newer = match held {
                 Some(last_seen) => last_seen < s.last_seen,
-                // A new observer: at most MAX_SIGHTINGS_PER_ALERT rows per alert.
+                // A new unknown observer: at most MAX_SIGHTINGS_PER_ALERT rows per alert.
+                None if !capped => true,
                 None => {
                     table
                         .range((alert.0, [0u8; 32])..=(alert.0, [0xffu8; 32]))?
