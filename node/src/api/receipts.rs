@@ -290,7 +290,10 @@ pub(super) async fn sightings_of(st: &ApiState, id: AlertId) -> Result<Sightings
     let held = st.store.read(move |s| s.sightings_of(&id)).await?;
     let trust = st.net.trust_list().await.unwrap_or_default();
     let names: BTreeMap<PublicKey, String> = trust.into_iter().map(|e| (e.key, e.name)).collect();
-    let agencies = st.agencies.read().map(|t| t.clone()).unwrap_or_default();
+    let agencies = st
+        .agencies
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let observers: Vec<SightingRow> = held
         .into_iter()
         .map(|s| SightingRow {

@@ -242,20 +242,16 @@ impl Engine {
         if peer.is_none() || (open && from_known) {
             let origin = k.alert.origin;
             let observer = s.observer;
-            let targets: Vec<PublicKey> =
-                self.trees
-                    .links()
-                    .map(|(p, _)| p)
-                    .filter(|p| Some(**p) != peer && **p != observer)
-                    .filter(|p| {
-                        **p == origin
-                            || (open
-                                && self.known.get(&alert).is_some_and(|k| {
-                                    self.shareable(k, p, self.scoring.level(p), now)
-                                }))
-                    })
-                    .copied()
-                    .collect();
+            let targets: Vec<PublicKey> = self
+                .trees
+                .links()
+                .map(|(p, _)| p)
+                .filter(|p| Some(**p) != peer && **p != observer)
+                .filter(|p| {
+                    **p == origin || (open && self.shareable(k, p, self.scoring.level(p), now))
+                })
+                .copied()
+                .collect();
             let frame = Frame::Sighting {
                 sighting: serde_bytes::ByteBuf::from(sighting.to_bytes()),
             };

@@ -20,7 +20,7 @@ pub mod trust;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -368,11 +368,10 @@ pub struct NetActor {
     /// The same, for the API (`issued_after` is filled in per alert there).
     revoked_origins: RevokedOrigins,
     /// The org and agency of each node that presented its certificate here (kept after
-    /// the certificate expires; bounded by [`MAX_AGENCY_NODES`]), shared with the API.
+    /// the certificate expires; bounded by [`MAX_AGENCY_NODES`]), and this node's own,
+    /// shared with the API: a blocked org blocks every node it certified, its alerts
+    /// included, even when relayed.
     agencies: Agencies,
-    /// The org of each of those nodes (the actor's copy of `agencies`): a blocked org
-    /// blocks every node it certified, its alerts included, even when relayed.
-    node_orgs: HashMap<PublicKey, PublicKey>,
     /// Listeners that reported an address (or failed), for the start-up wait.
     listeners_up: HashSet<libp2p::core::transport::ListenerId>,
 }
@@ -434,9 +433,7 @@ impl NetActor {
                 .map(|c| c.body().org),
         );
         let mut agencies = HashMap::new();
-        let mut node_orgs = HashMap::new();
         for c in store.agencies()? {
-            node_orgs.insert(c.node, c.org);
             agencies.insert(c.node, (c.org, c.agency));
         }
         if let Some(c) = &cert {
@@ -496,7 +493,7 @@ impl NetActor {
         }
         // A blocked org's nodes are blocked from the start, their relayed alerts included
         // (as `effective_level` says at run time).
-        for (node, org) in &node_orgs {
+        for (node, (org, _)) in agencies.iter().filter(|(n, _)| **n != me) {
             engine.load_agency(*node, *org);
             if trust.get(node).is_none() && org_is_blocked(&trust, org) {
                 engine.load_trust(*node, TrustLevel::Blocked);
@@ -544,7 +541,6 @@ impl NetActor {
             receipts_seen: HashMap::new(),
             revoked_origins: Arc::new(std::sync::RwLock::new(revoked)),
             agencies: Arc::new(std::sync::RwLock::new(agencies)),
-            node_orgs,
             listeners_up: HashSet::new(),
         })
     }
@@ -961,10 +957,13 @@ impl NetActor {
         self.apply_org_dials(key, org.as_ref());
         // The nodes it certified: those remembered, and those holding a valid certificate
         // of it now (remembered or not, when the table is full).
+        let me = self.engine.me();
         let certified: BTreeSet<PublicKey> = self
-            .node_orgs
+            .agencies
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter(|(_, org)| **org == key)
+            .filter(|(n, (org, _))| *org == key && **n != me)
             .map(|(n, _)| *n)
             .chain(
                 self.certs
@@ -1001,6 +1000,18 @@ impl NetActor {
         self.trust.get(&cert.org).filter(|e| e.org).map(|e| e.level)
     }
 
+    /// The org that certified a peer's node key, as remembered (never this node's own).
+    fn agency_org(&self, key: &PublicKey) -> Option<PublicKey> {
+        if *key == self.engine.me() {
+            return None;
+        }
+        self.agencies
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(|(org, _)| *org)
+    }
+
     /// Whether a node key is blocked here: by its own entry or, without one, by the org
     /// that certified it (a blocked org blocks every node it ever certified, whatever its
     /// certificate's dates: its alerts are dropped even when a trusted peer relays them).
@@ -1008,11 +1019,10 @@ impl NetActor {
         match self.trust.get(key) {
             Some(e) => !e.org && e.level == TrustLevel::Blocked,
             None => self
-                .node_orgs
-                .get(key)
+                .agency_org(key)
                 .into_iter()
-                .chain(self.certs.get(key).map(|c| &c.org))
-                .any(|org| org_is_blocked(&self.trust, org)),
+                .chain(self.certs.get(key).map(|c| c.org))
+                .any(|org| org_is_blocked(&self.trust, &org)),
         }
     }
 
@@ -1198,30 +1208,26 @@ impl NetActor {
     /// presented itself (`c`, verified, over its own key; `bytes` its envelope), within
     /// [`MAX_AGENCY_NODES`] and [`MAX_AGENCY_NODES_PER_ORG`].
     fn remember_agency(&mut self, key: PublicKey, c: &NodeCert, bytes: &[u8]) {
-        let held = self.agencies.read().ok().and_then(|t| t.get(&key).cloned());
-        if held.as_ref() == Some(&(c.org, c.agency.clone())) {
-            return;
-        }
+        let mut table = self
+            .agencies
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let held = table.get(&key).map(|(org, _)| *org);
         // A node of a blocked org stays one: a certificate of another org does not lift
         // the block.
-        if self
-            .node_orgs
-            .get(&key)
-            .is_some_and(|org| *org != c.org && org_is_blocked(&self.trust, org))
-        {
+        if held.is_some_and(|org| org != c.org && org_is_blocked(&self.trust, &org)) {
             return;
         }
-        if !self.node_orgs.contains_key(&key) {
-            let of_org = self.node_orgs.values().filter(|o| **o == c.org).count();
-            if self.node_orgs.len() >= MAX_AGENCY_NODES || of_org >= MAX_AGENCY_NODES_PER_ORG {
+        if held.is_none() {
+            let of_org = table.values().filter(|(o, _)| *o == c.org).count();
+            if table.len() >= MAX_AGENCY_NODES || of_org >= MAX_AGENCY_NODES_PER_ORG {
                 debug!(peer = %key.fmt_short(), org = %c.org.fmt_short(), "agency not remembered: this node remembers the most it keeps");
                 return;
             }
         }
-        let org_changed = self.node_orgs.insert(key, c.org) != Some(c.org);
-        if let Ok(mut table) = self.agencies.write() {
-            table.insert(key, (c.org, c.agency.clone()));
-        }
+        table.insert(key, (c.org, c.agency.clone()));
+        drop(table);
+        let org_changed = held != Some(c.org);
         // Stored when the node is new or changes org; a new agency name alone is shown
         // at once but not written (a certificate per handshake must not cost a write).
         if org_changed
