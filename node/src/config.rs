@@ -643,7 +643,8 @@ peer_alert_burst = 2000
 peer_bytes_per_sec = 4194304
 peer_byte_burst = 16777216
 # Work units per second (and burst) one peer's control frames may cost: 1 per frame,
-# 1 per id announced or listed, 2 per id wanted, 1 per log entry a sync request scans.
+# 1 per id announced, listed or excepted, 2 per alert wanted (want, want_page),
+# 1 per log entry a sync request scans.
 peer_work_per_sec = 100000
 peer_work_burst = 200000
 # Penalty score at which a peer is disconnected and refused for ban_secs.

@@ -1,4 +1,4 @@
-//! Gossip frames exchanged on the `/tocsin/gossip/3` protocol.
+//! Gossip frames exchanged on the `/tocsin/gossip/4` protocol.
 //!
 //! On the stream each frame is a 4-byte big-endian length followed by that many bytes
 //! of CBOR. The length is checked against [`MAX_FRAME_BYTES`] before the frame is read.
@@ -12,7 +12,7 @@ use crate::limits::{Limit, MAX_FRAME_BYTES};
 use crate::Error;
 
 /// The libp2p protocol name for gossip streams.
-pub const GOSSIP_PROTOCOL: &str = "/tocsin/gossip/3";
+pub const GOSSIP_PROTOCOL: &str = "/tocsin/gossip/4";
 
 /// One gossip frame. A closed set: anything else fails to decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +80,16 @@ pub enum Frame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answers: Option<u64>,
     },
+    /// Catch-up: "send me every alert of the page of your log (epoch `epoch`) after
+    /// `after` up to `next` that you listed, except these": the answer to a `SyncPage`
+    /// when the requester lacks most of it, so that the ids it lacks do not travel a
+    /// second time. Answered with `Alert` frames, filtered as the page was.
+    WantPage {
+        epoch: u64,
+        after: u64,
+        next: u64,
+        except: Vec<AlertId>,
+    },
 }
 
 impl Frame {
@@ -93,7 +103,7 @@ impl Frame {
 
     /// Encodes the frame's CBOR (without the length prefix).
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        let bytes = codec::encode(self)?;
+        let bytes = codec::encode_packed(self)?;
         Limit::FrameBytes.check(bytes.len())?;
         Ok(bytes)
     }
@@ -107,7 +117,9 @@ impl Frame {
                 Limit::IdsPerFrame.check(ids.len())?;
                 Limit::IdsPerFrame.check(hops.len())?;
             }
-            Frame::Want { ids, .. } | Frame::SyncPage { ids, .. } => {
+            Frame::Want { ids, .. }
+            | Frame::SyncPage { ids, .. }
+            | Frame::WantPage { except: ids, .. } => {
                 Limit::IdsPerFrame.check(ids.len())?;
             }
             Frame::Alert { envelope, .. } => Limit::EnvelopeBytes.check(envelope.len())?,
@@ -142,6 +154,7 @@ impl Frame {
             Frame::Graft { .. } => "graft",
             Frame::SyncRequest { .. } => "sync_request",
             Frame::SyncPage { .. } => "sync_page",
+            Frame::WantPage { .. } => "want_page",
         }
     }
 }

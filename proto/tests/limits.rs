@@ -61,9 +61,24 @@ fn oversized_frame_rejected_on_length_prefix() {
 #[test]
 fn too_many_ids_in_frame_rejected() {
     let ids = vec![AlertId([1; 32]); MAX_IDS_PER_FRAME + 1];
-    let bytes = codec::encode(&Frame::Announce { ids, hops: vec![] }).unwrap();
-    let err = Frame::decode(&bytes).unwrap_err().to_string();
-    assert!(err.contains("MAX_IDS_PER_FRAME"), "{err}");
+    // In the named form (what /tocsin/gossip/3 wrote) and in the packed form
+    // (`Frame::encode` refuses nothing here: the limit is the receiver's).
+    let named = codec::encode(&Frame::Announce {
+        ids: ids.clone(),
+        hops: vec![],
+    })
+    .unwrap();
+    let packed = codec::encode_packed(&Frame::WantPage {
+        epoch: 1,
+        after: 0,
+        next: 9,
+        except: ids,
+    })
+    .unwrap();
+    for bytes in [named, packed] {
+        let err = Frame::decode(&bytes).unwrap_err().to_string();
+        assert!(err.contains("MAX_IDS_PER_FRAME"), "{err}");
+    }
 }
 
 #[test]

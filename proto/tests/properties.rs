@@ -108,6 +108,13 @@ proptest! {
             Frame::Graft { origin: PublicKey([hops; 32]) },
             Frame::SyncRequest { epoch, after: 3 },
             Frame::SyncPage { epoch, ids: ids.clone(), next: 9, done: false, answers: Some(epoch / 2) },
+            Frame::SyncPage { epoch, ids: ids.clone(), next: 9, done: true, answers: None },
+            Frame::WantPage { epoch, after: 3, next: 9, except: ids.clone() },
+            Frame::Identity { cert: None },
+            Frame::Identity { cert: Some(serde_bytes::ByteBuf::from(vec![hops; 40])) },
+            Frame::Revoke { revocation: serde_bytes::ByteBuf::from(vec![1; 9]), cert: serde_bytes::ByteBuf::from(vec![2; 9]) },
+            Frame::Receipt { receipt: serde_bytes::ByteBuf::from(vec![3; 9]) },
+            Frame::Sighting { sighting: serde_bytes::ByteBuf::from(vec![4; 9]) },
         ] {
             prop_assert_eq!(Frame::decode(&f.encode().unwrap()).unwrap(), f);
         }

@@ -2,7 +2,7 @@
 //! arbitrary bytes as gossip frames, so tests can send tampered alerts, bad signatures,
 //! malformed and oversized frames the way a misbehaving agency would.
 //!
-//! It speaks `/tocsin/gossip/3` through the node's own gossip behaviour
+//! It speaks `/tocsin/gossip/4` through the node's own gossip behaviour
 //! ([`tocsin_node::net::gossip`]), so frames travel on one long-lived stream as a real
 //! node's do; but nothing checks what it sends.
 

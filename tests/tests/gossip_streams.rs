@@ -1,4 +1,4 @@
-//! The `/tocsin/gossip/3` streams over real `tocsind` processes: a full mesh links up
+//! The `/tocsin/gossip/4` streams over real `tocsind` processes: a full mesh links up
 //! with one stream per connection and no drops or reconnects, and a peer that sends a
 //! frame over the size limit is refused before the frame is read, penalised, and
 //! cannot take the node or its stored alerts with it. A peer flooding control frames

@@ -1733,7 +1733,7 @@ impl Sim {
                 .sum()
         };
         totals.body_bytes = bytes(&["alert"]);
-        totals.sync_bytes = bytes(&["hello", "sync_request", "sync_page"]);
+        totals.sync_bytes = bytes(&["hello", "sync_request", "sync_page", "want_page"]);
         // Everything else is tree and repair traffic, whatever frames it is made of.
         let all: u64 = self.frames.values().map(|s| s.sent_bytes).sum();
         totals.announce_overhead_bytes = all - totals.body_bytes - totals.sync_bytes;

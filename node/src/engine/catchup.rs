@@ -1,7 +1,8 @@
 //! Catch-up: per connected peer, reading its log page by page from the cursor saved for
-//! it (`SyncRequest` / `SyncPage`), waiting until every wanted alert of a page is
-//! committed or refused before saving the cursor past it, and the periodic re-read
-//! and stall checks that repair what pushes missed.
+//! it (`SyncRequest` / `SyncPage`, the alerts lacked asked for with `WantPage` or
+//! `Want`), waiting until every wanted alert of a page is committed or refused before
+//! saving the cursor past it, and the periodic re-read and stall checks that repair
+//! what pushes missed.
 //!
 //! Pages are pipelined: the next page is asked for as soon as one arrives, while the
 //! alerts of up to [`PIPELINE`] pages are still being fetched and committed, so a node
@@ -85,6 +86,11 @@ pub struct CatchUp {
     sessions: BTreeMap<PublicKey, Session>,
     /// (epoch, seq) read up to, per peer, kept across connections.
     cursors: HashMap<PublicKey, (u64, u64)>,
+    /// The serving side: the last page of our log listed to each connected peer, as
+    /// (after, next, ids), so that its `WantPage` is answered with exactly what the page
+    /// listed. A requester sends a page's `WantPage` before its next `SyncRequest`, on
+    /// the same ordered stream, so the last page is the one it answers.
+    listed: HashMap<PublicKey, (u64, u64, Vec<AlertId>)>,
 }
 
 impl CatchUp {
@@ -101,6 +107,27 @@ impl CatchUp {
     /// The peer disconnected (or reconnected): its session ends; its cursor stays.
     pub fn end(&mut self, peer: &PublicKey) {
         self.sessions.remove(peer);
+        self.listed.remove(peer);
+    }
+
+    /// The serving side: we listed `ids`, our log after `after` up to `next`, to `peer`.
+    pub fn note_listed(&mut self, peer: PublicKey, (after, next): (u64, u64), ids: &[AlertId]) {
+        self.listed.insert(peer, (after, next, ids.to_vec()));
+    }
+
+    /// The ids of the page after `after` up to `next` that we listed to `peer` last, if
+    /// that is the page (taken: a page is asked for once).
+    pub fn take_listed(
+        &mut self,
+        peer: &PublicKey,
+        (after, next): (u64, u64),
+    ) -> Option<Vec<AlertId>> {
+        match self.listed.get(peer) {
+            Some((a, n, _)) if *a == after && *n == next => {
+                self.listed.remove(peer).map(|(_, _, ids)| ids)
+            }
+            _ => None,
+        }
     }
 
     /// Whether a session with the peer is reading its log.
@@ -255,15 +282,14 @@ impl CatchUp {
         {
             return;
         }
-        let wanted: Vec<AlertId> = ids
-            .iter()
-            .filter(|id| !known.contains(id))
-            .copied()
-            .collect();
+        let (wanted, held): (Vec<AlertId>, Vec<AlertId>) =
+            ids.iter().partition(|id| !known.contains(id));
         let waiting: HashSet<AlertId> = ids
             .into_iter()
             .filter(|id| !known.contains(id) || known.is_uncommitted(id))
             .collect();
+        // The early return above makes this the request's `after`.
+        let after = s.requested.unwrap_or_default();
         s.requested = None;
         s.requested_at = now;
         s.head = s.head.max(next);
@@ -281,15 +307,30 @@ impl CatchUp {
             at: now + SYNC_TIMEOUT_MS,
             timer: Timer::Sync(peer),
         });
-        for chunk in wanted.chunks(MAX_IDS_PER_FRAME) {
+        if !wanted.is_empty() && held.len() < wanted.len() {
+            // We lack most of the page: name what we hold instead of what we lack, so
+            // that the ids we lack do not travel a second time.
             send(
                 out,
                 peer,
-                Frame::Want {
-                    ids: chunk.to_vec(),
-                    graft: false,
+                Frame::WantPage {
+                    epoch,
+                    after,
+                    next,
+                    except: held,
                 },
             );
+        } else {
+            for chunk in wanted.chunks(MAX_IDS_PER_FRAME) {
+                send(
+                    out,
+                    peer,
+                    Frame::Want {
+                        ids: chunk.to_vec(),
+                        graft: false,
+                    },
+                );
+            }
         }
         self.advance(peer, now, out);
     }
@@ -421,6 +462,9 @@ impl CatchUp {
 
     /// This part's invariants; `connected` says whether a peer is connected.
     pub fn check_invariants(&self, connected: impl Fn(&PublicKey) -> bool) -> Result<(), String> {
+        if let Some(peer) = self.listed.keys().find(|p| !connected(p)) {
+            return Err(format!("page listed to {} not connected", peer.fmt_short()));
+        }
         for (peer, s) in &self.sessions {
             let p = peer.fmt_short();
             if !connected(peer) {

@@ -99,6 +99,12 @@ impl Engine {
             Frame::SyncRequest { epoch, after } => {
                 1 + self.on_sync_request(peer, epoch, after, now) as u64
             }
+            Frame::WantPage {
+                epoch,
+                after,
+                next,
+                except,
+            } => self.on_want_page(peer, epoch, (after, next), except, now),
             Frame::SyncPage {
                 epoch,
                 ids,
@@ -303,14 +309,11 @@ impl Engine {
             }
             scanned += 1;
             next = seq;
-            if let Some(k) = self.known.get(id) {
-                if (self.shareable(k, &peer, level, now) && k.from != Some(peer))
-                    || self.returnable(k, &peer, level, now)
-                {
-                    ids.push(*id);
-                }
+            if self.listable(id, &peer, level, now) {
+                ids.push(*id);
             }
         }
+        self.catchup.note_listed(peer, (after, next), &ids);
         self.send(
             peer,
             Frame::SyncPage {
@@ -322,6 +325,67 @@ impl Engine {
             },
         );
         scanned
+    }
+
+    /// Whether a page of our log for `peer` lists `id`: an alert it may see that did not
+    /// come from it, or one of its own that it may have back.
+    fn listable(
+        &self,
+        id: &AlertId,
+        peer: &PublicKey,
+        level: Option<TrustLevel>,
+        now: u64,
+    ) -> bool {
+        self.known.get(id).is_some_and(|k| {
+            (self.shareable(k, peer, level, now) && k.from != Some(*peer))
+                || self.returnable(k, peer, level, now)
+        })
+    }
+
+    /// `WantPage`: sends what the page of our log after `after` up to `next` listed for
+    /// `peer`, except the ids it holds, filtered again now (trust may have narrowed).
+    /// The page is the last one listed to the peer; if it is not (a peer that does not
+    /// keep the order), the log is scanned again as for that page, at most
+    /// [`SYNC_PAGE_SCAN`] entries. Returns the work it cost: one unit per `except` id
+    /// and per entry scanned again, plus, per alert sent, what a `want` of it costs.
+    fn on_want_page(
+        &mut self,
+        peer: PublicKey,
+        epoch: u64,
+        (after, next): (u64, u64),
+        except: Vec<AlertId>,
+        now: u64,
+    ) -> u64 {
+        // A page of another epoch of our log lists nothing we can find again.
+        if epoch != self.epoch {
+            return 1;
+        }
+        let level = self.scoring.level(&peer);
+        // The page's own scan was paid for by its `sync_request`; a scan again is not.
+        let (listed, scanned) = match self.catchup.take_listed(&peer, (after, next)) {
+            Some(ids) => (ids, 0),
+            None => {
+                let ids: Vec<AlertId> = self
+                    .known
+                    .log_after(after)
+                    .take_while(|(seq, _)| *seq <= next)
+                    .take(SYNC_PAGE_SCAN)
+                    .map(|(_, id)| *id)
+                    .collect();
+                let n = ids.len() as u64;
+                (ids, n)
+            }
+        };
+        let except: std::collections::HashSet<AlertId> = except.into_iter().collect();
+        let looked = scanned + except.len() as u64;
+        let ids: Vec<AlertId> = listed
+            .into_iter()
+            .filter(|id| !except.contains(id) && self.listable(id, &peer, level, now))
+            .take(MAX_IDS_PER_FRAME)
+            .collect();
+        let n = ids.len() as u64;
+        self.send_alerts(peer, ids, level, now);
+        1 + looked + 2 * n
     }
 
     fn on_announce(&mut self, peer: PublicKey, ids: Vec<AlertId>, hops: Vec<u8>, now: u64) {
@@ -351,6 +415,18 @@ impl Engine {
                 .collect();
             self.trees.on_want_graft(&peer, origins);
         }
+        self.send_alerts(peer, ids, level, now);
+    }
+
+    /// Sends `peer` the alerts of `ids` that it may see (or have back), at our hop
+    /// count + 1: from the envelope cache, else read from the store.
+    fn send_alerts(
+        &mut self,
+        peer: PublicKey,
+        ids: Vec<AlertId>,
+        level: Option<TrustLevel>,
+        now: u64,
+    ) {
         let mut from_store = Vec::new();
         for id in ids {
             let Some(k) = self.known.get(&id) else {

@@ -136,7 +136,8 @@ pub struct EngineConfig {
     pub peer_byte_burst: u64,
     /// Sustained work units per second one peer's control frames may cost (token bucket
     /// rate). A frame costs 1, plus 1 per id in an announce or page, 2 per id in a want,
-    /// 1 per log entry a sync request makes us scan, 64 for a hello. Frames beyond it
+    /// for a `want_page` 2 per alert it sends and 1 per id it excepts, 1 per log entry a
+    /// sync request makes us scan, 64 for a hello. Frames beyond it
     /// are dropped unanswered and cost the peer 1 penalty point each (`over_budget`).
     /// Alerts are limited by `peer_alerts_per_sec` instead.
     pub peer_work_per_sec: u64,

@@ -1252,13 +1252,27 @@ fn a_node_that_lost_its_alerts_gets_them_back_on_request_and_only_then() {
         answers: None,
     };
     let out = ea.handle(frame_event(&b, &page), T0);
-    assert_eq!(
-        frames_to(&out, &b),
-        vec![&Frame::Want {
-            ids: vec![amber.id()],
-            graft: false
-        }]
+    let want_page = Frame::WantPage {
+        epoch: 3,
+        after: 0,
+        next: 1,
+        except: vec![],
+    };
+    assert_eq!(frames_to(&out, &b), vec![&want_page]);
+    // b answers a's `want_page` of its log (epoch 7) with the alert too.
+    let out = eb.handle(
+        frame_event(
+            &a,
+            &Frame::WantPage {
+                epoch: 7,
+                after: 0,
+                next: 1,
+                except: vec![],
+            },
+        ),
+        T0,
     );
+    assert_eq!(alerts_to(&out, &a), vec![amber.id()]);
     let out = ea.handle(alert_event(&b, 2, &amber), T0 + 1);
     assert_eq!(stored(&out), vec![amber.id()]);
     assert!(alerts_to(&out, &b).is_empty(), "not offered on: {out:?}");
@@ -1270,6 +1284,118 @@ fn a_node_that_lost_its_alerts_gets_them_back_on_request_and_only_then() {
     let out = ea.handle(alert_event(&b, 2, &amber), T0);
     assert!(stored(&out).is_empty());
     assert_eq!(rejections(&ea, &b, "scope_violation"), 1);
+}
+
+#[test]
+fn a_page_lacked_mostly_is_asked_for_by_range_so_its_ids_travel_once() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    // b's log: five CLEAR alerts, an AMBER one in the middle (seq 3).
+    let mut eb = engine_for(&b, EngineConfig::default());
+    connect(&mut eb, &a, TrustLevel::Member);
+    let log: Vec<SignedAlert> = (0..6)
+        .map(|n| alert(&b, n, if n == 2 { Tlp::Amber } else { Tlp::Clear }))
+        .collect();
+    for (seq, x) in log.iter().enumerate() {
+        issue(&mut eb, x.clone(), seq as u64 + 1, T0);
+    }
+    let clear: Vec<AlertId> = log
+        .iter()
+        .filter(|x| x.body().tlp == Tlp::Clear)
+        .map(|x| x.id())
+        .collect();
+
+    // a already holds the first CLEAR alert (from c): it lacks 4 of the page's 5, so
+    // it names the one it holds instead of the four it lacks.
+    let mut ea = catching_up(&a, &b, 6);
+    connect(&mut ea, &c, TrustLevel::Member);
+    ea.handle(alert_event(&c, 2, &log[0]), T0);
+    let out = ea.handle(
+        frame_event(&b, &sync_page(clear.clone(), 6, true, Some(0))),
+        T0 + 1,
+    );
+    let asked = Frame::WantPage {
+        epoch: 3,
+        after: 0,
+        next: 6,
+        except: vec![clear[0]],
+    };
+    assert!(frames_to(&out, &b).contains(&&asked), "{out:?}");
+    assert!(
+        !frames_to(&out, &b)
+            .iter()
+            .any(|f| matches!(f, Frame::Want { .. })),
+        "the lacked ids are not listed again: {out:?}"
+    );
+
+    // b sends the page's alerts but the one held, in log order, never the AMBER one
+    // (a is a member), and the answer ends at the page's end.
+    let want_page = |after, next, except: Vec<AlertId>| Frame::WantPage {
+        epoch: 7,
+        after,
+        next,
+        except,
+    };
+    let out = eb.handle(
+        frame_event(&a, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0,
+    );
+    let listed: Vec<AlertId> = frames_to(&out, &a)
+        .iter()
+        .find_map(|f| match f {
+            Frame::SyncPage { ids, next: 6, .. } => Some(ids.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(listed, clear);
+    let out = eb.handle(frame_event(&a, &want_page(0, 6, vec![clear[0]])), T0);
+    assert_eq!(alerts_to(&out, &a), clear[1..].to_vec());
+    // Asked again (that page is no longer the last listed), the log is read again for
+    // it, with the same answer.
+    let out = eb.handle(frame_event(&a, &want_page(0, 6, vec![clear[0]])), T0);
+    assert_eq!(alerts_to(&out, &a), clear[1..].to_vec());
+    let out = eb.handle(frame_event(&a, &want_page(1, 4, vec![])), T0);
+    assert_eq!(alerts_to(&out, &a), vec![clear[1], clear[2]]);
+    // A page of another epoch of b's log lists nothing b can find again.
+    let out = eb.handle(
+        frame_event(
+            &a,
+            &Frame::WantPage {
+                epoch: 8,
+                after: 0,
+                next: 6,
+                except: vec![],
+            },
+        ),
+        T0,
+    );
+    assert!(alerts_to(&out, &a).is_empty(), "{out:?}");
+
+    // The alerts come back as asked for: stored, not charged to b's flood limit.
+    let mut got = Vec::new();
+    for x in log.iter().filter(|x| x.body().tlp == Tlp::Clear).skip(1) {
+        got.extend(stored(&ea.handle(alert_event(&b, 1, x), T0 + 2)));
+    }
+    assert_eq!(got, clear[1..].to_vec());
+    assert_eq!(stats(&ea, &b).rate_limited, 0);
+
+    // Holding most of a page (three of five), a lists what it lacks.
+    let mut ea = catching_up(&a, &b, 6);
+    connect(&mut ea, &c, TrustLevel::Member);
+    for x in &clear[..3] {
+        let x = log.iter().find(|l| l.id() == *x).unwrap();
+        ea.handle(alert_event(&c, 2, x), T0);
+    }
+    let out = ea.handle(
+        frame_event(&b, &sync_page(clear.clone(), 6, true, Some(0))),
+        T0 + 1,
+    );
+    assert_eq!(
+        frames_to(&out, &b),
+        vec![&Frame::Want {
+            ids: vec![clear[3], clear[4]],
+            graft: false
+        }]
+    );
 }
 
 #[test]
@@ -1308,9 +1434,11 @@ fn a_late_page_answering_an_older_request_is_not_taken_for_the_current_one() {
     let out = ea.handle(frame_event(&b, &page), T0 + 2);
     assert_eq!(
         frames_to(&out, &b),
-        vec![&Frame::Want {
-            ids: vec![x.id()],
-            graft: false
+        vec![&Frame::WantPage {
+            epoch: 3,
+            after: 0,
+            next: 90,
+            except: vec![],
         }]
     );
 }
@@ -1465,16 +1593,24 @@ fn an_alert_dated_beyond_the_clock_skew_is_refused_and_costs_nothing() {
     assert_eq!(stored(&out), vec![ok.id()]);
 }
 
-#[test]
-fn a_sync_request_flood_is_answered_within_the_work_budget_then_banned() {
-    let (a, b, c) = (key(1), key(2), key(3));
+/// An engine with default limits holding 600 alerts of its own, `b` and `c` connected
+/// as members.
+fn holding_600_with_two_members(b: &SigningKey, c: &SigningKey) -> (Engine, EngineConfig) {
+    let a = key(1);
     let cfg = EngineConfig::default();
     let mut ea = engine_for(&a, cfg.clone());
     for n in 0..600 {
         issue(&mut ea, alert(&a, n, Tlp::Clear), n + 1, T0);
     }
-    connect(&mut ea, &b, TrustLevel::Member);
-    connect(&mut ea, &c, TrustLevel::Member);
+    connect(&mut ea, b, TrustLevel::Member);
+    connect(&mut ea, c, TrustLevel::Member);
+    (ea, cfg)
+}
+
+#[test]
+fn a_sync_request_flood_is_answered_within_the_work_budget_then_banned() {
+    let (b, c) = (key(2), key(3));
+    let (mut ea, cfg) = holding_600_with_two_members(&b, &c);
     let pages = |out: &[Action], to: &SigningKey| {
         frames_to(out, to)
             .into_iter()
@@ -1504,6 +1640,41 @@ fn a_sync_request_flood_is_answered_within_the_work_budget_then_banned() {
     let out = ea.handle(frame_event(&c, &request), T0);
     assert_eq!(pages(&out, &c), 1);
     assert_eq!(stats(&ea, &c).rate_limited, 0);
+}
+
+#[test]
+fn a_want_page_flood_is_answered_within_the_work_budget_then_banned() {
+    let (b, c) = (key(2), key(3));
+    let (mut ea, cfg) = holding_600_with_two_members(&b, &c);
+    // A 23-byte frame asks for a whole page (512 alerts), again and again, never for
+    // the page listed last: each costs the scan plus 2 per alert, like a `want` of them.
+    let ask = Frame::WantPage {
+        epoch: 7,
+        after: 0,
+        next: 600,
+        except: vec![],
+    };
+    let (mut sent, mut banned) = (0u64, None);
+    for _ in 0..5_000 {
+        let out = ea.handle(frame_event(&b, &ask), T0);
+        sent += alerts_to(&out, &b).len() as u64;
+        if let Some(until) = disconnect_of(&out, &b) {
+            banned = until;
+            break;
+        }
+    }
+    let per_frame = 1 + 3 * SYNC_PAGE_SCAN as u64;
+    let most = (cfg.peer_work_burst / per_frame + 1) * SYNC_PAGE_SCAN as u64;
+    assert!(sent <= most, "{sent} alerts sent, budget {most}");
+    assert!(sent >= most - 2 * SYNC_PAGE_SCAN as u64, "only {sent} sent");
+    assert!(
+        banned.is_some(),
+        "a peer flooding past its budget is banned"
+    );
+    assert!(rejections(&ea, &b, "over_budget") >= 100);
+    // Another peer at the same instant is answered at once.
+    let out = ea.handle(frame_event(&c, &ask), T0);
+    assert_eq!(alerts_to(&out, &c).len(), SYNC_PAGE_SCAN);
 }
 
 #[test]
@@ -1648,9 +1819,11 @@ fn alerts_asked_for_are_not_charged_to_the_flood_limit() {
     );
     assert_eq!(
         frames_to(&out, &b),
-        vec![&Frame::Want {
-            ids: missed.iter().map(|x| x.id()).collect(),
-            graft: false
+        vec![&Frame::WantPage {
+            epoch: 3,
+            after: 0,
+            next: 50,
+            except: vec![],
         }]
     );
     // The whole page arrives at once, ten times the burst: all of it is taken.

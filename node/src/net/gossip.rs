@@ -1,4 +1,4 @@
-//! The `/tocsin/gossip/3` protocol as a libp2p [`NetworkBehaviour`] with its own
+//! The `/tocsin/gossip/4` protocol as a libp2p [`NetworkBehaviour`] with its own
 //! [`ConnectionHandler`].
 //!
 //! Per connection the handler opens one long-lived outbound stream, on which it writes

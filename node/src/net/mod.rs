@@ -4,7 +4,7 @@
 //! [`Command`] with a oneshot reply. A closed command channel means shut down.
 //!
 //! Gossip runs on our own libp2p behaviour ([`gossip`]): per connection one outbound
-//! stream (`/tocsin/gossip/3`) fed from a bounded queue, and one inbound stream whose
+//! stream (`/tocsin/gossip/4`) fed from a bounded queue, and one inbound stream whose
 //! length prefixes are checked against `MAX_FRAME_BYTES` before a frame is read. A slow
 //! or failing peer only ever fills its own queue; frames beyond it are dropped and
 //! counted, never waited for.
@@ -215,7 +215,7 @@ pub struct Behaviour {
     /// or partitioned) right after the Noise handshake, before any protocol stream; holds
     /// unknown peers for their certificate when an org key is trusted.
     allow: gate::Behaviour,
-    /// The gossip streams for `/tocsin/gossip/3`.
+    /// The gossip streams for `/tocsin/gossip/4`.
     gossip: gossip::Behaviour,
     /// Liveness checks, so dead connections are noticed and redialled.
     ping: ping::Behaviour,
