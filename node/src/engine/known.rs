@@ -47,6 +47,10 @@ pub struct Known {
     cache_cap: usize,
     /// Our append log (seq → id), for answering catch-up.
     log: BTreeMap<u64, AlertId>,
+    /// While the log may have a hole (commit notices were missed and the store's log
+    /// is being read again): the head before the hole, and how many re-reads are
+    /// pending. Catch-up pages do not go past it.
+    log_gap: Option<(u64, u32)>,
 }
 
 impl Known {
@@ -60,6 +64,7 @@ impl Known {
             cache_order: VecDeque::new(),
             cache_cap,
             log: BTreeMap::new(),
+            log_gap: None,
         }
     }
 
@@ -149,11 +154,38 @@ impl Known {
         self.log.keys().next_back().copied().unwrap_or(0)
     }
 
-    /// Our log after sequence `after`, in order.
+    /// Our log after sequence `after`, in order, up to where it may have a hole.
     pub fn log_after(&self, after: u64) -> impl Iterator<Item = (u64, &AlertId)> {
+        let end = self.log_gap.map_or(u64::MAX, |(head, _)| head);
         self.log
             .range(after.saturating_add(1)..)
+            .take_while(move |(seq, _)| **seq <= end)
             .map(|(seq, id)| (*seq, id))
+    }
+
+    /// Whether [`Self::log_after`] stops before a possible hole: `Some(head)` when it
+    /// does, at `head`.
+    pub fn log_gap_at(&self) -> Option<u64> {
+        self.log_gap.map(|(head, _)| head)
+    }
+
+    /// Commit notices after the current head were missed; a re-read of the store's log
+    /// follows ([`Self::log_resynced`]). The lowest such head holds until every re-read
+    /// has completed.
+    pub fn log_gap(&mut self) {
+        let head = self.head();
+        self.log_gap = Some(match self.log_gap {
+            Some((at, pending)) => (at.min(head), pending.saturating_add(1)),
+            None => (head, 1),
+        });
+    }
+
+    /// A re-read of the store's log is complete.
+    pub fn log_resynced(&mut self) {
+        self.log_gap = match self.log_gap {
+            Some((at, pending)) if pending > 1 => Some((at, pending - 1)),
+            _ => None,
+        };
     }
 
     fn note_replacement(&mut self, meta: &KnownAlert) {

@@ -1399,6 +1399,70 @@ fn a_page_lacked_mostly_is_asked_for_by_range_so_its_ids_travel_once() {
 }
 
 #[test]
+fn catch_up_pages_stop_before_a_hole_in_the_log_until_it_is_read_again() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let x: Vec<SignedAlert> = (0..4).map(|n| alert(&a, n, Tlp::Clear)).collect();
+    let page = |out: &[Action]| {
+        frames_to(out, &b)
+            .into_iter()
+            .find_map(|f| match f {
+                Frame::SyncPage {
+                    ids, next, done, ..
+                } => Some((ids.clone(), *next, *done)),
+                _ => None,
+            })
+            .unwrap()
+    };
+    // Seqs 1 and 2 are noticed; the notice of 3 is lost (the runtime lagged behind
+    // the store), then 4 is noticed.
+    for (n, alert) in x.iter().enumerate() {
+        let out = ea.handle(
+            Event::Local {
+                alert: alert.clone().verify().unwrap(),
+            },
+            T0,
+        );
+        assert!(!out.is_empty());
+        if n == 2 {
+            ea.handle(Event::LogGap, T0);
+        } else {
+            ea.handle(Event::Committed(vec![(n as u64 + 1, alert.id())]), T0);
+        }
+    }
+    // A page read now stops before the hole: b's cursor cannot pass seq 3.
+    let ask = |after| frame_event(&b, &Frame::SyncRequest { epoch: 7, after });
+    let out = ea.handle(ask(0), T0 + 1);
+    assert_eq!(page(&out), (vec![x[0].id(), x[1].id()], 2, true));
+    // So does a want_page of a range across it.
+    let out = ea.handle(
+        frame_event(
+            &b,
+            &Frame::WantPage {
+                epoch: 7,
+                after: 2,
+                next: 4,
+                except: vec![],
+            },
+        ),
+        T0 + 1,
+    );
+    assert!(alerts_to(&out, &b).is_empty(), "{out:?}");
+    // The store's log read again fills the hole: the next round reads on.
+    ea.handle(Event::Committed(vec![(3, x[2].id())]), T0 + 2);
+    let out = ea.handle(ask(2), T0 + 2);
+    assert_eq!(
+        page(&out),
+        (vec![], 2, true),
+        "still waiting for the re-read"
+    );
+    ea.handle(Event::LogResynced, T0 + 3);
+    let out = ea.handle(ask(2), T0 + 3);
+    assert_eq!(page(&out), (vec![x[2].id(), x[3].id()], 4, true));
+}
+
+#[test]
 fn catch_up_lag_is_the_peers_head_past_our_cursor_until_its_alerts_are_stored() {
     let (a, b) = (key(1), key(2));
     let mut ea = catching_up(&a, &b, 2);

@@ -244,6 +244,8 @@ enum Inbound {
     },
     /// A page of the log, re-read after missed store notifications.
     LogPage(Vec<(u64, AlertId)>),
+    /// The re-read of the log is complete.
+    LogResynced,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -646,7 +648,10 @@ impl NetActor {
                 Some(msg) = self.inbound_rx.recv() => self.on_inbound(msg),
                 res = committed.recv() => match res {
                     Ok(s) => self.feed(Event::Committed(vec![(s.seq, s.id)])),
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync_log(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.feed(Event::LogGap);
+                        self.resync_log();
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = sleep => self.fire_timers(),
@@ -1687,6 +1692,7 @@ impl NetActor {
                 reply,
             } => self.on_trust_committed(*commit, result, reply),
             Inbound::LogPage(page) => self.feed(Event::Committed(page)),
+            Inbound::LogResynced => self.feed(Event::LogResynced),
         }
     }
 }

@@ -140,7 +140,12 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
             let mut after = 0;
             loop {
                 match store.log_after(after, RESYNC_PAGE) {
-                    Ok(page) if page.is_empty() => break,
+                    Ok(page) if page.is_empty() => {
+                        // Until this arrives the engine's catch-up pages stop before
+                        // the hole; after a read error they keep stopping there.
+                        let _ = inbound.blocking_send(Inbound::LogResynced);
+                        break;
+                    }
                     Ok(page) => {
                         after = page.last().map_or(after, |(s, _)| *s);
                         if inbound.blocking_send(Inbound::LogPage(page)).is_err() {
@@ -148,7 +153,7 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                         }
                     }
                     Err(e) => {
-                        warn!(error = %e, "cannot read the log after a lag");
+                        warn!(error = %e, "cannot read the log after a lag; catch-up pages for peers stop before the entries that may be missing until the next lag or a restart");
                         break;
                     }
                 }
