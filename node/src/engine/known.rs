@@ -48,9 +48,9 @@ pub struct Known {
     /// Our append log (seq → id), for answering catch-up.
     log: BTreeMap<u64, AlertId>,
     /// While the log may have a hole (commit notices were missed and the store's log
-    /// is being read again): the head before the hole, and how many re-reads are
-    /// pending. Catch-up pages do not go past it.
-    log_gap: Option<(u64, u32)>,
+    /// is being read again): the head before the first hole, and the latest re-read.
+    /// Catch-up pages do not go past it.
+    log_gap: Option<(u64, u64)>,
 }
 
 impl Known {
@@ -169,23 +169,22 @@ impl Known {
         self.log_gap.map(|(head, _)| head)
     }
 
-    /// Commit notices after the current head were missed; a re-read of the store's log
-    /// follows ([`Self::log_resynced`]). The lowest such head holds until every re-read
-    /// has completed.
-    pub fn log_gap(&mut self) {
+    /// Commit notices after the current head were missed; re-read `gen` of the store's
+    /// log follows ([`Self::log_resynced`]). The lowest such head holds until the
+    /// latest re-read has completed: it started after every notice it replaces was
+    /// missed, so it reads them all.
+    pub fn log_gap(&mut self, gen: u64) {
         let head = self.head();
-        self.log_gap = Some(match self.log_gap {
-            Some((at, pending)) => (at.min(head), pending.saturating_add(1)),
-            None => (head, 1),
-        });
+        let at = self.log_gap.map_or(head, |(at, _)| at.min(head));
+        self.log_gap = Some((at, gen));
     }
 
-    /// A re-read of the store's log is complete.
-    pub fn log_resynced(&mut self) {
-        self.log_gap = match self.log_gap {
-            Some((at, pending)) if pending > 1 => Some((at, pending - 1)),
-            _ => None,
-        };
+    /// Re-read `gen` of the store's log is complete: the log has no hole unless a later
+    /// re-read is pending.
+    pub fn log_resynced(&mut self, gen: u64) {
+        if self.log_gap.is_some_and(|(_, latest)| latest == gen) {
+            self.log_gap = None;
+        }
     }
 
     fn note_replacement(&mut self, meta: &KnownAlert) {

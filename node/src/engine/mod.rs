@@ -209,13 +209,14 @@ pub enum Event {
     /// The store committed these alerts (received or issued) at these sequence numbers.
     Committed(Vec<(u64, AlertId)>),
     /// The runtime missed notices of commits after the highest sequence number the log
-    /// holds now, and re-reads the store's log ([`Event::LogResynced`] when it has):
-    /// until then, catch-up pages stop there, so that no peer's cursor passes an entry
-    /// of the log that it was never shown.
-    LogGap,
-    /// A re-read of the store's log after a [`Event::LogGap`] is complete (its entries
-    /// came as [`Event::Committed`]).
-    LogResynced,
+    /// holds now, and re-reads the store's log (re-read `gen`, counted up from 1;
+    /// [`Event::LogResynced`] when it has): until the latest re-read is complete,
+    /// catch-up pages stop there, so that no peer's cursor passes an entry of the log
+    /// that it was never shown.
+    LogGap { gen: u64 },
+    /// Re-read `gen` of the store's log is complete (its entries came as
+    /// [`Event::Committed`]).
+    LogResynced { gen: u64 },
     /// The store refused these alerts (e.g. disk full); they are forgotten so that a
     /// later copy or catch-up can deliver them again.
     StoreFailed(Vec<AlertId>),
@@ -511,8 +512,8 @@ impl Engine {
                     self.catchup.settle(&id, false, now, &mut self.actions);
                 }
             }
-            Event::LogGap => self.known.log_gap(),
-            Event::LogResynced => self.known.log_resynced(),
+            Event::LogGap { gen } => self.known.log_gap(gen),
+            Event::LogResynced { gen } => self.known.log_resynced(gen),
             Event::StoreFailed(ids) => {
                 for id in ids {
                     self.known.forget(&id);

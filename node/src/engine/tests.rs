@@ -1426,7 +1426,7 @@ fn catch_up_pages_stop_before_a_hole_in_the_log_until_it_is_read_again() {
         );
         assert!(!out.is_empty());
         if n == 2 {
-            ea.handle(Event::LogGap, T0);
+            ea.handle(Event::LogGap { gen: 1 }, T0);
         } else {
             ea.handle(Event::Committed(vec![(n as u64 + 1, alert.id())]), T0);
         }
@@ -1457,7 +1457,12 @@ fn catch_up_pages_stop_before_a_hole_in_the_log_until_it_is_read_again() {
         (vec![], 2, true),
         "still waiting for the re-read"
     );
-    ea.handle(Event::LogResynced, T0 + 3);
+    // Another lag meanwhile: only its own re-read, the latest, ends the wait.
+    ea.handle(Event::LogGap { gen: 2 }, T0 + 2);
+    ea.handle(Event::LogResynced { gen: 1 }, T0 + 3);
+    let out = ea.handle(ask(2), T0 + 3);
+    assert_eq!(page(&out), (vec![], 2, true), "re-read 2 is pending");
+    ea.handle(Event::LogResynced { gen: 2 }, T0 + 3);
     let out = ea.handle(ask(2), T0 + 3);
     assert_eq!(page(&out), (vec![x[2].id(), x[3].id()], 4, true));
 }

@@ -55,6 +55,9 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 /// Messages queued from the actor's helper tasks (store commits, signing, the state
 /// writer) back into its loop.
 pub const INBOUND_QUEUE: usize = 4096;
+/// How long after a failed re-read of the store's log (after missed commit notices) it
+/// is tried again.
+const LOG_RESYNC_RETRY_MS: u64 = 5_000;
 /// At most this many refused remote addresses are remembered for logging.
 const MAX_REFUSED_LOGGED: usize = 1024;
 /// How long start-up waits for the listeners to report their addresses.
@@ -244,8 +247,10 @@ enum Inbound {
     },
     /// A page of the log, re-read after missed store notifications.
     LogPage(Vec<(u64, AlertId)>),
-    /// The re-read of the log is complete.
-    LogResynced,
+    /// The re-read of the log of this generation is complete.
+    LogResynced(u64),
+    /// The re-read of the log of this generation failed (a store error).
+    LogResyncFailed(u64),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -259,6 +264,8 @@ enum NetTimer {
     CertExpiry(PublicKey),
     /// Dial an org entry's address again.
     OrgRedial(Multiaddr),
+    /// Read the store's log again: the re-read of this generation failed.
+    ResyncLog(u64),
 }
 
 /// `Timer` is not `Ord`; timers are kept in a heap by (time, sequence) with the timer
@@ -376,6 +383,8 @@ pub struct NetActor {
     agencies: Agencies,
     /// Listeners that reported an address (or failed), for the start-up wait.
     listeners_up: HashSet<libp2p::core::transport::ListenerId>,
+    /// The latest re-read of the store's log asked for (after missed commit notices).
+    resync_gen: u64,
 }
 
 impl NetActor {
@@ -544,6 +553,7 @@ impl NetActor {
             revoked_origins: Arc::new(std::sync::RwLock::new(revoked)),
             agencies: Arc::new(std::sync::RwLock::new(agencies)),
             listeners_up: HashSet::new(),
+            resync_gen: 0,
         })
     }
 
@@ -649,7 +659,10 @@ impl NetActor {
                 res = committed.recv() => match res {
                     Ok(s) => self.feed(Event::Committed(vec![(s.seq, s.id)])),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.feed(Event::LogGap);
+                        self.resync_gen += 1;
+                        self.feed(Event::LogGap {
+                            gen: self.resync_gen,
+                        });
                         self.resync_log();
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -675,7 +688,11 @@ impl NetActor {
     /// After missing store notifications, has the state writer re-read the log so the
     /// engine's log has no gaps (pages come back as [`Inbound::LogPage`]).
     fn resync_log(&mut self) {
-        if self.state.send(StateJob::ResyncLog).is_err() {
+        if self
+            .state
+            .send(StateJob::ResyncLog(self.resync_gen))
+            .is_err()
+        {
             warn!("the state writer is gone; cannot resync the log");
         }
     }
@@ -941,6 +958,11 @@ impl NetActor {
                         });
                         warn!(peer = %key.fmt_short(), "a peer's certificate expired: it loses its agency's trust level");
                         self.refresh_node(key);
+                    }
+                }
+                NetTimer::ResyncLog(gen) => {
+                    if gen == self.resync_gen {
+                        self.resync_log();
                     }
                 }
                 NetTimer::OrgRedial(addr) => {
@@ -1692,7 +1714,12 @@ impl NetActor {
                 reply,
             } => self.on_trust_committed(*commit, result, reply),
             Inbound::LogPage(page) => self.feed(Event::Committed(page)),
-            Inbound::LogResynced => self.feed(Event::LogResynced),
+            Inbound::LogResynced(gen) => self.feed(Event::LogResynced { gen }),
+            Inbound::LogResyncFailed(gen) => {
+                // Tried again later; catch-up pages stop before the hole meanwhile.
+                let at = crate::now_ms() + LOG_RESYNC_RETRY_MS;
+                self.timers.push(Reverse((at, NetTimer::ResyncLog(gen))));
+            }
         }
     }
 }

@@ -33,8 +33,9 @@ pub enum StateJob {
         epoch: u64,
         seq: u64,
     },
-    /// Re-read the whole log and send it back in pages (after missed notifications).
-    ResyncLog,
+    /// Re-read the whole log and send it back in pages (after missed notifications),
+    /// then say that this generation of re-read is complete, or failed.
+    ResyncLog(u64),
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),
     /// Keep a sighting (`true`: of an observer not known here, capped per alert).
@@ -136,14 +137,14 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                 warn!(error = %e, alert = %receipt.body().alert.fmt_short(), "cannot store a receipt; the receiver sends it again when it reconnects");
             }
         }
-        StateJob::ResyncLog => {
+        StateJob::ResyncLog(gen) => {
             let mut after = 0;
             loop {
                 match store.log_after(after, RESYNC_PAGE) {
                     Ok(page) if page.is_empty() => {
                         // Until this arrives the engine's catch-up pages stop before
-                        // the hole; after a read error they keep stopping there.
-                        let _ = inbound.blocking_send(Inbound::LogResynced);
+                        // the hole.
+                        let _ = inbound.blocking_send(Inbound::LogResynced(gen));
                         break;
                     }
                     Ok(page) => {
@@ -153,7 +154,8 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                         }
                     }
                     Err(e) => {
-                        warn!(error = %e, "cannot read the log after a lag; catch-up pages for peers stop before the entries that may be missing until the next lag or a restart");
+                        warn!(error = %e, "cannot read the log after a lag; catch-up pages for peers stop before the entries that may be missing until it is read (tried again in 5 s)");
+                        let _ = inbound.blocking_send(Inbound::LogResyncFailed(gen));
                         break;
                     }
                 }
