@@ -302,11 +302,11 @@ impl Engine {
         let mut next = after;
         let mut done = true;
         let mut scanned = 0;
-        // A log that may have a hole is read up to it, and the page says `done` there:
-        // the requester reads on from the same point in its next round.
+        // A log that may have a hole is read up to it (`log_after` stops there), and
+        // the page says `done` there: the requester reads on in its next round.
         for (seq, id) in self.known.log_after(after) {
             if scanned == SYNC_PAGE_SCAN || ids.len() == MAX_IDS_PER_FRAME {
-                done = self.known.log_gap_at() == Some(next);
+                done = false;
                 break;
             }
             scanned += 1;

@@ -417,6 +417,12 @@ impl Engine {
         former
     }
 
+    /// Where our log may have a hole (commit notices were missed and the store's log is
+    /// being read again): the re-read starts there.
+    pub fn log_gap_at(&self) -> Option<u64> {
+        self.known.log_gap_at()
+    }
+
     /// Forgets every saved catch-up cursor: the next catch-up with each peer reads its
     /// whole log (wanting only what is missing), to fetch again alerts lost here.
     pub fn forget_cursors(&mut self) {
@@ -764,6 +770,9 @@ impl Engine {
         }
         let meta = KnownAlert::of(&alert, 0, None);
         self.accept(meta, Arc::new(alert.to_envelope()));
+        // Not durable until its commit notice: a peer's catch-up page that lists it
+        // back to us must wait for it (the commit may fail).
+        self.known.mark_uncommitted(id);
         self.relay(id, None, now);
     }
 
@@ -849,7 +858,11 @@ impl Engine {
             }
             Timer::FlushWants => self.trees.flush_wants(&mut self.actions),
             Timer::Sync(peer) => {
-                if self.catchup.on_stall_timer(peer, now, &mut self.actions) {
+                // While our log misses commit notices, a page may wait for an alert
+                // that is stored but not yet noticed here: not the peer's fault.
+                if self.catchup.on_stall_timer(peer, now, &mut self.actions)
+                    && self.known.log_gap_at().is_none()
+                {
                     self.verdict(peer, Reason::Undelivered, now);
                 }
             }

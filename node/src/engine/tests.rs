@@ -1468,6 +1468,34 @@ fn catch_up_pages_stop_before_a_hole_in_the_log_until_it_is_read_again() {
 }
 
 #[test]
+fn our_own_alert_listed_back_while_its_commit_is_in_flight_holds_the_cursor() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = catching_up(&a, &b, 1);
+    let x = alert(&a, 1, Tlp::Amber);
+    ea.handle(
+        Event::Local {
+            alert: x.clone().verify().unwrap(),
+        },
+        T0,
+    );
+    // b lists x back (a's own alert) before a's store has committed it: the page waits.
+    let out = ea.handle(
+        frame_event(&b, &sync_page(vec![x.id()], 1, true, Some(0))),
+        T0 + 1,
+    );
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
+        "{out:?}"
+    );
+    // The commit fails: the cursor stays before the page, which is read again.
+    let out = ea.handle(Event::StoreFailed(vec![x.id()]), T0 + 2);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn catch_up_lag_is_the_peers_head_past_our_cursor_until_its_alerts_are_stored() {
     let (a, b) = (key(1), key(2));
     let mut ea = catching_up(&a, &b, 2);

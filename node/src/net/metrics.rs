@@ -21,6 +21,11 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Frames dropped because a peer's write queue was full.
     pub write_queue_drops: Counter,
+    /// Requests for stored alerts dropped: too many store reads in flight for the peer.
+    pub loads_dropped: Counter,
+    /// Times the network actor fell behind the store's commit notices (the log is then
+    /// read again).
+    pub log_lags: Counter,
     /// Connected peers.
     pub peers_connected: Gauge,
     /// Gossip streams that failed while their connection was up.
@@ -43,6 +48,8 @@ impl Default for Metrics {
             rejections: Family::default(),
             connections_refused: Counter::default(),
             write_queue_drops: Counter::default(),
+            loads_dropped: Counter::default(),
+            log_lags: Counter::default(),
             peers_connected: Gauge::default(),
             stream_failures: Counter::default(),
             peer_connects: Counter::default(),
@@ -84,6 +91,16 @@ impl Metrics {
             "tocsin_write_queue_drops",
             "Frames dropped because a peer's write queue was full",
             self.write_queue_drops.clone(),
+        );
+        registry.register(
+            "tocsin_store_loads_dropped",
+            "Requests of a peer for stored alerts dropped: too many store reads in flight for it",
+            self.loads_dropped.clone(),
+        );
+        registry.register(
+            "tocsin_log_lags",
+            "Times the network actor fell behind the store's commit notices and read the log again",
+            self.log_lags.clone(),
         );
         registry.register(
             "tocsin_peers_connected",

@@ -55,6 +55,9 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 /// Messages queued from the actor's helper tasks (store commits, signing, the state
 /// writer) back into its loop.
 pub const INBOUND_QUEUE: usize = 4096;
+/// Store reads of alerts one peer asked for (`want`, `want_page`) in flight at once:
+/// each is at most a page. A catch-up keeps `catchup::PIPELINE` pages in flight.
+const MAX_LOADS_PER_PEER: usize = 8;
 /// How long after a failed re-read of the store's log (after missed commit notices) it
 /// is tried again.
 const LOG_RESYNC_RETRY_MS: u64 = 5_000;
@@ -385,6 +388,8 @@ pub struct NetActor {
     listeners_up: HashSet<libp2p::core::transport::ListenerId>,
     /// The latest re-read of the store's log asked for (after missed commit notices).
     resync_gen: u64,
+    /// Store reads of alerts asked for (`SendStored`) in flight, per peer.
+    loads: HashMap<PeerId, usize>,
 }
 
 impl NetActor {
@@ -554,6 +559,7 @@ impl NetActor {
             agencies: Arc::new(std::sync::RwLock::new(agencies)),
             listeners_up: HashSet::new(),
             resync_gen: 0,
+            loads: HashMap::new(),
         })
     }
 
@@ -658,7 +664,9 @@ impl NetActor {
                 Some(msg) = self.inbound_rx.recv() => self.on_inbound(msg),
                 res = committed.recv() => match res {
                     Ok(s) => self.feed(Event::Committed(vec![(s.seq, s.id)])),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        info!(missed, "fell behind the store's commit notices; reading the log again from where they stopped");
+                        self.metrics.log_lags.inc();
                         self.resync_gen += 1;
                         self.feed(Event::LogGap {
                             gen: self.resync_gen,
@@ -688,9 +696,14 @@ impl NetActor {
     /// After missing store notifications, has the state writer re-read the log so the
     /// engine's log has no gaps (pages come back as [`Inbound::LogPage`]).
     fn resync_log(&mut self) {
+        // Every entry up to the hole is in the engine's log: read on from there.
+        let after = self.engine.log_gap_at().unwrap_or(0);
         if self
             .state
-            .send(StateJob::ResyncLog(self.resync_gen))
+            .send(StateJob::ResyncLog {
+                gen: self.resync_gen,
+                after,
+            })
             .is_err()
         {
             warn!("the state writer is gone; cannot resync the log");
@@ -712,6 +725,16 @@ impl NetActor {
                 let Some(pid) = peer_id(&peer).filter(|p| self.connected.contains(p)) else {
                     return;
                 };
+                // Store reads for one peer are bounded: a peer that asks for more while
+                // these are loading (far more than a catch-up keeps in flight) gets
+                // nothing more now and asks again later.
+                let loading = self.loads.entry(pid).or_default();
+                if *loading >= MAX_LOADS_PER_PEER {
+                    debug!(peer = %pid, alerts = alerts.len(), "too many store reads in flight for this peer; request dropped");
+                    self.metrics.loads_dropped.inc();
+                    return;
+                }
+                *loading += 1;
                 let store = self.store.clone();
                 let inbound = self.inbound_tx.clone();
                 tokio::task::spawn_blocking(move || {
@@ -1694,6 +1717,12 @@ impl NetActor {
         match msg {
             Inbound::StoreFailed(id) => self.feed(Event::StoreFailed(vec![id])),
             Inbound::Loaded { peer, frames } => {
+                if let Some(n) = self.loads.get_mut(&peer) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.loads.remove(&peer);
+                    }
+                }
                 if !self.connected.contains(&peer) {
                     return;
                 }

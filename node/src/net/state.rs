@@ -35,7 +35,7 @@ pub enum StateJob {
     },
     /// Re-read the whole log and send it back in pages (after missed notifications),
     /// then say that this generation of re-read is complete, or failed.
-    ResyncLog(u64),
+    ResyncLog { gen: u64, after: u64 },
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),
     /// Keep a sighting (`true`: of an observer not known here, capped per alert).
@@ -137,8 +137,7 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                 warn!(error = %e, alert = %receipt.body().alert.fmt_short(), "cannot store a receipt; the receiver sends it again when it reconnects");
             }
         }
-        StateJob::ResyncLog(gen) => {
-            let mut after = 0;
+        StateJob::ResyncLog { gen, mut after } => {
             loop {
                 match store.log_after(after, RESYNC_PAGE) {
                     Ok(page) if page.is_empty() => {

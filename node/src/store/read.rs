@@ -82,9 +82,11 @@ pub(super) fn log_after(
     }
     for row in log.range::<u64>((Bound::Excluded(after), Bound::Unbounded))? {
         let (seq, id) = row?;
-        let id = id.value();
-        if alerts.get(&id)?.is_some() {
-            out.push((seq.value(), AlertId(id)));
+        let (seq, id) = (seq.value(), id.value());
+        // An alert stored again (after a quarantine) has a newer row: the old one is
+        // not its place in the log.
+        if alerts.get(&id)?.is_some_and(|a| a.value().0 == seq) {
+            out.push((seq, AlertId(id)));
             if out.len() >= limit {
                 break;
             }

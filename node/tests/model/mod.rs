@@ -178,12 +178,13 @@ impl Model {
                 counts.alerts, counts.active, counts.head
             ));
         }
-        // The log lists stored alerts only (pruned ones keep their seq but are skipped).
+        // The log lists stored alerts only, each at its own seq: pruned ones keep their
+        // seq but are skipped, and one stored again is listed at its new seq only.
         let log = store.log_after(0, usize::MAX).map_err(|e| e.to_string())?;
         let want: Vec<(u64, AlertId)> = self
             .log
             .iter()
-            .filter(|(_, id)| self.alerts.contains_key(id))
+            .filter(|(seq, id)| self.alerts.get(id).is_some_and(|(s, _)| s == seq))
             .copied()
             .collect();
         if log != want {
