@@ -35,7 +35,10 @@ impl KnownAlert {
 /// The alerts held, the cancels among them, and the log.
 #[derive(Debug)]
 pub struct Known {
-    alerts: HashMap<AlertId, KnownAlert>,
+    /// Boxed: a hash table keeps up to twice as many slots as entries (it grows by
+    /// doubling), and an empty slot then costs the id and a pointer, not a whole
+    /// `KnownAlert` (at a million alerts, about 180 MB less).
+    alerts: HashMap<AlertId, Box<KnownAlert>>,
     /// Ids of alerts cancelled by their origin.
     cancelled: HashSet<AlertId>,
     /// Cancels whose target has not arrived yet: target → cancel's origin.
@@ -72,15 +75,15 @@ impl Known {
     pub fn load(&mut self, seq: u64, meta: KnownAlert) {
         self.log.insert(seq, meta.id());
         self.note_replacement(&meta);
-        self.alerts.insert(meta.id(), meta);
+        self.alerts.insert(meta.id(), Box::new(meta));
     }
 
     pub fn get(&self, id: &AlertId) -> Option<&KnownAlert> {
-        self.alerts.get(id)
+        self.alerts.get(id).map(|k| &**k)
     }
 
     pub fn get_mut(&mut self, id: &AlertId) -> Option<&mut KnownAlert> {
-        self.alerts.get_mut(id)
+        self.alerts.get_mut(id).map(|k| &mut **k)
     }
 
     /// Every alert held: in log order, then those not yet committed (in id order, so
@@ -91,7 +94,7 @@ impl Known {
         self.log
             .values()
             .chain(pending)
-            .filter_map(|id| self.alerts.get(id))
+            .filter_map(|id| self.alerts.get(id).map(|k| &**k))
     }
 
     pub fn contains(&self, id: &AlertId) -> bool {
@@ -119,7 +122,7 @@ impl Known {
     pub fn accept(&mut self, meta: KnownAlert, envelope: Arc<Vec<u8>>) {
         let id = meta.id();
         self.note_replacement(&meta);
-        self.alerts.insert(id, meta);
+        self.alerts.insert(id, Box::new(meta));
         if self.cache_cap > 0 {
             self.cache.insert(id, envelope);
             self.cache_order.push_back(id);
