@@ -21,7 +21,7 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Frames dropped because a peer's write queue was full.
     pub write_queue_drops: Counter,
-    /// Requests for stored alerts dropped: too many store reads in flight for the peer.
+    /// Requests for stored alerts dropped: too many waiting for a read for the peer.
     pub loads_dropped: Counter,
     /// Times the network actor fell behind the store's commit notices (the log is then
     /// read again).
@@ -94,7 +94,7 @@ impl Metrics {
         );
         registry.register(
             "tocsin_store_loads_dropped",
-            "Requests of a peer for stored alerts dropped: too many store reads in flight for it",
+            "Requests of a peer for stored alerts dropped: too many already waiting for a store read",
             self.loads_dropped.clone(),
         );
         registry.register(

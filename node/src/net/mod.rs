@@ -14,6 +14,7 @@ pub mod fair;
 pub mod gate;
 pub mod gossip;
 mod handle;
+mod loads;
 mod metrics;
 mod state;
 pub mod trust;
@@ -55,9 +56,6 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 /// Messages queued from the actor's helper tasks (store commits, signing, the state
 /// writer) back into its loop.
 pub const INBOUND_QUEUE: usize = 4096;
-/// Store reads of alerts one peer asked for (`want`, `want_page`) in flight at once:
-/// each is at most a page. A catch-up keeps `catchup::PIPELINE` pages in flight.
-const MAX_LOADS_PER_PEER: usize = 8;
 /// How long after a failed re-read of the store's log (after missed commit notices) it
 /// is tried again.
 const LOG_RESYNC_RETRY_MS: u64 = 5_000;
@@ -231,9 +229,15 @@ pub struct Behaviour {
 /// its loop.
 enum Inbound {
     StoreFailed(AlertId),
-    /// Stored alerts loaded for one peer (catch-up), encoded as frames, each with its
-    /// origin's lane.
+    /// Frames made off the actor's thread for one peer (signed receipts), each with its
+    /// lane.
     Loaded {
+        peer: PeerId,
+        frames: Vec<(u64, Vec<u8>)>,
+    },
+    /// Stored alerts a peer asked for, read by [`NetActor::spawn_load`] and encoded as
+    /// frames, each with its origin's lane.
+    LoadedAsked {
         peer: PeerId,
         frames: Vec<(u64, Vec<u8>)>,
     },
@@ -388,8 +392,8 @@ pub struct NetActor {
     listeners_up: HashSet<libp2p::core::transport::ListenerId>,
     /// The latest re-read of the store's log asked for (after missed commit notices).
     resync_gen: u64,
-    /// Store reads of alerts asked for (`SendStored`) in flight, per peer.
-    loads: HashMap<PeerId, usize>,
+    /// Store reads of alerts asked for (`SendStored`), per peer: in flight and queued.
+    loads: HashMap<PeerId, loads::Loads>,
 }
 
 impl NetActor {
@@ -693,6 +697,55 @@ impl NetActor {
         Ok(())
     }
 
+    /// Reads stored alerts a peer asked for (`want`, `want_page`, offers) and sends them:
+    /// a few reads in flight per peer, the next ones queued in order, a flood dropped
+    /// and counted ([`loads`]), so that tiny frames cannot make the node hold many pages
+    /// of alerts in memory at once.
+    fn load_for(&mut self, pid: PeerId, alerts: Vec<(AlertId, u8)>) {
+        match self.loads.entry(pid).or_default().ask(alerts) {
+            loads::Ask::Start(alerts) => self.spawn_load(pid, alerts),
+            loads::Ask::Queued => {}
+            loads::Ask::Dropped => {
+                debug!(peer = %pid, "too many stored alerts asked for by this peer at once; request dropped");
+                self.metrics.loads_dropped.inc();
+            }
+        }
+    }
+
+    /// One read of stored alerts for `pid`, off the actor's thread; always answered with
+    /// [`Inbound::LoadedAsked`] (a read that panics answers with no frames).
+    fn spawn_load(&self, pid: PeerId, alerts: Vec<(AlertId, u8)>) {
+        let store = self.store.clone();
+        let inbound = self.inbound_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let load = || {
+                let mut frames = Vec::with_capacity(alerts.len());
+                for (id, hops) in alerts {
+                    match store.envelope(&id) {
+                        Ok(Some(envelope)) => {
+                            let lane = frame_lane(&envelope);
+                            let frame = Frame::Alert { hops, envelope };
+                            match frame.encode() {
+                                Ok(bytes) => frames.push((lane, bytes)),
+                                Err(e) => {
+                                    warn!(error = %e, alert = %id.fmt_short(), "cannot encode a stored alert")
+                                }
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(error = %e, alert = %id.fmt_short(), "cannot load alert for a peer")
+                        }
+                    }
+                }
+                frames
+            };
+            let frames =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_default();
+            let _ = inbound.blocking_send(Inbound::LoadedAsked { peer: pid, frames });
+        });
+    }
+
     /// After missing store notifications, has the state writer re-read the log so the
     /// engine's log has no gaps (pages come back as [`Inbound::LogPage`]).
     fn resync_log(&mut self) {
@@ -725,40 +778,7 @@ impl NetActor {
                 let Some(pid) = peer_id(&peer).filter(|p| self.connected.contains(p)) else {
                     return;
                 };
-                // Store reads for one peer are bounded: a peer that asks for more while
-                // these are loading (far more than a catch-up keeps in flight) gets
-                // nothing more now and asks again later.
-                let loading = self.loads.entry(pid).or_default();
-                if *loading >= MAX_LOADS_PER_PEER {
-                    debug!(peer = %pid, alerts = alerts.len(), "too many store reads in flight for this peer; request dropped");
-                    self.metrics.loads_dropped.inc();
-                    return;
-                }
-                *loading += 1;
-                let store = self.store.clone();
-                let inbound = self.inbound_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut frames = Vec::with_capacity(alerts.len());
-                    for (id, hops) in alerts {
-                        match store.envelope(&id) {
-                            Ok(Some(envelope)) => {
-                                let lane = frame_lane(&envelope);
-                                let frame = Frame::Alert { hops, envelope };
-                                match frame.encode() {
-                                    Ok(bytes) => frames.push((lane, bytes)),
-                                    Err(e) => {
-                                        warn!(error = %e, alert = %id.fmt_short(), "cannot encode a stored alert")
-                                    }
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                warn!(error = %e, alert = %id.fmt_short(), "cannot load alert for a peer")
-                            }
-                        }
-                    }
-                    let _ = inbound.blocking_send(Inbound::Loaded { peer: pid, frames });
-                });
+                self.load_for(pid, alerts);
             }
             Action::Store { alert, from, hops } => {
                 self.metrics.alerts_received.inc();
@@ -1560,6 +1580,10 @@ impl NetActor {
                     return;
                 }
                 self.metrics.peers_connected.dec();
+                // Reads queued for it are dropped; those in flight end unsent.
+                if let Some(l) = self.loads.get_mut(&pid) {
+                    l.clear_waiting();
+                }
                 self.last_seen.insert(key, crate::now_ms());
                 self.feed(Event::PeerDisconnected(key));
                 if self.redial.contains_key(&pid) {
@@ -1716,13 +1740,18 @@ impl NetActor {
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
             Inbound::StoreFailed(id) => self.feed(Event::StoreFailed(vec![id])),
-            Inbound::Loaded { peer, frames } => {
-                if let Some(n) = self.loads.get_mut(&peer) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.loads.remove(&peer);
-                    }
+            Inbound::LoadedAsked { peer, frames } => {
+                // The peer's next queued read starts as this one ends.
+                let next = self.loads.get_mut(&peer).and_then(|l| l.done());
+                if self.loads.get(&peer).is_some_and(|l| l.is_idle()) {
+                    self.loads.remove(&peer);
                 }
+                if let Some(alerts) = next {
+                    self.spawn_load(peer, alerts);
+                }
+                self.on_inbound(Inbound::Loaded { peer, frames });
+            }
+            Inbound::Loaded { peer, frames } => {
                 if !self.connected.contains(&peer) {
                     return;
                 }

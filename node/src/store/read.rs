@@ -97,7 +97,7 @@ pub(super) fn log_after(
 
 /// Log entries added after `after_us` (unix µs, exclusive; see `ADDED`), ascending:
 /// when each was added and its alert, at most `limit`. Entries of pruned alerts are
-/// skipped.
+/// skipped, and so is the older entry of an alert stored again.
 pub(super) fn added_after(
     db: &Database,
     after_us: u64,
@@ -116,7 +116,8 @@ pub(super) fn added_after(
         let Some(id) = log.get(seq.value())?.map(|g| g.value()) else {
             continue;
         };
-        if let Some(stored) = ctx.load(&id)? {
+        // An alert stored again (after a quarantine) is listed at its new entry only.
+        if let Some(stored) = ctx.load(&id)?.filter(|s| s.seq == seq.value()) {
             out.push((us.value(), stored));
             if out.len() >= limit {
                 break;
