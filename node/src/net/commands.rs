@@ -167,8 +167,14 @@ impl NetActor {
             let kind = signed.body().kind;
             match store.insert(signed, receipt).await {
                 Ok(insert) => {
-                    if let crate::store::Insert::Inserted { seq } = insert {
-                        info!(id = %id.fmt_short(), seq, ?kind, "alert issued");
+                    match insert {
+                        crate::store::Insert::Inserted { seq } => {
+                            info!(id = %id.fmt_short(), seq, ?kind, "alert issued");
+                        }
+                        // Already stored (no commit notice comes): it is durable.
+                        crate::store::Insert::Duplicate { seq } => {
+                            let _ = inbound.send(Inbound::LogPage(vec![(seq, id)])).await;
+                        }
                     }
                     let _ = reply.send(Ok(Issued { id, insert }));
                 }

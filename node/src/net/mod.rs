@@ -815,7 +815,10 @@ impl NetActor {
                                 .await;
                             }
                         }
-                        Ok(Insert::Duplicate { .. }) => {}
+                        // Already stored (no commit notice comes): it is durable.
+                        Ok(Insert::Duplicate { seq }) => {
+                            let _ = inbound.send(Inbound::LogPage(vec![(seq, id)])).await;
+                        }
                         Err(e) => {
                             warn!(error = %e, alert = %id.fmt_short(), "store commit failed; the alert will be fetched again by catch-up");
                             let _ = inbound.send(Inbound::StoreFailed(id)).await;
