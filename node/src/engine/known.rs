@@ -139,6 +139,11 @@ impl Known {
         self.uncommitted.insert(id);
     }
 
+    /// `id` is durable (the store already held it): no longer uncommitted.
+    pub fn durable(&mut self, id: &AlertId) {
+        self.uncommitted.remove(id);
+    }
+
     /// The store committed `id` at `seq`.
     pub fn committed(&mut self, seq: u64, id: AlertId) {
         self.log.insert(seq, id);

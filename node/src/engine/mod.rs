@@ -208,6 +208,10 @@ pub enum Event {
     Local { alert: VerifiedAlert },
     /// The store committed these alerts (received or issued) at these sequence numbers.
     Committed(Vec<(u64, AlertId)>),
+    /// The store already held this alert (an insert found it there): it is durable, and
+    /// its log entry comes or came with its own commit notice (not added here, so the
+    /// log never gets ahead of the notices before it).
+    AlreadyStored(AlertId),
     /// The runtime missed notices of commits after the highest sequence number the log
     /// holds now, and re-reads the store's log (re-read `gen`, counted up from 1;
     /// [`Event::LogResynced`] when it has): until the latest re-read is complete,
@@ -517,6 +521,10 @@ impl Engine {
                     self.known.committed(seq, id);
                     self.catchup.settle(&id, false, now, &mut self.actions);
                 }
+            }
+            Event::AlreadyStored(id) => {
+                self.known.durable(&id);
+                self.catchup.settle(&id, false, now, &mut self.actions);
             }
             Event::LogGap { gen } => self.known.log_gap(gen),
             Event::LogResynced { gen } => self.known.log_resynced(gen),

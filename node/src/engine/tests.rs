@@ -1493,6 +1493,38 @@ fn our_own_alert_listed_back_while_its_commit_is_in_flight_holds_the_cursor() {
         !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
         "{out:?}"
     );
+
+    // An insert that finds the alert already stored settles the page, and adds no log
+    // entry of its own (the head stays where the commit notices put it).
+    let mut ea = catching_up(&a, &b, 1);
+    let y = alert(&a, 2, Tlp::Amber);
+    ea.handle(
+        Event::Local {
+            alert: y.clone().verify().unwrap(),
+        },
+        T0,
+    );
+    ea.handle(
+        frame_event(&b, &sync_page(vec![y.id()], 1, true, Some(0))),
+        T0 + 1,
+    );
+    let out = ea.handle(Event::AlreadyStored(y.id()), T0 + 2);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::SaveCursor { seq: 1, .. })),
+        "{out:?}"
+    );
+    let head = |e: &mut Engine| {
+        let out = e.handle(
+            frame_event(&b, &Frame::SyncRequest { epoch: 7, after: 0 }),
+            T0 + 3,
+        );
+        frames_to(&out, &b).iter().find_map(|f| match f {
+            Frame::SyncPage { next, .. } => Some(*next),
+            _ => None,
+        })
+    };
+    assert_eq!(head(&mut ea), Some(0), "no log entry from a duplicate");
 }
 
 #[test]

@@ -172,8 +172,8 @@ impl NetActor {
                             info!(id = %id.fmt_short(), seq, ?kind, "alert issued");
                         }
                         // Already stored (no commit notice comes): it is durable.
-                        crate::store::Insert::Duplicate { seq } => {
-                            let _ = inbound.send(Inbound::LogPage(vec![(seq, id)])).await;
+                        crate::store::Insert::Duplicate { .. } => {
+                            let _ = inbound.send(Inbound::AlreadyStored(id)).await;
                         }
                     }
                     let _ = reply.send(Ok(Issued { id, insert }));

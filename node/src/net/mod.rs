@@ -254,6 +254,8 @@ enum Inbound {
     },
     /// A page of the log, re-read after missed store notifications.
     LogPage(Vec<(u64, AlertId)>),
+    /// The store already held this alert (a duplicate insert: no commit notice comes).
+    AlreadyStored(AlertId),
     /// The re-read of the log of this generation is complete.
     LogResynced(u64),
     /// The re-read of the log of this generation failed (a store error).
@@ -816,8 +818,8 @@ impl NetActor {
                             }
                         }
                         // Already stored (no commit notice comes): it is durable.
-                        Ok(Insert::Duplicate { seq }) => {
-                            let _ = inbound.send(Inbound::LogPage(vec![(seq, id)])).await;
+                        Ok(Insert::Duplicate { .. }) => {
+                            let _ = inbound.send(Inbound::AlreadyStored(id)).await;
                         }
                         Err(e) => {
                             warn!(error = %e, alert = %id.fmt_short(), "store commit failed; the alert will be fetched again by catch-up");
@@ -1775,6 +1777,7 @@ impl NetActor {
                 reply,
             } => self.on_trust_committed(*commit, result, reply),
             Inbound::LogPage(page) => self.feed(Event::Committed(page)),
+            Inbound::AlreadyStored(id) => self.feed(Event::AlreadyStored(id)),
             Inbound::LogResynced(gen) => self.feed(Event::LogResynced { gen }),
             Inbound::LogResyncFailed(gen) => {
                 // Tried again later; catch-up pages stop before the hole meanwhile.
