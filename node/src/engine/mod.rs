@@ -36,9 +36,11 @@
 //! # Catch-up
 //! On connect both sides send `Hello { epoch, head }`. Each side asks the other for its
 //! log after the cursor it saved for that peer (`SyncRequest`), gets pages of ids the
-//! policy lets it see (`SyncPage`), asks for the ids it lacks (`Want`), and saves the
-//! cursor only once every wanted alert of the page has been committed or refused. A
-//! different epoch (the peer's database was recreated) restarts from 0.
+//! policy lets it see (`SyncPage`), asks for the ids it lacks (`WantPage` naming the
+//! ones it holds when it lacks most of the page, else `Want`), and saves the cursor
+//! only once every wanted alert of the page has been committed or refused. A
+//! different epoch (the peer's database was recreated) restarts from 0. Pages never
+//! go past a possible hole in our log (commit notices missed, [`Event::LogGap`]).
 //!
 //! # Validation order (cheapest first)
 //! Frame limits and decode, duplicate, sending peer's level, origin not blocked, TLP
