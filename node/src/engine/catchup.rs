@@ -283,10 +283,12 @@ impl CatchUp {
             return;
         }
         let (wanted, held): (Vec<AlertId>, Vec<AlertId>) =
-            ids.iter().partition(|id| !known.contains(id));
-        let waiting: HashSet<AlertId> = ids
-            .into_iter()
-            .filter(|id| !known.contains(id) || known.is_uncommitted(id))
+            ids.into_iter().partition(|id| !known.contains(id));
+        // Wait for what we lack, and for what we hold but is not durable yet.
+        let waiting: HashSet<AlertId> = wanted
+            .iter()
+            .chain(held.iter().filter(|id| known.is_uncommitted(id)))
+            .copied()
             .collect();
         // The early return above makes this the request's `after`.
         let after = s.requested.unwrap_or_default();

@@ -714,6 +714,22 @@ impl NetActor {
         }
     }
 
+    /// Queues frames made off the actor's thread for a peer that is still connected.
+    fn send_loaded(&mut self, peer: PeerId, frames: Vec<(u64, Vec<u8>)>) {
+        if !self.connected.contains(&peer) {
+            return;
+        }
+        let gossip = &mut self.swarm.behaviour_mut().gossip;
+        let out = self.bytes_out.entry(peer).or_default();
+        for (lane, bytes) in frames {
+            let len = bytes.len() as u64;
+            if gossip.send_in_lane(&peer, lane, bytes).is_err() {
+                break;
+            }
+            *out += len;
+        }
+    }
+
     /// One read of stored alerts for `pid`, off the actor's thread; always answered with
     /// [`Inbound::LoadedAsked`] (a read that panics answers with no frames).
     fn spawn_load(&self, pid: PeerId, alerts: Vec<(AlertId, u8)>) {
@@ -1747,29 +1763,19 @@ impl NetActor {
             Inbound::StoreFailed(id) => self.feed(Event::StoreFailed(vec![id])),
             Inbound::LoadedAsked { peer, frames } => {
                 // The peer's next queued read starts as this one ends.
-                let next = self.loads.get_mut(&peer).and_then(|l| l.done());
-                if self.loads.get(&peer).is_some_and(|l| l.is_idle()) {
-                    self.loads.remove(&peer);
+                let mut next = None;
+                if let Some(l) = self.loads.get_mut(&peer) {
+                    next = l.done();
+                    if l.is_idle() {
+                        self.loads.remove(&peer);
+                    }
                 }
                 if let Some(alerts) = next {
                     self.spawn_load(peer, alerts);
                 }
-                self.on_inbound(Inbound::Loaded { peer, frames });
+                self.send_loaded(peer, frames);
             }
-            Inbound::Loaded { peer, frames } => {
-                if !self.connected.contains(&peer) {
-                    return;
-                }
-                let gossip = &mut self.swarm.behaviour_mut().gossip;
-                let out = self.bytes_out.entry(peer).or_default();
-                for (lane, bytes) in frames {
-                    let len = bytes.len() as u64;
-                    if gossip.send_in_lane(&peer, lane, bytes).is_err() {
-                        break;
-                    }
-                    *out += len;
-                }
-            }
+            Inbound::Loaded { peer, frames } => self.send_loaded(peer, frames),
             Inbound::Signed { alert, reply } => self.on_signed(alert, reply),
             Inbound::TrustCommitted {
                 commit,

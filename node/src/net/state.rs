@@ -33,8 +33,9 @@ pub enum StateJob {
         epoch: u64,
         seq: u64,
     },
-    /// Re-read the whole log and send it back in pages (after missed notifications),
-    /// then say that this generation of re-read is complete, or failed.
+    /// Re-read the log after `after` (where the engine's copy may have a hole, after
+    /// missed notifications) and send it back in pages, then say that this generation
+    /// of re-read is complete, or failed.
     ResyncLog { gen: u64, after: u64 },
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),

@@ -499,8 +499,8 @@ impl Store {
     /// The local append log: `(seq, id)` with `seq > after`, ascending, at most `limit`
     /// entries. Entries of pruned alerts are **skipped**, and so is the older entry of
     /// an alert stored again (it is listed at its new seq only): every id returned was
-    /// stored at that seq when this was called, and seqs may have gaps. Use the last seq returned (or
-    /// [`Store::head`] when the result is empty) as the next `after`.
+    /// stored at that seq when this was called, and seqs may have gaps. Use the last
+    /// seq returned (or [`Store::head`] when the result is empty) as the next `after`.
     pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, AlertId)>, StoreError> {
         read::log_after(&*self.slot.get()?, after, limit)
     }
