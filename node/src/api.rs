@@ -14,7 +14,7 @@
 //! | `GET /v1/alerts?…` | search, paged with an opaque cursor |
 //! | `GET /v1/stream?from=SEQ` | server-sent events, one per stored alert |
 //! | `GET /v1/status` | identity, version, uptime and store counts |
-//! | `GET /v1/health`, `GET /v1/ready` | liveness; readiness (alerts loaded, store writable) |
+//! | `GET /v1/health`, `GET /v1/ready` | liveness; readiness (network started, store writable) |
 //! | `GET/POST /v1/trust`, `GET/PUT/DELETE /v1/trust/{key}` | the trust table |
 //! | `GET /v1/trust-audit` | who changed trust, when, from what to what, and why |
 //! | `GET /v1/peers`, `GET /v1/net` | peers with their counters; network status |
@@ -111,7 +111,8 @@ pub struct ApiState {
     pub streams: Arc<Semaphore>,
     /// The TCP address the API listens on, once bound (`api.tcp` may name port 0).
     pub tcp_addr: std::sync::OnceLock<std::net::SocketAddr>,
-    /// Set by the network actor once it has loaded the stored alerts and listens.
+    /// Set by the network actor once it has started (reading the stored alerts from the
+    /// store as needed) and listens.
     pub net_ready: Arc<std::sync::atomic::AtomicBool>,
     /// `tocsin_store_degraded`: 1 while the store refuses writes, set on each scrape.
     pub store_degraded: prometheus_client::metrics::gauge::Gauge,
@@ -250,12 +251,12 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /v1/ready`: 200 when the node does its job: the network actor has loaded the
-/// stored alerts and listens, and the store takes writes. Otherwise 503 with the JSON
+/// `GET /v1/ready`: 200 when the node does its job: the network actor has started and
+/// listens, and the store takes writes. Otherwise 503 with the JSON
 /// error body saying what is not ready (for load balancers, containers, systemd).
 #[utoipa::path(get, path = "/v1/ready", tag = "operations",
     responses(
-        (status = 200, description = "Alerts loaded, store writable", body = Object),
+        (status = 200, description = "Network started, store writable", body = Object),
         (status = 503, description = "What is not ready", body = ErrorBody)
     ))]
 async fn ready(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -272,7 +273,7 @@ async fn ready(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             None,
-            "not ready: the network actor is still loading the stored alerts",
+            "not ready: the network actor is still starting",
         ));
     }
     Ok(Json(

@@ -17,7 +17,7 @@ use crate::api::ApiState;
 use crate::config::{Config, LogFormat, CONFIG_FILE, TEMPLATE};
 use crate::keys;
 use crate::net::{NetActor, NetHandle};
-use crate::store::{RedbCheck, Store};
+use crate::store::{RedbCheck, Store, StoreError};
 
 /// Marks an error that happened while starting (bad key, config, database, listen
 /// address or socket): `tocsind` exits 1 for these, 2 for failures while running.
@@ -228,7 +228,8 @@ fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// Sends `READY=1` once the node is ready as `GET /v1/ready` means it: the API socket
-/// is bound and the network actor has loaded the stored alerts.
+/// is bound and the network actor has started (it reads the stored alerts from the store
+/// as needed; nothing is loaded first).
 async fn notify_ready(
     net_ready: Arc<std::sync::atomic::AtomicBool>,
     socket: std::path::PathBuf,
@@ -309,7 +310,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg.socket_path(),
         stopped(stop_rx.clone()),
     ));
-    // The API serves at once, while the network actor loads the stored alerts.
+    // The API serves at once; the network actor reads the stored alerts as it needs
+    // them and checks every stored record in the background.
     let socket = cfg.socket_path();
     let tcp = cfg.api.tcp;
     let api_stop = stopped(stop_rx.clone());
@@ -317,9 +319,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         tokio::spawn(async move { crate::api::serve(api_state, &socket, tcp, api_stop).await });
     let mut actor_task = actor_task;
     let net_ready = api_state_ready;
-    // The actor ends before shutdown only if it cannot start (the stored alerts cannot
-    // be read), which stops the daemon with exit 1, or if it fails while running (exit
-    // 2). At shutdown it may end first.
+    // The actor ends before shutdown only if it cannot start (the store cannot be
+    // read) or its check of the stored records finds the store damaged, which stops the
+    // daemon with exit 1, or if it fails while running (exit 2). At shutdown it may end
+    // first.
     let (served, actor_ended) = tokio::select! {
         served = &mut api_task => (served, None),
         ended = &mut actor_task => {
@@ -334,7 +337,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(ended) => ended,
         None => actor_task.await,
     };
-    // Whether the actor had started (loaded the stored alerts and listens) when it ended.
+    // Whether the actor had started (listens) when it ended.
     let was_running = net_ready.load(std::sync::atomic::Ordering::Relaxed);
     let actor_failed = match ended {
         Ok(Ok(())) => None,
@@ -361,7 +364,16 @@ pub async fn run(cfg: Config) -> Result<()> {
         ),
     }
     if let Some(e) = actor_failed {
-        if was_running {
+        // A store found damaged by the start-up check of its records is a start-up
+        // error (exit 1: a restart would find the same damage), even though the check
+        // runs while the node already serves.
+        let damaged = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<StoreError>(),
+                Some(StoreError::Damaged { .. } | StoreError::Corrupt { .. })
+            )
+        });
+        if was_running && !damaged {
             // Exit 2: systemd restarts it (`Restart=on-failure`), unlike a start-up error.
             return Err(e.context("the network actor stopped while running"));
         }
@@ -372,9 +384,10 @@ pub async fn run(cfg: Config) -> Result<()> {
 }
 
 /// Starts the network actor (listening on `cfg.net.listen`) over `store`, and builds
-/// the API state that talks to it. The actor loads the stored alerts, then runs until
-/// `shutdown` resolves or every handle to it (the API state holds one) is dropped; its
-/// task fails only if the stored alerts cannot be read.
+/// the API state that talks to it. The actor runs until `shutdown` resolves or every
+/// handle to it (the API state holds one) is dropped; its task fails only if the store
+/// cannot be read (at start, or damaged beyond single records when its background check
+/// reads every record).
 pub fn start_node(
     cfg: &Config,
     key: &tocsin_proto::SigningKey,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 use tocsin_node::store::{Insert, Query, Receipt, RedbCheck, Store, StoreError};
-use tocsin_proto::{AlertBody, SignedAlert};
+use tocsin_proto::{AlertBody, PublicKey, SignedAlert};
 
 const T0: u64 = 1_700_000_000_000;
 /// The title of the alert whose stored bytes get damaged.
@@ -85,8 +85,10 @@ async fn a_flipped_byte_in_one_alert_is_quarantined_and_the_rest_are_served() {
     // redb's page checksums see it too.
     assert!(matches!(report.redb, RedbCheck::Failed(_)), "{report:?}");
 
-    // Start-up keeps every other alert and moves the damaged one aside.
+    // Start-up's check keeps every other alert and moves the damaged one aside.
     let (store, join) = Store::open(&path).unwrap();
+    let scan = store.scan(&PublicKey([0; 32])).unwrap();
+    assert_eq!(scan.alerts, 39);
     let meta = store.all_meta().unwrap();
     assert_eq!(meta.len(), 39);
     assert!(meta.iter().all(|m| m.alert.id != damaged));
@@ -115,10 +117,52 @@ async fn a_flipped_byte_in_one_alert_is_quarantined_and_the_rest_are_served() {
     assert_eq!(report.quarantined, 1);
 }
 
-/// Opens the file and loads it as the daemon does at start-up.
+/// Before start-up's check reaches a damaged record (it runs in the background), a
+/// peer's valid copy of that alert replaces it: it is stored anew, at a new sequence
+/// number, and the check then finds nothing to quarantine. The log lists the alert once,
+/// at its new place; its old entry reads as no longer stored.
+#[tokio::test]
+async fn a_damaged_alert_not_yet_checked_is_replaced_by_a_valid_copy() {
+    let dir = TempDir::new().unwrap();
+    let (path, alerts) = filled(&dir, 40).await;
+    assert!(flip_mark(&path) >= 1, "the marked title is in the file");
+    let damaged = alerts[3].id();
+    let (store, join) = Store::open(&path).unwrap();
+    assert!(store.contains(&damaged).unwrap(), "the record is there");
+    assert!(
+        matches!(store.meta(&damaged), Err(StoreError::Corrupt { .. })),
+        "and does not decode"
+    );
+    let back = store
+        .insert(alerts[3].clone().verify().unwrap(), local())
+        .await
+        .unwrap();
+    assert!(matches!(back, Insert::Inserted { seq: 41 }), "{back:?}");
+    assert_eq!(store.meta(&damaged).unwrap().unwrap().0.id, damaged);
+    let rows = store.log_rows(0, 100).unwrap();
+    assert_eq!(rows.len(), 41);
+    assert_eq!(rows[3], (4, None), "its old entry");
+    assert_eq!(rows[40], (41, Some(damaged)), "its new one");
+    assert_eq!(rows.iter().filter(|(_, id)| id.is_some()).count(), 40);
+    // A page of rows counts the dead entry too.
+    assert_eq!(
+        store.log_rows(2, 2).unwrap(),
+        vec![(3, Some(alerts[2].id())), (4, None)]
+    );
+    let scan = store.scan(&PublicKey([0; 32])).unwrap();
+    assert_eq!(scan.alerts, 40);
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.alerts, counts.quarantined), (40, 0));
+    drop(store);
+    join.await.unwrap();
+    let report = Store::check(&path).unwrap();
+    assert!(report.damaged.is_empty(), "{report:?}");
+}
+
+/// Opens the file and checks every record as the daemon does at start-up.
 async fn start_up(path: &Path) -> Result<usize, StoreError> {
     let (store, join) = Store::open(path)?;
-    let loaded = store.all_meta().map(|m| m.len());
+    let loaded = store.scan(&PublicKey([0; 32])).map(|s| s.alerts);
     drop(store);
     let _ = join.await;
     loaded

@@ -503,9 +503,9 @@ impl AlertBody {
 }
 
 /// The facts about an alert that relaying and catch-up decide by: who issued it, its
-/// audience, its expiry, and what it replaces. The one summary of an alert: the store
-/// reads it back at start-up, and the gossip engine keeps it in memory for every alert
-/// it holds ([`crate::SignedAlert::summary`] makes one).
+/// audience, its expiry, and what it replaces. The one summary of an alert: the gossip
+/// engine keeps it in memory for the alerts it handled lately and reads it back from
+/// the store for the rest ([`crate::SignedAlert::summary`] makes one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertSummary {
     /// The alert id.

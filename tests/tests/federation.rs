@@ -517,15 +517,21 @@ async fn a_damaged_alert_is_quarantined_then_fetched_again_from_a_peer() {
         .await
         .unwrap();
     let client = fed.cluster.nodes[1].client();
-    // `/v1/net` is answered once the node has loaded (and checked) its stored alerts.
-    client.get("/v1/net").await.unwrap();
-    let status = client.status().await.unwrap();
-    assert_eq!(status["quarantined"], 1, "{status}");
-    let metrics = client.get_text("/metrics").await.unwrap();
-    assert!(
-        metrics.lines().any(|l| l == "tocsin_store_quarantined 1"),
-        "{metrics}"
-    );
+    // The node checks its stored alerts in the background, once it serves.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client.status().await.unwrap();
+        let metrics = client.get_text("/metrics").await.unwrap();
+        let counted = metrics.lines().any(|l| l == "tocsin_store_quarantined 1");
+        if status["quarantined"] == 1 && counted {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not quarantined: {status}\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Catch-up reads node 1's log again and fetches the lost alert.
     fed.wait_for(1, &marked).await;
     let got = fed

@@ -91,6 +91,8 @@ pub struct CatchUp {
     /// listed. A requester sends a page's `WantPage` before its next `SyncRequest`, on
     /// the same ordered stream, so the last page is the one it answers.
     listed: HashMap<PublicKey, (u64, u64, Vec<AlertId>)>,
+    /// Cursors are not saved (see [`Self::hold_cursors`]).
+    hold: bool,
 }
 
 impl CatchUp {
@@ -102,6 +104,42 @@ impl CatchUp {
     /// Forgets every saved cursor (see [`super::Engine::forget_cursors`]).
     pub fn forget_cursors(&mut self) {
         self.cursors.clear();
+    }
+
+    /// Saves no cursor until [`Self::release_cursors`]: while the stored alerts are
+    /// being checked, one taken as held may yet turn out damaged (and be quarantined),
+    /// and a cursor saved past it would never read it again.
+    pub fn hold_cursors(&mut self) {
+        self.hold = true;
+    }
+
+    /// The stored alerts were checked. If some were quarantined (`refetch`), every
+    /// cursor is forgotten and every session reads its peer's log again from the start
+    /// (wanting only what is missing); otherwise the cursors the sessions reached
+    /// meanwhile are saved.
+    pub fn release_cursors(&mut self, refetch: bool, now: u64, out: &mut Vec<Action>) {
+        self.hold = false;
+        let peers: Vec<PublicKey> = self.sessions.keys().copied().collect();
+        if refetch {
+            self.cursors.clear();
+            for peer in peers {
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.after = 0;
+                }
+                self.restart(peer, now, out);
+            }
+            return;
+        }
+        for peer in peers {
+            let Some(s) = self.sessions.get(&peer) else {
+                continue;
+            };
+            let (epoch, seq) = (s.epoch, s.after);
+            if self.cursors.get(&peer) != Some(&(epoch, seq)) {
+                self.cursors.insert(peer, (epoch, seq));
+                out.push(Action::SaveCursor { peer, epoch, seq });
+            }
+        }
     }
 
     /// The peer disconnected (or reconnected): its session ends; its cursor stays.
@@ -187,7 +225,9 @@ impl CatchUp {
                 Some((from, seq)) => {
                     self.cursors.insert(peer, (epoch, seq));
                     out.push(Action::CursorAdopted { peer, from, seq });
-                    out.push(Action::SaveCursor { peer, epoch, seq });
+                    if !self.hold {
+                        out.push(Action::SaveCursor { peer, epoch, seq });
+                    }
                     seq
                 }
                 None => 0,
@@ -369,7 +409,7 @@ impl CatchUp {
             s.credit = 0;
         }
         let epoch = s.epoch;
-        if moved {
+        if moved && !self.hold {
             let seq = s.after;
             self.cursors.insert(peer, (epoch, seq));
             out.push(Action::SaveCursor { peer, epoch, seq });

@@ -254,7 +254,7 @@ impl Engine {
                 .map(|(p, _)| p)
                 .filter(|p| Some(**p) != peer && **p != observer)
                 .filter(|p| {
-                    **p == origin || (open && self.shareable(k, p, self.scoring.level(p), now))
+                    **p == origin || (open && self.shareable(&k, p, self.scoring.level(p), now))
                 })
                 .copied()
                 .collect();
@@ -304,15 +304,17 @@ impl Engine {
         let mut scanned = 0;
         // A log that may have a hole is read up to it (`log_after` stops there), and
         // the page says `done` there: the requester reads on in its next round.
-        for (seq, id) in self.known.log_after(after) {
+        // One entry more than a page scans tells whether the page is the last.
+        for (seq, id) in self.known.log_after(after, SYNC_PAGE_SCAN + 1) {
             if scanned == SYNC_PAGE_SCAN || ids.len() == MAX_IDS_PER_FRAME {
                 done = false;
                 break;
             }
             scanned += 1;
             next = seq;
-            if self.listable(id, &peer, level, now) {
-                ids.push(*id);
+            // An entry of an alert no longer stored there lists nothing.
+            if let Some(id) = id.filter(|id| self.listable(id, &peer, level, now)) {
+                ids.push(id);
             }
         }
         self.catchup.note_listed(peer, (after, next), &ids);
@@ -339,8 +341,8 @@ impl Engine {
         now: u64,
     ) -> bool {
         self.known.get(id).is_some_and(|k| {
-            (self.shareable(k, peer, level, now) && k.from != Some(*peer))
-                || self.returnable(k, peer, level, now)
+            (self.shareable(&k, peer, level, now) && k.from != Some(*peer))
+                || self.returnable(&k, peer, level, now)
         })
     }
 
@@ -367,15 +369,13 @@ impl Engine {
         let (listed, scanned) = match self.catchup.take_listed(&peer, (after, next)) {
             Some(ids) => (ids, 0),
             None => {
-                let ids: Vec<AlertId> = self
-                    .known
-                    .log_after(after)
+                let rows = self.known.log_after(after, SYNC_PAGE_SCAN);
+                let rows: Vec<_> = rows
+                    .into_iter()
                     .take_while(|(seq, _)| *seq <= next)
-                    .take(SYNC_PAGE_SCAN)
-                    .map(|(_, id)| *id)
                     .collect();
-                let n = ids.len() as u64;
-                (ids, n)
+                let n = rows.len() as u64;
+                (rows.into_iter().filter_map(|(_, id)| id).collect(), n)
             }
         };
         let except: std::collections::HashSet<AlertId> = except.into_iter().collect();
@@ -434,7 +434,7 @@ impl Engine {
             let Some(k) = self.known.get(&id) else {
                 continue;
             };
-            if !self.shareable(k, &peer, level, now) && !self.returnable(k, &peer, level, now) {
+            if !self.shareable(&k, &peer, level, now) && !self.returnable(&k, &peer, level, now) {
                 continue;
             }
             let hops = k.hops.saturating_add(1);

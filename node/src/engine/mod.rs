@@ -55,7 +55,7 @@ mod known;
 mod scoring;
 mod tree;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,7 @@ use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, Tlp, VerifiedAlert, V
 
 use catchup::CatchUp;
 use known::Known;
-pub use known::KnownAlert;
+pub use known::{ColdAlerts, KnownAlert, HOT_ALERTS};
 pub use scoring::PeerStats;
 use scoring::Scoring;
 use tree::Trees;
@@ -97,6 +97,11 @@ const WORK_REVOKE: u64 = 100;
 pub const WORK_HELLO: u64 = 64;
 /// Log entries scanned to answer one `SyncRequest` (a page). Bounds work per request.
 pub const SYNC_PAGE_SCAN: usize = 512;
+
+/// Entries of our log looked at per event when a promotion offers a peer what it newly
+/// may see ([`Timer::Offer`] takes the next page): bounds the work of one event however
+/// many alerts are stored (beside the store, each is read from it).
+pub const OFFER_PAGE: usize = 256;
 /// How long a catch-up page may take before it is requested again, ms.
 pub const SYNC_TIMEOUT_MS: u64 = 5_000;
 /// After a completed catch-up, how long until the next round on the same connection,
@@ -190,6 +195,8 @@ pub enum Timer {
     Sync(PublicKey),
     /// Start another catch-up round with this peer (periodic repair while connected).
     Resync(PublicKey),
+    /// Offer this peer the next page of what a promotion newly allows it.
+    Offer(PublicKey),
 }
 
 /// Inputs.
@@ -215,7 +222,9 @@ pub enum Event {
     /// log never gets ahead of the notices before it).
     AlreadyStored(AlertId),
     /// The runtime missed notices of commits after the highest sequence number the log
-    /// holds now, and re-reads the store's log (re-read `gen`, counted up from 1;
+    /// holds now. Reading the store ([`Engine::reads_store`]): every alert not yet
+    /// committed here that the store holds is taken as committed, at once. Otherwise the
+    /// runtime re-reads the store's log (re-read `gen`, counted up from 1;
     /// [`Event::LogResynced`] when it has): until the latest re-read is complete,
     /// catch-up pages stop there, so that no peer's cursor passes an entry of the log
     /// that it was never shown.
@@ -223,6 +232,11 @@ pub enum Event {
     /// Re-read `gen` of the store's log is complete (its entries came as
     /// [`Event::Committed`]).
     LogResynced { gen: u64 },
+    /// The check of the stored alerts (at start-up, in the background) has ended;
+    /// `refetch`: it quarantined damaged ones. Until then no catch-up cursor is saved
+    /// ([`Engine::hold_cursors`]); if it quarantined some, every peer's log is read
+    /// again from the start to fetch them again.
+    StoredChecked { refetch: bool },
     /// The store refused these alerts (e.g. disk full); they are forgotten so that a
     /// later copy or catch-up can deliver them again.
     StoreFailed(Vec<AlertId>),
@@ -373,6 +387,10 @@ pub struct Engine {
     /// Peers whose level changed while they were not connected, with the level they
     /// had when they last were: offered what the change newly allows when they connect.
     promoted: HashMap<PublicKey, Option<TrustLevel>>,
+    /// Connected peers being offered what a promotion newly allows, a page of our log
+    /// at a time ([`OFFER_PAGE`]): the level they had before, and where the next page
+    /// starts.
+    offering: BTreeMap<PublicKey, (Option<TrustLevel>, u64)>,
     actions: Vec<Action>,
 }
 
@@ -405,6 +423,7 @@ impl Engine {
             sightings: HashMap::new(),
             unknown_observers: HashMap::new(),
             promoted: HashMap::new(),
+            offering: BTreeMap::new(),
             actions: Vec::new(),
         }
     }
@@ -423,6 +442,12 @@ impl Engine {
         former
     }
 
+    /// Reads the stored alerts and our log from `cold` instead of holding them in
+    /// memory: at start-up, instead of [`Self::load_alert`] for each stored alert.
+    pub fn set_cold(&mut self, cold: Box<dyn ColdAlerts>) {
+        self.known.set_cold(cold);
+    }
+
     /// Where our log may have a hole (commit notices were missed and the store's log is
     /// being read again): the re-read starts there.
     pub fn log_gap_at(&self) -> Option<u64> {
@@ -433,6 +458,24 @@ impl Engine {
     /// whole log (wanting only what is missing), to fetch again alerts lost here.
     pub fn forget_cursors(&mut self) {
         self.catchup.forget_cursors();
+    }
+
+    /// Keeps at most `cap` committed alerts in memory beside the store (tests).
+    #[cfg(test)]
+    pub(crate) fn set_hot_cap(&mut self, cap: usize) {
+        self.known.set_hot_cap(cap);
+    }
+
+    /// Saves no catch-up cursor until [`Event::StoredChecked`]: at start-up, while the
+    /// stored alerts are checked in the background.
+    pub fn hold_cursors(&mut self) {
+        self.catchup.hold_cursors();
+    }
+
+    /// Whether the stored alerts are read from a [`ColdAlerts`] (whose log has no
+    /// hole: missed commit notices need no re-read of it, see [`Event::LogGap`]).
+    pub fn reads_store(&self) -> bool {
+        self.known.is_cold()
     }
 
     /// Loads a saved catch-up cursor at start-up.
@@ -528,8 +571,16 @@ impl Engine {
                 self.known.durable(&id);
                 self.catchup.settle(&id, false, now, &mut self.actions);
             }
-            Event::LogGap { gen } => self.known.log_gap(gen),
+            Event::LogGap { gen } => {
+                for id in self.known.log_gap(gen) {
+                    self.catchup.settle(&id, false, now, &mut self.actions);
+                }
+            }
             Event::LogResynced { gen } => self.known.log_resynced(gen),
+            Event::StoredChecked { refetch } => {
+                self.catchup
+                    .release_cursors(refetch, now, &mut self.actions)
+            }
             Event::StoreFailed(ids) => {
                 for id in ids {
                     self.known.forget(&id);
@@ -602,6 +653,11 @@ impl Engine {
     fn drop_peer(&mut self, peer: &PublicKey) {
         self.trees.disconnect(peer);
         self.catchup.end(peer);
+        // An offer cut short starts over when the peer connects again.
+        if let Some((before, _)) = self.offering.remove(peer) {
+            let seen = self.promoted.entry(*peer).or_insert(before);
+            *seen = (*seen).min(before);
+        }
     }
 
     fn on_connected(&mut self, peer: PublicKey, now: u64) {
@@ -650,22 +706,52 @@ impl Engine {
         }
     }
 
-    /// Sends `peer` every alert we hold that its level now allows and `before` did not:
+    /// Offers `peer` every alert we hold that its level now allows and `before` did not:
     /// after a promotion, the still-active alerts it may now see, in full; after a
-    /// demotion, nothing.
+    /// demotion, nothing. The log is walked [`OFFER_PAGE`] entries per event. A change
+    /// during a walk starts it over, from the lower of the levels the peer had before
+    /// either (what it may have missed meanwhile is offered too).
     fn offer_newly_allowed(&mut self, peer: PublicKey, before: Option<TrustLevel>, now: u64) {
+        let before = match self.offering.get(&peer) {
+            Some((first, _)) => (*first).min(before),
+            None if self.scoring.level(&peer) == before => return,
+            None => before,
+        };
+        self.offering.insert(peer, (before, 0));
+        self.offer_page(peer, now);
+    }
+
+    /// One page of a promotion's offer (see [`Self::offer_newly_allowed`]).
+    fn offer_page(&mut self, peer: PublicKey, now: u64) {
+        let Some(&(before, after)) = self.offering.get(&peer) else {
+            return;
+        };
         let level = self.scoring.level(&peer);
-        if level == before {
+        if level == before || !self.trees.is_connected(&peer) {
+            self.offering.remove(&peer);
             return;
         }
-        let offer: Vec<(AlertId, u8, Tlp)> = self
-            .known
-            .in_log_order()
+        let (page, next) = self.known.page_of_all(after, OFFER_PAGE);
+        let offer: Vec<(AlertId, u8, Tlp)> = page
+            .iter()
             .filter(|k| k.from != Some(peer) && k.alert.origin != peer)
             .filter(|k| self.shareable(k, &peer, level, now))
             .filter(|k| !self.shareable(k, &peer, before, now))
             .map(|k| (k.id(), k.hops.saturating_add(1), k.alert.tlp))
             .collect();
+        drop(page);
+        match next {
+            Some(next) => {
+                self.offering.insert(peer, (before, next));
+                self.actions.push(Action::SetTimer {
+                    at: now,
+                    timer: Timer::Offer(peer),
+                });
+            }
+            None => {
+                self.offering.remove(&peer);
+            }
+        }
         let mut from_store = Vec::new();
         for (id, hops, tlp) in offer {
             // CLEAR and GREEN are announced (ids only; the peer asks for what it lacks),
@@ -716,7 +802,7 @@ impl Engine {
         now: u64,
     ) -> bool {
         !k.alert.is_expired(now)
-            && !self.known.is_cancelled(&k.alert.id)
+            && !self.known.is_cancelled(&k.alert.id, &k.alert.origin)
             && !self.is_revoked(&k.alert.origin, k.alert.issued_at)
             && self.scoring.level(&k.alert.origin) != Some(TrustLevel::Blocked)
             && self.may_send(peer, level, &k.alert, k.hops)
@@ -799,7 +885,7 @@ impl Engine {
             .trees
             .links()
             .filter(|(peer, _)| Some(**peer) != from)
-            .filter(|(peer, _)| self.shareable(k, peer, self.scoring.level(peer), now))
+            .filter(|(peer, _)| self.shareable(&k, peer, self.scoring.level(peer), now))
             .map(|(peer, l)| (*peer, l.eager_for(&k.alert.origin) || push_all))
             .collect();
         let hops = k.hops.saturating_add(1);
@@ -841,7 +927,7 @@ impl Engine {
                         .filter(|(id, _)| {
                             self.known
                                 .get(id)
-                                .is_some_and(|k| self.shareable(k, &peer, level, now))
+                                .is_some_and(|k| self.shareable(&k, &peer, level, now))
                         })
                         .collect();
                     for chunk in items.chunks(MAX_IDS_PER_FRAME) {
@@ -877,9 +963,10 @@ impl Engine {
                 }
             }
             Timer::Resync(peer) => self.catchup.on_resync_timer(peer, now, &mut self.actions),
+            Timer::Offer(peer) => self.offer_page(peer, now),
         }
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -15,18 +15,18 @@ use super::*;
 /// Virtual start time of every test, ms.
 /// Alerts in these tests are issued from [`ISSUED`] on; the engine's clock starts a
 /// little later, as a real node's would.
-const ISSUED: u64 = 1_767_225_600_000;
+pub(crate) const ISSUED: u64 = 1_767_225_600_000;
 const T0: u64 = ISSUED + 1_000_000;
 
-fn key(n: u8) -> SigningKey {
+pub(crate) fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
 }
 
-fn pk(k: &SigningKey) -> PublicKey {
+pub(crate) fn pk(k: &SigningKey) -> PublicKey {
     PublicKey(k.verifying_key().to_bytes())
 }
 
-fn body(origin: &SigningKey, n: u64, tlp: Tlp, recipients: Vec<PublicKey>) -> AlertBody {
+pub(crate) fn body(origin: &SigningKey, n: u64, tlp: Tlp, recipients: Vec<PublicKey>) -> AlertBody {
     AlertBody {
         v: FORMAT_VERSION,
         origin: pk(origin),
@@ -45,7 +45,7 @@ fn body(origin: &SigningKey, n: u64, tlp: Tlp, recipients: Vec<PublicKey>) -> Al
     }
 }
 
-fn alert(origin: &SigningKey, n: u64, tlp: Tlp) -> SignedAlert {
+pub(crate) fn alert(origin: &SigningKey, n: u64, tlp: Tlp) -> SignedAlert {
     SignedAlert::sign(body(origin, n, tlp, vec![]), origin).unwrap()
 }
 
@@ -2528,4 +2528,126 @@ fn one_observer_s_sighting_flood_leaves_room_for_the_others() {
         T0,
     );
     assert!(!kept(&out), "{out:?}");
+}
+
+/// A promotion over more alerts than one page offers them all, a page per event (the
+/// work of one event stays bounded however many are stored): the first page at once,
+/// the rest from timers. A disconnection cuts the walk short, and the next connection
+/// offers everything again, from the start.
+#[test]
+fn a_promotion_over_many_alerts_offers_them_all_a_page_at_a_time() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let n = OFFER_PAGE as u64 * 2 + 10;
+    let mut want: Vec<AlertId> = Vec::new();
+    for i in 1..=n {
+        let x = alert(&a, i, Tlp::Amber);
+        want.push(x.id());
+        issue(&mut ea, x, i, T0);
+    }
+    want.sort();
+    let promote = |ea: &mut Engine, level, at| {
+        ea.handle(
+            Event::Trust {
+                key: pk(&b),
+                level: Some(level),
+            },
+            at,
+        )
+    };
+    let out = promote(&mut ea, TrustLevel::Partner, T0 + 10);
+    assert_eq!(alerts_to(&out, &b).len(), OFFER_PAGE, "one page at once");
+    let more = fire_timers(&mut ea, &out, T0 + 10);
+    let mut got = [alerts_to(&out, &b), alerts_to(&more, &b)].concat();
+    got.sort();
+    assert_eq!(got, want, "each once, all of them");
+    // Demoted and promoted again; cut short by a disconnection after the first page.
+    promote(&mut ea, TrustLevel::Member, T0 + 20);
+    let out = promote(&mut ea, TrustLevel::Partner, T0 + 30);
+    assert_eq!(alerts_to(&out, &b).len(), OFFER_PAGE);
+    ea.handle(Event::PeerDisconnected(pk(&b)), T0 + 31);
+    let late = fire_timers(&mut ea, &out, T0 + 31);
+    assert!(
+        alerts_to(&late, &b).is_empty(),
+        "not to a peer gone: {late:?}"
+    );
+    let out = ea.handle(Event::PeerConnected(pk(&b)), T0 + 40);
+    let more = fire_timers(&mut ea, &out, T0 + 40);
+    let mut got = [alerts_to(&out, &b), alerts_to(&more, &b)].concat();
+    got.sort();
+    assert_eq!(got, want);
+    // Demoted, and promoted again while the demotion's walk (which offers nothing) is
+    // under way: offered everything again.
+    let out = promote(&mut ea, TrustLevel::Member, T0 + 50);
+    assert!(alerts_to(&out, &b).is_empty(), "{out:?}");
+    let again = promote(&mut ea, TrustLevel::Partner, T0 + 51);
+    assert_eq!(alerts_to(&again, &b).len(), OFFER_PAGE);
+    // A demotion during a walk ends it.
+    promote(&mut ea, TrustLevel::Member, T0 + 52);
+    let more = fire_timers(&mut ea, &[out, again].concat(), T0 + 52);
+    assert!(alerts_to(&more, &b).is_empty(), "{more:?}");
+}
+
+/// While the stored alerts are being checked (start-up), catch-up moves on but saves
+/// no cursor; when the check ends, the cursors reached are saved, or, if it
+/// quarantined damaged alerts, every peer's log is read again from the start.
+#[test]
+fn cursors_wait_for_the_check_of_the_stored_alerts() {
+    let (a, b) = (key(1), key(2));
+    for refetch in [false, true] {
+        let mut ea = engine_for(&a, EngineConfig::default());
+        ea.hold_cursors();
+        connect(&mut ea, &b, TrustLevel::Member);
+        ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 2 }), T0);
+        let x = alert(&b, 1, Tlp::Clear);
+        ea.handle(
+            frame_event(&b, &sync_page(vec![x.id()], 2, true, None)),
+            T0 + 1,
+        );
+        ea.handle(alert_event(&b, 1, &x), T0 + 2);
+        let out = ea.handle(Event::Committed(vec![(1, x.id())]), T0 + 3);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
+            "{out:?}"
+        );
+        let out = ea.handle(Event::StoredChecked { refetch }, T0 + 4);
+        let saved: Vec<u64> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::SaveCursor { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        if refetch {
+            assert!(saved.is_empty(), "{out:?}");
+            assert_eq!(
+                sync_requests(&out, &b),
+                vec![0],
+                "read again from the start"
+            );
+        } else {
+            assert_eq!(saved, vec![2]);
+            assert!(sync_requests(&out, &b).is_empty(), "{out:?}");
+        }
+        // From then on, cursors are saved as they move.
+        let y = alert(&b, 2, Tlp::Clear);
+        let after = if refetch { 0 } else { 2 };
+        if !refetch {
+            // The next periodic round.
+            let out = ea.handle(Event::Timer(Timer::Resync(pk(&b))), T0 + 5);
+            assert_eq!(sync_requests(&out, &b), vec![2]);
+        }
+        ea.handle(
+            frame_event(&b, &sync_page(vec![y.id()], 3, true, Some(after))),
+            T0 + 5,
+        );
+        ea.handle(alert_event(&b, 1, &y), T0 + 6);
+        let out = ea.handle(Event::Committed(vec![(2, y.id())]), T0 + 7);
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::SaveCursor { seq: 3, .. })),
+            "{out:?}"
+        );
+    }
 }

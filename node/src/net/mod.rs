@@ -9,6 +9,7 @@
 //! or failing peer only ever fills its own queue; frames beyond it are dropped and
 //! counted, never waited for.
 
+mod cold;
 mod commands;
 pub mod fair;
 pub mod gate;
@@ -44,9 +45,9 @@ pub use metrics::Metrics;
 pub use trust::{ChangedBy, TrustChange, TrustError, TrustTable};
 
 use crate::config::Config;
-use crate::engine::{Action, Engine, Event, KnownAlert, Timer};
+use crate::engine::{Action, Engine, Event, Timer};
 use crate::keys::{key_of_peer, peer_id};
-use crate::store::{Insert, Receipt, Store, TrustCommit, TrustEntry};
+use crate::store::{Insert, Receipt, Store, StoreError, TrustCommit, TrustEntry};
 use state::{StateJob, StateWriter};
 use trust::TrustReply;
 
@@ -363,7 +364,8 @@ pub struct NetActor {
     /// Frame bytes queued for each peer since start (for `/v1/peers` and metrics).
     bytes_out: HashMap<PeerId, u64>,
     cfg: Config,
-    /// Set once the stored alerts are loaded and the listeners report their addresses.
+    /// Set once the engine reads the stored alerts from the store and the listeners
+    /// report their addresses.
     ready: Arc<std::sync::atomic::AtomicBool>,
     /// This node's certificate (`[identity] cert_file`).
     cert: Option<Signed<NodeCert>>,
@@ -424,8 +426,8 @@ impl NetActor {
                 .listen_on(ma.clone())
                 .map_err(|e| anyhow::anyhow!("cannot listen on {ma} (net.listen): {e}"))?;
         }
-        // The stored alerts are loaded by `run`, off the caller: the API serves while
-        // they load.
+        // `run` points the engine at the stored alerts (read when needed, not loaded)
+        // and checks every record in the background; the API serves meanwhile.
         let mut engine = Engine::new(me, store.epoch(), cfg.net.gossip.clone());
         let cert = match &cfg.identity.cert_file {
             Some(path) => {
@@ -569,6 +571,72 @@ impl NetActor {
         })
     }
 
+    /// The background check of the stored records has ended: counts what it
+    /// quarantined and, if it quarantined anything new, reads every peer's log again
+    /// from the start to fetch those alerts again (only what is missing is fetched);
+    /// catch-up cursors are saved again from then on. A store whose structure is
+    /// damaged (redb fails inside, [`StoreError::Damaged`]) is an error: the daemon
+    /// stops with exit 1 and says to restore the backup, as when the damage is found
+    /// while opening it. Any other failure (the disk, a store reopening) is logged and
+    /// the check runs again at the next start.
+    async fn on_scan(
+        &mut self,
+        res: Result<Result<crate::store::Scan, StoreError>, tokio::task::JoinError>,
+        quarantined_before: u64,
+        started: std::time::Instant,
+    ) -> anyhow::Result<()> {
+        let scan = match res {
+            Ok(Ok(scan)) => scan,
+            Ok(Err(e @ StoreError::Damaged { .. })) => {
+                return Err(anyhow::Error::new(e).context("checking the stored alerts failed"));
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "checking the stored alerts failed; damaged records are quarantined at the next start");
+                self.feed(Event::StoredChecked { refetch: false });
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(error = %e, "checking the stored alerts stopped; damaged records are quarantined at the next start");
+                self.feed(Event::StoredChecked { refetch: false });
+                return Ok(());
+            }
+        };
+        let quarantined = match self.store.read(|s| s.quarantined()).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Whether it quarantined anything is unknown: fetch again to be sure.
+                warn!(error = %e, "reading the quarantine count failed; catch-up re-reads every peer's log");
+                self.feed(Event::StoredChecked { refetch: true });
+                return Ok(());
+            }
+        };
+        self.metrics
+            .store_quarantined
+            .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
+        if quarantined > quarantined_before {
+            warn!(
+                newly = quarantined - quarantined_before,
+                "damaged alerts quarantined: catch-up re-reads every peer's log to fetch them again"
+            );
+        }
+        self.feed(Event::StoredChecked {
+            refetch: quarantined > quarantined_before,
+        });
+        if scan.former_key > 0 {
+            info!(
+                alerts = scan.former_key,
+                "alerts issued here under a former node key (this node was re-keyed) are \
+                 relayed as other origins' are; only that key could update or cancel them"
+            );
+        }
+        info!(
+            alerts = scan.alerts,
+            ms = started.elapsed().as_millis() as u64,
+            "stored alerts checked"
+        );
+        Ok(())
+    }
+
     /// The revoked origins this actor keeps up to date, for the API.
     pub fn revoked_origins(&self) -> RevokedOrigins {
         self.revoked_origins.clone()
@@ -584,54 +652,29 @@ impl NetActor {
         self.ready = flag;
     }
 
-    /// Loads the stored alerts into the engine (on the blocking pool; the store
+    /// Points the engine at the stored alerts (read from the store when needed, not
+    /// loaded), starts the check of every stored record in the background (it
     /// quarantines records that no longer decode), then runs until the command channel
     /// closes (every handle dropped) or `shutdown` resolves. Commands sent meanwhile
-    /// wait in the channel. Fails only if the stored alerts cannot be read.
+    /// wait in the channel. Fails only if the store cannot be read at all.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        // Subscribed before the load: an alert committed meanwhile is in both, and the
-        // engine takes the second copy as a no-op.
         let mut committed = self.store.subscribe();
-        let started = std::time::Instant::now();
         let quarantined_before = self.store.read(|s| s.quarantined()).await?;
-        let metas = self.store.read(|s| s.all_meta()).await?;
-        let quarantined = self.store.read(|s| s.quarantined()).await?;
-        self.metrics
-            .store_quarantined
-            .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
-        if quarantined > quarantined_before {
-            // The damaged alerts are in peers' logs before our cursors on them: read
-            // every peer's log again from the start (only what is missing is fetched).
-            warn!(
-                newly = quarantined - quarantined_before,
-                "damaged alerts quarantined: catch-up re-reads every peer's log to fetch them again"
-            );
-            self.engine.forget_cursors();
-        }
-        let loaded = metas.len();
-        let mut former = 0usize;
-        for meta in metas {
-            let known = KnownAlert {
-                alert: meta.alert,
-                hops: meta.receipt.hops,
-                from: meta.receipt.from,
-            };
-            former += usize::from(self.engine.load_alert(meta.seq, known));
-        }
-        if former > 0 {
-            info!(
-                alerts = former,
-                "alerts issued here under a former node key (this node was re-keyed) are \
-                 relayed as other origins' are; only that key could update or cancel them"
-            );
-        }
+        let me = self.engine.me();
+        self.engine
+            .set_cold(Box::new(cold::StoredAlerts::new(self.store.clone(), me)));
+        self.engine.hold_cursors();
+        let store = self.store.clone();
+        let started = std::time::Instant::now();
+        let mut scan = Some(tokio::task::spawn_blocking(move || store.scan(&me)));
+        // A store too damaged to be read through ends the actor (and the daemon, exit 1).
+        let mut failed: Option<anyhow::Error> = None;
         info!(
-            alerts = loaded,
-            ms = started.elapsed().as_millis() as u64,
-            "stored alerts loaded; gossip starts"
+            alerts = self.engine.known_count(),
+            "stored alerts are read from the store as needed; gossip starts"
         );
         // Learn the addresses we listen on before answering commands, so that the
         // first `GET /v1/net` already lists them (port 0 gets its real port here).
@@ -671,17 +714,33 @@ impl NetActor {
                 res = committed.recv() => match res {
                     Ok(s) => self.feed(Event::Committed(vec![(s.seq, s.id)])),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        info!(missed, "fell behind the store's commit notices; reading the log again from where they stopped");
                         self.metrics.log_lags.inc();
                         self.resync_gen += 1;
                         self.feed(Event::LogGap {
                             gen: self.resync_gen,
                         });
-                        self.resync_log();
+                        if self.engine.reads_store() {
+                            info!(missed, "fell behind the store's commit notices; what they announced was read from the store");
+                        } else {
+                            info!(missed, "fell behind the store's commit notices; reading the log again from where they stopped");
+                            self.resync_log();
+                        }
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = sleep => self.fire_timers(),
+                res = async {
+                    match scan.as_mut() {
+                        Some(h) => h.await,
+                        None => futures::future::pending().await,
+                    }
+                }, if scan.is_some() => {
+                    scan = None;
+                    if let Err(e) = self.on_scan(res, quarantined_before, started).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
             }
         }
         // Nothing reads the inbound queue any more: close it so the state writer never
@@ -696,7 +755,10 @@ impl NetActor {
         trust.drain();
         state.finish().await;
         info!("network actor stopped");
-        Ok(())
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Reads stored alerts a peer asked for (`want`, `want_page`, offers) and sends them:

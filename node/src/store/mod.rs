@@ -56,13 +56,16 @@
 //! | `trust` | key `[u8; 32]` | `&[u8]` | CBOR [`TrustEntry`]. |
 //! | `audit` | `u64` | `&[u8]` | append-only CBOR [`AuditRecord`]s, numbered from 1. |
 //! | `agencies` | node key `[u8; 32]` | `&[u8]` | the certificate envelope each node presented here: which agency certified it (see `docs/storage.md`). |
-//! | `quarantine` | id `[u8; 32]` | as `alerts` | records that no longer decode (a damaged disk), moved out of `alerts` at start-up by [`Store::all_meta`] and kept for inspection. Their index entries stay; readers skip index entries without an alert. |
+//! | `quarantine` | id `[u8; 32]` | as `alerts` | records that no longer decode (a damaged disk), moved out of `alerts` at start-up by [`Store::scan`] and kept for inspection. Their index entries stay; readers skip index entries without an alert. |
 //!
 //! # Damage
 //! redb reports most damage as errors, but some damaged files make it panic (an
-//! assertion while opening, an unreachable branch in a B-tree walk). [`Store::open`] and
-//! [`Store::all_meta`] run inside `catch_unwind` and turn that into
-//! [`StoreError::Damaged`], so the daemon exits 1 with a message instead of 101.
+//! assertion while opening, an unreachable branch in a B-tree walk). [`Store::open`],
+//! [`Store::scan`], [`Store::all_meta`] and the reads the gossip engine makes
+//! ([`Store::contains`], [`Store::meta`], [`Store::cancelled_by`], [`Store::log_rows`],
+//! [`Store::head`], [`Store::alert_count`]) run inside
+//! `catch_unwind` and turn that into [`StoreError::Damaged`], so the daemon exits 1
+//! with a message instead of 101.
 //!
 //! All CBOR goes through [`tocsin_proto::codec`].
 //!
@@ -89,7 +92,7 @@ mod writer;
 pub use metrics::StoreMetrics;
 pub use tocsin_proto::api::{AlertState, AuditRecord, TrustEntry};
 pub use types::{
-    AlertMeta, Counts, Insert, Query, QueryPage, Receipt, StoreError, Stored, StoredAlert,
+    AlertMeta, Counts, Insert, Query, QueryPage, Receipt, Scan, StoreError, Stored, StoredAlert,
     TrustCommit,
 };
 pub use verify::{verify_all, VERIFY_CHUNK};
@@ -99,7 +102,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
-use tocsin_proto::{codec, AlertId, SignedAlert, VerifiedAlert};
+use tocsin_proto::{codec, AlertId, AlertSummary, PublicKey, SignedAlert, VerifiedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -470,8 +473,10 @@ impl Store {
 
     /// Whether the alert is stored.
     pub fn contains(&self, id: &AlertId) -> Result<bool, StoreError> {
-        let txn = self.slot.get()?.begin_read()?;
-        Ok(txn.open_table(schema::ALERTS)?.get(&id.0)?.is_some())
+        guard(&self.path, || {
+            let txn = self.slot.get()?.begin_read()?;
+            Ok(txn.open_table(schema::ALERTS)?.get(&id.0)?.is_some())
+        })
     }
 
     /// The envelope bytes as stored ([`SignedAlert::to_envelope`] of the alert stored).
@@ -502,7 +507,24 @@ impl Store {
     /// stored at that seq when this was called, and seqs may have gaps. Use the last
     /// seq returned (or [`Store::head`] when the result is empty) as the next `after`.
     pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, AlertId)>, StoreError> {
-        read::log_after(&*self.slot.get()?, after, limit)
+        guard(&self.path, || {
+            read::log_after(&*self.slot.get()?, after, limit)
+        })
+    }
+
+    /// The local append log's entries after `after`, ascending, at most `limit` of them
+    /// **including** those of alerts no longer stored at that seq (pruned, or stored
+    /// again later), which come with `None`: a read costs at most `limit` entries
+    /// however much was pruned. Use the last seq returned as the next `after`; fewer
+    /// than `limit` entries means the end of the log.
+    pub fn log_rows(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Option<AlertId>)>, StoreError> {
+        guard(&self.path, || {
+            read::log_rows(&*self.slot.get()?, after, limit)
+        })
     }
 
     /// Log entries added after `after_us` (unix microseconds, exclusive), in log order,
@@ -519,7 +541,7 @@ impl Store {
 
     /// The highest seq assigned; 0 if nothing was ever stored. Pruning does not lower it.
     pub fn head(&self) -> Result<u64, StoreError> {
-        read::head(&*self.slot.get()?)
+        guard(&self.path, || read::head(&*self.slot.get()?))
     }
 
     /// This store's log epoch: random and fixed when the file was created, so a peer
@@ -553,6 +575,45 @@ impl Store {
             }
             Ok(meta)
         })
+    }
+
+    /// Decodes every stored record once (at start-up, in the background), moving those
+    /// that no longer decode to `quarantine` as [`Store::all_meta`] does, without
+    /// keeping what it read. Returns how many alerts decode, and how many of those
+    /// were issued here (0 hops) under a key other than `me`.
+    pub fn scan(&self, me: &PublicKey) -> Result<Scan, StoreError> {
+        guard(&self.path, || {
+            let db = self.slot.get()?;
+            let mut scan = Scan::default();
+            let damaged = read::each_record(&db, |_, alert, receipt| {
+                scan.alerts += 1;
+                if receipt.hops == 0 && alert.origin() != *me {
+                    scan.former_key += 1;
+                }
+            })?;
+            if !damaged.is_empty() {
+                quarantine(&db, &damaged)?;
+            }
+            Ok(scan)
+        })
+    }
+
+    /// What the gossip engine keeps of a stored alert: its summary and how it arrived.
+    /// A record that does not decode is an error ([`StoreError::Corrupt`]).
+    pub fn meta(&self, id: &AlertId) -> Result<Option<(AlertSummary, Receipt)>, StoreError> {
+        guard(&self.path, || read::meta(&*self.slot.get()?, id))
+    }
+
+    /// Whether a stored cancel by `origin` names `id` (whether `id` is stored or not).
+    pub fn cancelled_by(&self, id: &AlertId, origin: &PublicKey) -> Result<bool, StoreError> {
+        guard(&self.path, || {
+            read::cancelled_by(&*self.slot.get()?, id, origin)
+        })
+    }
+
+    /// How many alerts are stored.
+    pub fn alert_count(&self) -> Result<u64, StoreError> {
+        guard(&self.path, || read::alert_count(&*self.slot.get()?))
     }
 
     /// Deletes alerts whose `expires_at < before_ms`, with their index entries. Their
@@ -738,11 +799,14 @@ fn quarantine(db: &Database, damaged: &[([u8; 32], String)]) -> Result<(), Store
         let mut alerts = txn.open_table(schema::ALERTS)?;
         let mut aside = txn.open_table(schema::QUARANTINE)?;
         for (id, reason) in damaged {
-            let record = alerts.remove(id)?.map(|g| {
+            let record = alerts.get(id)?.map(|g| {
                 let (seq, receipt, envelope) = g.value();
                 (seq, receipt.to_vec(), envelope.to_vec())
             });
+            // Read in an earlier transaction: a valid copy may have replaced it since.
+            let record = record.filter(|(_, r, e)| schema::decode_record(id, r, e).is_err());
             if let Some((seq, receipt, envelope)) = record {
+                alerts.remove(id)?;
                 aside.insert(id, (seq, receipt.as_slice(), envelope.as_slice()))?;
                 tracing::warn!(id = %AlertId(*id), seq, %reason, "stored alert is damaged: quarantined; it is left out until a peer sends it again");
             }

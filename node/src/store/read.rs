@@ -7,14 +7,14 @@ use redb::{
     Database, ReadOnlyMultimapTable, ReadOnlyTable, ReadTransaction, ReadableTable,
     ReadableTableMetadata,
 };
-use tocsin_proto::{AlertId, Severity};
+use tocsin_proto::{AlertId, AlertSummary, Kind, PublicKey, Severity, SignedAlert};
 
 use super::schema::{
     self, AlertValue, EdgeValue, Index, StatusValue, ALERTS, LOG, REPLACED_BY, STATUS, SUFFIX_LEN,
 };
 use super::{
-    AlertMeta, AlertState, Counts, Query, QueryPage, StoreError, StoredAlert, DEFAULT_QUERY_LIMIT,
-    MAX_QUERY_LIMIT,
+    AlertMeta, AlertState, Counts, Query, QueryPage, Receipt, StoreError, StoredAlert,
+    DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT,
 };
 
 /// Most alerts [`history`] collects: a chain longer than this is cut, not walked forever.
@@ -95,6 +95,30 @@ pub(super) fn log_after(
     Ok(out)
 }
 
+/// The log's entries after `after`, at most `limit` of them, each with its alert, or
+/// `None` where that alert is no longer stored at that seq (pruned, or stored again
+/// later).
+pub(super) fn log_rows(
+    db: &Database,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Option<AlertId>)>, StoreError> {
+    let txn = db.begin_read()?;
+    let log = txn.open_table(LOG)?;
+    let alerts = txn.open_table(ALERTS)?;
+    let mut out = Vec::with_capacity(limit.min(1024));
+    for row in log
+        .range::<u64>((Bound::Excluded(after), Bound::Unbounded))?
+        .take(limit)
+    {
+        let (seq, id) = row?;
+        let (seq, id) = (seq.value(), id.value());
+        let live = alerts.get(&id)?.is_some_and(|a| a.value().0 == seq);
+        out.push((seq, live.then_some(AlertId(id))));
+    }
+    Ok(out)
+}
+
 /// Log entries added after `after_us` (unix µs, exclusive; see `ADDED`), ascending:
 /// when each was added and its alert, at most `limit`. Entries of pruned alerts are
 /// skipped, and so is the older entry of an alert stored again.
@@ -161,25 +185,75 @@ pub(super) type Damaged = Vec<([u8; 32], String)>;
 
 /// Every alert's metadata in seq order, and the records that do not decode.
 pub(super) fn all_meta(db: &Database) -> Result<(Vec<AlertMeta>, Damaged), StoreError> {
+    let mut out = Vec::new();
+    let damaged = each_record(db, |seq, alert, receipt| {
+        out.push(AlertMeta {
+            seq,
+            alert: alert.summary(),
+            receipt,
+        })
+    })?;
+    out.sort_by_key(|m| m.seq);
+    Ok((out, damaged))
+}
+
+/// Decodes every stored record in id order, handing each one that decodes to `f` (its
+/// seq, the alert, how it arrived); returns the records that do not decode.
+pub(super) fn each_record(
+    db: &Database,
+    mut f: impl FnMut(u64, SignedAlert, Receipt),
+) -> Result<Damaged, StoreError> {
     let txn = db.begin_read()?;
     let alerts = txn.open_table(ALERTS)?;
-    let mut out = Vec::with_capacity(usize::try_from(alerts.len()?).unwrap_or(0));
     let mut damaged = Vec::new();
     for row in alerts.iter()? {
         let (id, rec) = row?;
         let id = id.value();
         let (seq, receipt, envelope) = rec.value();
         match schema::decode_record(&id, receipt, envelope) {
-            Ok((alert, receipt)) => out.push(AlertMeta {
-                seq,
-                alert: alert.summary(),
-                receipt,
-            }),
+            Ok((alert, receipt)) => f(seq, alert, receipt),
             Err(e) => damaged.push((id, e.to_string())),
         }
     }
-    out.sort_by_key(|m| m.seq);
-    Ok((out, damaged))
+    Ok(damaged)
+}
+
+/// The summary of a stored alert and how it arrived.
+pub(super) fn meta(
+    db: &Database,
+    id: &AlertId,
+) -> Result<Option<(AlertSummary, Receipt)>, StoreError> {
+    let txn = db.begin_read()?;
+    let alerts = txn.open_table(ALERTS)?;
+    let Some(rec) = alerts.get(&id.0)? else {
+        return Ok(None);
+    };
+    let (_, receipt, envelope) = rec.value();
+    let (alert, receipt) = schema::decode_record(&id.0, receipt, envelope)?;
+    Ok(Some((alert.summary(), receipt)))
+}
+
+/// Whether a stored cancel by `origin` names `id` (stored or not).
+pub(super) fn cancelled_by(
+    db: &Database,
+    id: &AlertId,
+    origin: &PublicKey,
+) -> Result<bool, StoreError> {
+    let txn = db.begin_read()?;
+    let edges: ReadOnlyMultimapTable<[u8; 32], EdgeValue> = txn.open_multimap_table(REPLACED_BY)?;
+    for edge in edges.get(&id.0)? {
+        let (rank, _, _, by) = edge?.value();
+        if rank == schema::kind_rank(Kind::Cancel) && by == origin.0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// How many alerts are stored.
+pub(super) fn alert_count(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    Ok(txn.open_table(ALERTS)?.len()?)
 }
 
 pub(super) fn history(db: &Database, id: &AlertId) -> Result<Vec<StoredAlert>, StoreError> {

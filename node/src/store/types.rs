@@ -159,8 +159,8 @@ pub struct Stored {
     pub id: AlertId,
 }
 
-/// A stored alert's summary, where it is in the log, and how it arrived: what the
-/// gossip engine loads for every stored alert at start-up.
+/// A stored alert's summary, where it is in the log, and how it arrived (see
+/// [`crate::store::Store::all_meta`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertMeta {
     /// Local sequence number.
@@ -169,6 +169,15 @@ pub struct AlertMeta {
     pub alert: AlertSummary,
     /// How it arrived.
     pub receipt: Receipt,
+}
+
+/// What [`super::Store::scan`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Stored alerts that decode.
+    pub alerts: usize,
+    /// Of those, how many were issued here under another node key (a re-keyed node).
+    pub former_key: usize,
 }
 
 /// Store totals.
@@ -180,7 +189,7 @@ pub struct Counts {
     pub active: u64,
     /// Highest seq ([`Store::head`]).
     pub head: u64,
-    /// Damaged records moved aside at start-up (see [`Store::all_meta`]).
+    /// Damaged records moved aside at start-up (see [`super::Store::scan`]).
     pub quarantined: u64,
 }
 

@@ -412,9 +412,18 @@ impl<'txn> WriteTables<'txn> {
                 (seq, receipt.to_vec(), envelope.to_vec())
             });
         if let Some((old_seq, receipt, envelope)) = previous {
-            self.alerts
-                .insert(&id, (old_seq, receipt.as_slice(), envelope.as_slice()))?;
-            return Ok(Insert::Duplicate { seq: old_seq });
+            // A stored record that no longer decodes (damaged on disk, not yet
+            // quarantined) is replaced by this valid copy, stored anew at `seq`.
+            match schema::decode_record(&id, &receipt, &envelope) {
+                Ok(_) => {
+                    self.alerts
+                        .insert(&id, (old_seq, receipt.as_slice(), envelope.as_slice()))?;
+                    return Ok(Insert::Duplicate { seq: old_seq });
+                }
+                Err(e) => {
+                    tracing::warn!(id = %AlertId(id), old_seq, seq, reason = %e, "a damaged stored alert was replaced by a valid copy");
+                }
+            }
         }
         self.log.insert(seq, &id)?;
         self.last_added = schema::now_us().max(self.last_added.saturating_add(1));
