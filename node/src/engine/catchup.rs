@@ -475,22 +475,37 @@ impl CatchUp {
         self.request_page(peer, after, now, out);
     }
 
+    /// Whether the catch-up with `peer` made no progress (no page asked for or arrived)
+    /// for the timeout.
+    pub fn has_stalled(&self, peer: &PublicKey, now: u64) -> bool {
+        self.sessions
+            .get(peer)
+            .is_some_and(|s| !s.complete && now >= s.requested_at + SYNC_TIMEOUT_MS)
+    }
+
     /// The stall check: only a catch-up that made no progress (no page asked for or
     /// arrived) for the timeout has stalled (lost frame, refused alert, failed store);
     /// timers armed before later progress are stale. Returns whether the peer listed
-    /// alerts that it then did not send.
-    pub fn on_stall_timer(&mut self, peer: PublicKey, now: u64, out: &mut Vec<Action>) -> bool {
+    /// alerts that it then did not send (`ours`: ids it is not asked for, but waited
+    /// for as they are not yet committed here).
+    pub fn on_stall_timer(
+        &mut self,
+        peer: PublicKey,
+        now: u64,
+        out: &mut Vec<Action>,
+        ours: impl Fn(&AlertId) -> bool,
+    ) -> bool {
+        if !self.has_stalled(&peer, now) {
+            return false;
+        }
         let Some(s) = self.sessions.get(&peer) else {
             return false;
         };
-        if s.complete || now < s.requested_at + SYNC_TIMEOUT_MS {
-            return false;
-        }
         // The peer listed alerts, was asked for them, and did not send them.
         let undelivered = s
             .pages
             .front()
-            .is_some_and(|p| !p.waiting.is_empty() && !p.failed);
+            .is_some_and(|p| !p.failed && p.waiting.iter().any(|id| !ours(id)));
         self.restart(peer, now, out);
         undelivered
     }

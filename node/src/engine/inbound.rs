@@ -10,7 +10,8 @@ use tocsin_proto::{AlertId, Frame, PublicKey, Reason, SignedAlert};
 
 use super::{
     Action, Engine, KnownAlert, MAX_SIGHTINGS_SEEN, MAX_UNKNOWN_OBSERVERS_PER_ALERT,
-    SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_RECEIPT, WORK_REVOKE,
+    SYNC_PAGE_READS, SYNC_PAGE_SCAN, TREE_OPTIMISE_HOPS, WORK_HELLO, WORK_RECEIPT, WORK_REVOKE,
+    WORK_STORE_READ,
 };
 
 impl Engine {
@@ -44,6 +45,7 @@ impl Engine {
             self.verdict(peer, Reason::OverBudget, now);
             return;
         }
+        let reads = self.known.misses();
         let cost = match frame {
             Frame::Hello { epoch, head } => {
                 let agencies = &self.agency_of;
@@ -126,6 +128,8 @@ impl Engine {
                 1 + n
             }
         };
+        let reads = self.known.misses().saturating_sub(reads);
+        let cost = cost.saturating_add(reads.saturating_mul(WORK_STORE_READ));
         self.scoring.charge_work(peer, cost);
     }
 
@@ -302,11 +306,15 @@ impl Engine {
         let mut next = after;
         let mut done = true;
         let mut scanned = 0;
+        let reads = self.known.misses();
         // A log that may have a hole is read up to it (`log_after` stops there), and
         // the page says `done` there: the requester reads on in its next round.
         // One entry more than a page scans tells whether the page is the last.
         for (seq, id) in self.known.log_after(after, SYNC_PAGE_SCAN + 1) {
-            if scanned == SYNC_PAGE_SCAN || ids.len() == MAX_IDS_PER_FRAME {
+            if scanned == SYNC_PAGE_SCAN
+                || ids.len() == MAX_IDS_PER_FRAME
+                || self.known.misses().saturating_sub(reads) >= SYNC_PAGE_READS
+            {
                 done = false;
                 break;
             }
@@ -571,16 +579,16 @@ impl Engine {
 
     /// A full copy of an alert we hold arrived from `peer` at `hops`.
     fn on_duplicate(&mut self, peer: PublicKey, id: AlertId, hops: u8, now: u64) {
-        let Some(k) = self.known.get_mut(&id) else {
+        let Some(k) = self.known.get(&id) else {
             return;
         };
         // A shorter path: hold the alert at the lower hop count, and offer it again if
         // that brings it back under the hop limit.
-        let mut reoffer = false;
         let origin = k.alert.origin;
-        if hops < k.hops && k.from.is_some() {
-            reoffer = k.hops >= MAX_HOPS && hops < MAX_HOPS;
-            k.hops = hops;
+        let lower = hops < k.hops && k.from.is_some();
+        let reoffer = lower && k.hops >= MAX_HOPS && hops < MAX_HOPS;
+        if lower {
+            self.known.lower_hops(&id, hops);
         }
         if reoffer {
             self.relay(id, Some(peer), now);

@@ -9,6 +9,7 @@
 //! node's memory and its start-up do not grow with what it has stored.
 
 use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -44,23 +45,33 @@ impl KnownAlert {
     }
 }
 
+/// Alerts and cancel answers read from a [`ColdAlerts`] kept for reading again (a page
+/// of the log listed again, an alert looked up again): at most this many.
+pub const READ_CACHE: usize = 16_384;
+
+/// Lowered hop counts kept beside a [`ColdAlerts`] (which holds the count each alert
+/// arrived with): at most this many, the oldest dropped first.
+const LOWERED_HOPS: usize = 65_536;
+
 /// The committed alerts and the log, read where they are kept (the store) instead of
-/// held in memory. Reads are synchronous and must be quick (a B-tree lookup). A read
-/// that fails answers as if the alert were not held, except [`Self::is_cancelled`],
-/// which then answers that it is (nothing is sent on that might be cancelled); the
-/// store reports its own failures.
+/// held in memory. Reads are synchronous and should be quick (a B-tree lookup and a
+/// decode). A read that fails answers as if the alert were not held, and
+/// [`Self::is_cancelled`] with `None` (taken as cancelled: nothing is sent on that
+/// might be); the store reports its own failures.
 pub trait ColdAlerts: Send {
-    /// Whether the alert is stored and readable ([`Self::get`] finds it).
+    /// Whether the alert is stored (committed), whether or not its record reads.
     fn contains(&self, id: &AlertId) -> bool;
     /// A stored alert's metadata.
     fn get(&self, id: &AlertId) -> Option<KnownAlert>;
-    /// Whether a stored cancel by `origin` names `id` (stored or not).
-    fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> bool;
+    /// Whether a stored cancel by `origin` names `id` (stored or not); `None` when the
+    /// store could not tell.
+    fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> Option<bool>;
     /// The log's entries after `after`, in order, at most `limit` of them, each with the
     /// alert stored at that seq, or `None` where that alert is no longer stored there
     /// (pruned, or stored again at a later seq). Dead entries count against `limit`, so
-    /// a read costs at most `limit` entries however much was pruned.
-    fn log_after(&self, after: u64, limit: usize) -> Vec<(u64, Option<AlertId>)>;
+    /// a read costs at most `limit` entries however much was pruned. `None` when the
+    /// log could not be read.
+    fn log_after(&self, after: u64, limit: usize) -> Option<Vec<(u64, Option<AlertId>)>>;
     /// The highest seq in the log (0 when empty).
     fn head(&self) -> u64;
     /// How many alerts are stored.
@@ -93,12 +104,53 @@ pub struct Known {
     cache: HashMap<AlertId, Arc<Vec<u8>>>,
     cache_order: VecDeque<AlertId>,
     cache_cap: usize,
+    /// With `cold`: what was read from it lately (see [`ReadCache`]).
+    read: RefCell<ReadCache>,
+    /// Reads from `cold` that memory did not answer, counted up (the engine charges
+    /// them to the peer whose frame caused them).
+    misses: Cell<u64>,
+    /// With `cold`: hop counts lowered by a shorter copy, which the store does not
+    /// keep, and their order (oldest first).
+    lowered: HashMap<AlertId, u8>,
+    lowered_order: VecDeque<AlertId>,
     /// Our append log (seq → id), for answering catch-up (without `cold` only).
     log: BTreeMap<u64, AlertId>,
     /// While the log may have a hole (commit notices were missed and the store's log
     /// is being read again): the head before the first hole, and the latest re-read.
     /// Catch-up pages do not go past it.
     log_gap: Option<(u64, u64)>,
+}
+
+/// Alerts read from a [`ColdAlerts`], and the cancel answers read for them, kept for
+/// reading again: at most [`READ_CACHE`] ids, the oldest dropped first. What it keeps
+/// does not go stale: an alert's summary never changes, a cancel that arrives later is
+/// in [`Known`]'s own set, which is asked first, and a pruned (expired) alert is not
+/// sent anyway.
+#[derive(Debug, Default)]
+struct ReadCache {
+    entries: HashMap<AlertId, Read>,
+    order: VecDeque<AlertId>,
+}
+
+#[derive(Debug, Default)]
+struct Read {
+    alert: Option<KnownAlert>,
+    cancelled: Option<bool>,
+}
+
+impl ReadCache {
+    /// The entry of `id`, added if new (dropping the oldest beyond [`READ_CACHE`]).
+    fn entry(&mut self, id: AlertId) -> &mut Read {
+        if !self.entries.contains_key(&id) {
+            while self.order.len() >= READ_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.entries.remove(&old);
+                }
+            }
+            self.order.push_back(id);
+        }
+        self.entries.entry(id).or_default()
+    }
 }
 
 impl std::fmt::Debug for Known {
@@ -124,6 +176,10 @@ impl Known {
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
             cache_cap,
+            read: RefCell::new(ReadCache::default()),
+            misses: Cell::new(0),
+            lowered: HashMap::new(),
+            lowered_order: VecDeque::new(),
             log: BTreeMap::new(),
             log_gap: None,
         }
@@ -150,23 +206,63 @@ impl Known {
         self.alerts.insert(meta.id(), Box::new(meta));
     }
 
-    /// An alert held: from memory, else read from the store.
+    /// An alert held: from memory, else read from the store (and kept for reading
+    /// again).
     pub fn get(&self, id: &AlertId) -> Option<Cow<'_, KnownAlert>> {
         if let Some(k) = self.alerts.get(id) {
             return Some(Cow::Borrowed(&**k));
         }
-        self.cold.as_ref()?.get(id).map(Cow::Owned)
+        let cold = self.cold.as_ref()?;
+        let cached = self
+            .read
+            .borrow()
+            .entries
+            .get(id)
+            .and_then(|r| r.alert.clone());
+        let mut k = match cached {
+            Some(k) => k,
+            None => {
+                self.misses.set(self.misses.get().saturating_add(1));
+                let k = cold.get(id)?;
+                self.read.borrow_mut().entry(*id).alert = Some(k.clone());
+                k
+            }
+        };
+        if let Some(hops) = self.lowered.get(id) {
+            k.hops = k.hops.min(*hops);
+        }
+        Some(Cow::Owned(k))
     }
 
-    /// An alert held, to change: one read from the store is kept in memory from now on.
-    pub fn get_mut(&mut self, id: &AlertId) -> Option<&mut KnownAlert> {
-        if !self.alerts.contains_key(id) {
-            let k = self.cold.as_ref()?.get(id)?;
-            self.alerts.insert(*id, Box::new(k));
-            self.hot_order.push_back(*id);
-            self.trim_hot();
+    /// How many reads of the store memory did not answer so far (see
+    /// [`Self::get`], [`Self::is_cancelled`]): the engine charges the difference to
+    /// the peer whose frame caused them.
+    pub fn misses(&self) -> u64 {
+        self.misses.get()
+    }
+
+    /// A shorter copy of `id` arrived: it is held at `hops` from now on (with `cold`,
+    /// whose records keep the count the alert arrived with, also once it has left
+    /// memory, among the latest [`LOWERED_HOPS`] lowered).
+    pub fn lower_hops(&mut self, id: &AlertId, hops: u8) {
+        if let Some(k) = self.alerts.get_mut(id) {
+            k.hops = k.hops.min(hops);
         }
-        self.alerts.get_mut(id).map(|k| &mut **k)
+        if self.cold.is_none() {
+            return;
+        }
+        match self.lowered.get_mut(id) {
+            Some(h) => *h = (*h).min(hops),
+            None => {
+                while self.lowered_order.len() >= LOWERED_HOPS {
+                    if let Some(old) = self.lowered_order.pop_front() {
+                        self.lowered.remove(&old);
+                    }
+                }
+                self.lowered.insert(*id, hops);
+                self.lowered_order.push_back(*id);
+            }
+        }
     }
 
     /// The alerts held, a page at a time, for a walk over all of them that does not
@@ -174,11 +270,16 @@ impl Known {
     /// entries of it (the whole log, whether or not it may have a hole), and once the
     /// log is read to its end (fewer entries than `limit`), those not yet committed (in
     /// id order, so that the order is the same on every run). Returns the alerts and
-    /// where the next page starts, `None` after the last. An alert committed before its
-    /// notice reached us is listed once, as not yet committed.
-    pub fn page_of_all(&self, after: u64, limit: usize) -> (Vec<Cow<'_, KnownAlert>>, Option<u64>) {
+    /// where the next page starts (`None` after the last), or `None` if the store could
+    /// not be read (try again later). An alert whose commit was under way during the
+    /// walk may be listed twice (in the log, and as not yet committed), never not at all.
+    pub fn page_of_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Option<(Vec<Cow<'_, KnownAlert>>, Option<u64>)> {
         let rows: Vec<(u64, Option<AlertId>)> = match &self.cold {
-            Some(c) => c.log_after(after, limit),
+            Some(c) => c.log_after(after, limit)?,
             None => self
                 .log
                 .range(after.saturating_add(1)..)
@@ -187,22 +288,24 @@ impl Known {
                 .collect(),
         };
         let next = (rows.len() >= limit).then(|| rows.last().map_or(after, |(seq, _)| *seq));
-        let mut ids: Vec<AlertId> = rows
-            .into_iter()
-            .filter_map(|(_, id)| id)
-            .filter(|id| !self.uncommitted.contains(id))
-            .collect();
+        let mut ids: Vec<AlertId> = rows.into_iter().filter_map(|(_, id)| id).collect();
         if next.is_none() {
-            let mut pending: Vec<AlertId> = self.uncommitted.iter().copied().collect();
+            let listed: HashSet<AlertId> = ids.iter().copied().collect();
+            let mut pending: Vec<AlertId> = self
+                .uncommitted
+                .iter()
+                .filter(|id| !listed.contains(id))
+                .copied()
+                .collect();
             pending.sort();
             ids.extend(pending);
         }
         let alerts = ids.iter().filter_map(|id| self.get(id)).collect();
-        (alerts, next)
+        Some((alerts, next))
     }
 
     pub fn contains(&self, id: &AlertId) -> bool {
-        self.alerts.contains_key(id) || self.cold.as_ref().is_some_and(|c| c.contains(id))
+        self.alerts.contains_key(id) || (self.cold.is_some() && self.get(id).is_some())
     }
 
     /// How many alerts are held (stored, and accepted but not yet committed).
@@ -216,11 +319,24 @@ impl Known {
     /// Whether `id`, an alert by `origin`, was cancelled by its origin (with `cold`, also
     /// when the store cannot tell).
     pub fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> bool {
-        self.cancelled.contains(id)
-            || self
-                .cold
-                .as_ref()
-                .is_some_and(|c| c.is_cancelled(id, origin))
+        if self.cancelled.contains(id) {
+            return true;
+        }
+        let Some(cold) = &self.cold else {
+            return false;
+        };
+        let cached = self.read.borrow().entries.get(id).and_then(|r| r.cancelled);
+        if let Some(answer) = cached {
+            return answer;
+        }
+        self.misses.set(self.misses.get().saturating_add(1));
+        match cold.is_cancelled(id, origin) {
+            Some(answer) => {
+                self.read.borrow_mut().entry(*id).cancelled = Some(answer);
+                answer
+            }
+            None => true,
+        }
     }
 
     pub fn is_uncommitted(&self, id: &AlertId) -> bool {
@@ -292,6 +408,9 @@ impl Known {
         self.uncommitted.remove(id);
         self.alerts.remove(id);
         self.cache.remove(id);
+        if let Some(r) = self.read.get_mut().entries.get_mut(id) {
+            r.alert = None;
+        }
     }
 
     /// The highest sequence number in our log (0 when empty).
@@ -305,10 +424,10 @@ impl Known {
     /// Our log after sequence `after`, in order, up to where it may have a hole, at
     /// most `limit` entries, each with its alert or `None` where that alert is no longer
     /// stored there (see [`ColdAlerts::log_after`]). With `cold` it is the store's log,
-    /// which has no hole.
+    /// which has no hole (and nothing, as if it ended there, if it cannot be read).
     pub fn log_after(&self, after: u64, limit: usize) -> Vec<(u64, Option<AlertId>)> {
         if let Some(c) = &self.cold {
-            return c.log_after(after, limit);
+            return c.log_after(after, limit).unwrap_or_default();
         }
         let end = self.log_gap.map_or(u64::MAX, |(head, _)| head);
         self.log
@@ -338,23 +457,32 @@ impl Known {
     /// missed notices were sent before this, so their commits are readable. Returns
     /// those alerts.
     pub fn log_gap(&mut self, gen: u64) -> Vec<AlertId> {
-        if let Some(c) = &self.cold {
-            let mut stored: Vec<AlertId> = self
-                .uncommitted
-                .iter()
-                .filter(|id| c.contains(id))
-                .copied()
-                .collect();
-            stored.sort();
-            for id in &stored {
-                self.durable(id);
-            }
-            return stored;
+        if self.cold.is_some() {
+            return self.settle_stored();
         }
         let head = self.head();
         let at = self.log_gap.map_or(head, |(at, _)| at.min(head));
         self.log_gap = Some((at, gen));
         Vec::new()
+    }
+
+    /// With `cold`: every alert not yet committed here that the store holds is durable
+    /// (its commit notice was missed). Returns those alerts, in id order.
+    pub fn settle_stored(&mut self) -> Vec<AlertId> {
+        let Some(c) = &self.cold else {
+            return Vec::new();
+        };
+        let mut stored: Vec<AlertId> = self
+            .uncommitted
+            .iter()
+            .filter(|id| c.contains(id))
+            .copied()
+            .collect();
+        stored.sort();
+        for id in &stored {
+            self.durable(id);
+        }
+        stored
     }
 
     /// Re-read `gen` of the store's log is complete: the log has no hole unless a later
@@ -422,27 +550,35 @@ mod tests {
     use super::*;
     use crate::engine::tests;
 
-    /// A store: what was committed, shared with the test.
+    /// A store: what was committed, shared with the test; `failing` makes its log and
+    /// cancel reads fail, `reads` counts its alert reads.
     #[derive(Default)]
     struct Cold {
         alerts: Arc<Mutex<BTreeMap<u64, KnownAlert>>>,
+        failing: Arc<Mutex<bool>>,
+        reads: Arc<Mutex<u64>>,
     }
 
     impl ColdAlerts for Cold {
         fn contains(&self, id: &AlertId) -> bool {
-            self.get(id).is_some()
+            let alerts = self.alerts.lock().unwrap();
+            alerts.values().any(|k| k.id() == *id)
         }
         fn get(&self, id: &AlertId) -> Option<KnownAlert> {
+            *self.reads.lock().unwrap() += 1;
             let alerts = self.alerts.lock().unwrap();
             alerts.values().find(|k| k.id() == *id).cloned()
         }
-        fn is_cancelled(&self, _: &AlertId, _: &PublicKey) -> bool {
-            false
+        fn is_cancelled(&self, _: &AlertId, _: &PublicKey) -> Option<bool> {
+            (!*self.failing.lock().unwrap()).then_some(false)
         }
-        fn log_after(&self, after: u64, limit: usize) -> Vec<(u64, Option<AlertId>)> {
+        fn log_after(&self, after: u64, limit: usize) -> Option<Vec<(u64, Option<AlertId>)>> {
+            if *self.failing.lock().unwrap() {
+                return None;
+            }
             let alerts = self.alerts.lock().unwrap();
             let after = alerts.range(after.saturating_add(1)..).take(limit);
-            after.map(|(seq, k)| (*seq, Some(k.id()))).collect()
+            Some(after.map(|(seq, k)| (*seq, Some(k.id()))).collect())
         }
         fn head(&self) -> u64 {
             self.alerts
@@ -494,16 +630,33 @@ mod tests {
             let got = known.get(&k.id()).unwrap();
             assert_eq!((got.hops, got.from), (3, Some(PublicKey([2; 32]))));
         }
-        // A change to one read from the store is kept (in memory, among the latest).
-        known.get_mut(&alerts[0].id()).unwrap().hops = 1;
+        // A lowered hop count is kept, in memory or not.
+        known.lower_hops(&alerts[0].id(), 1);
+        known.lower_hops(&alerts[9].id(), 2);
         assert_eq!(known.get(&alerts[0].id()).unwrap().hops, 1);
+        assert_eq!(known.get(&alerts[9].id()).unwrap().hops, 2);
+        let later: Vec<KnownAlert> = (11..=16).map(received).collect();
+        for (seq, k) in (11..).zip(&later) {
+            known.accept(k.clone(), Arc::new(Vec::new()));
+            known.mark_uncommitted(k.id());
+            store.lock().unwrap().insert(seq, k.clone());
+            known.committed(seq, k.id());
+        }
+        assert!(
+            !known.alerts.contains_key(&alerts[9].id()),
+            "no longer in memory"
+        );
+        assert_eq!(known.get(&alerts[9].id()).unwrap().hops, 2);
         assert_eq!(known.alerts.len(), 4);
         known.check_invariants().unwrap();
+        for seq in 11..=16 {
+            store.lock().unwrap().remove(&seq);
+        }
         // Every alert, in log order, once, a page at a time.
-        let (page, next) = known.page_of_all(0, 6);
+        let (page, next) = known.page_of_all(0, 6).unwrap();
         let mut order: Vec<AlertId> = page.iter().map(|k| k.id()).collect();
         assert_eq!(next, Some(6));
-        let (page, next) = known.page_of_all(6, 6);
+        let (page, next) = known.page_of_all(6, 6).unwrap();
         order.extend(page.iter().map(|k| k.id()));
         assert_eq!(next, None);
         let want: Vec<AlertId> = alerts.iter().map(KnownAlert::id).collect();
@@ -550,10 +703,51 @@ mod tests {
         assert_eq!(known.len(), 6);
         known.check_invariants().unwrap();
         // A walk over all lists each once: the log, then the pending one.
-        let (page, next) = known.page_of_all(0, 100);
+        let (page, next) = known.page_of_all(0, 100).unwrap();
         assert_eq!(next, None);
         let order: Vec<AlertId> = page.iter().map(|k| k.id()).collect();
         let want: Vec<AlertId> = alerts.iter().map(KnownAlert::id).collect();
         assert_eq!(order, want);
+    }
+
+    /// An alert read from the store is read once, then answered from memory, and each
+    /// read memory did not answer is counted (the engine charges it to the peer that
+    /// caused it). A store that cannot tell whether an alert was cancelled makes it
+    /// count as cancelled (not remembered); a log that cannot be read ends no walk.
+    #[test]
+    fn beside_a_store_reads_are_counted_kept_and_failures_answer_safely() {
+        let cold = Cold::default();
+        let (store, failing, reads) = (
+            Arc::clone(&cold.alerts),
+            Arc::clone(&cold.failing),
+            Arc::clone(&cold.reads),
+        );
+        let mut known = Known::new(0);
+        known.set_cold(Box::new(cold));
+        let alerts: Vec<KnownAlert> = (1..=3).map(received).collect();
+        for (seq, k) in (1..).zip(&alerts) {
+            store.lock().unwrap().insert(seq, k.clone());
+        }
+        let (id, origin) = (alerts[0].id(), alerts[0].alert.origin);
+        assert!(known.contains(&id));
+        assert!(known.get(&id).is_some());
+        assert!(!known.is_cancelled(&id, &origin));
+        assert!(!known.is_cancelled(&id, &origin));
+        assert_eq!(*reads.lock().unwrap(), 1, "read once");
+        assert_eq!(known.misses(), 2, "the alert and its cancels");
+        assert!(!known.contains(&AlertId([7; 32])));
+        assert_eq!(known.misses(), 3, "an absent alert is a read too");
+        *failing.lock().unwrap() = true;
+        let other = alerts[1].id();
+        assert!(
+            known.is_cancelled(&other, &origin),
+            "cannot tell: cancelled"
+        );
+        assert!(known.page_of_all(0, 10).is_none(), "try again later");
+        assert!(known.log_after(0, 10).is_empty());
+        *failing.lock().unwrap() = false;
+        assert!(!known.is_cancelled(&other, &origin), "not remembered");
+        let (page, next) = known.page_of_all(0, 10).unwrap();
+        assert_eq!((page.len(), next), (3, None));
     }
 }

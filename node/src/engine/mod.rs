@@ -97,11 +97,25 @@ const WORK_REVOKE: u64 = 100;
 pub const WORK_HELLO: u64 = 64;
 /// Log entries scanned to answer one `SyncRequest` (a page). Bounds work per request.
 pub const SYNC_PAGE_SCAN: usize = 512;
+/// Reads of the store that memory does not answer (a decode of a stored alert, a
+/// lookup of its cancels) one `SyncRequest` page may make: beyond them the page ends
+/// early (`done: false`), so that a page read from the store holds the engine up about
+/// as long as one read from memory (`cargo bench -p tocsin-node --bench reads`).
+pub const SYNC_PAGE_READS: u64 = 256;
+/// Work units a read of the store that memory did not answer costs the peer whose frame
+/// caused it, on top of the frame's own cost. Such a read takes tens of times what a
+/// unit of in-memory work does; priced low enough that serving an honest catch-up (a
+/// page entry read from the store costs about 5 units in all, with its `want_page`)
+/// stays within the default `peer_work_per_sec` up to 20,000 alerts a second.
+pub const WORK_STORE_READ: u64 = 1;
 
 /// Entries of our log looked at per event when a promotion offers a peer what it newly
 /// may see ([`Timer::Offer`] takes the next page): bounds the work of one event however
 /// many alerts are stored (beside the store, each is read from it).
 pub const OFFER_PAGE: usize = 256;
+/// How long a promotion's offer waits before reading a page again that the store could
+/// not read, ms.
+const OFFER_RETRY_MS: u64 = 1_000;
 /// How long a catch-up page may take before it is requested again, ms.
 pub const SYNC_TIMEOUT_MS: u64 = 5_000;
 /// After a completed catch-up, how long until the next round on the same connection,
@@ -731,7 +745,14 @@ impl Engine {
             self.offering.remove(&peer);
             return;
         }
-        let (page, next) = self.known.page_of_all(after, OFFER_PAGE);
+        let Some((page, next)) = self.known.page_of_all(after, OFFER_PAGE) else {
+            // The store could not be read: the same page again later.
+            self.actions.push(Action::SetTimer {
+                at: now + OFFER_RETRY_MS,
+                timer: Timer::Offer(peer),
+            });
+            return;
+        };
         let offer: Vec<(AlertId, u8, Tlp)> = page
             .iter()
             .filter(|k| k.from != Some(peer) && k.alert.origin != peer)
@@ -954,11 +975,20 @@ impl Engine {
             }
             Timer::FlushWants => self.trees.flush_wants(&mut self.actions),
             Timer::Sync(peer) => {
-                // While our log misses commit notices, a page may wait for an alert
-                // that is stored but not yet noticed here: not the peer's fault.
-                if self.catchup.on_stall_timer(peer, now, &mut self.actions)
-                    && self.known.log_gap_at().is_none()
-                {
+                // A page may wait for an alert stored here whose commit notice was
+                // missed (and a read of the store failed then): look again.
+                if self.known.is_cold() && self.catchup.has_stalled(&peer, now) {
+                    for id in self.known.settle_stored() {
+                        self.catchup.settle(&id, false, now, &mut self.actions);
+                    }
+                }
+                // While our log misses commit notices, or a page waits only for alerts
+                // not yet committed here, it is not the peer's fault.
+                let known = &self.known;
+                let undelivered = self
+                    .catchup
+                    .on_stall_timer(peer, now, &mut self.actions, |id| known.is_uncommitted(id));
+                if undelivered && self.known.log_gap_at().is_none() {
                     self.verdict(peer, Reason::Undelivered, now);
                 }
             }

@@ -2651,3 +2651,46 @@ fn cursors_wait_for_the_check_of_the_stored_alerts() {
         );
     }
 }
+
+/// A page that waits only for alerts held here whose commit has not been noticed (our
+/// store is slow, or its notice was missed) stalls, and is read again, without blaming
+/// the peer that listed them; one that waits for an alert the peer never sent does.
+#[test]
+fn a_page_waiting_only_for_our_own_commits_does_not_blame_the_peer() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = catching_up(&a, &b, 2);
+    let x = alert(&a, 1, Tlp::Clear);
+    ea.handle(
+        Event::Local {
+            alert: x.clone().verify().unwrap(),
+        },
+        T0,
+    );
+    let out = ea.handle(
+        frame_event(&b, &sync_page(vec![x.id()], 1, false, Some(0))),
+        T0 + 1,
+    );
+    let out = fire_timers(&mut ea, &out, T0 + SYNC_TIMEOUT_MS + 1);
+    assert_eq!(sync_requests(&out, &b), vec![0], "read again");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Verdict { .. })),
+        "{out:?}"
+    );
+    // b lists an alert it then does not send: that is its fault.
+    let y = alert(&b, 1, Tlp::Clear);
+    let out = ea.handle(
+        frame_event(&b, &sync_page(vec![x.id(), y.id()], 1, false, Some(0))),
+        T0 + SYNC_TIMEOUT_MS + 2,
+    );
+    let out = fire_timers(&mut ea, &out, T0 + 2 * SYNC_TIMEOUT_MS + 3);
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Verdict {
+                reason: Reason::Undelivered,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+}

@@ -1,7 +1,9 @@
 //! The engine's view of the stored alerts ([`ColdAlerts`]): read from the store when
 //! asked for, so that the daemon holds in memory only the alerts gossiped lately.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tocsin_proto::{AlertId, PublicKey};
@@ -11,41 +13,58 @@ use crate::engine::{ColdAlerts, KnownAlert};
 use crate::store::{Store, StoreError};
 
 /// The store, as the engine's [`ColdAlerts`]. A read that fails (a damaged record, a
-/// store that cannot be read) answers as if the alert were not held, except whether it
-/// is cancelled, which answers yes (nothing is sent on that may be cancelled). It is
-/// logged as a warning at most once a minute; the store reports its own state (status,
-/// readiness, metrics) and the start-up check quarantines damaged records.
-pub(super) struct StoredAlerts {
+/// store that cannot be read) answers as if the alert were not held, whether it is
+/// cancelled with `None` (taken as yes: nothing is sent on that may be cancelled), the
+/// log with `None`, and the head with the last head read. It is logged as a warning
+/// (each kind of read at most once a minute); the store reports its own state (status,
+/// readiness, metrics) and the start-up check quarantines damaged records. A read that
+/// fails inside redb ([`StoreError::Damaged`]: the file's structure is damaged) is
+/// also handed to the network actor, which stops the daemon with exit 1 as at open.
+pub struct StoredAlerts {
     store: Store,
     /// This node's key: an alert issued here under a former key is held as if received
     /// from its origin (see [`crate::engine::Engine::load_alert`]).
     me: PublicKey,
-    /// When a failed read was last logged.
-    warned: Cell<Option<Instant>>,
+    /// When a failed read of each kind was last logged.
+    warned: RefCell<HashMap<&'static str, Instant>>,
+    /// The highest head read.
+    head: Cell<u64>,
+    /// The first [`StoreError::Damaged`] met, for the network actor.
+    damaged: Arc<Mutex<Option<StoreError>>>,
 }
 
-/// Failed reads are logged at most once per this.
+/// Failed reads of one kind are logged at most once per this.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl StoredAlerts {
-    pub(super) fn new(store: Store, me: PublicKey) -> Self {
+    /// The engine of node `me` reading `store`.
+    pub fn new(store: Store, me: PublicKey) -> Self {
         StoredAlerts {
             store,
             me,
-            warned: Cell::new(None),
+            warned: RefCell::new(HashMap::new()),
+            head: Cell::new(0),
+            damaged: Arc::new(Mutex::new(None)),
         }
     }
 
+    /// Where a read that failed inside redb is left, for the network actor to take.
+    pub fn damaged(&self) -> Arc<Mutex<Option<StoreError>>> {
+        Arc::clone(&self.damaged)
+    }
+
     /// The value of a read, or `failed` when it failed.
-    fn or<T>(&self, what: &str, read: Result<T, StoreError>, failed: T) -> T {
+    fn or<T>(&self, what: &'static str, read: Result<T, StoreError>, failed: T) -> T {
         read.unwrap_or_else(|e| {
-            if self
-                .warned
-                .get()
-                .is_none_or(|at| at.elapsed() >= WARN_EVERY)
-            {
-                self.warned.set(Some(Instant::now()));
+            let mut warned = self.warned.borrow_mut();
+            if warned.get(what).is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                warned.insert(what, Instant::now());
                 warn!(error = %e, "reading {what} from the store failed (logged once a minute)");
+            }
+            if matches!(e, StoreError::Damaged { .. }) {
+                if let Ok(mut d) = self.damaged.lock() {
+                    d.get_or_insert(e);
+                }
             }
             failed
         })
@@ -54,8 +73,7 @@ impl StoredAlerts {
 
 impl ColdAlerts for StoredAlerts {
     fn contains(&self, id: &AlertId) -> bool {
-        // A record that does not decode is not held: a peer's valid copy replaces it.
-        self.get(id).is_some()
+        self.or("an alert", self.store.contains(id), false)
     }
 
     fn get(&self, id: &AlertId) -> Option<KnownAlert> {
@@ -68,16 +86,24 @@ impl ColdAlerts for StoredAlerts {
         })
     }
 
-    fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> bool {
-        self.or("cancels", self.store.cancelled_by(id, origin), true)
+    fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> Option<bool> {
+        self.or(
+            "cancels",
+            self.store.cancelled_by(id, origin).map(Some),
+            None,
+        )
     }
 
-    fn log_after(&self, after: u64, limit: usize) -> Vec<(u64, Option<AlertId>)> {
-        self.or("the log", self.store.log_rows(after, limit), Vec::new())
+    fn log_after(&self, after: u64, limit: usize) -> Option<Vec<(u64, Option<AlertId>)>> {
+        self.or("the log", self.store.log_rows(after, limit).map(Some), None)
     }
 
     fn head(&self) -> u64 {
-        self.or("the log head", self.store.head(), 0)
+        let head = self
+            .or("the log head", self.store.head(), 0)
+            .max(self.head.get());
+        self.head.set(head);
+        head
     }
 
     fn len(&self) -> usize {
@@ -93,7 +119,7 @@ mod tests {
 
     use super::*;
     use crate::engine::tests::{body, key, pk, ISSUED};
-    use crate::engine::{Action, Engine, EngineConfig, Event, Timer, OFFER_PAGE};
+    use crate::engine::{Action, Engine, EngineConfig, Event, Timer, OFFER_PAGE, SYNC_PAGE_READS};
     use crate::store::Receipt;
     use tocsin_proto::policy::TrustLevel;
     use tocsin_proto::VerifiedAlert;
@@ -410,5 +436,69 @@ mod tests {
         for what in ["SyncPage", "SendStored", "Store"] {
             assert!(text.contains(what), "no {what} in {text}");
         }
+    }
+
+    /// Reads of the store that memory does not answer are charged to the peer whose
+    /// frame caused them: a budget that pays for reading the whole log from memory does
+    /// not pay for reading it from the store. A page read from the store stops after
+    /// `SYNC_PAGE_READS` reads (the next page goes on from there).
+    #[tokio::test]
+    async fn store_reads_are_charged_to_the_peer_that_caused_them() {
+        let dir = TempDir::new().unwrap();
+        let (store, _writer) = Store::open(&dir.path().join("t.redb")).unwrap();
+        let (me, b, o) = (key(1), key(2), key(9));
+        let receipt = Receipt {
+            received_at: NOW,
+            from: Some(pk(&o)),
+            hops: 1,
+        };
+        let n = SYNC_PAGE_READS * 2;
+        let items = (1..=n)
+            .map(|i| (signed(&o, i, Tlp::Clear, |_| {}).verify().unwrap(), receipt))
+            .collect();
+        store.insert_many(items).await.unwrap();
+        let epoch = store.epoch();
+        let cfg = EngineConfig {
+            peer_work_per_sec: 1,
+            peer_work_burst: 2 * n,
+            ..EngineConfig::default()
+        };
+        let mut loaded = Engine::new(pk(&me), epoch, cfg.clone());
+        for m in store.all_meta().unwrap() {
+            let known = KnownAlert {
+                alert: m.alert,
+                hops: m.receipt.hops,
+                from: m.receipt.from,
+            };
+            loaded.load_alert(m.seq, known);
+        }
+        let mut cold = Engine::new(pk(&me), epoch, cfg);
+        cold.set_cold(Box::new(StoredAlerts::new(store.clone(), pk(&me))));
+        // The log read page by page, until its end or the peer is over its budget:
+        // where each page ended.
+        let walk = |e: &mut Engine| {
+            e.load_trust(pk(&b), TrustLevel::Member);
+            e.handle(Event::PeerConnected(pk(&b)), NOW);
+            let mut ends: Vec<u64> = Vec::new();
+            while ends.last() != Some(&n) {
+                let after = ends.last().copied().unwrap_or(0);
+                let out = e.handle(frame(&b, Frame::SyncRequest { epoch, after }), NOW);
+                match out.iter().find_map(|a| match a {
+                    Action::Send {
+                        frame: Frame::SyncPage { next, .. },
+                        ..
+                    } => Some(*next),
+                    _ => None,
+                }) {
+                    Some(next) => ends.push(next),
+                    None => break,
+                }
+            }
+            ends
+        };
+        assert_eq!(walk(&mut loaded), vec![n], "one page holds the log");
+        // Each entry: its alert and its cancels read, two reads.
+        let pages: Vec<u64> = (1..=3).map(|p| p * SYNC_PAGE_READS / 2).collect();
+        assert_eq!(walk(&mut cold), pages, "over budget before the end");
     }
 }

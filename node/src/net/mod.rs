@@ -40,6 +40,7 @@ use tocsin_proto::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+pub use cold::StoredAlerts;
 pub use handle::{Command, IssueError, Issued, NetHandle, NetStatus, PeerInfo, COMMAND_CHANNEL};
 pub use metrics::Metrics;
 pub use trust::{ChangedBy, TrustChange, TrustError, TrustTable};
@@ -664,8 +665,10 @@ impl NetActor {
         let mut committed = self.store.subscribe();
         let quarantined_before = self.store.read(|s| s.quarantined()).await?;
         let me = self.engine.me();
-        self.engine
-            .set_cold(Box::new(cold::StoredAlerts::new(self.store.clone(), me)));
+        let stored = cold::StoredAlerts::new(self.store.clone(), me);
+        // Set when a read of the store fails inside redb (a damaged file).
+        let damaged = stored.damaged();
+        self.engine.set_cold(Box::new(stored));
         self.engine.hold_cursors();
         let store = self.store.clone();
         let started = std::time::Instant::now();
@@ -741,6 +744,10 @@ impl NetActor {
                         break;
                     }
                 }
+            }
+            if let Some(e) = damaged.lock().ok().and_then(|mut d| d.take()) {
+                failed = Some(anyhow::Error::new(e).context("reading the stored alerts failed"));
+                break;
             }
         }
         // Nothing reads the inbound queue any more: close it so the state writer never

@@ -369,13 +369,16 @@ impl<'txn> WriteTables<'txn> {
         }
     }
 
+    /// The origin of a stored alert; `None` if it is not stored or its record does not
+    /// decode (damaged, not yet quarantined: as if not stored, as readers see it).
     fn origin_of(&self, id: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
         let Some(rec) = self.alerts.get(id)? else {
             return Ok(None);
         };
         let (_, receipt, envelope) = rec.value();
-        let (alert, _) = schema::decode_record(id, receipt, envelope)?;
-        Ok(Some(alert.origin().0))
+        Ok(schema::decode_record(id, receipt, envelope)
+            .ok()
+            .map(|(alert, _)| alert.origin().0))
     }
 
     /// The best same-origin replacement of `id` among its stored edges.
@@ -475,9 +478,22 @@ impl<'txn> WriteTables<'txn> {
         let Some(rec) = self.alerts.remove(id)? else {
             return Ok(false);
         };
-        let (_, receipt, envelope) = rec.value();
-        let (alert, _) = schema::decode_record(id, receipt, envelope)?;
+        let (seq, receipt, envelope) = {
+            let (seq, receipt, envelope) = rec.value();
+            (seq, receipt.to_vec(), envelope.to_vec())
+        };
         drop(rec);
+        let alert = match schema::decode_record(id, &receipt, &envelope) {
+            Ok((alert, _)) => alert,
+            Err(e) => {
+                // Damaged and not yet quarantined: left for the check that moves it
+                // aside, instead of failing the whole transaction.
+                self.alerts
+                    .insert(id, (seq, receipt.as_slice(), envelope.as_slice()))?;
+                tracing::warn!(id = %AlertId(*id), reason = %e, "a damaged stored alert was not removed");
+                return Ok(false);
+            }
+        };
         let body = alert.body();
         for (index, key) in schema::index_entries(body, &AlertId(*id)).iter() {
             self.index(index).remove(key)?;
