@@ -475,6 +475,15 @@ impl CatchUp {
         self.request_page(peer, after, now, out);
     }
 
+    /// The ids the first unsettled page of `peer`'s log waits for.
+    pub fn front_waiting(&self, peer: &PublicKey) -> Vec<AlertId> {
+        let front = self.sessions.get(peer).and_then(|s| s.pages.front());
+        let mut ids: Vec<AlertId> =
+            front.map_or_else(Vec::new, |p| p.waiting.iter().copied().collect());
+        ids.sort();
+        ids
+    }
+
     /// Whether the catch-up with `peer` made no progress (no page asked for or arrived)
     /// for the timeout.
     pub fn has_stalled(&self, peer: &PublicKey, now: u64) -> bool {

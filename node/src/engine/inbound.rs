@@ -304,26 +304,46 @@ impl Engine {
         let level = self.scoring.level(&peer);
         let mut ids = Vec::new();
         let mut next = after;
-        let mut done = true;
         let mut scanned = 0;
-        let reads = self.known.misses();
+        let (reads, failed) = (self.known.misses(), self.known.failed_reads());
         // A log that may have a hole is read up to it (`log_after` stops there), and
-        // the page says `done` there: the requester reads on in its next round.
-        // One entry more than a page scans tells whether the page is the last.
-        for (seq, id) in self.known.log_after(after, SYNC_PAGE_SCAN + 1) {
-            if scanned == SYNC_PAGE_SCAN
-                || ids.len() == MAX_IDS_PER_FRAME
+        // the page says `done` there: the requester reads on in its next round. Read
+        // from the store, a page ends after `SYNC_PAGE_READS` reads; one entry more than
+        // a page scans tells whether the page is the last.
+        // From the store, a page reads at most as many rows as it may read entries (each
+        // costs two reads, its alert and its cancels), and each row read is work.
+        let limit = if self.known.is_cold() {
+            (SYNC_PAGE_READS as usize / 2).min(SYNC_PAGE_SCAN)
+        } else {
+            SYNC_PAGE_SCAN
+        };
+        let rows = self.known.log_after(after, limit + 1);
+        let mut done = rows.len() <= limit;
+        let rows_read = if self.known.is_cold() { rows.len() } else { 0 };
+        for (seq, id) in rows.into_iter().take(limit) {
+            if ids.len() == MAX_IDS_PER_FRAME
                 || self.known.misses().saturating_sub(reads) >= SYNC_PAGE_READS
             {
                 done = false;
                 break;
             }
+            // An entry of an alert no longer stored there lists nothing.
+            let listed = id.filter(|id| self.listable(id, &peer, level, now));
+            if self.known.failed_reads() != failed {
+                // The page ends before an entry the store could not read.
+                done = false;
+                break;
+            }
             scanned += 1;
             next = seq;
-            // An entry of an alert no longer stored there lists nothing.
-            if let Some(id) = id.filter(|id| self.listable(id, &peer, level, now)) {
+            if let Some(id) = listed {
                 ids.push(id);
             }
+        }
+        if self.known.failed_reads() != failed && scanned == 0 {
+            // Nothing could be read: no answer (the requester asks again when its
+            // catch-up stalls), rather than a page that says the log ends here.
+            return rows_read;
         }
         self.catchup.note_listed(peer, (after, next), &ids);
         self.send(
@@ -336,7 +356,7 @@ impl Engine {
                 answers: Some(asked),
             },
         );
-        scanned
+        scanned.max(rows_read)
     }
 
     /// Whether a page of our log for `peer` lists `id`: an alert it may see that did not

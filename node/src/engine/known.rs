@@ -80,6 +80,10 @@ pub trait ColdAlerts: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// How many reads failed so far (counted up).
+    fn failed_reads(&self) -> u64 {
+        0
+    }
 }
 
 /// The alerts held, the cancels among them, and the log.
@@ -124,8 +128,9 @@ pub struct Known {
 /// Alerts read from a [`ColdAlerts`], and the cancel answers read for them, kept for
 /// reading again: at most [`READ_CACHE`] ids, the oldest dropped first. What it keeps
 /// does not go stale: an alert's summary never changes, a cancel that arrives later is
-/// in [`Known`]'s own set, which is asked first, and a pruned (expired) alert is not
-/// sent anyway.
+/// in [`Known`]'s own set, which is asked first, or (if its target was not readable
+/// then) clears the answer kept for its target, and a pruned (expired) alert is not sent
+/// anyway.
 #[derive(Debug, Default)]
 struct ReadCache {
     entries: HashMap<AlertId, Read>,
@@ -232,6 +237,12 @@ impl Known {
             k.hops = k.hops.min(*hops);
         }
         Some(Cow::Owned(k))
+    }
+
+    /// How many reads of the store failed so far (counted up): a page built meanwhile
+    /// may lack what could not be read.
+    pub fn failed_reads(&self) -> u64 {
+        self.cold.as_ref().map_or(0, |c| c.failed_reads())
     }
 
     /// How many reads of the store memory did not answer so far (see
@@ -411,6 +422,8 @@ impl Known {
         if let Some(r) = self.read.get_mut().entries.get_mut(id) {
             r.alert = None;
         }
+        // Its order entry is dropped when it comes up.
+        self.lowered.remove(id);
     }
 
     /// The highest sequence number in our log (0 when empty).
@@ -458,7 +471,8 @@ impl Known {
     /// those alerts.
     pub fn log_gap(&mut self, gen: u64) -> Vec<AlertId> {
         if self.cold.is_some() {
-            return self.settle_stored();
+            let pending: Vec<AlertId> = self.uncommitted.iter().copied().collect();
+            return self.settle_stored(&pending);
         }
         let head = self.head();
         let at = self.log_gap.map_or(head, |(at, _)| at.min(head));
@@ -466,16 +480,15 @@ impl Known {
         Vec::new()
     }
 
-    /// With `cold`: every alert not yet committed here that the store holds is durable
-    /// (its commit notice was missed). Returns those alerts, in id order.
-    pub fn settle_stored(&mut self) -> Vec<AlertId> {
+    /// With `cold`: each of `ids` not yet committed here that the store holds is
+    /// durable (its commit notice was missed). Returns those alerts, in id order.
+    pub fn settle_stored(&mut self, ids: &[AlertId]) -> Vec<AlertId> {
         let Some(c) = &self.cold else {
             return Vec::new();
         };
-        let mut stored: Vec<AlertId> = self
-            .uncommitted
+        let mut stored: Vec<AlertId> = ids
             .iter()
-            .filter(|id| c.contains(id))
+            .filter(|id| self.uncommitted.contains(id) && c.contains(id))
             .copied()
             .collect();
         stored.sort();
@@ -497,6 +510,10 @@ impl Known {
         let meta = &meta.alert;
         if meta.kind == Kind::Cancel {
             if let Some(target) = meta.replaces {
+                // The store's answer may change with this cancel: ask it again.
+                if let Some(r) = self.read.get_mut().entries.get_mut(&target) {
+                    r.cancelled = None;
+                }
                 match self.get(&target) {
                     Some(t) if t.alert.origin == meta.origin => {
                         self.cancelled.insert(target);
@@ -557,6 +574,23 @@ mod tests {
         alerts: Arc<Mutex<BTreeMap<u64, KnownAlert>>>,
         failing: Arc<Mutex<bool>>,
         reads: Arc<Mutex<u64>>,
+        /// Ids a stored cancel names.
+        cancels: Arc<Mutex<HashSet<AlertId>>>,
+        /// An alert whose record cannot be read.
+        unreadable: Arc<Mutex<Option<AlertId>>>,
+        failures: Arc<Mutex<u64>>,
+    }
+
+    impl Cold {
+        /// Whether a read fails (counted).
+        fn fails(&self, id: Option<&AlertId>) -> bool {
+            let fails = *self.failing.lock().unwrap()
+                || id.is_some_and(|id| *self.unreadable.lock().unwrap() == Some(*id));
+            if fails {
+                *self.failures.lock().unwrap() += 1;
+            }
+            fails
+        }
     }
 
     impl ColdAlerts for Cold {
@@ -566,14 +600,20 @@ mod tests {
         }
         fn get(&self, id: &AlertId) -> Option<KnownAlert> {
             *self.reads.lock().unwrap() += 1;
+            if self.fails(Some(id)) {
+                return None;
+            }
             let alerts = self.alerts.lock().unwrap();
             alerts.values().find(|k| k.id() == *id).cloned()
         }
-        fn is_cancelled(&self, _: &AlertId, _: &PublicKey) -> Option<bool> {
-            (!*self.failing.lock().unwrap()).then_some(false)
+        fn is_cancelled(&self, id: &AlertId, _: &PublicKey) -> Option<bool> {
+            if self.fails(None) {
+                return None;
+            }
+            Some(self.cancels.lock().unwrap().contains(id))
         }
         fn log_after(&self, after: u64, limit: usize) -> Option<Vec<(u64, Option<AlertId>)>> {
-            if *self.failing.lock().unwrap() {
+            if self.fails(None) {
                 return None;
             }
             let alerts = self.alerts.lock().unwrap();
@@ -591,6 +631,9 @@ mod tests {
         }
         fn len(&self) -> usize {
             self.alerts.lock().unwrap().len()
+        }
+        fn failed_reads(&self) -> u64 {
+            *self.failures.lock().unwrap()
         }
     }
 
@@ -749,5 +792,89 @@ mod tests {
         assert!(!known.is_cancelled(&other, &origin), "not remembered");
         let (page, next) = known.page_of_all(0, 10).unwrap();
         assert_eq!((page.len(), next), (3, None));
+    }
+
+    /// A cancel that arrives while its stored target cannot be read (it is held as an
+    /// early cancel) still makes the target count as cancelled once the store holds the
+    /// cancel: the store's earlier "not cancelled", kept for reading again, is dropped.
+    #[test]
+    fn a_cancel_clears_what_was_kept_of_its_targets_cancels() {
+        let cold = Cold::default();
+        let (store, failing, cancels) = (
+            Arc::clone(&cold.alerts),
+            Arc::clone(&cold.failing),
+            Arc::clone(&cold.cancels),
+        );
+        let mut known = Known::new(0);
+        known.set_cold(Box::new(cold));
+        let x = received(1);
+        store.lock().unwrap().insert(1, x.clone());
+        let (id, origin) = (x.id(), x.alert.origin);
+        assert!(!known.is_cancelled(&id, &origin));
+        let cancel = tests::replacing(&tests::key(9), 2, Kind::Cancel, id);
+        let cancel = KnownAlert::of(&cancel, 3, Some(PublicKey([2; 32])));
+        *failing.lock().unwrap() = true;
+        known.accept(cancel, Arc::new(Vec::new()));
+        *failing.lock().unwrap() = false;
+        // The store commits the cancel.
+        cancels.lock().unwrap().insert(id);
+        assert!(known.is_cancelled(&id, &origin));
+    }
+
+    /// A catch-up page ends before an entry the store could not read (the requester
+    /// reads on from there later), and a request that could read nothing gets no page
+    /// at all, never one that says the log ends early.
+    #[test]
+    fn a_page_ends_before_what_the_store_could_not_read() {
+        let cold = Cold::default();
+        let (store, failing, unreadable) = (
+            Arc::clone(&cold.alerts),
+            Arc::clone(&cold.failing),
+            Arc::clone(&cold.unreadable),
+        );
+        let (a, b) = (tests::key(1), tests::key(2));
+        let mut engine = super::super::Engine::new(tests::pk(&a), 7, Default::default());
+        engine.set_cold(Box::new(cold));
+        let alerts: Vec<KnownAlert> = (1..=4).map(received).collect();
+        for (seq, k) in (1..).zip(&alerts) {
+            store.lock().unwrap().insert(seq, k.clone());
+        }
+        engine.load_trust(tests::pk(&b), tocsin_proto::policy::TrustLevel::Member);
+        engine.handle(
+            super::super::Event::PeerConnected(tests::pk(&b)),
+            tests::ISSUED,
+        );
+        let page = |engine: &mut super::super::Engine| {
+            let frame = tocsin_proto::Frame::SyncRequest { epoch: 7, after: 0 };
+            let bytes = frame.encode().unwrap();
+            let event = super::super::Event::Frame {
+                peer: tests::pk(&b),
+                bytes,
+            };
+            engine
+                .handle(event, tests::ISSUED)
+                .into_iter()
+                .find_map(|a| match a {
+                    super::super::Action::Send {
+                        frame:
+                            tocsin_proto::Frame::SyncPage {
+                                ids, next, done, ..
+                            },
+                        ..
+                    } => Some((ids.len(), next, done)),
+                    _ => None,
+                })
+        };
+        *unreadable.lock().unwrap() = Some(alerts[2].id());
+        assert_eq!(
+            page(&mut engine),
+            Some((2, 2, false)),
+            "ends before the third"
+        );
+        *failing.lock().unwrap() = true;
+        assert_eq!(page(&mut engine), None, "nothing could be read");
+        *failing.lock().unwrap() = false;
+        *unreadable.lock().unwrap() = None;
+        assert_eq!(page(&mut engine), Some((4, 4, true)));
     }
 }

@@ -978,7 +978,8 @@ impl Engine {
                 // A page may wait for an alert stored here whose commit notice was
                 // missed (and a read of the store failed then): look again.
                 if self.known.is_cold() && self.catchup.has_stalled(&peer, now) {
-                    for id in self.known.settle_stored() {
+                    let waiting = self.catchup.front_waiting(&peer);
+                    for id in self.known.settle_stored(&waiting) {
                         self.catchup.settle(&id, false, now, &mut self.actions);
                     }
                 }

@@ -53,7 +53,7 @@ fn red(origin: &SigningKey, n: u64, recipients: Vec<PublicKey>) -> SignedAlert {
     SignedAlert::sign(body(origin, n, Tlp::Red, recipients), origin).unwrap()
 }
 
-fn replacing(origin: &SigningKey, n: u64, kind: Kind, target: AlertId) -> SignedAlert {
+pub(crate) fn replacing(origin: &SigningKey, n: u64, kind: Kind, target: AlertId) -> SignedAlert {
     let mut b = body(origin, n, Tlp::Clear, vec![]);
     b.kind = kind;
     b.replaces = Some(target);

@@ -29,6 +29,8 @@ pub struct StoredAlerts {
     warned: RefCell<HashMap<&'static str, Instant>>,
     /// The highest head read.
     head: Cell<u64>,
+    /// Reads that failed, counted up.
+    failed: Cell<u64>,
     /// The first [`StoreError::Damaged`] met, for the network actor.
     damaged: Arc<Mutex<Option<StoreError>>>,
 }
@@ -44,6 +46,7 @@ impl StoredAlerts {
             me,
             warned: RefCell::new(HashMap::new()),
             head: Cell::new(0),
+            failed: Cell::new(0),
             damaged: Arc::new(Mutex::new(None)),
         }
     }
@@ -56,6 +59,7 @@ impl StoredAlerts {
     /// The value of a read, or `failed` when it failed.
     fn or<T>(&self, what: &'static str, read: Result<T, StoreError>, failed: T) -> T {
         read.unwrap_or_else(|e| {
+            self.failed.set(self.failed.get().saturating_add(1));
             let mut warned = self.warned.borrow_mut();
             if warned.get(what).is_none_or(|at| at.elapsed() >= WARN_EVERY) {
                 warned.insert(what, Instant::now());
@@ -109,6 +113,10 @@ impl ColdAlerts for StoredAlerts {
     fn len(&self) -> usize {
         let n = self.or("the alert count", self.store.alert_count(), 0);
         usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    fn failed_reads(&self) -> u64 {
+        self.failed.get()
     }
 }
 
@@ -264,6 +272,9 @@ mod tests {
         assert_eq!(cold.known_count(), loaded.known_count());
         assert_eq!(cold.known_count(), 12 + OFFER_PAGE);
 
+        // Catch-up pages are asked for past the filler: a page read from the store is
+        // shorter than one read from memory (`SYNC_PAGE_READS`).
+        let head = filler.len() as u64;
         let filler: std::collections::HashSet<AlertId> =
             filler.iter().map(SignedAlert::id).collect();
         let all: Vec<AlertId> = store
@@ -285,7 +296,7 @@ mod tests {
                     level: Some(level),
                 });
                 events.push(Event::PeerConnected(pk(p)));
-                events.push(frame(p, Frame::SyncRequest { epoch, after: 0 }));
+                events.push(frame(p, Frame::SyncRequest { epoch, after: head }));
                 events.push(frame(
                     p,
                     Frame::Want {
@@ -294,13 +305,19 @@ mod tests {
                     },
                 ));
             }
-            events.push(frame(&d, Frame::SyncRequest { epoch, after: 3 }));
+            events.push(frame(
+                &d,
+                Frame::SyncRequest {
+                    epoch,
+                    after: head + 3,
+                },
+            ));
             events.push(frame(
                 &c,
                 Frame::WantPage {
                     epoch,
-                    after: 0,
-                    next: 100,
+                    after: head,
+                    next: head + 100,
                     except: vec![all[0]],
                 },
             ));
@@ -368,7 +385,7 @@ mod tests {
                     graft: false,
                 },
             ));
-            events.push(frame(&d, Frame::SyncRequest { epoch, after: 0 }));
+            events.push(frame(&d, Frame::SyncRequest { epoch, after: head }));
             events
         };
 
