@@ -877,4 +877,56 @@ mod tests {
         *unreadable.lock().unwrap() = None;
         assert_eq!(page(&mut engine), Some((4, 4, true)));
     }
+
+    /// A catch-up page that waits for one of our own alerts whose commit notice never
+    /// came (the store committed it) settles when the catch-up stalls: the store is
+    /// asked again, the cursor moves, and the peer is not blamed.
+    #[test]
+    fn a_stalled_page_looks_for_our_missed_commits_in_the_store() {
+        use super::super::{Action, Engine, Event, Timer, SYNC_TIMEOUT_MS};
+        let cold = Cold::default();
+        let store = Arc::clone(&cold.alerts);
+        let (a, b) = (tests::key(1), tests::key(2));
+        let mut engine = Engine::new(tests::pk(&a), 7, Default::default());
+        engine.set_cold(Box::new(cold));
+        engine.load_trust(tests::pk(&b), tocsin_proto::policy::TrustLevel::Member);
+        let t0 = tests::ISSUED + 1_000;
+        engine.handle(Event::PeerConnected(tests::pk(&b)), t0);
+        let hello = tocsin_proto::Frame::Hello { epoch: 3, head: 1 };
+        let frame = |f: &tocsin_proto::Frame| Event::Frame {
+            peer: tests::pk(&b),
+            bytes: f.encode().unwrap(),
+        };
+        engine.handle(frame(&hello), t0);
+        let x = tests::alert(&a, 1, Tlp::Clear);
+        engine.handle(
+            Event::Local {
+                alert: x.clone().verify().unwrap(),
+            },
+            t0,
+        );
+        let page = tocsin_proto::Frame::SyncPage {
+            epoch: 3,
+            ids: vec![x.id()],
+            next: 1,
+            done: true,
+            answers: Some(0),
+        };
+        engine.handle(frame(&page), t0 + 1);
+        // The store commits x; its notice is lost.
+        store.lock().unwrap().insert(1, KnownAlert::of(&x, 0, None));
+        let out = engine.handle(
+            Event::Timer(Timer::Sync(tests::pk(&b))),
+            t0 + 1 + SYNC_TIMEOUT_MS,
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::SaveCursor { seq: 1, .. })),
+            "{out:?}"
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Verdict { .. })),
+            "{out:?}"
+        );
+    }
 }

@@ -99,9 +99,10 @@ pub const WORK_HELLO: u64 = 64;
 pub const SYNC_PAGE_SCAN: usize = 512;
 /// Reads of the store that memory does not answer (a decode of a stored alert, a
 /// lookup of its cancels) one `SyncRequest` page may make: beyond them the page ends
-/// early (`done: false`), so that a page read from the store holds the engine up about
-/// as long as one read from memory (`cargo bench -p tocsin-node --bench reads`).
-pub const SYNC_PAGE_READS: u64 = 256;
+/// early (`done: false`). A page read from the store then has at most 256 entries and
+/// holds the engine up under 2 ms (`cargo bench -p tocsin-node --bench reads`), and an
+/// honest catch-up keeps pages large enough to keep its pipeline full.
+pub const SYNC_PAGE_READS: u64 = 512;
 /// Work units a read of the store that memory did not answer costs the peer whose frame
 /// caused it, on top of the frame's own cost. Such a read takes tens of times what a
 /// unit of in-memory work does; priced low enough that serving an honest catch-up (a

