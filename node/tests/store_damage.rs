@@ -10,8 +10,10 @@ mod model;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
+use tocsin_node::engine::{Action, Engine, EngineConfig, Event};
+use tocsin_node::net::StoredAlerts;
 use tocsin_node::store::{Insert, Query, Receipt, RedbCheck, Store, StoreError};
-use tocsin_proto::{AlertBody, PublicKey, SignedAlert};
+use tocsin_proto::{AlertBody, Frame, PublicKey, SignedAlert, TrustLevel};
 
 const T0: u64 = 1_700_000_000_000;
 /// The title of the alert whose stored bytes get damaged.
@@ -133,6 +135,33 @@ async fn a_damaged_alert_not_yet_checked_is_replaced_by_a_valid_copy() {
         matches!(store.meta(&damaged), Err(StoreError::Corrupt { .. })),
         "and does not decode"
     );
+    // An engine reading the store takes it as not held, and goes past it: a catch-up
+    // page lists the 39 others and says the log ends there.
+    let me = PublicKey([0; 32]);
+    let mut engine = Engine::new(me, store.epoch(), EngineConfig::default());
+    engine.set_cold(Box::new(StoredAlerts::new(store.clone(), me)));
+    let peer = model::key(7);
+    engine.load_trust(peer, TrustLevel::Member);
+    let now = T0 + 1_000_000;
+    engine.handle(Event::PeerConnected(peer), now);
+    let request = Frame::SyncRequest {
+        epoch: store.epoch(),
+        after: 0,
+    };
+    let bytes = request.encode().unwrap();
+    let out = engine.handle(Event::Frame { peer, bytes }, now);
+    let page = out.into_iter().find_map(|a| match a {
+        Action::Send {
+            frame: Frame::SyncPage {
+                ids, next, done, ..
+            },
+            ..
+        } => Some((ids.len(), next, done)),
+        _ => None,
+    });
+    assert_eq!(page, Some((39, 40, true)));
+    // The engine holds the store (its writer ends when every handle is dropped).
+    drop(engine);
     let back = store
         .insert(alerts[3].clone().verify().unwrap(), local())
         .await

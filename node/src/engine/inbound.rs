@@ -397,13 +397,16 @@ impl Engine {
         let (listed, scanned) = match self.catchup.take_listed(&peer, (after, next)) {
             Some(ids) => (ids, 0),
             None => {
-                let rows = self.known.log_after(after, SYNC_PAGE_SCAN);
-                let rows: Vec<_> = rows
+                // No more rows than the range holds, and every row read is paid for.
+                let span = next.saturating_sub(after).min(SYNC_PAGE_SCAN as u64);
+                let rows = self.known.log_after(after, span as usize);
+                let n = rows.len() as u64;
+                let ids = rows
                     .into_iter()
                     .take_while(|(seq, _)| *seq <= next)
+                    .filter_map(|(_, id)| id)
                     .collect();
-                let n = rows.len() as u64;
-                (rows.into_iter().filter_map(|(_, id)| id).collect(), n)
+                (ids, n)
             }
         };
         let except: std::collections::HashSet<AlertId> = except.into_iter().collect();

@@ -80,7 +80,8 @@ pub trait ColdAlerts: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// How many reads failed so far (counted up).
+    /// How many reads failed so far (counted up). A record that does not decode is not
+    /// a failed read: its alert is not held.
     fn failed_reads(&self) -> u64 {
         0
     }
@@ -331,6 +332,14 @@ impl Known {
     /// when the store cannot tell).
     pub fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> bool {
         if self.cancelled.contains(id) {
+            return true;
+        }
+        // A cancel by its origin that arrived while the alert could not be read.
+        if self
+            .early_cancels
+            .get(id)
+            .is_some_and(|origins| origins.contains(origin))
+        {
             return true;
         }
         let Some(cold) = &self.cold else {
@@ -795,8 +804,9 @@ mod tests {
     }
 
     /// A cancel that arrives while its stored target cannot be read (it is held as an
-    /// early cancel) still makes the target count as cancelled once the store holds the
-    /// cancel: the store's earlier "not cancelled", kept for reading again, is dropped.
+    /// early cancel) makes the target count as cancelled at once, and still once the
+    /// store holds the cancel: the store's earlier "not cancelled", kept for reading
+    /// again, is dropped.
     #[test]
     fn a_cancel_clears_what_was_kept_of_its_targets_cancels() {
         let cold = Cold::default();
@@ -816,6 +826,10 @@ mod tests {
         *failing.lock().unwrap() = true;
         known.accept(cancel, Arc::new(Vec::new()));
         *failing.lock().unwrap() = false;
+        assert!(
+            known.is_cancelled(&id, &origin),
+            "before the cancel commits"
+        );
         // The store commits the cancel.
         cancels.lock().unwrap().insert(id);
         assert!(known.is_cancelled(&id, &origin));

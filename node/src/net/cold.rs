@@ -59,7 +59,12 @@ impl StoredAlerts {
     /// The value of a read, or `failed` when it failed.
     fn or<T>(&self, what: &'static str, read: Result<T, StoreError>, failed: T) -> T {
         read.unwrap_or_else(|e| {
-            self.failed.set(self.failed.get().saturating_add(1));
+            // A record that does not decode is damaged for good, not a failed read: it
+            // is not held (the check at the next start quarantines it), and a catch-up
+            // page goes on past it instead of stopping there until then.
+            if !matches!(e, StoreError::Corrupt { .. }) {
+                self.failed.set(self.failed.get().saturating_add(1));
+            }
             let mut warned = self.warned.borrow_mut();
             if warned.get(what).is_none_or(|at| at.elapsed() >= WARN_EVERY) {
                 warned.insert(what, Instant::now());
