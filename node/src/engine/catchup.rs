@@ -101,11 +101,6 @@ impl CatchUp {
         self.cursors.insert(peer, (epoch, seq));
     }
 
-    /// Forgets every saved cursor (see [`super::Engine::forget_cursors`]).
-    pub fn forget_cursors(&mut self) {
-        self.cursors.clear();
-    }
-
     /// Saves no cursor until [`Self::release_cursors`]: while the stored alerts are
     /// being checked, one taken as held may yet turn out damaged (and be quarantined),
     /// and a cursor saved past it would never read it again.

@@ -43,6 +43,20 @@ impl KnownAlert {
     pub fn id(&self) -> AlertId {
         self.alert.id
     }
+
+    /// As held by node `me`, and whether it was issued here under a former node key
+    /// (stored at 0 hops by another origin: the node was re-keyed and kept its
+    /// database). Such an alert is held as if received from its origin, at 1 hop, so
+    /// that it is relayed as other origins' alerts are (CLEAR and GREEN; AMBER and RED
+    /// stay with the partners that got them), with a hop count its receivers find
+    /// honest.
+    pub fn held_by(mut self, me: &PublicKey) -> (KnownAlert, bool) {
+        let former = self.hops == 0 && self.alert.origin != *me;
+        if former {
+            self.hops = 1;
+        }
+        (self, former)
+    }
 }
 
 /// Alerts and cancel answers read from a [`ColdAlerts`] kept for reading again (a page
@@ -109,15 +123,18 @@ pub struct Known {
     cache: HashMap<AlertId, Arc<Vec<u8>>>,
     cache_order: VecDeque<AlertId>,
     cache_cap: usize,
-    /// With `cold`: what was read from it lately (see [`ReadCache`]).
-    read: RefCell<ReadCache>,
+    /// With `cold`: alerts read from it, and the cancel answers read for them, kept for
+    /// reading again ([`READ_CACHE`] at most). What it keeps does not go stale: an
+    /// alert's summary never changes, a cancel that arrives later is in `cancelled` or
+    /// `early_cancels`, which are asked first, and clears the answer kept for its
+    /// target, and a pruned (expired) alert is not sent anyway.
+    read: RefCell<Bounded<Read>>,
     /// Reads from `cold` that memory did not answer, counted up (the engine charges
     /// them to the peer whose frame caused them).
     misses: Cell<u64>,
     /// With `cold`: hop counts lowered by a shorter copy, which the store does not
-    /// keep, and their order (oldest first).
-    lowered: HashMap<AlertId, u8>,
-    lowered_order: VecDeque<AlertId>,
+    /// keep ([`LOWERED_HOPS`] at most).
+    lowered: Bounded<Option<u8>>,
     /// Our append log (seq → id), for answering catch-up (without `cold` only).
     log: BTreeMap<u64, AlertId>,
     /// While the log may have a hole (commit notices were missed and the store's log
@@ -126,29 +143,37 @@ pub struct Known {
     log_gap: Option<(u64, u64)>,
 }
 
-/// Alerts read from a [`ColdAlerts`], and the cancel answers read for them, kept for
-/// reading again: at most [`READ_CACHE`] ids, the oldest dropped first. What it keeps
-/// does not go stale: an alert's summary never changes, a cancel that arrives later is
-/// in [`Known`]'s own set, which is asked first, or (if its target was not readable
-/// then) clears the answer kept for its target, and a pruned (expired) alert is not sent
-/// anyway.
-#[derive(Debug, Default)]
-struct ReadCache {
-    entries: HashMap<AlertId, Read>,
+/// A map of at most `cap` alerts' values, the oldest added dropped first.
+#[derive(Debug)]
+struct Bounded<V> {
+    cap: usize,
+    entries: HashMap<AlertId, V>,
+    /// Ids in the order they were added (one removed meanwhile is skipped).
     order: VecDeque<AlertId>,
 }
 
-#[derive(Debug, Default)]
-struct Read {
-    alert: Option<KnownAlert>,
-    cancelled: Option<bool>,
-}
+impl<V: Default> Bounded<V> {
+    fn new(cap: usize) -> Self {
+        Bounded {
+            cap,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
 
-impl ReadCache {
-    /// The entry of `id`, added if new (dropping the oldest beyond [`READ_CACHE`]).
-    fn entry(&mut self, id: AlertId) -> &mut Read {
+    fn get(&self, id: &AlertId) -> Option<&V> {
+        self.entries.get(id)
+    }
+
+    fn get_mut(&mut self, id: &AlertId) -> Option<&mut V> {
+        self.entries.get_mut(id)
+    }
+
+    /// The value of `id`, added (as the default) if new, dropping the oldest beyond
+    /// the cap.
+    fn entry(&mut self, id: AlertId) -> &mut V {
         if !self.entries.contains_key(&id) {
-            while self.order.len() >= READ_CACHE {
+            while self.order.len() >= self.cap {
                 if let Some(old) = self.order.pop_front() {
                     self.entries.remove(&old);
                 }
@@ -157,6 +182,17 @@ impl ReadCache {
         }
         self.entries.entry(id).or_default()
     }
+
+    fn remove(&mut self, id: &AlertId) {
+        self.entries.remove(id);
+    }
+}
+
+/// What was read from a [`ColdAlerts`] about one alert, kept for reading again.
+#[derive(Debug, Default)]
+struct Read {
+    alert: Option<KnownAlert>,
+    cancelled: Option<bool>,
 }
 
 impl std::fmt::Debug for Known {
@@ -182,10 +218,9 @@ impl Known {
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
             cache_cap,
-            read: RefCell::new(ReadCache::default()),
+            read: RefCell::new(Bounded::new(READ_CACHE)),
             misses: Cell::new(0),
-            lowered: HashMap::new(),
-            lowered_order: VecDeque::new(),
+            lowered: Bounded::new(LOWERED_HOPS),
             log: BTreeMap::new(),
             log_gap: None,
         }
@@ -219,12 +254,7 @@ impl Known {
             return Some(Cow::Borrowed(&**k));
         }
         let cold = self.cold.as_ref()?;
-        let cached = self
-            .read
-            .borrow()
-            .entries
-            .get(id)
-            .and_then(|r| r.alert.clone());
+        let cached = self.read.borrow().get(id).and_then(|r| r.alert.clone());
         let mut k = match cached {
             Some(k) => k,
             None => {
@@ -234,7 +264,7 @@ impl Known {
                 k
             }
         };
-        if let Some(hops) = self.lowered.get(id) {
+        if let Some(Some(hops)) = self.lowered.get(id) {
             k.hops = k.hops.min(*hops);
         }
         Some(Cow::Owned(k))
@@ -263,18 +293,8 @@ impl Known {
         if self.cold.is_none() {
             return;
         }
-        match self.lowered.get_mut(id) {
-            Some(h) => *h = (*h).min(hops),
-            None => {
-                while self.lowered_order.len() >= LOWERED_HOPS {
-                    if let Some(old) = self.lowered_order.pop_front() {
-                        self.lowered.remove(&old);
-                    }
-                }
-                self.lowered.insert(*id, hops);
-                self.lowered_order.push_back(*id);
-            }
-        }
+        let lowered = self.lowered.entry(*id);
+        *lowered = Some(lowered.map_or(hops, |h| h.min(hops)));
     }
 
     /// The alerts held, a page at a time, for a walk over all of them that does not
@@ -345,7 +365,7 @@ impl Known {
         let Some(cold) = &self.cold else {
             return false;
         };
-        let cached = self.read.borrow().entries.get(id).and_then(|r| r.cancelled);
+        let cached = self.read.borrow().get(id).and_then(|r| r.cancelled);
         if let Some(answer) = cached {
             return answer;
         }
@@ -428,10 +448,9 @@ impl Known {
         self.uncommitted.remove(id);
         self.alerts.remove(id);
         self.cache.remove(id);
-        if let Some(r) = self.read.get_mut().entries.get_mut(id) {
+        if let Some(r) = self.read.get_mut().get_mut(id) {
             r.alert = None;
         }
-        // Its order entry is dropped when it comes up.
         self.lowered.remove(id);
     }
 
@@ -520,7 +539,7 @@ impl Known {
         if meta.kind == Kind::Cancel {
             if let Some(target) = meta.replaces {
                 // The store's answer may change with this cancel: ask it again.
-                if let Some(r) = self.read.get_mut().entries.get_mut(&target) {
+                if let Some(r) = self.read.get_mut().get_mut(&target) {
                     r.cancelled = None;
                 }
                 match self.get(&target) {
@@ -576,9 +595,9 @@ mod tests {
     use super::*;
     use crate::engine::tests;
 
-    /// A store: what was committed, shared with the test; `failing` makes its log and
-    /// cancel reads fail, `reads` counts its alert reads.
-    #[derive(Default)]
+    /// A store: what was committed, shared with the test (a clone shares it all);
+    /// `failing` makes its reads fail, `reads` counts its alert reads.
+    #[derive(Clone, Default)]
     struct Cold {
         alerts: Arc<Mutex<BTreeMap<u64, KnownAlert>>>,
         failing: Arc<Mutex<bool>>,
@@ -654,9 +673,8 @@ mod tests {
     #[test]
     fn beside_a_store_only_the_latest_alerts_stay_in_memory_and_none_is_lost() {
         let cold = Cold::default();
-        let store = Arc::clone(&cold.alerts);
         let mut known = Known::new(2);
-        known.set_cold(Box::new(cold));
+        known.set_cold(Box::new(cold.clone()));
         known.hot_cap = 4;
         let alerts: Vec<KnownAlert> = (1..=10).map(received).collect();
         for (seq, k) in (1..).zip(&alerts) {
@@ -668,7 +686,7 @@ mod tests {
         assert_eq!(known.alerts.len(), 10);
         assert_eq!(known.len(), 10);
         for (seq, k) in (1..).zip(&alerts) {
-            store.lock().unwrap().insert(seq, k.clone());
+            cold.alerts.lock().unwrap().insert(seq, k.clone());
             known.committed(seq, k.id());
             known.check_invariants().unwrap();
         }
@@ -691,7 +709,7 @@ mod tests {
         for (seq, k) in (11..).zip(&later) {
             known.accept(k.clone(), Arc::new(Vec::new()));
             known.mark_uncommitted(k.id());
-            store.lock().unwrap().insert(seq, k.clone());
+            cold.alerts.lock().unwrap().insert(seq, k.clone());
             known.committed(seq, k.id());
         }
         assert!(
@@ -702,7 +720,7 @@ mod tests {
         assert_eq!(known.alerts.len(), 4);
         known.check_invariants().unwrap();
         for seq in 11..=16 {
-            store.lock().unwrap().remove(&seq);
+            cold.alerts.lock().unwrap().remove(&seq);
         }
         // Every alert, in log order, once, a page at a time.
         let (page, next) = known.page_of_all(0, 6).unwrap();
@@ -725,9 +743,8 @@ mod tests {
     #[test]
     fn beside_a_store_missed_commit_notices_are_read_from_it_and_pending_alerts_stay() {
         let cold = Cold::default();
-        let store = Arc::clone(&cold.alerts);
         let mut known = Known::new(0);
-        known.set_cold(Box::new(cold));
+        known.set_cold(Box::new(cold.clone()));
         known.hot_cap = 2;
         let alerts: Vec<KnownAlert> = (1..=6).map(received).collect();
         for k in &alerts {
@@ -736,7 +753,7 @@ mod tests {
         }
         // The store commits 5; the notices of the first two arrive.
         for (seq, k) in (1..).zip(&alerts[..5]) {
-            store.lock().unwrap().insert(seq, k.clone());
+            cold.alerts.lock().unwrap().insert(seq, k.clone());
         }
         known.committed(1, alerts[0].id());
         known.committed(2, alerts[1].id());
@@ -769,27 +786,22 @@ mod tests {
     #[test]
     fn beside_a_store_reads_are_counted_kept_and_failures_answer_safely() {
         let cold = Cold::default();
-        let (store, failing, reads) = (
-            Arc::clone(&cold.alerts),
-            Arc::clone(&cold.failing),
-            Arc::clone(&cold.reads),
-        );
         let mut known = Known::new(0);
-        known.set_cold(Box::new(cold));
+        known.set_cold(Box::new(cold.clone()));
         let alerts: Vec<KnownAlert> = (1..=3).map(received).collect();
         for (seq, k) in (1..).zip(&alerts) {
-            store.lock().unwrap().insert(seq, k.clone());
+            cold.alerts.lock().unwrap().insert(seq, k.clone());
         }
         let (id, origin) = (alerts[0].id(), alerts[0].alert.origin);
         assert!(known.contains(&id));
         assert!(known.get(&id).is_some());
         assert!(!known.is_cancelled(&id, &origin));
         assert!(!known.is_cancelled(&id, &origin));
-        assert_eq!(*reads.lock().unwrap(), 1, "read once");
+        assert_eq!(*cold.reads.lock().unwrap(), 1, "read once");
         assert_eq!(known.misses(), 2, "the alert and its cancels");
         assert!(!known.contains(&AlertId([7; 32])));
         assert_eq!(known.misses(), 3, "an absent alert is a read too");
-        *failing.lock().unwrap() = true;
+        *cold.failing.lock().unwrap() = true;
         let other = alerts[1].id();
         assert!(
             known.is_cancelled(&other, &origin),
@@ -797,7 +809,7 @@ mod tests {
         );
         assert!(known.page_of_all(0, 10).is_none(), "try again later");
         assert!(known.log_after(0, 10).is_empty());
-        *failing.lock().unwrap() = false;
+        *cold.failing.lock().unwrap() = false;
         assert!(!known.is_cancelled(&other, &origin), "not remembered");
         let (page, next) = known.page_of_all(0, 10).unwrap();
         assert_eq!((page.len(), next), (3, None));
@@ -810,28 +822,23 @@ mod tests {
     #[test]
     fn a_cancel_clears_what_was_kept_of_its_targets_cancels() {
         let cold = Cold::default();
-        let (store, failing, cancels) = (
-            Arc::clone(&cold.alerts),
-            Arc::clone(&cold.failing),
-            Arc::clone(&cold.cancels),
-        );
         let mut known = Known::new(0);
-        known.set_cold(Box::new(cold));
+        known.set_cold(Box::new(cold.clone()));
         let x = received(1);
-        store.lock().unwrap().insert(1, x.clone());
+        cold.alerts.lock().unwrap().insert(1, x.clone());
         let (id, origin) = (x.id(), x.alert.origin);
         assert!(!known.is_cancelled(&id, &origin));
         let cancel = tests::replacing(&tests::key(9), 2, Kind::Cancel, id);
         let cancel = KnownAlert::of(&cancel, 3, Some(PublicKey([2; 32])));
-        *failing.lock().unwrap() = true;
+        *cold.failing.lock().unwrap() = true;
         known.accept(cancel, Arc::new(Vec::new()));
-        *failing.lock().unwrap() = false;
+        *cold.failing.lock().unwrap() = false;
         assert!(
             known.is_cancelled(&id, &origin),
             "before the cancel commits"
         );
         // The store commits the cancel.
-        cancels.lock().unwrap().insert(id);
+        cold.cancels.lock().unwrap().insert(id);
         assert!(known.is_cancelled(&id, &origin));
     }
 
@@ -841,17 +848,12 @@ mod tests {
     #[test]
     fn a_page_ends_before_what_the_store_could_not_read() {
         let cold = Cold::default();
-        let (store, failing, unreadable) = (
-            Arc::clone(&cold.alerts),
-            Arc::clone(&cold.failing),
-            Arc::clone(&cold.unreadable),
-        );
         let (a, b) = (tests::key(1), tests::key(2));
         let mut engine = super::super::Engine::new(tests::pk(&a), 7, Default::default());
-        engine.set_cold(Box::new(cold));
+        engine.set_cold(Box::new(cold.clone()));
         let alerts: Vec<KnownAlert> = (1..=4).map(received).collect();
         for (seq, k) in (1..).zip(&alerts) {
-            store.lock().unwrap().insert(seq, k.clone());
+            cold.alerts.lock().unwrap().insert(seq, k.clone());
         }
         engine.load_trust(tests::pk(&b), tocsin_proto::policy::TrustLevel::Member);
         engine.handle(
@@ -879,16 +881,16 @@ mod tests {
                     _ => None,
                 })
         };
-        *unreadable.lock().unwrap() = Some(alerts[2].id());
+        *cold.unreadable.lock().unwrap() = Some(alerts[2].id());
         assert_eq!(
             page(&mut engine),
             Some((2, 2, false)),
             "ends before the third"
         );
-        *failing.lock().unwrap() = true;
+        *cold.failing.lock().unwrap() = true;
         assert_eq!(page(&mut engine), None, "nothing could be read");
-        *failing.lock().unwrap() = false;
-        *unreadable.lock().unwrap() = None;
+        *cold.failing.lock().unwrap() = false;
+        *cold.unreadable.lock().unwrap() = None;
         assert_eq!(page(&mut engine), Some((4, 4, true)));
     }
 
@@ -899,10 +901,9 @@ mod tests {
     fn a_stalled_page_looks_for_our_missed_commits_in_the_store() {
         use super::super::{Action, Engine, Event, Timer, SYNC_TIMEOUT_MS};
         let cold = Cold::default();
-        let store = Arc::clone(&cold.alerts);
         let (a, b) = (tests::key(1), tests::key(2));
         let mut engine = Engine::new(tests::pk(&a), 7, Default::default());
-        engine.set_cold(Box::new(cold));
+        engine.set_cold(Box::new(cold.clone()));
         engine.load_trust(tests::pk(&b), tocsin_proto::policy::TrustLevel::Member);
         let t0 = tests::ISSUED + 1_000;
         engine.handle(Event::PeerConnected(tests::pk(&b)), t0);
@@ -913,12 +914,7 @@ mod tests {
         };
         engine.handle(frame(&hello), t0);
         let x = tests::alert(&a, 1, Tlp::Clear);
-        engine.handle(
-            Event::Local {
-                alert: x.clone().verify().unwrap(),
-            },
-            t0,
-        );
+        engine.handle(tests::local(&x), t0);
         let page = tocsin_proto::Frame::SyncPage {
             epoch: 3,
             ids: vec![x.id()],
@@ -928,7 +924,10 @@ mod tests {
         };
         engine.handle(frame(&page), t0 + 1);
         // The store commits x; its notice is lost.
-        store.lock().unwrap().insert(1, KnownAlert::of(&x, 0, None));
+        cold.alerts
+            .lock()
+            .unwrap()
+            .insert(1, KnownAlert::of(&x, 0, None));
         let out = engine.handle(
             Event::Timer(Timer::Sync(tests::pk(&b))),
             t0 + 1 + SYNC_TIMEOUT_MS,

@@ -443,16 +443,11 @@ impl Engine {
         }
     }
 
-    /// Loads a stored alert at start-up (seq in our log). Returns whether it was issued
-    /// here under a former node key (the node was re-keyed and kept its database): it
-    /// is held as if received from its origin, so that it is relayed as other origins'
-    /// alerts are (CLEAR and GREEN; AMBER and RED stay with the partners that got them),
-    /// with a hop count that its receivers find honest.
-    pub fn load_alert(&mut self, seq: u64, mut meta: KnownAlert) -> bool {
-        let former = meta.hops == 0 && meta.alert.origin != self.me;
-        if former {
-            meta.hops = 1;
-        }
+    /// Loads a stored alert at start-up (seq in our log), without a store to read it
+    /// from (the simulator, tests). Returns whether it was issued here under a former
+    /// node key ([`KnownAlert::held_by`]).
+    pub fn load_alert(&mut self, seq: u64, meta: KnownAlert) -> bool {
+        let (meta, former) = meta.held_by(&self.me);
         self.known.load(seq, meta);
         former
     }
@@ -467,12 +462,6 @@ impl Engine {
     /// being read again): the re-read starts there.
     pub fn log_gap_at(&self) -> Option<u64> {
         self.known.log_gap_at()
-    }
-
-    /// Forgets every saved catch-up cursor: the next catch-up with each peer reads its
-    /// whole log (wanting only what is missing), to fetch again alerts lost here.
-    pub fn forget_cursors(&mut self) {
-        self.catchup.forget_cursors();
     }
 
     /// Keeps at most `cap` committed alerts in memory beside the store (tests).

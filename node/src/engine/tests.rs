@@ -45,6 +45,13 @@ pub(crate) fn body(origin: &SigningKey, n: u64, tlp: Tlp, recipients: Vec<Public
     }
 }
 
+/// `a` issued here (before its commit).
+pub(crate) fn local(a: &SignedAlert) -> Event {
+    Event::Local {
+        alert: a.clone().verify().unwrap(),
+    }
+}
+
 pub(crate) fn alert(origin: &SigningKey, n: u64, tlp: Tlp) -> SignedAlert {
     SignedAlert::sign(body(origin, n, tlp, vec![]), origin).unwrap()
 }
@@ -1418,12 +1425,7 @@ fn catch_up_pages_stop_before_a_hole_in_the_log_until_it_is_read_again() {
     // Seqs 1 and 2 are noticed; the notice of 3 is lost (the runtime lagged behind
     // the store), then 4 is noticed.
     for (n, alert) in x.iter().enumerate() {
-        let out = ea.handle(
-            Event::Local {
-                alert: alert.clone().verify().unwrap(),
-            },
-            T0,
-        );
+        let out = ea.handle(local(alert), T0);
         assert!(!out.is_empty());
         if n == 2 {
             ea.handle(Event::LogGap { gen: 1 }, T0);
@@ -1472,12 +1474,7 @@ fn our_own_alert_listed_back_while_its_commit_is_in_flight_holds_the_cursor() {
     let (a, b) = (key(1), key(2));
     let mut ea = catching_up(&a, &b, 1);
     let x = alert(&a, 1, Tlp::Amber);
-    ea.handle(
-        Event::Local {
-            alert: x.clone().verify().unwrap(),
-        },
-        T0,
-    );
+    ea.handle(local(&x), T0);
     // b lists x back (a's own alert) before a's store has committed it: the page waits.
     let out = ea.handle(
         frame_event(&b, &sync_page(vec![x.id()], 1, true, Some(0))),
@@ -1498,12 +1495,7 @@ fn our_own_alert_listed_back_while_its_commit_is_in_flight_holds_the_cursor() {
     // entry of its own (the head stays where the commit notices put it).
     let mut ea = catching_up(&a, &b, 1);
     let y = alert(&a, 2, Tlp::Amber);
-    ea.handle(
-        Event::Local {
-            alert: y.clone().verify().unwrap(),
-        },
-        T0,
-    );
+    ea.handle(local(&y), T0);
     ea.handle(
         frame_event(&b, &sync_page(vec![y.id()], 1, true, Some(0))),
         T0 + 1,
@@ -1666,12 +1658,7 @@ fn a_relayed_forged_cancel_does_not_get_the_relay_banned() {
 /// Issues `alert` on `e` as the daemon does: [`Event::Local`], then its commit at `seq`.
 fn issue(e: &mut Engine, alert: SignedAlert, seq: u64, now: u64) -> Vec<Action> {
     let id = alert.id();
-    let mut out = e.handle(
-        Event::Local {
-            alert: alert.verify().unwrap(),
-        },
-        now,
-    );
+    let mut out = e.handle(local(&alert), now);
     out.extend(e.handle(Event::Committed(vec![(seq, id)]), now));
     out
 }
@@ -2660,12 +2647,7 @@ fn a_page_waiting_only_for_our_own_commits_does_not_blame_the_peer() {
     let (a, b) = (key(1), key(2));
     let mut ea = catching_up(&a, &b, 2);
     let x = alert(&a, 1, Tlp::Clear);
-    ea.handle(
-        Event::Local {
-            alert: x.clone().verify().unwrap(),
-        },
-        T0,
-    );
+    ea.handle(local(&x), T0);
     let out = ea.handle(
         frame_event(&b, &sync_page(vec![x.id()], 1, false, Some(0))),
         T0 + 1,

@@ -23,7 +23,7 @@ use crate::store::{Store, StoreError};
 pub struct StoredAlerts {
     store: Store,
     /// This node's key: an alert issued here under a former key is held as if received
-    /// from its origin (see [`crate::engine::Engine::load_alert`]).
+    /// from its origin ([`KnownAlert::held_by`]).
     me: PublicKey,
     /// When a failed read of each kind was last logged.
     warned: RefCell<HashMap<&'static str, Instant>>,
@@ -87,12 +87,12 @@ impl ColdAlerts for StoredAlerts {
 
     fn get(&self, id: &AlertId) -> Option<KnownAlert> {
         let (alert, receipt) = self.or("an alert", self.store.meta(id), None)?;
-        let former = receipt.hops == 0 && alert.origin != self.me;
-        Some(KnownAlert {
+        let stored = KnownAlert {
             alert,
-            hops: if former { 1 } else { receipt.hops },
+            hops: receipt.hops,
             from: receipt.from,
-        })
+        };
+        Some(stored.held_by(&self.me).0)
     }
 
     fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> Option<bool> {
