@@ -12,11 +12,17 @@
 //! cargo build --release --workspace
 //! cargo bench -p tocsin-tests --bench attack              # all attacks
 //! cargo bench -p tocsin-tests --bench attack -- alerts     # only the valid-alert flood
+//! # X holds 50,000 alerts of its own first (more than it keeps in memory), so that
+//! # the sync and want_page floods make it read its store:
+//! cargo bench -p tocsin-tests --bench attack -- --stored 50000 sync wantpage
+//! # the attacker paced at 20 frames a second (under its budget: never cut off)
+//! cargo bench -p tocsin-tests --bench attack -- --stored 50000 --rate 20 sync
 //! ```
 //!
-//! Attacks: `sync` (sync requests from the start of X's log), `announce` (announces of
-//! made-up ids), `want` (wants of made-up ids), `alerts` (valid CLEAR alerts signed by
-//! R, each new), `badsig` (alerts with a broken signature). Target: p99 within 2× of the
+//! Attacks: `sync` (sync requests for pages all over X's log), `announce` (announces of
+//! made-up ids), `want` (wants of made-up ids), `wantpage` (`want_page` for pages all
+//! over X's log: X sends every alert of each), `alerts` (valid CLEAR alerts signed by R,
+//! each new), `badsig` (alerts with a broken signature). Target: p99 within 2× of the
 //! run without an attacker, and every honest alert delivered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -46,16 +52,18 @@ enum Attack {
     Sync,
     Announce,
     Want,
+    WantPage,
     Alerts,
     BadSig,
 }
 
 impl Attack {
-    const ALL: [Attack; 6] = [
+    const ALL: [Attack; 7] = [
         Attack::None,
         Attack::Sync,
         Attack::Announce,
         Attack::Want,
+        Attack::WantPage,
         Attack::Alerts,
         Attack::BadSig,
     ];
@@ -66,6 +74,7 @@ impl Attack {
             Attack::Sync => "sync",
             Attack::Announce => "announce",
             Attack::Want => "want",
+            Attack::WantPage => "wantpage",
             Attack::Alerts => "alerts",
             Attack::BadSig => "badsig",
         }
@@ -77,13 +86,45 @@ fn signed(key: &SigningKey, n: u64) -> SignedAlert {
         .unwrap()
 }
 
+/// X's log: its epoch and head, for requests of pages all over it.
+#[derive(Debug, Clone, Copy)]
+struct Log {
+    epoch: u64,
+    head: u64,
+}
+
+impl Log {
+    /// Where the `n`th request of the attacker starts: spread over the whole log (a
+    /// prime stride), so that a large store is read, not only its cached front.
+    fn after(&self, n: u64) -> u64 {
+        n.wrapping_mul(7_919) % self.head.max(1)
+    }
+}
+
 /// The attacker's frames, `BATCH` at a time, for batch `k`.
-fn frames(attack: Attack, key: &SigningKey, k: u64) -> Vec<Vec<u8>> {
+fn frames(attack: Attack, key: &SigningKey, log: Log, k: u64) -> Vec<Vec<u8>> {
     let enc = |f: Frame| f.encode().unwrap();
+    let n = |i: usize| k * BATCH as u64 + i as u64;
     match attack {
         Attack::None => vec![],
         Attack::Sync => (0..BATCH)
-            .map(|_| enc(Frame::SyncRequest { epoch: 0, after: 0 }))
+            .map(|i| {
+                enc(Frame::SyncRequest {
+                    epoch: log.epoch,
+                    after: log.after(n(i)),
+                })
+            })
+            .collect(),
+        Attack::WantPage => (0..BATCH / 16)
+            .map(|i| {
+                let after = log.after(n(i));
+                enc(Frame::WantPage {
+                    epoch: log.epoch,
+                    after,
+                    next: after + 256,
+                    except: vec![],
+                })
+            })
             .collect(),
         Attack::Announce => (0..BATCH / 16)
             .map(|i| {
@@ -124,8 +165,30 @@ struct Outcome {
     attacker: String,
 }
 
-async fn run(attack: Attack) -> Outcome {
+async fn run(attack: Attack, stored: usize, rate: Option<u64>) -> Outcome {
     let fed = Fed::line(3, TrustLevel::Member).await;
+    if stored > 0 {
+        // X's own alerts, held by all three before the attack starts.
+        let x = fed.cluster.nodes[1].client();
+        tocsin_tools::bench::catchup::issue_many(&x, stored, 400, 64)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        for node in &fed.cluster.nodes {
+            while node.client().status().await.unwrap()["alerts"].as_u64() < Some(stored as u64) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the stored alerts did not spread"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let status = fed.cluster.nodes[1].client().status().await.unwrap();
+    let log = Log {
+        epoch: status["epoch"].as_u64().unwrap(),
+        head: status["head"].as_u64().unwrap(),
+    };
     let (raw, mut peer, raw_key) = fed.trusted_raw_peer(1, 0x66).await;
 
     // X's and B's event streams: when each honest alert arrived there.
@@ -164,12 +227,19 @@ async fn run(attack: Attack) -> Outcome {
             let _ = stop_rx.wait_for(|s| *s).await;
             return (sent, "-".to_string());
         }
+        let start = Instant::now();
         loop {
             if *stop_rx.borrow() {
                 return (sent, "never cut off".into());
             }
-            let batch = frames(attack, &raw, k);
+            let mut batch = frames(attack, &raw, log, k);
             k += 1;
+            if let Some(rate) = rate {
+                // One frame at a time, `rate` a second.
+                batch.truncate(1);
+                let due = start + Duration::from_micros(sent * 1_000_000 / rate.max(1));
+                tokio::time::sleep_until(due.into()).await;
+            }
             match peer.send_frames(&batch).await {
                 Ok(()) => sent += batch.len() as u64,
                 Err(e) => return (sent, format!("cut off: {e}")),
@@ -243,16 +313,33 @@ async fn run(attack: Attack) -> Outcome {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let mut only: Vec<String> = Vec::new();
+    let mut stored = 0usize;
+    let mut rate = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--stored" {
+            stored = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("--stored takes a number of alerts");
+        } else if a == "--rate" {
+            rate = Some(
+                args.next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .expect("--rate takes frames a second"),
+            );
+        } else if !a.starts_with('-') {
+            only.push(a);
+        }
+    }
     let attacks: Vec<Attack> = Attack::ALL
         .into_iter()
         .filter(|a| *a == Attack::None || only.is_empty() || only.iter().any(|o| o == a.name()))
         .collect();
     println!(
-        "attack bench: A - X - B (member links), attacker R at X; {HONEST} honest alerts at {HONEST_PER_SEC}/s from A, delivery measured at B"
+        "attack bench: A - X - B (member links), attacker R at X; {HONEST} honest alerts at {HONEST_PER_SEC}/s from A, delivery measured at B; X holds {stored} alerts of its own first; attacker: {}",
+        rate.map_or("full speed".to_string(), |r| format!("{r} frames/s"))
     );
     println!(
         "{:<9} {:>9} {:>9} {:>10} {:>12} {:>13}  what X did to the attacker",
@@ -260,7 +347,7 @@ async fn main() {
     );
     let mut baseline = f64::NAN;
     for attack in attacks {
-        let o = run(attack).await;
+        let o = run(attack, stored, rate).await;
         if attack == Attack::None {
             baseline = o.p99;
         }

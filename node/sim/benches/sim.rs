@@ -44,6 +44,7 @@ fn config(nodes: usize, seed: u64) -> SimConfig {
         engine: EngineConfig::default(),
         blocked_origins: nodes / 20,
         orgs: 0,
+        verify_ms: None,
     }
 }
 

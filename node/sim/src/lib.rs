@@ -65,7 +65,7 @@ use tocsin_proto::{
     SigningKey, Tlp, FORMAT_VERSION,
 };
 
-use tocsin_node::engine::{Action, Engine, EngineConfig, Event, KnownAlert, Timer};
+use tocsin_node::engine::{Action, Checked, Engine, EngineConfig, Event, KnownAlert, Timer};
 use tocsin_proto::identity::RevocationProof;
 
 /// Simulated time from an [`Action::Store`] to its [`Event::Committed`], ms: one group
@@ -137,6 +137,10 @@ pub struct SimConfig {
     /// How many agencies the nodes belong to, with org-keyed trust tables (0: none, every
     /// link has one level at both ends).
     pub orgs: usize,
+    /// None: each engine checks signatures itself. `Some((min, max))`: as the daemon
+    /// does, engines hand them out ([`Engine::verify_off_thread`]), and each check
+    /// comes back `min..=max` ms later (uniform), so that they come back out of order.
+    pub verify_ms: Option<(u64, u64)>,
 }
 
 impl Default for SimConfig {
@@ -155,6 +159,7 @@ impl Default for SimConfig {
             engine: EngineConfig::default(),
             blocked_origins: 0,
             orgs: 0,
+            verify_ms: None,
         }
     }
 }
@@ -508,6 +513,12 @@ enum Scheduled {
         node: usize,
         life: u64,
     },
+    /// A signature check handed out with [`Action::Verify`] comes back.
+    Verified {
+        node: usize,
+        life: u64,
+        checked: Box<Checked>,
+    },
 }
 
 impl Scheduled {
@@ -527,6 +538,8 @@ impl Scheduled {
 pub struct Sim {
     cfg: SimConfig,
     rng: StdRng,
+    /// Origin keys for the signature checks handed out ([`SimConfig::verify_ms`]).
+    keys: tocsin_proto::VerifyingKeys,
     now: u64,
     seq: u64,
     queue: BTreeMap<(u64, u64), Scheduled>,
@@ -639,6 +652,7 @@ impl Sim {
         }
         let mut sim = Sim {
             rng,
+            keys: tocsin_proto::VerifyingKeys::default(),
             now: 0,
             seq: 0,
             queue: BTreeMap::new(),
@@ -814,6 +828,9 @@ impl Sim {
             engine.load_trust(self.nodes[peer].pk, level);
         }
         engine.set_org(self.org_key(i));
+        if self.cfg.verify_ms.is_some() {
+            engine.verify_off_thread();
+        }
         engine
     }
 
@@ -1004,6 +1021,20 @@ impl Sim {
                     }
                 }
                 Action::Store { alert, from, hops } => self.store(node, &alert, from, hops),
+                Action::Verify(job) => {
+                    let (min, max) = self.cfg.verify_ms.unwrap_or((0, 0));
+                    let at = self.now + self.rng.gen_range(min..=max.max(min));
+                    let checked = Box::new(job.check(&mut self.keys));
+                    let life = self.nodes[node].life;
+                    self.schedule(
+                        at,
+                        Scheduled::Verified {
+                            node,
+                            life,
+                            checked,
+                        },
+                    );
+                }
                 Action::Verdict { reason, .. } => {
                     *self.verdicts.entry(reason.as_str()).or_default() += 1;
                 }
@@ -1215,6 +1246,15 @@ impl Sim {
             Scheduled::Timer { node, life, timer } => {
                 if self.nodes[node].life == life {
                     self.deliver(node, Event::Timer(timer));
+                }
+            }
+            Scheduled::Verified {
+                node,
+                life,
+                checked,
+            } => {
+                if self.nodes[node].life == life {
+                    self.deliver(node, Event::Verified(checked));
                 }
             }
             Scheduled::Commit { node, life } => {

@@ -163,6 +163,20 @@ impl CatchUp {
         }
     }
 
+    /// Whether `ids` are all of the page we listed to `peer` last (a catch-up's `want`
+    /// for what it lacks of that page); the page is then taken, as by
+    /// [`Self::take_listed`].
+    pub fn take_listed_with(&mut self, peer: &PublicKey, ids: &[AlertId]) -> bool {
+        let of_page = self.listed.get(peer).is_some_and(|(_, _, listed)| {
+            let listed: HashSet<&AlertId> = listed.iter().collect();
+            ids.iter().all(|id| listed.contains(id))
+        });
+        if of_page {
+            self.listed.remove(peer);
+        }
+        of_page
+    }
+
     /// Whether a session with the peer is reading its log.
     pub fn is_catching_up(&self, peer: &PublicKey) -> bool {
         self.sessions.get(peer).is_some_and(|s| !s.complete)

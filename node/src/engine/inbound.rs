@@ -14,6 +14,22 @@ use super::{
     WORK_STORE_READ,
 };
 
+/// An alert on its way through the checks: its signature not yet checked, or checked
+/// off the engine's thread ([`Action::Verify`]).
+enum Candidate {
+    Signed(SignedAlert),
+    Verified(tocsin_proto::VerifiedAlert),
+}
+
+impl Candidate {
+    fn signed(&self) -> &SignedAlert {
+        match self {
+            Candidate::Signed(alert) => alert,
+            Candidate::Verified(alert) => alert,
+        }
+    }
+}
+
 impl Engine {
     pub(super) fn on_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
         if !self.trees.is_connected(&peer) {
@@ -87,8 +103,7 @@ impl Engine {
             }
             Frame::Want { ids, graft } => {
                 let n = ids.len() as u64;
-                self.on_want(peer, ids, graft, now);
-                1 + 2 * n
+                1 + 2 * n + self.on_want(peer, ids, graft, now)
             }
             Frame::Prune { origin } => {
                 self.trees.on_prune(&peer, origin);
@@ -99,7 +114,7 @@ impl Engine {
                 1
             }
             Frame::SyncRequest { epoch, after } => {
-                1 + self.on_sync_request(peer, epoch, after, now) as u64
+                1 + self.on_sync_request(peer, epoch, after, now)
             }
             Frame::WantPage {
                 epoch,
@@ -297,7 +312,7 @@ impl Engine {
     }
 
     /// Answers with one page of our log; returns the number of log entries scanned.
-    fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) -> usize {
+    fn on_sync_request(&mut self, peer: PublicKey, epoch: u64, after: u64, now: u64) -> u64 {
         // A cursor from another epoch of our log means nothing: start from the beginning.
         let asked = after;
         let after = if epoch == self.epoch { after } else { 0 };
@@ -306,6 +321,9 @@ impl Engine {
         let mut next = after;
         let mut scanned = 0;
         let (reads, failed) = (self.known.misses(), self.known.failed_reads());
+        // Entries this peer was shown before are shown again at the repeat rate.
+        let shown = self.scoring.stats_mut(peer).shown_upto;
+        let mut repeats = 0;
         // A log that may have a hole is read up to it (`log_after` stops there), and
         // the page says `done` there: the requester reads on in its next round. Read
         // from the store, a page ends after `SYNC_PAGE_READS` reads; one entry more than
@@ -336,6 +354,9 @@ impl Engine {
             }
             scanned += 1;
             next = seq;
+            if seq <= shown {
+                repeats += 1;
+            }
             if let Some(id) = listed {
                 ids.push(id);
             }
@@ -343,8 +364,10 @@ impl Engine {
         if self.known.failed_reads() != failed && scanned == 0 {
             // Nothing could be read: no answer (the requester asks again when its
             // catch-up stalls), rather than a page that says the log ends here.
-            return rows_read;
+            return rows_read as u64;
         }
+        let s = self.scoring.stats_mut(peer);
+        s.shown_upto = s.shown_upto.max(next);
         self.catchup.note_listed(peer, (after, next), &ids);
         self.send(
             peer,
@@ -356,7 +379,7 @@ impl Engine {
                 answers: Some(asked),
             },
         );
-        scanned.max(rows_read)
+        scanned.max(rows_read) as u64 + repeats * (super::WORK_REPEAT_ENTRY - 1)
     }
 
     /// Whether a page of our log for `peer` lists `id`: an alert it may see that did not
@@ -393,7 +416,10 @@ impl Engine {
             return 1;
         }
         let level = self.scoring.level(&peer);
-        // The page's own scan was paid for by its `sync_request`; a scan again is not.
+        // The page's own scan was paid for by its `sync_request`; a scan again is not,
+        // and one of entries this peer was shown before is paid at the repeat rates.
+        let shown = self.scoring.stats_mut(peer).shown_upto;
+        let repeat = after < shown;
         let (listed, scanned) = match self.catchup.take_listed(&peer, (after, next)) {
             Some(ids) => (ids, 0),
             None => {
@@ -401,6 +427,18 @@ impl Engine {
                 let span = next.saturating_sub(after).min(SYNC_PAGE_SCAN as u64);
                 let rows = self.known.log_after(after, span as usize);
                 let n = rows.len() as u64;
+                if !repeat {
+                    if let Some((last, _)) = rows.iter().take_while(|(seq, _)| *seq <= next).last()
+                    {
+                        let s = self.scoring.stats_mut(peer);
+                        s.shown_upto = s.shown_upto.max(*last);
+                    }
+                }
+                let n = if repeat {
+                    n * super::WORK_REPEAT_ENTRY
+                } else {
+                    n
+                };
                 let ids = rows
                     .into_iter()
                     .take_while(|(seq, _)| *seq <= next)
@@ -416,9 +454,13 @@ impl Engine {
             .filter(|id| !except.contains(id) && self.listable(id, &peer, level, now))
             .take(MAX_IDS_PER_FRAME)
             .collect();
-        let n = ids.len() as u64;
-        self.send_alerts(peer, ids, level, now);
-        1 + looked + 2 * n
+        let sent = self.send_alerts(peer, ids, level, now);
+        let per_alert = if repeat && scanned > 0 {
+            super::WORK_REPEAT_ALERT
+        } else {
+            2
+        };
+        1 + looked + per_alert * sent
     }
 
     fn on_announce(&mut self, peer: PublicKey, ids: Vec<AlertId>, hops: Vec<u8>, now: u64) {
@@ -439,8 +481,12 @@ impl Engine {
         }
     }
 
-    fn on_want(&mut self, peer: PublicKey, ids: Vec<AlertId>, graft: bool, now: u64) {
+    /// `Want`: sends the alerts asked for. Returns the work of the alerts sent: none
+    /// more for those of the catch-up page we listed to the peer last (the page is
+    /// taken), [`super::WORK_WANT_SENT`] each otherwise.
+    fn on_want(&mut self, peer: PublicKey, ids: Vec<AlertId>, graft: bool, now: u64) -> u64 {
         let level = self.scoring.level(&peer);
+        let of_page = !graft && self.catchup.take_listed_with(&peer, &ids);
         if graft {
             let origins: Vec<PublicKey> = ids
                 .iter()
@@ -448,18 +494,24 @@ impl Engine {
                 .collect();
             self.trees.on_want_graft(&peer, origins);
         }
-        self.send_alerts(peer, ids, level, now);
+        let sent = self.send_alerts(peer, ids, level, now);
+        if of_page {
+            0
+        } else {
+            super::WORK_WANT_SENT * sent
+        }
     }
 
     /// Sends `peer` the alerts of `ids` that it may see (or have back), at our hop
-    /// count + 1: from the envelope cache, else read from the store.
+    /// count + 1: from the envelope cache, else read from the store. Returns how many.
     fn send_alerts(
         &mut self,
         peer: PublicKey,
         ids: Vec<AlertId>,
         level: Option<TrustLevel>,
         now: u64,
-    ) {
+    ) -> u64 {
+        let mut sent = 0;
         let mut from_store = Vec::new();
         for id in ids {
             let Some(k) = self.known.get(&id) else {
@@ -472,6 +524,7 @@ impl Engine {
             match self.known.envelope(&id) {
                 Some(env) => {
                     let envelope = env.as_ref().clone();
+                    sent += 1;
                     self.scoring.stats_mut(peer).alerts_out += 1;
                     self.send(peer, Frame::Alert { hops, envelope });
                 }
@@ -479,12 +532,14 @@ impl Engine {
             }
         }
         if !from_store.is_empty() {
+            sent += from_store.len() as u64;
             self.scoring.stats_mut(peer).alerts_out += from_store.len() as u64;
             self.actions.push(Action::SendStored {
                 peer,
                 alerts: from_store,
             });
         }
+        sent
     }
 
     fn on_alert(&mut self, peer: PublicKey, hops: u8, envelope: Vec<u8>, now: u64) {
@@ -512,62 +567,90 @@ impl Engine {
         if !solicited && !self.scoring.take_alert(peer, alert.origin(), now) {
             return;
         }
-        // 2. duplicate (its hop count is checked too: a lie must not lower ours)
-        if self.known.contains(&id) {
-            if let Err(reason) = policy::check_hops(&peer, &alert.origin(), hops) {
+        self.admit(
+            peer,
+            hops,
+            solicited,
+            Candidate::Signed(alert),
+            envelope,
+            now,
+        );
+    }
+
+    /// An alert handed out with [`Action::Verify`] came back checked. Everything but the
+    /// signature is checked again: trust may have changed, and another copy may have
+    /// been accepted meanwhile (this one is then a duplicate).
+    pub(super) fn on_verified(&mut self, checked: super::Checked, now: u64) {
+        self.verifying.0 = self.verifying.0.saturating_sub(1);
+        self.verifying.1 = self.verifying.1.saturating_sub(checked.envelope.len());
+        match checked.alert {
+            Err(id) => self.refuse(checked.peer, id, Reason::BadSignature, now),
+            Ok(alert) => self.admit(
+                checked.peer,
+                checked.hops,
+                checked.solicited,
+                Candidate::Verified(*alert),
+                checked.envelope,
+                now,
+            ),
+        }
+    }
+
+    /// Steps 2–8 of an alert's checks, and its acceptance.
+    fn admit(
+        &mut self,
+        peer: PublicKey,
+        hops: u8,
+        solicited: bool,
+        alert: Candidate,
+        envelope: Vec<u8>,
+        now: u64,
+    ) {
+        let id = alert.signed().id();
+        // 2. duplicate (its hop count is checked too: a lie must not lower ours). One
+        // that comes back checked was not held when it arrived; a copy accepted since
+        // is still in memory (uncommitted, or among the latest committed).
+        let held = match &alert {
+            Candidate::Signed(_) => self.known.contains(&id),
+            Candidate::Verified(_) => self.known.holds_in_memory(&id),
+        };
+        if held {
+            if let Err(reason) = policy::check_hops(&peer, &alert.signed().origin(), hops) {
                 return self.refuse(peer, id, reason, now);
             }
             self.on_duplicate(peer, id, hops, now);
             return;
         }
-        let body = alert.body();
-        // 3–6. sending peer's level, origin not blocked, TLP scope, hop limit; one of our
-        // own alerts that we asked for (we lost it) comes back whatever its TLP. A RED
-        // alert that names our org names us.
-        let mut named = Vec::new();
-        let recipients: &[PublicKey] = match self.my_org {
-            Some(org) if body.tlp == tocsin_proto::Tlp::Red && body.recipients.contains(&org) => {
-                named.extend_from_slice(&body.recipients);
-                named.push(self.me);
-                &named
-            }
-            _ => &body.recipients,
+        // 3–7. sending peer's level, origin not blocked, TLP scope, hop limit, expiry,
+        // clock skew, revocation.
+        let returned = match self.check_scope(peer, alert.signed(), hops, solicited, now) {
+            Ok(returned) => returned,
+            Err(reason) => return self.refuse(peer, id, reason, now),
         };
-        let scope = Scope {
-            origin: &body.origin,
-            tlp: body.tlp,
-            recipients,
-        };
-        let returned = body.origin == self.me && solicited;
-        let checked = if returned {
-            policy::check_returned(&self.me, &peer, self.scoring.level(&peer), scope, hops)
-        } else {
-            policy::check_inbound(
-                &self.me,
-                &peer,
-                self.scoring.level(&peer),
-                self.scoring.level(&body.origin),
-                scope,
-                hops,
-            )
-        };
-        if let Err(r) = checked {
-            return self.refuse(peer, id, r, now);
-        }
-        // 7. expiry, a date too far ahead of our clock, and an origin revoked by then
-        if self.is_revoked(&body.origin, body.issued_at) {
-            return self.refuse(peer, id, Reason::RevokedOrigin, now);
-        }
-        if body.is_expired(now) {
-            return self.refuse(peer, id, Reason::Expired, now);
-        }
-        if body.issued_at > now.saturating_add(self.max_skew_ms) {
-            return self.refuse(peer, id, Reason::FutureDated, now);
-        }
         // 8. signature: only a strict verification makes the alert storable
-        let alert = match alert.verify_cached(&mut self.keys) {
-            Ok(verified) => verified,
-            Err(_) => return self.refuse(peer, id, Reason::BadSignature, now),
+        let alert = match alert {
+            Candidate::Verified(verified) => verified,
+            Candidate::Signed(alert) => {
+                if self.verify_off_thread
+                    && self.verifying.0 < super::MAX_VERIFYING
+                    && self.verifying.1 + envelope.len() <= super::MAX_VERIFYING_BYTES
+                {
+                    self.verifying.0 += 1;
+                    self.verifying.1 += envelope.len();
+                    self.actions.push(Action::Verify(Box::new(super::ToVerify {
+                        peer,
+                        hops,
+                        solicited,
+                        alert: Box::new(alert),
+                        envelope,
+                    })));
+                    return;
+                }
+                match alert.verify_cached(&mut self.keys) {
+                    Ok(verified) => verified,
+                    Err(_) => return self.refuse(peer, id, Reason::BadSignature, now),
+                }
+            }
         };
         let body = alert.body();
         // Only the origin may update or cancel its alert. A validly signed one naming
@@ -598,6 +681,58 @@ impl Engine {
         if !returned {
             self.relay(id, Some(peer), now);
         }
+    }
+
+    /// Steps 3–7 for an alert from `peer`: its level, the origin's, the TLP scope, the
+    /// hop limit; one of our own alerts that we asked for (we lost it) comes back
+    /// whatever its TLP (`Ok(true)`). A RED alert that names our org names us. Then
+    /// expiry, a date too far ahead of our clock, and an origin revoked by then.
+    fn check_scope(
+        &self,
+        peer: PublicKey,
+        alert: &SignedAlert,
+        hops: u8,
+        solicited: bool,
+        now: u64,
+    ) -> Result<bool, Reason> {
+        let body = alert.body();
+        let mut named = Vec::new();
+        let recipients: &[PublicKey] = match self.my_org {
+            Some(org) if body.tlp == tocsin_proto::Tlp::Red && body.recipients.contains(&org) => {
+                named.extend_from_slice(&body.recipients);
+                named.push(self.me);
+                &named
+            }
+            _ => &body.recipients,
+        };
+        let scope = Scope {
+            origin: &body.origin,
+            tlp: body.tlp,
+            recipients,
+        };
+        let returned = body.origin == self.me && solicited;
+        if returned {
+            policy::check_returned(&self.me, &peer, self.scoring.level(&peer), scope, hops)?;
+        } else {
+            policy::check_inbound(
+                &self.me,
+                &peer,
+                self.scoring.level(&peer),
+                self.scoring.level(&body.origin),
+                scope,
+                hops,
+            )?;
+        }
+        if self.is_revoked(&body.origin, body.issued_at) {
+            return Err(Reason::RevokedOrigin);
+        }
+        if body.is_expired(now) {
+            return Err(Reason::Expired);
+        }
+        if body.issued_at > now.saturating_add(self.max_skew_ms) {
+            return Err(Reason::FutureDated);
+        }
+        Ok(returned)
     }
 
     /// A full copy of an alert we hold arrived from `peer` at `hops`.

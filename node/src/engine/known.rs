@@ -336,6 +336,12 @@ impl Known {
         Some((alerts, next))
     }
 
+    /// Whether `id` is held in memory (uncommitted, among the latest committed, or all
+    /// of them without a store), without reading the store.
+    pub fn holds_in_memory(&self, id: &AlertId) -> bool {
+        self.alerts.contains_key(id)
+    }
+
     pub fn contains(&self, id: &AlertId) -> bool {
         self.alerts.contains_key(id) || (self.cold.is_some() && self.get(id).is_some())
     }

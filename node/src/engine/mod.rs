@@ -109,6 +109,18 @@ pub const SYNC_PAGE_READS: u64 = 512;
 /// page entry read from the store costs about 5 units in all, with its `want_page`)
 /// stays within the default `peer_work_per_sec` up to 20,000 alerts a second.
 pub const WORK_STORE_READ: u64 = 1;
+/// Work units a log entry of a catch-up page costs when the page shows it to the peer
+/// again (instead of 1): below the highest entry of our log that peer was shown before
+/// (kept across reconnections). An honest catch-up reads our log forwards, once; only a
+/// stalled page is read again. A peer that asks for the same pages over and over (each
+/// can make this node read its store and send every alert of the page) pays this.
+pub const WORK_REPEAT_ENTRY: u64 = 16;
+/// Work units per alert sent for a `want_page` that repeats (see [`WORK_REPEAT_ENTRY`]),
+/// instead of 2.
+pub const WORK_REPEAT_ALERT: u64 = 32;
+/// Work units per alert sent for a `want` of ids that are not the catch-up page we
+/// listed to the peer last (gossip repair, grafts), on top of 2 per id asked for.
+pub const WORK_WANT_SENT: u64 = 8;
 
 /// Entries of our log looked at per event when a promotion offers a peer what it newly
 /// may see ([`Timer::Offer`] takes the next page): bounds the work of one event however
@@ -135,6 +147,13 @@ pub const TREE_OPTIMISE_HOPS: u8 = 1;
 pub const MAX_ORIGIN_TREES: usize = 1024;
 /// Penalty points forgiven per second.
 pub const PENALTY_DECAY_PER_SEC: u32 = 1;
+/// Alerts at most whose signatures are being checked off the engine's thread at once
+/// ([`Engine::verify_off_thread`]); past it (or [`MAX_VERIFYING_BYTES`]) the engine
+/// checks them itself, which slows its other work instead of holding more in memory.
+/// Four catch-up pages' worth ([`catchup::PIPELINE`] × 256).
+pub const MAX_VERIFYING: usize = 1024;
+/// Envelope bytes at most being checked off the engine's thread at once.
+pub const MAX_VERIFYING_BYTES: usize = 8 * 1024 * 1024;
 
 /// Engine settings: the gossip options of `[net]` in `config.toml` (the daemon's
 /// `NetConfig` embeds this struct; the doc comments are the options' documentation).
@@ -157,9 +176,12 @@ pub struct EngineConfig {
     /// Burst of bytes accepted from one peer.
     pub peer_byte_burst: u64,
     /// Sustained work units per second one peer's control frames may cost (token bucket
-    /// rate). A frame costs 1, plus 1 per id in an announce or page, 2 per id in a want,
-    /// for a `want_page` 2 per alert it sends and 1 per id it excepts, 1 per log entry a
-    /// sync request makes us scan, 64 for a hello. Frames beyond it
+    /// rate). A frame costs 1, plus 1 per id in an announce or page, 2 per id in a want
+    /// (and 8 per alert it sends, unless they are of the catch-up page listed last), for
+    /// a `want_page` 2 per alert it sends and 1 per id it excepts, 1 per log entry a
+    /// sync request makes us scan, 64 for a hello, 1 per read of the store. Entries of
+    /// our log shown to the peer before cost 16 each, and alerts a `want_page` sends
+    /// again 32 each. Frames beyond it
     /// are dropped unanswered and cost the peer 1 penalty point each (`over_budget`).
     /// Alerts are limited by `peer_alerts_per_sec` instead.
     pub peer_work_per_sec: u64,
@@ -210,8 +232,9 @@ pub enum Timer {
     Sync(PublicKey),
     /// Start another catch-up round with this peer (periodic repair while connected).
     Resync(PublicKey),
-    /// Offer this peer the next page of what a promotion newly allows it.
-    Offer(PublicKey),
+    /// Offer this peer the next page of what a promotion newly allows it, in walk
+    /// number `walk` (a timer of a walk that was started over since does nothing).
+    Offer(PublicKey, u64),
 }
 
 /// Inputs.
@@ -276,6 +299,53 @@ pub enum Event {
     /// Node key `node` was revoked by its agency from `at` (unix ms): its alerts issued
     /// from then on are refused and no longer shared; earlier ones stay.
     Revoked { node: PublicKey, at: u64 },
+    /// The signature of an alert handed out with [`Action::Verify`] was checked.
+    Verified(Box<Checked>),
+}
+
+/// An alert whose signature the runtime checks off the engine's thread
+/// ([`Action::Verify`]): everything else about it was checked, in the order of
+/// `on_alert`, when it arrived.
+#[derive(Debug, Clone)]
+pub struct ToVerify {
+    pub peer: PublicKey,
+    pub hops: u8,
+    /// Asked for by us (a catch-up page, a graft): not charged to the flood limit.
+    pub solicited: bool,
+    pub alert: Box<SignedAlert>,
+    pub envelope: Vec<u8>,
+}
+
+impl ToVerify {
+    /// The strict signature check (as the engine does it itself), with origin keys
+    /// decompressed once per `keys`.
+    pub fn check(self, keys: &mut VerifyingKeys) -> Checked {
+        let id = self.alert.id();
+        let alert = match self.alert.verify_cached(keys) {
+            Ok(verified) => Ok(Box::new(verified)),
+            Err(_) => Err(id),
+        };
+        Checked {
+            peer: self.peer,
+            hops: self.hops,
+            solicited: self.solicited,
+            alert,
+            envelope: self.envelope,
+        }
+    }
+}
+
+/// A [`ToVerify`] whose signature was checked, for [`Event::Verified`]. The engine
+/// checks the rest again when it gets it (trust may have changed meanwhile, and another
+/// copy may have been accepted).
+#[derive(Debug)]
+pub struct Checked {
+    pub peer: PublicKey,
+    pub hops: u8,
+    pub solicited: bool,
+    /// The alert, verified; or the id of one whose signature is not valid.
+    pub alert: Result<Box<VerifiedAlert>, AlertId>,
+    pub envelope: Vec<u8>,
 }
 
 /// Outputs.
@@ -343,6 +413,10 @@ pub enum Action {
     /// this node the work of reading and dropping it. Nothing is lost that catch-up
     /// would not repair.
     PauseReading { peer: PublicKey, until: u64 },
+    /// Check this alert's signature off the engine's thread and hand it back with
+    /// [`Event::Verified`] ([`Engine::verify_off_thread`]). Nothing is stored or relayed
+    /// before then.
+    Verify(Box<ToVerify>),
 }
 
 /// A peer's row for the API's `peers` view.
@@ -381,6 +455,11 @@ pub struct Engine {
     catchup: CatchUp,
     /// Origin keys decompressed once for signature checks (bounded).
     keys: VerifyingKeys,
+    /// Signatures are checked by the runtime ([`Action::Verify`]) while fewer than
+    /// [`MAX_VERIFYING`] alerts are out.
+    verify_off_thread: bool,
+    /// Alerts out with [`Action::Verify`] and their envelope bytes.
+    verifying: (usize, usize),
     /// `max_clock_skew_secs` in ms.
     max_skew_ms: u64,
     /// Node keys revoked by their agency, from when (unix ms). The runtime bounds it.
@@ -405,7 +484,9 @@ pub struct Engine {
     /// Connected peers being offered what a promotion newly allows, a page of our log
     /// at a time ([`OFFER_PAGE`]): the level they had before, and where the next page
     /// starts.
-    offering: BTreeMap<PublicKey, (Option<TrustLevel>, u64)>,
+    offering: BTreeMap<PublicKey, (Option<TrustLevel>, u64, u64)>,
+    /// The number of the last walk started in `offering` (counted up).
+    offer_walks: u64,
     actions: Vec<Action>,
 }
 
@@ -430,6 +511,8 @@ impl Engine {
             trees: Trees::new(cfg.announce_interval_ms, cfg.graft_timeout_ms),
             catchup: CatchUp::default(),
             keys: VerifyingKeys::default(),
+            verify_off_thread: false,
+            verifying: (0, 0),
             max_skew_ms: cfg.max_clock_skew_secs.saturating_mul(1000),
             revoked: HashMap::new(),
             orgs: HashMap::new(),
@@ -439,6 +522,7 @@ impl Engine {
             unknown_observers: HashMap::new(),
             promoted: HashMap::new(),
             offering: BTreeMap::new(),
+            offer_walks: 0,
             actions: Vec::new(),
         }
     }
@@ -456,6 +540,19 @@ impl Engine {
     /// memory: at start-up, instead of [`Self::load_alert`] for each stored alert.
     pub fn set_cold(&mut self, cold: Box<dyn ColdAlerts>) {
         self.known.set_cold(cold);
+    }
+
+    /// Hands signature checks to the runtime ([`Action::Verify`], answered with
+    /// [`Event::Verified`]) instead of doing them on the engine's thread, where they are
+    /// most of the work of an alert. Past [`MAX_VERIFYING`] alerts out at once the
+    /// engine checks them itself.
+    pub fn verify_off_thread(&mut self) {
+        self.verify_off_thread = true;
+    }
+
+    /// Alerts whose signatures are being checked off the engine's thread.
+    pub fn verifying(&self) -> usize {
+        self.verifying.0
     }
 
     /// Where our log may have a hole (commit notices were missed and the store's log is
@@ -614,6 +711,7 @@ impl Engine {
                 let at = self.revoked.get(&node).map_or(at, |held| at.min(*held));
                 self.revoked.insert(node, at);
             }
+            Event::Verified(checked) => self.on_verified(*checked, now),
         }
         #[cfg(test)]
         if let Err(e) = self.check_invariants(now) {
@@ -658,7 +756,7 @@ impl Engine {
         self.trees.disconnect(peer);
         self.catchup.end(peer);
         // An offer cut short starts over when the peer connects again.
-        if let Some((before, _)) = self.offering.remove(peer) {
+        if let Some((before, _, _)) = self.offering.remove(peer) {
             let seen = self.promoted.entry(*peer).or_insert(before);
             *seen = (*seen).min(before);
         }
@@ -717,19 +815,24 @@ impl Engine {
     /// either (what it may have missed meanwhile is offered too).
     fn offer_newly_allowed(&mut self, peer: PublicKey, before: Option<TrustLevel>, now: u64) {
         let before = match self.offering.get(&peer) {
-            Some((first, _)) => (*first).min(before),
+            Some((first, _, _)) => (*first).min(before),
             None if self.scoring.level(&peer) == before => return,
             None => before,
         };
-        self.offering.insert(peer, (before, 0));
-        self.offer_page(peer, now);
+        // A new walk: the timer of the one it replaces finds another number and stops.
+        self.offer_walks += 1;
+        self.offering.insert(peer, (before, 0, self.offer_walks));
+        self.offer_page(peer, self.offer_walks, now);
     }
 
     /// One page of a promotion's offer (see [`Self::offer_newly_allowed`]).
-    fn offer_page(&mut self, peer: PublicKey, now: u64) {
-        let Some(&(before, after)) = self.offering.get(&peer) else {
+    fn offer_page(&mut self, peer: PublicKey, walk: u64, now: u64) {
+        let Some(&(before, after, current)) = self.offering.get(&peer) else {
             return;
         };
+        if walk != current {
+            return;
+        }
         let level = self.scoring.level(&peer);
         if level == before || !self.trees.is_connected(&peer) {
             self.offering.remove(&peer);
@@ -739,7 +842,7 @@ impl Engine {
             // The store could not be read: the same page again later.
             self.actions.push(Action::SetTimer {
                 at: now + OFFER_RETRY_MS,
-                timer: Timer::Offer(peer),
+                timer: Timer::Offer(peer, walk),
             });
             return;
         };
@@ -753,10 +856,10 @@ impl Engine {
         drop(page);
         match next {
             Some(next) => {
-                self.offering.insert(peer, (before, next));
+                self.offering.insert(peer, (before, next, walk));
                 self.actions.push(Action::SetTimer {
                     at: now,
-                    timer: Timer::Offer(peer),
+                    timer: Timer::Offer(peer, walk),
                 });
             }
             None => {
@@ -984,7 +1087,7 @@ impl Engine {
                 }
             }
             Timer::Resync(peer) => self.catchup.on_resync_timer(peer, now, &mut self.actions),
-            Timer::Offer(peer) => self.offer_page(peer, now),
+            Timer::Offer(peer, walk) => self.offer_page(peer, walk, now),
         }
     }
 }

@@ -46,6 +46,11 @@ pub struct PeerStats {
     /// Until when reading from this peer is paused (ms), once asked.
     #[serde(skip)]
     read_paused_until: u64,
+    /// The highest entry of our log shown to this peer in a catch-up page (`sync_page`,
+    /// `want_page`), kept across reconnections: a page below it is a repeat, paid at
+    /// the repeat rates ([`super::WORK_REPEAT_ENTRY`], [`super::WORK_REPEAT_ALERT`]).
+    #[serde(skip)]
+    pub(super) shown_upto: u64,
     /// When a frame or alert of this peer was last dropped by a rate limit (ms).
     #[serde(skip)]
     limited_at: u64,

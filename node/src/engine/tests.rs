@@ -301,6 +301,126 @@ fn a_bad_signature_is_penalised_and_does_not_poison_the_id() {
     assert_eq!(stored(&out), vec![x.id()]);
 }
 
+/// The signature checks an engine handed out ([`Engine::verify_off_thread`]).
+fn checks(actions: &[Action]) -> Vec<ToVerify> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Verify(job) => Some((**job).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks `job` as the runtime's checking threads do and hands it back.
+fn checked(e: &mut Engine, job: ToVerify) -> Vec<Action> {
+    let c = job.check(&mut VerifyingKeys::default());
+    e.handle(Event::Verified(Box::new(c)), T0)
+}
+
+#[test]
+fn signatures_checked_off_the_thread_are_accepted_once_whatever_order_they_come_back_in() {
+    let (a, b, c, d) = (key(1), key(2), key(3), key(4));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    ea.verify_off_thread();
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    connect(&mut ea, &d, TrustLevel::Member);
+    let (x, y) = (alert(&b, 1, Tlp::Clear), alert(&c, 2, Tlp::Clear));
+
+    // Nothing is stored or relayed before the check comes back.
+    let out = ea.handle(alert_event(&b, 1, &x), T0);
+    assert!(stored(&out).is_empty() && alerts_to(&out, &d).is_empty());
+    let from_b = checks(&out);
+    assert_eq!(from_b.len(), 1);
+    // A second copy from another peer meanwhile is checked too (the first may be bad).
+    let from_c = checks(&ea.handle(alert_event(&c, 2, &x), T0));
+    assert_eq!(from_c.len(), 1);
+    let forged = ea.handle(
+        frame_event(
+            &d,
+            &Frame::Alert {
+                hops: 2,
+                envelope: forged_envelope(&y),
+            },
+        ),
+        T0,
+    );
+    let forged = checks(&forged);
+    assert_eq!(ea.verifying(), 3);
+
+    // The later copy comes back first: stored once, relayed; the other is a duplicate.
+    let out = checked(&mut ea, from_c[0].clone());
+    assert_eq!(stored(&out), vec![x.id()]);
+    assert_eq!(alerts_to(&out, &d), vec![x.id()]);
+    let out = checked(&mut ea, from_b[0].clone());
+    assert!(stored(&out).is_empty(), "{out:?}");
+    assert_eq!(stats(&ea, &b).duplicates, 1);
+    assert_eq!(stats(&ea, &b).alerts_in, 0);
+
+    // A bad signature is refused and penalised when its check comes back.
+    let out = checked(&mut ea, forged[0].clone());
+    assert!(stored(&out).is_empty());
+    assert_eq!(rejections(&ea, &d, "bad_signature"), 1);
+    assert_eq!(stats(&ea, &d).penalty, PENALTY_BAD_SIGNATURE);
+    assert!(!ea.knows(&y.id()));
+    assert_eq!(ea.verifying(), 0);
+    // The genuine one is still accepted.
+    let out = ea.handle(alert_event(&c, 1, &y), T0);
+    let out = checked(&mut ea, checks(&out)[0].clone());
+    assert_eq!(stored(&out), vec![y.id()]);
+}
+
+#[test]
+fn trust_withdrawn_while_a_signature_is_checked_refuses_the_alert() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    ea.verify_off_thread();
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    let x = alert(&c, 1, Tlp::Clear);
+    let job = checks(&ea.handle(alert_event(&b, 2, &x), T0));
+    ea.handle(
+        Event::Trust {
+            key: pk(&b),
+            level: Some(TrustLevel::Blocked),
+        },
+        T0,
+    );
+    let out = checked(&mut ea, job[0].clone());
+    assert!(stored(&out).is_empty(), "{out:?}");
+    assert!(alerts_to(&out, &c).is_empty());
+    assert!(!ea.knows(&x.id()));
+    assert_eq!(ea.verifying(), 0);
+}
+
+#[test]
+fn past_the_limit_the_engine_checks_signatures_itself() {
+    let (a, b) = (key(1), key(2));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    ea.verify_off_thread();
+    connect(&mut ea, &b, TrustLevel::Member);
+    let mut jobs = Vec::new();
+    for n in 0..MAX_VERIFYING as u64 {
+        let out = ea.handle(alert_event(&b, 1, &alert(&b, n, Tlp::Clear)), T0);
+        assert!(stored(&out).is_empty());
+        jobs.extend(checks(&out));
+    }
+    assert_eq!((jobs.len(), ea.verifying()), (MAX_VERIFYING, MAX_VERIFYING));
+    let over = alert(&b, MAX_VERIFYING as u64, Tlp::Clear);
+    let out = ea.handle(alert_event(&b, 1, &over), T0);
+    assert!(checks(&out).is_empty());
+    assert_eq!(stored(&out), vec![over.id()], "checked and stored at once");
+    // One back makes room for the next.
+    let back = jobs.pop().unwrap();
+    let out = checked(&mut ea, back);
+    assert_eq!(stored(&out).len(), 1);
+    let next = alert(&b, MAX_VERIFYING as u64 + 1, Tlp::Clear);
+    let out = ea.handle(alert_event(&b, 1, &next), T0);
+    assert_eq!(checks(&out).len(), 1);
+    assert!(stored(&out).is_empty());
+}
+
 #[test]
 fn enough_bad_frames_disconnect_and_ban_until_the_ban_expires() {
     let (a, b) = (key(1), key(2));
@@ -1743,10 +1863,15 @@ fn a_sync_request_flood_is_answered_within_the_work_budget_then_banned() {
             break;
         }
     }
-    // Each request scans a full page (512 entries): the burst pays for about 390.
-    let most = cfg.peer_work_burst / (SYNC_PAGE_SCAN as u64 + 1) + 1;
+    // Each request scans a full page (512 entries). The first shows them for the first
+    // time (1 unit each); every later one shows them again (`WORK_REPEAT_ENTRY` each):
+    // the burst pays for about 25.
+    let first = 1 + SYNC_PAGE_SCAN as u64;
+    let again = 1 + WORK_REPEAT_ENTRY * SYNC_PAGE_SCAN as u64;
+    let most = 1 + (cfg.peer_work_burst - first) / again + 1;
     assert!(answered <= most, "{answered} pages answered, budget {most}");
     assert!(answered >= most - 2, "only {answered} pages answered");
+    assert!(most < 30);
     assert!(
         banned.is_some(),
         "a peer flooding past its budget is banned"
@@ -1758,12 +1883,125 @@ fn a_sync_request_flood_is_answered_within_the_work_budget_then_banned() {
     assert_eq!(stats(&ea, &c).rate_limited, 0);
 }
 
+/// Reads `ea`'s log as a catch-up does, from `after` on: a `sync_request`, then a
+/// `want_page` for each page listed. Returns the alerts sent, and whether every request
+/// was answered.
+fn read_log(ea: &mut Engine, peer: &SigningKey, mut after: u64) -> (usize, bool) {
+    let mut sent = 0;
+    loop {
+        let out = ea.handle(
+            frame_event(peer, &Frame::SyncRequest { epoch: 7, after }),
+            T0,
+        );
+        let Some((next, done)) = frames_to(&out, peer).into_iter().find_map(|f| match f {
+            Frame::SyncPage { next, done, .. } => Some((*next, *done)),
+            _ => None,
+        }) else {
+            return (sent, false);
+        };
+        let ask = Frame::WantPage {
+            epoch: 7,
+            after,
+            next,
+            except: vec![],
+        };
+        let out = ea.handle(frame_event(peer, &ask), T0);
+        if rejections(ea, peer, "over_budget") > 0 {
+            return (sent, false);
+        }
+        sent += alerts_to(&out, peer).len();
+        if done {
+            return (sent, true);
+        }
+        after = next;
+    }
+}
+
+#[test]
+fn reading_our_log_again_costs_the_repeat_rate_even_after_a_reconnection() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    // A burst that pays for reading 600 alerts once, and a refill of nearly nothing.
+    let cfg = EngineConfig {
+        peer_work_burst: 4_000,
+        peer_work_per_sec: 1,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    for n in 0..600 {
+        issue(&mut ea, alert(&a, n, Tlp::Clear), n + 1, T0);
+    }
+    connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
+    // Forwards, once: every page answered within the budget.
+    assert_eq!(read_log(&mut ea, &b, 0), (600, true));
+    // Newer entries are new to it: a page of them costs the first-reading rate.
+    for n in 600..610 {
+        issue(&mut ea, alert(&a, n, Tlp::Clear), n + 1, T0);
+    }
+    assert_eq!(read_log(&mut ea, &b, 600), (10, true));
+    // Reconnected, from the start again: the pages repeat what it was shown, and the
+    // first already costs more than is left.
+    ea.handle(Event::PeerDisconnected(pk(&b)), T0);
+    ea.handle(Event::PeerConnected(pk(&b)), T0);
+    assert_eq!(read_log(&mut ea, &b, 0), (0, false));
+    assert_eq!(rejections(&ea, &b, "over_budget"), 1);
+    // Another peer reads it all at the first-reading rate.
+    assert_eq!(read_log(&mut ea, &c, 0), (610, true));
+}
+
+#[test]
+fn a_want_of_the_page_listed_last_costs_less_than_other_wants() {
+    let (a, b) = (key(1), key(2));
+    let cfg = EngineConfig {
+        peer_work_burst: 2_700,
+        peer_work_per_sec: 1,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    let ids: Vec<AlertId> = (0..200)
+        .map(|n| {
+            let x = alert(&a, n, Tlp::Clear);
+            issue(&mut ea, x.clone(), n + 1, T0);
+            x.id()
+        })
+        .collect();
+    connect(&mut ea, &b, TrustLevel::Member);
+    let out = ea.handle(
+        frame_event(&b, &Frame::SyncRequest { epoch: 7, after: 0 }),
+        T0,
+    );
+    assert_eq!(frames_to(&out, &b).len(), 1);
+    // The page's ids: 1 + 2 per id asked for (201 + 401 units with the page's scan).
+    let want = Frame::Want {
+        ids: ids.clone(),
+        graft: false,
+    };
+    let out = ea.handle(frame_event(&b, &want), T0);
+    assert_eq!(alerts_to(&out, &b).len(), 200);
+    // The same ids again are not of a page listed: each alert sent costs
+    // `WORK_WANT_SENT` more, 2,001 units a want. Of the 2,098 left, that answers two
+    // more (a frame is answered while the budget is not spent) where wants at the page's
+    // rate would answer six; had the first one cost as much, only one more.
+    let mut answered = 0;
+    for _ in 0..10 {
+        let out = ea.handle(frame_event(&b, &want), T0);
+        if alerts_to(&out, &b).is_empty() {
+            break;
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, 2);
+    assert_eq!(rejections(&ea, &b, "over_budget"), 1);
+}
+
 #[test]
 fn a_want_page_flood_is_answered_within_the_work_budget_then_banned() {
     let (b, c) = (key(2), key(3));
     let (mut ea, cfg) = holding_600_with_two_members(&b, &c);
     // A 23-byte frame asks for a whole page (512 alerts), again and again, never for
-    // the page listed last: each costs the scan plus 2 per alert, like a `want` of them.
+    // the page listed last: the first costs the scan plus 2 per alert; every later one
+    // shows the page again, at `WORK_REPEAT_ENTRY` per entry and `WORK_REPEAT_ALERT`
+    // per alert.
     let ask = Frame::WantPage {
         epoch: 7,
         after: 0,
@@ -1779,8 +2017,11 @@ fn a_want_page_flood_is_answered_within_the_work_budget_then_banned() {
             break;
         }
     }
-    let per_frame = 1 + 3 * SYNC_PAGE_SCAN as u64;
-    let most = (cfg.peer_work_burst / per_frame + 1) * SYNC_PAGE_SCAN as u64;
+    let page = SYNC_PAGE_SCAN as u64;
+    let first = 1 + 3 * page;
+    let again = 1 + (WORK_REPEAT_ENTRY + WORK_REPEAT_ALERT) * page;
+    let most = (1 + (cfg.peer_work_burst - first) / again + 1) * page;
+    assert!(most <= 10 * page);
     assert!(sent <= most, "{sent} alerts sent, budget {most}");
     assert!(sent >= most - 2 * SYNC_PAGE_SCAN as u64, "only {sent} sent");
     assert!(
@@ -2574,6 +2815,22 @@ fn a_promotion_over_many_alerts_offers_them_all_a_page_at_a_time() {
     promote(&mut ea, TrustLevel::Member, T0 + 52);
     let more = fire_timers(&mut ea, &[out, again].concat(), T0 + 52);
     assert!(alerts_to(&more, &b).is_empty(), "{more:?}");
+    // A walk started over: the timer the old walk left behind does nothing, and the new
+    // walk offers each alert once.
+    let old = promote(&mut ea, TrustLevel::Partner, T0 + 60);
+    assert_eq!(alerts_to(&old, &b).len(), OFFER_PAGE);
+    promote(&mut ea, TrustLevel::Member, T0 + 61);
+    let out = promote(&mut ea, TrustLevel::Partner, T0 + 62);
+    for a in &old {
+        if let Action::SetTimer { timer, .. } = a {
+            let stale = ea.handle(Event::Timer(timer.clone()), T0 + 63);
+            assert!(alerts_to(&stale, &b).is_empty(), "{stale:?}");
+        }
+    }
+    let more = fire_timers(&mut ea, &out, T0 + 64);
+    let mut got = [alerts_to(&out, &b), alerts_to(&more, &b)].concat();
+    got.sort();
+    assert_eq!(got, want);
 }
 
 /// While the stored alerts are being checked (start-up), catch-up moves on but saves

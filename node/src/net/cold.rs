@@ -403,7 +403,7 @@ mod tests {
         while let Some((event, copy)) = events.pop_front() {
             i += 1;
             let now = NOW + 10 * i as u64;
-            let later_page = matches!(event, Event::Timer(Timer::Offer(_)));
+            let later_page = matches!(event, Event::Timer(Timer::Offer(..)));
             let want = loaded.handle(copy, now);
             let got = cold.handle(event, now);
             // A promotion's next page of offers comes next.
@@ -414,7 +414,7 @@ mod tests {
                     }
                 }
                 if let Action::SetTimer {
-                    timer: t @ Timer::Offer(_),
+                    timer: t @ Timer::Offer(..),
                     ..
                 } = a
                 {

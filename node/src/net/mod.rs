@@ -19,6 +19,7 @@ mod loads;
 mod metrics;
 mod state;
 pub mod trust;
+mod verify;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -262,6 +263,8 @@ enum Inbound {
     LogResynced(u64),
     /// The re-read of the log of this generation failed (a store error).
     LogResyncFailed(u64),
+    /// Alerts whose signatures a checking thread checked ([`verify`]).
+    Verified(Vec<crate::engine::Checked>),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -347,6 +350,8 @@ pub struct NetActor {
     commands: mpsc::Receiver<Command>,
     inbound_tx: mpsc::Sender<Inbound>,
     inbound_rx: mpsc::Receiver<Inbound>,
+    /// The signature checking threads (None: the engine checks signatures itself).
+    verifier: Option<verify::Verifier>,
     /// Peers the engine has been told are connected.
     connected: HashSet<PeerId>,
     /// Connected peers that have sent a frame: a gossip session, not only a handshake.
@@ -532,6 +537,10 @@ impl NetActor {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let state = StateWriter::start(store.clone(), inbound_tx.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the state writer thread: {e}"))?;
+        let verifier = verify::Verifier::start(&inbound_tx);
+        if verifier.is_some() {
+            engine.verify_off_thread();
+        }
         Ok(NetActor {
             swarm,
             engine,
@@ -540,6 +549,7 @@ impl NetActor {
             commands,
             inbound_tx,
             inbound_rx,
+            verifier,
             connected: HashSet::new(),
             sessions: HashSet::new(),
             refused_logged: HashSet::new(),
@@ -912,6 +922,18 @@ impl NetActor {
                         }
                     }
                 });
+            }
+            Action::Verify(job) => {
+                let job = match &self.verifier {
+                    Some(v) => match v.send(job) {
+                        Ok(()) => return,
+                        Err(job) => job,
+                    },
+                    None => job,
+                };
+                // No checking thread is left: check it here.
+                let checked = job.check(&mut tocsin_proto::VerifyingKeys::default());
+                self.feed(Event::Verified(Box::new(checked)));
             }
             Action::SetTimer { at, timer } => {
                 let k = self.next_timer;
@@ -1830,6 +1852,11 @@ impl NetActor {
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
             Inbound::StoreFailed(id) => self.feed(Event::StoreFailed(vec![id])),
+            Inbound::Verified(checked) => {
+                for c in checked {
+                    self.feed(Event::Verified(Box::new(c)));
+                }
+            }
             Inbound::LoadedAsked { peer, frames } => {
                 // The peer's next queued read starts as this one ends.
                 let mut next = None;
