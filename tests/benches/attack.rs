@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Attacks: `sync` (sync requests for pages all over X's log), `announce` (announces of
-//! made-up ids), `want` (wants of made-up ids), `wantpage` (`want_page` for pages all
+//! made-up ids), `want` (wants of made-up ids), `wantids` (wants of X's newest 1,000
+//! alerts, over and over: with `--stored`), `wantpage` (`want_page` for pages all
 //! over X's log: X sends every alert of each), `alerts` (valid CLEAR alerts signed by R,
 //! each new), `badsig` (alerts with a broken signature). Target: p99 within 2× of the
 //! run without an attacker, and every honest alert delivered.
@@ -52,17 +53,19 @@ enum Attack {
     Sync,
     Announce,
     Want,
+    WantIds,
     WantPage,
     Alerts,
     BadSig,
 }
 
 impl Attack {
-    const ALL: [Attack; 7] = [
+    const ALL: [Attack; 8] = [
         Attack::None,
         Attack::Sync,
         Attack::Announce,
         Attack::Want,
+        Attack::WantIds,
         Attack::WantPage,
         Attack::Alerts,
         Attack::BadSig,
@@ -74,6 +77,7 @@ impl Attack {
             Attack::Sync => "sync",
             Attack::Announce => "announce",
             Attack::Want => "want",
+            Attack::WantIds => "wantids",
             Attack::WantPage => "wantpage",
             Attack::Alerts => "alerts",
             Attack::BadSig => "badsig",
@@ -86,11 +90,13 @@ fn signed(key: &SigningKey, n: u64) -> SignedAlert {
         .unwrap()
 }
 
-/// X's log: its epoch and head, for requests of pages all over it.
-#[derive(Debug, Clone, Copy)]
+/// X's log: its epoch and head, for requests of pages all over it, and the ids of its
+/// newest alerts (up to 1,000).
+#[derive(Debug, Clone)]
 struct Log {
     epoch: u64,
     head: u64,
+    ids: Vec<tocsin_proto::AlertId>,
 }
 
 impl Log {
@@ -102,7 +108,7 @@ impl Log {
 }
 
 /// The attacker's frames, `BATCH` at a time, for batch `k`.
-fn frames(attack: Attack, key: &SigningKey, log: Log, k: u64) -> Vec<Vec<u8>> {
+fn frames(attack: Attack, key: &SigningKey, log: &Log, k: u64) -> Vec<Vec<u8>> {
     let enc = |f: Frame| f.encode().unwrap();
     let n = |i: usize| k * BATCH as u64 + i as u64;
     match attack {
@@ -112,6 +118,14 @@ fn frames(attack: Attack, key: &SigningKey, log: Log, k: u64) -> Vec<Vec<u8>> {
                 enc(Frame::SyncRequest {
                     epoch: log.epoch,
                     after: log.after(n(i)),
+                })
+            })
+            .collect(),
+        Attack::WantIds => (0..BATCH / 16)
+            .map(|_| {
+                enc(Frame::Want {
+                    ids: log.ids.clone(),
+                    graft: false,
                 })
             })
             .collect(),
@@ -185,9 +199,20 @@ async fn run(attack: Attack, stored: usize, rate: Option<u64>) -> Outcome {
         }
     }
     let status = fed.cluster.nodes[1].client().status().await.unwrap();
+    let listed = fed.cluster.nodes[1]
+        .client()
+        .get("/v1/alerts?limit=1000")
+        .await
+        .unwrap();
     let log = Log {
         epoch: status["epoch"].as_u64().unwrap(),
         head: status["head"].as_u64().unwrap(),
+        ids: listed["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().parse().unwrap())
+            .collect(),
     };
     let (raw, mut peer, raw_key) = fed.trusted_raw_peer(1, 0x66).await;
 
@@ -232,7 +257,7 @@ async fn run(attack: Attack, stored: usize, rate: Option<u64>) -> Outcome {
             if *stop_rx.borrow() {
                 return (sent, "never cut off".into());
             }
-            let mut batch = frames(attack, &raw, log, k);
+            let mut batch = frames(attack, &raw, &log, k);
             k += 1;
             if let Some(rate) = rate {
                 // One frame at a time, `rate` a second.

@@ -233,6 +233,8 @@ async fn sightings_of_a_clear_alert_reach_its_origin_and_its_audience() {
     let mut a = alert("CLEAR", "phishing kit");
     a["indicators"] = serde_json::json!(["domain:kit.example"]);
     let id = fed.issue(0, a).await;
+    // Node 2 relays the alert while its own commit is in flight: wait for both.
+    fed.wait_for(1, &id).await;
     fed.wait_for(2, &id).await;
 
     let (out, err, code) = run(fed.tocsin(1).args([

@@ -177,6 +177,16 @@ fn every_tlp_in(cfg: SimConfig) -> u64 {
         report.counters.duplicate_stores, 0,
         "seed {seed}: an alert was stored twice"
     );
+    if loss == 0.0 {
+        // Without loss every announced or listed alert is sent: no honest peer is blamed
+        // (signature checks that take longer than a graft timeout included).
+        assert_eq!(
+            report.engine.rejections.get("undelivered"),
+            None,
+            "seed {seed}: {:?}",
+            report.engine.rejections
+        );
+    }
 
     // The reference sets have the shape the rules give them.
     let p = |id| sim.permitted(&id).unwrap();
@@ -463,6 +473,12 @@ fn signatures_checked_off_the_engine_thread_reach_exactly_the_permitted_nodes() 
         dropped += every_tlp_in(checked_off_thread(config(seed, 0.01)));
         restart_scenario(seed, checked_off_thread(config(seed, 0.0)), true);
         partition_scenario(seed, checked_off_thread(community_config(seed)), 1);
+        // Checks slower than a graft timeout (250 ms).
+        let slow = SimConfig {
+            verify_ms: Some((300, 600)),
+            ..config(seed, 0.0)
+        };
+        dropped += every_tlp_in(slow);
     }
     assert!(dropped > 0);
 }

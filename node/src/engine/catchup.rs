@@ -42,6 +42,16 @@ struct Page {
     failed: bool,
 }
 
+/// The last page of our log listed to a peer (the serving side).
+#[derive(Debug)]
+struct Listed {
+    after: u64,
+    next: u64,
+    ids: Vec<AlertId>,
+    set: HashSet<AlertId>,
+    repeat: bool,
+}
+
 #[derive(Debug, Default)]
 struct Session {
     /// The peer's log epoch, from its Hello.
@@ -87,10 +97,10 @@ pub struct CatchUp {
     /// (epoch, seq) read up to, per peer, kept across connections.
     cursors: HashMap<PublicKey, (u64, u64)>,
     /// The serving side: the last page of our log listed to each connected peer, as
-    /// (after, next, ids), so that its `WantPage` is answered with exactly what the page
-    /// listed. A requester sends a page's `WantPage` before its next `SyncRequest`, on
-    /// the same ordered stream, so the last page is the one it answers.
-    listed: HashMap<PublicKey, (u64, u64, Vec<AlertId>)>,
+    /// so that its `WantPage` (or `Want`) is answered with exactly what the page listed.
+    /// A requester sends a page's `WantPage` before its next `SyncRequest`, on the same
+    /// ordered stream, so the last page is the one it answers.
+    listed: HashMap<PublicKey, Listed>,
     /// Cursors are not saved (see [`Self::hold_cursors`]).
     hold: bool,
 }
@@ -143,9 +153,26 @@ impl CatchUp {
         self.listed.remove(peer);
     }
 
-    /// The serving side: we listed `ids`, our log after `after` up to `next`, to `peer`.
-    pub fn note_listed(&mut self, peer: PublicKey, (after, next): (u64, u64), ids: &[AlertId]) {
-        self.listed.insert(peer, (after, next, ids.to_vec()));
+    /// The serving side: we listed `ids`, our log after `after` up to `next`, to `peer`;
+    /// `repeat`: the page showed it entries it was shown before (its alerts are then sent
+    /// at the repeat rate too).
+    pub fn note_listed(
+        &mut self,
+        peer: PublicKey,
+        (after, next): (u64, u64),
+        ids: &[AlertId],
+        repeat: bool,
+    ) {
+        self.listed.insert(
+            peer,
+            Listed {
+                after,
+                next,
+                ids: ids.to_vec(),
+                set: ids.iter().copied().collect(),
+                repeat,
+            },
+        );
     }
 
     /// The ids of the page after `after` up to `next` that we listed to `peer` last, if
@@ -154,27 +181,24 @@ impl CatchUp {
         &mut self,
         peer: &PublicKey,
         (after, next): (u64, u64),
-    ) -> Option<Vec<AlertId>> {
+    ) -> Option<(Vec<AlertId>, bool)> {
         match self.listed.get(peer) {
-            Some((a, n, _)) if *a == after && *n == next => {
-                self.listed.remove(peer).map(|(_, _, ids)| ids)
+            Some(l) if l.after == after && l.next == next => {
+                self.listed.remove(peer).map(|l| (l.ids, l.repeat))
             }
             _ => None,
         }
     }
 
     /// Whether `ids` are all of the page we listed to `peer` last (a catch-up's `want`
-    /// for what it lacks of that page); the page is then taken, as by
-    /// [`Self::take_listed`].
-    pub fn take_listed_with(&mut self, peer: &PublicKey, ids: &[AlertId]) -> bool {
-        let of_page = self.listed.get(peer).is_some_and(|(_, _, listed)| {
-            let listed: HashSet<&AlertId> = listed.iter().collect();
-            ids.iter().all(|id| listed.contains(id))
-        });
-        if of_page {
-            self.listed.remove(peer);
+    /// for what it lacks of that page): then the page is taken, as by
+    /// [`Self::take_listed`], and whether it was a repeat is returned.
+    pub fn take_listed_with(&mut self, peer: &PublicKey, ids: &[AlertId]) -> Option<bool> {
+        let l = self.listed.get(peer)?;
+        if ids.len() > l.set.len() || !ids.iter().all(|id| l.set.contains(id)) {
+            return None;
         }
-        of_page
+        self.listed.remove(peer).map(|l| l.repeat)
     }
 
     /// Whether a session with the peer is reading its log.
@@ -331,12 +355,18 @@ impl CatchUp {
         {
             return;
         }
-        let (wanted, held): (Vec<AlertId>, Vec<AlertId>) =
-            ids.into_iter().partition(|id| !known.contains(id));
-        // Wait for what we lack, and for what we hold but is not durable yet.
+        // An alert whose signature is being checked has arrived: not asked for again.
+        let (wanted, held): (Vec<AlertId>, Vec<AlertId>) = ids
+            .into_iter()
+            .partition(|id| !known.is_checking(id) && !known.contains(id));
+        // Wait for what we lack, and for what we hold but is not durable yet (or not
+        // checked yet).
         let waiting: HashSet<AlertId> = wanted
             .iter()
-            .chain(held.iter().filter(|id| known.is_uncommitted(id)))
+            .chain(
+                held.iter()
+                    .filter(|id| known.is_uncommitted(id) || known.is_checking(id)),
+            )
             .copied()
             .collect();
         // The early return above makes this the request's `after`.

@@ -144,7 +144,11 @@ impl Engine {
             }
         };
         let reads = self.known.misses().saturating_sub(reads);
-        let cost = cost.saturating_add(reads.saturating_mul(WORK_STORE_READ));
+        // Each frame's own handling (reading, decoding, dispatch) is `WORK_FRAME`; the
+        // costs above count it as 1.
+        let cost = cost
+            .saturating_add(reads.saturating_mul(WORK_STORE_READ))
+            .saturating_add(super::WORK_FRAME - 1);
         self.scoring.charge_work(peer, cost);
     }
 
@@ -368,7 +372,8 @@ impl Engine {
         }
         let s = self.scoring.stats_mut(peer);
         s.shown_upto = s.shown_upto.max(next);
-        self.catchup.note_listed(peer, (after, next), &ids);
+        self.catchup
+            .note_listed(peer, (after, next), &ids, repeats > 0);
         self.send(
             peer,
             Frame::SyncPage {
@@ -420,8 +425,9 @@ impl Engine {
         // and one of entries this peer was shown before is paid at the repeat rates.
         let shown = self.scoring.stats_mut(peer).shown_upto;
         let repeat = after < shown;
-        let (listed, scanned) = match self.catchup.take_listed(&peer, (after, next)) {
-            Some(ids) => (ids, 0),
+        let (listed, scanned, repeat) = match self.catchup.take_listed(&peer, (after, next)) {
+            // The page listed last: its alerts are sent again if its entries were.
+            Some((ids, listed_again)) => (ids, 0, listed_again),
             None => {
                 // No more rows than the range holds, and every row read is paid for.
                 let span = next.saturating_sub(after).min(SYNC_PAGE_SCAN as u64);
@@ -444,7 +450,7 @@ impl Engine {
                     .take_while(|(seq, _)| *seq <= next)
                     .filter_map(|(_, id)| id)
                     .collect();
-                (ids, n)
+                (ids, n, repeat)
             }
         };
         let except: std::collections::HashSet<AlertId> = except.into_iter().collect();
@@ -455,11 +461,7 @@ impl Engine {
             .take(MAX_IDS_PER_FRAME)
             .collect();
         let sent = self.send_alerts(peer, ids, level, now);
-        let per_alert = if repeat && scanned > 0 {
-            super::WORK_REPEAT_ALERT
-        } else {
-            2
-        };
+        let per_alert = if repeat { super::WORK_REPEAT_ALERT } else { 2 };
         1 + looked + per_alert * sent
     }
 
@@ -483,10 +485,11 @@ impl Engine {
 
     /// `Want`: sends the alerts asked for. Returns the work of the alerts sent: none
     /// more for those of the catch-up page we listed to the peer last (the page is
-    /// taken), [`super::WORK_WANT_SENT`] each otherwise.
+    /// taken), [`super::WORK_REPEAT_ALERT`] each otherwise (or if that page showed the
+    /// peer entries it was shown before).
     fn on_want(&mut self, peer: PublicKey, ids: Vec<AlertId>, graft: bool, now: u64) -> u64 {
         let level = self.scoring.level(&peer);
-        let of_page = !graft && self.catchup.take_listed_with(&peer, &ids);
+        let of_page = !graft && self.catchup.take_listed_with(&peer, &ids) == Some(false);
         if graft {
             let origins: Vec<PublicKey> = ids
                 .iter()
@@ -498,7 +501,7 @@ impl Engine {
         if of_page {
             0
         } else {
-            super::WORK_WANT_SENT * sent
+            super::WORK_REPEAT_ALERT * sent
         }
     }
 
@@ -521,7 +524,13 @@ impl Engine {
                 continue;
             }
             let hops = k.hops.saturating_add(1);
-            match self.known.envelope(&id) {
+            // Past a few, the rest are read and framed off the engine's thread, and
+            // queued a part at a time, so that one request never holds it up long.
+            match self
+                .known
+                .envelope(&id)
+                .filter(|_| sent < super::SEND_FROM_MEMORY)
+            {
                 Some(env) => {
                     let envelope = env.as_ref().clone();
                     sent += 1;
@@ -583,8 +592,28 @@ impl Engine {
     pub(super) fn on_verified(&mut self, checked: super::Checked, now: u64) {
         self.verifying.0 = self.verifying.0.saturating_sub(1);
         self.verifying.1 = self.verifying.1.saturating_sub(checked.envelope.len());
+        if let Some(n) = self.verifying_from.get_mut(&checked.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.verifying_from.remove(&checked.peer);
+            }
+        }
+        let id = match &checked.alert {
+            Ok(alert) => alert.id(),
+            Err(id) => *id,
+        };
+        // A copy accepted while this one was out makes it a duplicate, even if that copy
+        // has left memory since.
+        let accepted = self.known.check_ended(&id);
         match checked.alert {
             Err(id) => self.refuse(checked.peer, id, Reason::BadSignature, now),
+            Ok(alert) if accepted => {
+                let (peer, hops) = (checked.peer, checked.hops);
+                if let Err(reason) = policy::check_hops(&peer, &alert.origin(), hops) {
+                    return self.refuse(peer, id, reason, now);
+                }
+                self.on_duplicate(peer, id, hops, now);
+            }
             Ok(alert) => self.admit(
                 checked.peer,
                 checked.hops,
@@ -631,12 +660,16 @@ impl Engine {
         let alert = match alert {
             Candidate::Verified(verified) => verified,
             Candidate::Signed(alert) => {
+                let from_peer = self.verifying_from.get(&peer).copied().unwrap_or(0);
                 if self.verify_off_thread
                     && self.verifying.0 < super::MAX_VERIFYING
                     && self.verifying.1 + envelope.len() <= super::MAX_VERIFYING_BYTES
+                    && from_peer < super::MAX_VERIFYING_PER_PEER
                 {
                     self.verifying.0 += 1;
                     self.verifying.1 += envelope.len();
+                    self.verifying_from.insert(peer, from_peer + 1);
+                    self.known.check_started(id);
                     self.actions.push(Action::Verify(Box::new(super::ToVerify {
                         peer,
                         hops,

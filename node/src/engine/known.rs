@@ -118,6 +118,10 @@ pub struct Known {
     cancelled: HashSet<AlertId>,
     /// Cancels whose target has not arrived yet: target → cancel's origin.
     early_cancels: HashMap<AlertId, Vec<PublicKey>>,
+    /// Alerts whose signature is being checked off the engine's thread: copies out, and
+    /// whether a copy was accepted meanwhile (the others are then duplicates, even if
+    /// the accepted one has left memory by the time they come back).
+    checking: HashMap<AlertId, (u32, bool)>,
     /// Accepted and handed to the store, not yet committed.
     uncommitted: HashSet<AlertId>,
     cache: HashMap<AlertId, Arc<Vec<u8>>>,
@@ -214,6 +218,7 @@ impl Known {
             alerts: HashMap::new(),
             cancelled: HashSet::new(),
             early_cancels: HashMap::new(),
+            checking: HashMap::new(),
             uncommitted: HashSet::new(),
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
@@ -336,6 +341,31 @@ impl Known {
         Some((alerts, next))
     }
 
+    /// A copy of `id` went out to have its signature checked.
+    pub fn check_started(&mut self, id: AlertId) {
+        self.checking.entry(id).or_default().0 += 1;
+    }
+
+    /// A copy of `id` came back checked. Returns whether a copy of it was accepted while
+    /// this one was out: this one is then a duplicate.
+    pub fn check_ended(&mut self, id: &AlertId) -> bool {
+        let Some((out, accepted)) = self.checking.get_mut(id) else {
+            return false;
+        };
+        let accepted = *accepted;
+        *out = out.saturating_sub(1);
+        if *out == 0 {
+            self.checking.remove(id);
+        }
+        accepted
+    }
+
+    /// Whether a copy of `id` is out to have its signature checked (it has arrived, and
+    /// is neither held nor refused yet).
+    pub fn is_checking(&self, id: &AlertId) -> bool {
+        self.checking.contains_key(id)
+    }
+
     /// Whether `id` is held in memory (uncommitted, among the latest committed, or all
     /// of them without a store), without reading the store.
     pub fn holds_in_memory(&self, id: &AlertId) -> bool {
@@ -397,6 +427,9 @@ impl Known {
     /// Holds a newly accepted alert (and caches its envelope).
     pub fn accept(&mut self, meta: KnownAlert, envelope: Arc<Vec<u8>>) {
         let id = meta.id();
+        if let Some((_, accepted)) = self.checking.get_mut(&id) {
+            *accepted = true;
+        }
         self.note_replacement(&meta);
         self.alerts.insert(id, Box::new(meta));
         if self.cache_cap > 0 {

@@ -396,27 +396,38 @@ fn trust_withdrawn_while_a_signature_is_checked_refuses_the_alert() {
 
 #[test]
 fn past_the_limit_the_engine_checks_signatures_itself() {
-    let (a, b) = (key(1), key(2));
+    let (a, b, c) = (key(1), key(2), key(3));
     let mut ea = engine_for(&a, EngineConfig::default());
     ea.verify_off_thread();
     connect(&mut ea, &b, TrustLevel::Member);
+    connect(&mut ea, &c, TrustLevel::Member);
     let mut jobs = Vec::new();
-    for n in 0..MAX_VERIFYING as u64 {
+    for n in 0..MAX_VERIFYING_PER_PEER as u64 {
         let out = ea.handle(alert_event(&b, 1, &alert(&b, n, Tlp::Clear)), T0);
         assert!(stored(&out).is_empty());
         jobs.extend(checks(&out));
     }
-    assert_eq!((jobs.len(), ea.verifying()), (MAX_VERIFYING, MAX_VERIFYING));
-    let over = alert(&b, MAX_VERIFYING as u64, Tlp::Clear);
+    // One peer has its share out: its next alert is checked here, another peer's not.
+    let over = alert(&b, 5_000, Tlp::Clear);
     let out = ea.handle(alert_event(&b, 1, &over), T0);
+    assert!(checks(&out).is_empty());
+    assert_eq!(stored(&out), vec![over.id()], "checked and stored at once");
+    for n in 0..(MAX_VERIFYING - MAX_VERIFYING_PER_PEER) as u64 {
+        let out = ea.handle(alert_event(&c, 1, &alert(&c, n, Tlp::Clear)), T0);
+        assert!(stored(&out).is_empty());
+        jobs.extend(checks(&out));
+    }
+    assert_eq!((jobs.len(), ea.verifying()), (MAX_VERIFYING, MAX_VERIFYING));
+    let over = alert(&c, MAX_VERIFYING as u64, Tlp::Clear);
+    let out = ea.handle(alert_event(&c, 1, &over), T0);
     assert!(checks(&out).is_empty());
     assert_eq!(stored(&out), vec![over.id()], "checked and stored at once");
     // One back makes room for the next.
     let back = jobs.pop().unwrap();
     let out = checked(&mut ea, back);
     assert_eq!(stored(&out).len(), 1);
-    let next = alert(&b, MAX_VERIFYING as u64 + 1, Tlp::Clear);
-    let out = ea.handle(alert_event(&b, 1, &next), T0);
+    let next = alert(&c, MAX_VERIFYING as u64 + 1, Tlp::Clear);
+    let out = ea.handle(alert_event(&c, 1, &next), T0);
     assert_eq!(checks(&out).len(), 1);
     assert!(stored(&out).is_empty());
 }
@@ -1866,8 +1877,8 @@ fn a_sync_request_flood_is_answered_within_the_work_budget_then_banned() {
     // Each request scans a full page (512 entries). The first shows them for the first
     // time (1 unit each); every later one shows them again (`WORK_REPEAT_ENTRY` each):
     // the burst pays for about 25.
-    let first = 1 + SYNC_PAGE_SCAN as u64;
-    let again = 1 + WORK_REPEAT_ENTRY * SYNC_PAGE_SCAN as u64;
+    let first = WORK_FRAME + SYNC_PAGE_SCAN as u64;
+    let again = WORK_FRAME + WORK_REPEAT_ENTRY * SYNC_PAGE_SCAN as u64;
     let most = 1 + (cfg.peer_work_burst - first) / again + 1;
     assert!(answered <= most, "{answered} pages answered, budget {most}");
     assert!(answered >= most - 2, "only {answered} pages answered");
@@ -1950,6 +1961,45 @@ fn reading_our_log_again_costs_the_repeat_rate_even_after_a_reconnection() {
 }
 
 #[test]
+fn a_page_listed_again_sends_its_alerts_at_the_repeat_rate() {
+    let (a, b) = (key(1), key(2));
+    // Pays for reading 600 alerts once (about 1,800 units) and one page again (8,193),
+    // with about 300 to spare; refills 10,000 a second.
+    let cfg = EngineConfig {
+        peer_work_burst: 10_300,
+        peer_work_per_sec: 10_000,
+        ..EngineConfig::default()
+    };
+    let mut ea = engine_for(&a, cfg);
+    for n in 0..600 {
+        issue(&mut ea, alert(&a, n, Tlp::Clear), n + 1, T0);
+    }
+    connect(&mut ea, &b, TrustLevel::Member);
+    assert_eq!(read_log(&mut ea, &b, 0), (600, true));
+    let sync = Frame::SyncRequest { epoch: 7, after: 0 };
+    let out = ea.handle(frame_event(&b, &sync), T0);
+    let Some(next) = frames_to(&out, &b).into_iter().find_map(|f| match f {
+        Frame::SyncPage { next, .. } => Some(*next),
+        _ => None,
+    }) else {
+        panic!("the page listed again is answered: {out:?}");
+    };
+    // Its want_page is the page listed last, but it was listed again: 32 units an alert
+    // (16,384), not 2 (1,024). A second later the budget is still spent.
+    let ask = Frame::WantPage {
+        epoch: 7,
+        after: 0,
+        next,
+        except: vec![],
+    };
+    let out = ea.handle(frame_event(&b, &ask), T0);
+    assert_eq!(alerts_to(&out, &b).len(), 512);
+    let out = ea.handle(frame_event(&b, &sync), T0 + 1_000);
+    assert!(frames_to(&out, &b).is_empty(), "{out:?}");
+    assert_eq!(rejections(&ea, &b, "over_budget"), 1);
+}
+
+#[test]
 fn a_want_of_the_page_listed_last_costs_less_than_other_wants() {
     let (a, b) = (key(1), key(2));
     let cfg = EngineConfig {
@@ -1978,10 +2028,25 @@ fn a_want_of_the_page_listed_last_costs_less_than_other_wants() {
     };
     let out = ea.handle(frame_event(&b, &want), T0);
     assert_eq!(alerts_to(&out, &b).len(), 200);
+    // At most `SEND_FROM_MEMORY` are framed here; the rest are read off the engine's
+    // thread.
+    let direct = out
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    frame: Frame::Alert { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(direct as u64, SEND_FROM_MEMORY);
     // The same ids again are not of a page listed: each alert sent costs
-    // `WORK_WANT_SENT` more, 2,001 units a want. Of the 2,098 left, that answers two
+    // `WORK_REPEAT_ALERT` more, 6,801 units a want. Of the 2,098 left, that answers one
     // more (a frame is answered while the budget is not spent) where wants at the page's
-    // rate would answer six; had the first one cost as much, only one more.
+    // rate would answer six; had the first one cost as much, none.
     let mut answered = 0;
     for _ in 0..10 {
         let out = ea.handle(frame_event(&b, &want), T0);
@@ -1990,7 +2055,7 @@ fn a_want_of_the_page_listed_last_costs_less_than_other_wants() {
         }
         answered += 1;
     }
-    assert_eq!(answered, 2);
+    assert_eq!(answered, 1);
     assert_eq!(rejections(&ea, &b, "over_budget"), 1);
 }
 
@@ -2018,8 +2083,8 @@ fn a_want_page_flood_is_answered_within_the_work_budget_then_banned() {
         }
     }
     let page = SYNC_PAGE_SCAN as u64;
-    let first = 1 + 3 * page;
-    let again = 1 + (WORK_REPEAT_ENTRY + WORK_REPEAT_ALERT) * page;
+    let first = WORK_FRAME + 3 * page;
+    let again = WORK_FRAME + (WORK_REPEAT_ENTRY + WORK_REPEAT_ALERT) * page;
     let most = (1 + (cfg.peer_work_burst - first) / again + 1) * page;
     assert!(most <= 10 * page);
     assert!(sent <= most, "{sent} alerts sent, budget {most}");
@@ -2032,6 +2097,26 @@ fn a_want_page_flood_is_answered_within_the_work_budget_then_banned() {
     // Another peer at the same instant is answered at once.
     let out = ea.handle(frame_event(&c, &ask), T0);
     assert_eq!(alerts_to(&out, &c).len(), SYNC_PAGE_SCAN);
+}
+
+#[test]
+fn a_flood_of_empty_frames_pays_for_each_frame() {
+    let (a, b) = (key(1), key(2));
+    let cfg = EngineConfig::default();
+    let mut ea = engine_for(&a, cfg.clone());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let empty = Frame::Want {
+        ids: vec![],
+        graft: false,
+    };
+    let mut sent = 0u64;
+    while rejections(&ea, &b, "over_budget") == 0 && sent < 1_000_000 {
+        ea.handle(frame_event(&b, &empty), T0);
+        sent += 1;
+    }
+    // The burst pays for `WORK_FRAME` units a frame: the first dropped is the next.
+    let paid = cfg.peer_work_burst.div_ceil(WORK_FRAME);
+    assert_eq!(sent, paid + 1, "{sent} frames until the first was dropped");
 }
 
 #[test]

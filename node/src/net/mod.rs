@@ -59,6 +59,9 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 /// Messages queued from the actor's helper tasks (store commits, signing, the state
 /// writer) back into its loop.
 pub const INBOUND_QUEUE: usize = 4096;
+/// Frames of stored alerts read for a peer handed to the actor at once
+/// ([`Inbound::LoadedAsked`]).
+pub const LOAD_CHUNK: usize = 64;
 /// How long after a failed re-read of the store's log (after missed commit notices) it
 /// is tried again.
 const LOG_RESYNC_RETRY_MS: u64 = 5_000;
@@ -243,6 +246,8 @@ enum Inbound {
     LoadedAsked {
         peer: PeerId,
         frames: Vec<(u64, Vec<u8>)>,
+        /// The read's last part.
+        last: bool,
     },
     /// A locally issued alert, signed and verified off the loop.
     Signed {
@@ -809,15 +814,28 @@ impl NetActor {
         }
     }
 
-    /// One read of stored alerts for `pid`, off the actor's thread; always answered with
-    /// [`Inbound::LoadedAsked`] (a read that panics answers with no frames).
+    /// One read of stored alerts for `pid`, off the actor's thread; answered with
+    /// [`Inbound::LoadedAsked`] messages of at most [`LOAD_CHUNK`] frames, so that
+    /// queueing a large answer never holds the actor up long, the last one with `last`
+    /// (a read that panics ends with an empty last one).
     fn spawn_load(&self, pid: PeerId, alerts: Vec<(AlertId, u8)>) {
         let store = self.store.clone();
         let inbound = self.inbound_tx.clone();
         tokio::task::spawn_blocking(move || {
             let load = || {
-                let mut frames = Vec::with_capacity(alerts.len());
+                let mut frames = Vec::with_capacity(alerts.len().min(LOAD_CHUNK));
                 for (id, hops) in alerts {
+                    if frames.len() == LOAD_CHUNK {
+                        let chunk = std::mem::take(&mut frames);
+                        let msg = Inbound::LoadedAsked {
+                            peer: pid,
+                            frames: chunk,
+                            last: false,
+                        };
+                        if inbound.blocking_send(msg).is_err() {
+                            return Vec::new();
+                        }
+                    }
                     match store.envelope(&id) {
                         Ok(Some(envelope)) => {
                             let lane = frame_lane(&envelope);
@@ -839,7 +857,11 @@ impl NetActor {
             };
             let frames =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_default();
-            let _ = inbound.blocking_send(Inbound::LoadedAsked { peer: pid, frames });
+            let _ = inbound.blocking_send(Inbound::LoadedAsked {
+                peer: pid,
+                frames,
+                last: true,
+            });
         });
     }
 
@@ -1857,10 +1879,10 @@ impl NetActor {
                     self.feed(Event::Verified(Box::new(c)));
                 }
             }
-            Inbound::LoadedAsked { peer, frames } => {
+            Inbound::LoadedAsked { peer, frames, last } => {
                 // The peer's next queued read starts as this one ends.
                 let mut next = None;
-                if let Some(l) = self.loads.get_mut(&peer) {
+                if let Some(l) = self.loads.get_mut(&peer).filter(|_| last) {
                     next = l.done();
                     if l.is_idle() {
                         self.loads.remove(&peer);
