@@ -363,10 +363,9 @@ impl CatchUp {
         // checked yet).
         let waiting: HashSet<AlertId> = wanted
             .iter()
-            .chain(
-                held.iter()
-                    .filter(|id| known.is_uncommitted(id) || known.is_checking(id)),
-            )
+            .chain(held.iter().filter(|id| {
+                known.is_uncommitted(id) || (known.is_checking(id) && !known.contains(id))
+            }))
             .copied()
             .collect();
         // The early return above makes this the request's `after`.
@@ -499,6 +498,25 @@ impl CatchUp {
             .is_some_and(|s| s.settle(id, false));
         if settled {
             self.advance(peer, now, out);
+        }
+    }
+
+    /// A copy of `id` that was out for its signature check was refused, and no other
+    /// copy is held or out: every session whose pages wait for `id` (the pages that listed
+    /// it while it was out did not ask for it) asks its peer for it now.
+    pub fn ask_again(&mut self, id: &AlertId, out: &mut Vec<Action>) {
+        for (peer, s) in &mut self.sessions {
+            if s.waits_for(id) {
+                s.credit = s.credit.saturating_add(SOLICITED_BYTES_PER_ID);
+                send(
+                    out,
+                    *peer,
+                    Frame::Want {
+                        ids: vec![*id],
+                        graft: false,
+                    },
+                );
+            }
         }
     }
 

@@ -529,7 +529,8 @@ impl Engine {
             match self
                 .known
                 .envelope(&id)
-                .filter(|_| sent < super::SEND_FROM_MEMORY)
+                // One not committed yet is not in the store to be read there.
+                .filter(|_| sent < super::SEND_FROM_MEMORY || self.known.is_uncommitted(&id))
             {
                 Some(env) => {
                     let envelope = env.as_ref().clone();
@@ -609,6 +610,11 @@ impl Engine {
             Err(id) => self.refuse(checked.peer, id, Reason::BadSignature, now),
             Ok(alert) if accepted => {
                 let (peer, hops) = (checked.peer, checked.hops);
+                // A page that listed it while this copy was out may wait for it, though
+                // the accepted copy is held and committed (settled before that page).
+                if !self.known.is_uncommitted(&id) {
+                    self.catchup.settle(&id, false, now, &mut self.actions);
+                }
                 if let Err(reason) = policy::check_hops(&peer, &alert.origin(), hops) {
                     return self.refuse(peer, id, reason, now);
                 }
@@ -622,6 +628,12 @@ impl Engine {
                 checked.envelope,
                 now,
             ),
+        }
+        // Refused (forged, or trust, expiry, revocation changed while it was out), and
+        // no other copy held or out: pages that listed it while this copy was out did
+        // not ask for it; they do now.
+        if !self.known.is_checking(&id) && !self.known.contains(&id) {
+            self.catchup.ask_again(&id, &mut self.actions);
         }
     }
 

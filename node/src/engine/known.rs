@@ -484,6 +484,10 @@ impl Known {
 
     /// The store refused `id`: forget it, so a later copy can deliver it again.
     pub fn forget(&mut self, id: &AlertId) {
+        // Not held after all: a copy still out for its check is no duplicate.
+        if let Some((_, accepted)) = self.checking.get_mut(id) {
+            *accepted = false;
+        }
         self.uncommitted.remove(id);
         self.alerts.remove(id);
         self.cache.remove(id);

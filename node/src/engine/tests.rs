@@ -372,6 +372,79 @@ fn signatures_checked_off_the_thread_are_accepted_once_whatever_order_they_come_
 }
 
 #[test]
+fn a_page_that_lists_an_alert_out_for_its_check_waits_and_asks_if_that_copy_was_forged() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let mut ea = catching_up(&a, &b, 2);
+    ea.verify_off_thread();
+    connect(&mut ea, &c, TrustLevel::Member);
+    let x = alert(&key(9), 1, Tlp::Clear);
+    ea.load_trust(pk(&key(9)), TrustLevel::Member);
+    // A forged copy from c is out for its check when b's page lists x.
+    let forged = ea.handle(
+        frame_event(
+            &c,
+            &Frame::Alert {
+                hops: 2,
+                envelope: forged_envelope(&x),
+            },
+        ),
+        T0,
+    );
+    let forged = checks(&forged);
+    assert_eq!(forged.len(), 1);
+    let out = ea.handle(
+        frame_event(&b, &sync_page(vec![x.id()], 2, true, None)),
+        T0 + 1,
+    );
+    assert!(
+        !frames_to(&out, &b)
+            .iter()
+            .any(|f| matches!(f, Frame::Want { .. } | Frame::WantPage { .. })),
+        "not asked for while a copy is out: {out:?}"
+    );
+    // The copy was forged: b is asked for x now, and its copy completes the page.
+    let out = checked(&mut ea, forged[0].clone());
+    let asked: Vec<&Frame> = frames_to(&out, &b)
+        .into_iter()
+        .filter(|f| matches!(f, Frame::Want { ids, .. } if ids == &vec![x.id()]))
+        .collect();
+    assert_eq!(asked.len(), 1, "{out:?}");
+    let out = ea.handle(alert_event(&b, 2, &x), T0 + 2);
+    let out = checked(&mut ea, checks(&out)[0].clone());
+    assert_eq!(stored(&out), vec![x.id()]);
+    assert_eq!(rejections(&ea, &b, "undelivered"), 0);
+}
+
+#[test]
+fn a_page_does_not_wait_for_an_alert_held_while_another_copy_is_out() {
+    let (a, b, c, d) = (key(1), key(2), key(3), key(4));
+    let mut ea = catching_up(&a, &b, 2);
+    ea.verify_off_thread();
+    connect(&mut ea, &c, TrustLevel::Member);
+    connect(&mut ea, &d, TrustLevel::Member);
+    let x = alert(&key(9), 1, Tlp::Clear);
+    ea.load_trust(pk(&key(9)), TrustLevel::Member);
+    let from_c = checks(&ea.handle(alert_event(&c, 2, &x), T0));
+    let from_d = checks(&ea.handle(alert_event(&d, 2, &x), T0));
+    let out = checked(&mut ea, from_c[0].clone());
+    assert_eq!(stored(&out), vec![x.id()]);
+    ea.handle(Event::Committed(vec![(1, x.id())]), T0 + 1);
+    // d's copy is still out; b's page lists x, which is held and durable: done at once.
+    let out = ea.handle(
+        frame_event(&b, &sync_page(vec![x.id()], 2, true, None)),
+        T0 + 2,
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::SaveCursor { seq: 2, .. })),
+        "{out:?}"
+    );
+    let out = checked(&mut ea, from_d[0].clone());
+    assert!(stored(&out).is_empty());
+    assert_eq!(stats(&ea, &d).duplicates, 1);
+}
+
+#[test]
 fn trust_withdrawn_while_a_signature_is_checked_refuses_the_alert() {
     let (a, b, c) = (key(1), key(2), key(3));
     let mut ea = engine_for(&a, EngineConfig::default());
@@ -2021,7 +2094,7 @@ fn a_want_of_the_page_listed_last_costs_less_than_other_wants() {
         T0,
     );
     assert_eq!(frames_to(&out, &b).len(), 1);
-    // The page's ids: 1 + 2 per id asked for (201 + 401 units with the page's scan).
+    // The page's ids: 16 + 2 per id asked for (216 + 416 units with the page's scan).
     let want = Frame::Want {
         ids: ids.clone(),
         graft: false,
@@ -2044,7 +2117,7 @@ fn a_want_of_the_page_listed_last_costs_less_than_other_wants() {
         .count();
     assert_eq!(direct as u64, SEND_FROM_MEMORY);
     // The same ids again are not of a page listed: each alert sent costs
-    // `WORK_REPEAT_ALERT` more, 6,801 units a want. Of the 2,098 left, that answers one
+    // `WORK_REPEAT_ALERT` more, 6,816 units a want. Of the 2,068 left, that answers one
     // more (a frame is answered while the budget is not spent) where wants at the page's
     // rate would answer six; had the first one cost as much, none.
     let mut answered = 0;
