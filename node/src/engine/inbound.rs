@@ -15,17 +15,18 @@ use super::{
 };
 
 /// An alert on its way through the checks: its signature not yet checked, or checked
-/// off the engine's thread ([`Action::Verify`]).
+/// off the engine's thread ([`Action::Verify`]), with whether another copy was accepted
+/// while it was out.
 enum Candidate {
     Signed(SignedAlert),
-    Verified(tocsin_proto::VerifiedAlert),
+    Verified(tocsin_proto::VerifiedAlert, bool),
 }
 
 impl Candidate {
     fn signed(&self) -> &SignedAlert {
         match self {
             Candidate::Signed(alert) => alert,
-            Candidate::Verified(alert) => alert,
+            Candidate::Verified(alert, _) => alert,
         }
     }
 }
@@ -608,23 +609,11 @@ impl Engine {
         let accepted = self.known.check_ended(&id);
         match checked.alert {
             Err(id) => self.refuse(checked.peer, id, Reason::BadSignature, now),
-            Ok(alert) if accepted => {
-                let (peer, hops) = (checked.peer, checked.hops);
-                // A page that listed it while this copy was out may wait for it, though
-                // the accepted copy is held and committed (settled before that page).
-                if !self.known.is_uncommitted(&id) {
-                    self.catchup.settle(&id, false, now, &mut self.actions);
-                }
-                if let Err(reason) = policy::check_hops(&peer, &alert.origin(), hops) {
-                    return self.refuse(peer, id, reason, now);
-                }
-                self.on_duplicate(peer, id, hops, now);
-            }
             Ok(alert) => self.admit(
                 checked.peer,
                 checked.hops,
                 checked.solicited,
-                Candidate::Verified(*alert),
+                Candidate::Verified(*alert, accepted),
                 checked.envelope,
                 now,
             ),
@@ -649,13 +638,18 @@ impl Engine {
     ) {
         let id = alert.signed().id();
         // 2. duplicate (its hop count is checked too: a lie must not lower ours). One
-        // that comes back checked was not held when it arrived; a copy accepted since
-        // is still in memory (uncommitted, or among the latest committed).
+        // that comes back checked was not held when it arrived; a copy accepted since is
+        // marked so, or still in memory (uncommitted, or among the latest committed).
         let held = match &alert {
             Candidate::Signed(_) => self.known.contains(&id),
-            Candidate::Verified(_) => self.known.holds_in_memory(&id),
+            Candidate::Verified(_, accepted) => *accepted || self.known.holds_in_memory(&id),
         };
         if held {
+            // A page that listed it while this copy was out may wait for it, though the
+            // accepted copy is held and committed (settled before that page came).
+            if matches!(alert, Candidate::Verified(..)) && !self.known.is_uncommitted(&id) {
+                self.catchup.settle(&id, false, now, &mut self.actions);
+            }
             if let Err(reason) = policy::check_hops(&peer, &alert.signed().origin(), hops) {
                 return self.refuse(peer, id, reason, now);
             }
@@ -670,7 +664,7 @@ impl Engine {
         };
         // 8. signature: only a strict verification makes the alert storable
         let alert = match alert {
-            Candidate::Verified(verified) => verified,
+            Candidate::Verified(verified, _) => verified,
             Candidate::Signed(alert) => {
                 let from_peer = self.verifying_from.get(&peer).copied().unwrap_or(0);
                 if self.verify_off_thread

@@ -272,6 +272,17 @@ fn forged_envelope(a: &SignedAlert) -> Vec<u8> {
     env
 }
 
+/// `a` from `from` at `hops`, its signature broken.
+fn forged_event(from: &SigningKey, hops: u8, a: &SignedAlert) -> Event {
+    frame_event(
+        from,
+        &Frame::Alert {
+            hops,
+            envelope: forged_envelope(a),
+        },
+    )
+}
+
 #[test]
 fn a_bad_signature_is_penalised_and_does_not_poison_the_id() {
     let (a, b, c) = (key(1), key(2), key(3));
@@ -280,16 +291,7 @@ fn a_bad_signature_is_penalised_and_does_not_poison_the_id() {
     connect(&mut ea, &c, TrustLevel::Member);
     let x = alert(&b, 1, Tlp::Clear);
 
-    let out = ea.handle(
-        frame_event(
-            &b,
-            &Frame::Alert {
-                hops: 1,
-                envelope: forged_envelope(&x),
-            },
-        ),
-        T0,
-    );
+    let out = ea.handle(forged_event(&b, 1, &x), T0);
     assert!(stored(&out).is_empty());
     assert!(alerts_to(&out, &c).is_empty(), "nothing is relayed");
     assert_eq!(rejections(&ea, &b, "bad_signature"), 1);
@@ -336,16 +338,7 @@ fn signatures_checked_off_the_thread_are_accepted_once_whatever_order_they_come_
     // A second copy from another peer meanwhile is checked too (the first may be bad).
     let from_c = checks(&ea.handle(alert_event(&c, 2, &x), T0));
     assert_eq!(from_c.len(), 1);
-    let forged = ea.handle(
-        frame_event(
-            &d,
-            &Frame::Alert {
-                hops: 2,
-                envelope: forged_envelope(&y),
-            },
-        ),
-        T0,
-    );
+    let forged = ea.handle(forged_event(&d, 2, &y), T0);
     let forged = checks(&forged);
     assert_eq!(ea.verifying(), 3);
 
@@ -380,16 +373,7 @@ fn a_page_that_lists_an_alert_out_for_its_check_waits_and_asks_if_that_copy_was_
     let x = alert(&key(9), 1, Tlp::Clear);
     ea.load_trust(pk(&key(9)), TrustLevel::Member);
     // A forged copy from c is out for its check when b's page lists x.
-    let forged = ea.handle(
-        frame_event(
-            &c,
-            &Frame::Alert {
-                hops: 2,
-                envelope: forged_envelope(&x),
-            },
-        ),
-        T0,
-    );
+    let forged = ea.handle(forged_event(&c, 2, &x), T0);
     let forged = checks(&forged);
     assert_eq!(forged.len(), 1);
     let out = ea.handle(
@@ -1041,16 +1025,7 @@ fn a_refused_copy_does_not_forget_the_other_announcers() {
     );
 
     // The liar answers with a forged copy.
-    let refused = ea.handle(
-        frame_event(
-            &liar,
-            &Frame::Alert {
-                hops: 2,
-                envelope: forged_envelope(&x),
-            },
-        ),
-        T0 + graft + 10,
-    );
+    let refused = ea.handle(forged_event(&liar, 2, &x), T0 + graft + 10);
     assert_eq!(rejections(&ea, &liar, "bad_signature"), 1);
     let out = fire_timers(&mut ea, &[out, refused].concat(), T0 + 3 * graft);
     assert_eq!(
