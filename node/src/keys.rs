@@ -26,12 +26,29 @@ pub fn libp2p_keypair(key: &SigningKey) -> Result<libp2p::identity::Keypair, Key
     })
 }
 
-/// The libp2p `PeerId` of a node's public key.
+/// The protobuf encoding of an ed25519 public key (libp2p's `PublicKey`: field 1, key
+/// type 1 = Ed25519; field 2, 32 bytes), less the key itself. An ed25519 `PeerId` is
+/// the identity multihash (code 0) of this prefix followed by the key.
+const ED25519_PROTOBUF_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+
+/// The libp2p `PeerId` of a node's public key; `None` if the bytes are not a curve point.
 pub fn peer_id(key: &PublicKey) -> Option<libp2p::PeerId> {
-    let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
-    Some(libp2p::PeerId::from_public_key(
-        &libp2p::identity::PublicKey::from(pk),
-    ))
+    libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
+    peer_id_of_checked(key)
+}
+
+/// The libp2p `PeerId` of a key already known to be a curve point (a connected peer's,
+/// an alert origin's whose signature was checked), without checking it
+/// again: [`peer_id`] decompresses the point (about 10 µs), and the network actor
+/// looks up a peer for every frame it sends.
+pub fn peer_id_of_checked(key: &PublicKey) -> Option<libp2p::PeerId> {
+    let mut encoded = [0u8; 2 + ED25519_PROTOBUF_PREFIX.len() + 32];
+    let (head, rest) = encoded.split_at_mut(2);
+    head.copy_from_slice(&[0x00, (ED25519_PROTOBUF_PREFIX.len() + 32) as u8]);
+    let (prefix, body) = rest.split_at_mut(ED25519_PROTOBUF_PREFIX.len());
+    prefix.copy_from_slice(&ED25519_PROTOBUF_PREFIX);
+    body.copy_from_slice(&key.0);
+    libp2p::PeerId::from_bytes(&encoded).ok()
 }
 
 /// The `PeerId` as a string ("invalid key" if the bytes are not a curve point).
@@ -42,13 +59,15 @@ pub fn peer_id_string(key: &PublicKey) -> String {
 /// The node key behind a `PeerId`, when it is an ed25519 identity.
 pub fn key_of_peer(peer: &libp2p::PeerId) -> Option<PublicKey> {
     // An ed25519 PeerId is the identity multihash of the protobuf-encoded public key.
+    // Read without decompressing the point: libp2p derived the PeerId from a key it
+    // checked (a connection's), or we built it from one (`peer_id`,
+    // `peer_id_of_checked`).
     let mh = peer.as_ref();
     if mh.code() != 0 {
         return None;
     }
-    let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
-    let ed = pk.try_into_ed25519().ok()?;
-    Some(PublicKey(ed.to_bytes()))
+    let key = mh.digest().strip_prefix(&ED25519_PROTOBUF_PREFIX)?;
+    Some(PublicKey(key.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -69,7 +88,21 @@ mod tests {
         let pk = public_key(&key);
         let kp = libp2p_keypair(&key).unwrap();
         assert_eq!(peer_id(&pk), Some(kp.public().to_peer_id()));
+        assert_eq!(peer_id_of_checked(&pk), Some(kp.public().to_peer_id()));
         assert_eq!(key_of_peer(&kp.public().to_peer_id()), Some(pk));
+        // Not a point: no PeerId from the checking constructor.
+        let off_curve = (0u8..=255)
+            .map(|y| {
+                let mut b = [0u8; 32];
+                b[0] = y;
+                PublicKey(b)
+            })
+            .find(|k| k.verifying_key().is_err())
+            .unwrap();
+        assert_eq!(peer_id(&off_curve), None);
+        // Another key type's PeerId (here secp256k1, type 2) is no node key.
+        let other = libp2p::PeerId::from_bytes(&[0x00, 0x04, 0x08, 0x02, 0x12, 0x00]).unwrap();
+        assert_eq!(key_of_peer(&other), None);
         assert!(matches!(generate_key(&path), Err(KeyError::Exists { .. })));
     }
 

@@ -133,6 +133,11 @@ pub struct Known {
     /// `early_cancels`, which are asked first, and clears the answer kept for its
     /// target, and a pruned (expired) alert is not sent anyway.
     read: RefCell<Bounded<Read>>,
+    /// With `cold`: ids the store was read for and did not hold ([`READ_CACHE`] at
+    /// most), so that a catch-up alert (looked up when a page lists it, and again when
+    /// it arrives) is read for once. Every alert stored while the node runs came
+    /// through [`Self::accept`] first, which drops it from here.
+    absent: RefCell<Bounded<()>>,
     /// Reads from `cold` that memory did not answer, counted up (the engine charges
     /// them to the peer whose frame caused them).
     misses: Cell<u64>,
@@ -224,6 +229,7 @@ impl Known {
             cache_order: VecDeque::new(),
             cache_cap,
             read: RefCell::new(Bounded::new(READ_CACHE)),
+            absent: RefCell::new(Bounded::new(READ_CACHE)),
             misses: Cell::new(0),
             lowered: Bounded::new(LOWERED_HOPS),
             log: BTreeMap::new(),
@@ -249,6 +255,7 @@ impl Known {
     pub fn load(&mut self, seq: u64, meta: KnownAlert) {
         self.log.insert(seq, meta.id());
         self.note_replacement(&meta);
+        self.absent.get_mut().remove(&meta.id());
         self.alerts.insert(meta.id(), Box::new(meta));
     }
 
@@ -263,8 +270,18 @@ impl Known {
         let mut k = match cached {
             Some(k) => k,
             None => {
+                if self.absent.borrow().get(id).is_some() {
+                    return None;
+                }
                 self.misses.set(self.misses.get().saturating_add(1));
-                let k = cold.get(id)?;
+                let failed = cold.failed_reads();
+                let Some(k) = cold.get(id) else {
+                    // Not held, unless the read failed (then it is asked again).
+                    if cold.failed_reads() == failed {
+                        *self.absent.borrow_mut().entry(*id) = ();
+                    }
+                    return None;
+                };
                 self.read.borrow_mut().entry(*id).alert = Some(k.clone());
                 k
             }
@@ -431,6 +448,7 @@ impl Known {
             *accepted = true;
         }
         self.note_replacement(&meta);
+        self.absent.get_mut().remove(&id);
         self.alerts.insert(id, Box::new(meta));
         if self.cache_cap > 0 {
             self.cache.insert(id, envelope);
@@ -856,6 +874,41 @@ mod tests {
         assert!(!known.is_cancelled(&other, &origin), "not remembered");
         let (page, next) = known.page_of_all(0, 10).unwrap();
         assert_eq!((page.len(), next), (3, None));
+    }
+
+    /// An alert the store does not hold is looked up there once, not for each of a
+    /// catch-up alert's lookups (listed, arrived, checked), until it is accepted; a
+    /// failed read is not taken for absence.
+    #[test]
+    fn beside_a_store_an_absent_alert_is_read_once_until_accepted() {
+        let cold = Cold::default();
+        let mut known = Known::new(0);
+        known.set_cold(Box::new(cold.clone()));
+        let k = received(1);
+        let id = k.id();
+        assert!(!known.contains(&id));
+        assert!(!known.contains(&id));
+        assert!(known.get(&id).is_none());
+        assert_eq!(known.misses(), 1, "one read for three lookups");
+        known.accept(k.clone(), Arc::new(Vec::new()));
+        assert!(known.contains(&id), "accepted: held");
+        // Committed, then dropped from memory: read from the store again.
+        cold.alerts.lock().unwrap().insert(1, k.clone());
+        known.forget(&id);
+        assert!(
+            known.contains(&id),
+            "the store holds it: not taken for absent"
+        );
+        // A failed read is asked again.
+        let other = received(2).id();
+        *cold.failing.lock().unwrap() = true;
+        assert!(!known.contains(&other));
+        *cold.failing.lock().unwrap() = false;
+        let before = known.misses();
+        assert!(!known.contains(&other));
+        assert_eq!(known.misses(), before + 1, "read again after a failure");
+        assert!(!known.contains(&other));
+        assert_eq!(known.misses(), before + 1, "then kept as absent");
     }
 
     /// A cancel that arrives while its stored target cannot be read (it is held as an

@@ -180,7 +180,7 @@ fn send_receipt(
     let frame = Frame::Receipt {
         receipt: serde_bytes::ByteBuf::from(signed.to_bytes()),
     };
-    if let (Some(pid), Ok(bytes)) = (peer_id(&out.origin), frame.encode()) {
+    if let (Some(pid), Ok(bytes)) = (crate::keys::peer_id_of_checked(&out.origin), frame.encode()) {
         let _ = inbound.blocking_send(Inbound::Loaded {
             peer: pid,
             frames: vec![(fair::CONTROL_LANE, bytes)],
@@ -894,7 +894,9 @@ impl NetActor {
         match action {
             Action::Send { peer, frame } => self.send_frame(&peer, &frame),
             Action::SendStored { peer, alerts } => {
-                let Some(pid) = peer_id(&peer).filter(|p| self.connected.contains(p)) else {
+                let Some(pid) =
+                    crate::keys::peer_id_of_checked(&peer).filter(|p| self.connected.contains(p))
+                else {
                     return;
                 };
                 self.load_for(pid, alerts);
@@ -1038,7 +1040,7 @@ impl NetActor {
                 }
             }
             Action::PauseReading { peer, until } => {
-                if let Some(pid) = peer_id(&peer) {
+                if let Some(pid) = crate::keys::peer_id_of_checked(&peer) {
                     let pause = Duration::from_millis(until.saturating_sub(now));
                     self.swarm.behaviour_mut().gossip.pause_reading(&pid, pause);
                 }
@@ -1063,7 +1065,9 @@ impl NetActor {
     }
 
     fn send_frame(&mut self, peer: &PublicKey, frame: &Frame) {
-        let Some(pid) = peer_id(peer).filter(|p| self.connected.contains(p)) else {
+        let Some(pid) =
+            crate::keys::peer_id_of_checked(peer).filter(|p| self.connected.contains(p))
+        else {
             return;
         };
         match frame.encode() {

@@ -149,9 +149,45 @@ fn work(shared: &Shared, inbound: &mpsc::Sender<Inbound>) {
                 };
             }
         };
-        let checked: Vec<Checked> = jobs.into_iter().map(|j| j.check(&mut keys)).collect();
+        let checked: Vec<Checked> = jobs
+            .into_iter()
+            .map(|j| guarded(j, &mut keys, ToVerify::check))
+            .collect();
         if inbound.blocking_send(Inbound::Verified(checked)).is_err() {
             return;
+        }
+    }
+}
+
+/// Runs `check` on `job`; if it panics, the alert comes back refused (as a bad
+/// signature: an honest alert does not make the check panic) and the key cache is
+/// started afresh. Without this, a panic would end the thread and the checks it held
+/// would never come back: the engine would count them as out for ever, and catch-up
+/// pages that listed them would wait for them.
+fn guarded(
+    mut job: ToVerify,
+    keys: &mut VerifyingKeys,
+    check: impl FnOnce(ToVerify, &mut VerifyingKeys) -> Checked,
+) -> Checked {
+    let (peer, hops, solicited, id) = (job.peer, job.hops, job.solicited, job.alert.id());
+    // Kept out of the closure (the check does not need it), so that a refusal carries
+    // it back too: the engine counts the bytes out by the envelope that comes back.
+    let envelope = std::mem::take(&mut job.envelope);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(job, keys))) {
+        Ok(mut checked) => {
+            checked.envelope = envelope;
+            checked
+        }
+        Err(_) => {
+            warn!(alert = %id.fmt_short(), peer = %peer.fmt_short(), "a signature check panicked; the alert is refused");
+            *keys = VerifyingKeys::default();
+            Checked {
+                peer,
+                hops,
+                solicited,
+                alert: Err(id),
+                envelope,
+            }
         }
     }
 }
@@ -219,5 +255,24 @@ mod tests {
         }
         assert_eq!((good, refused), (40, vec![bad]));
         drop(verifier);
+    }
+
+    #[test]
+    fn a_check_that_panics_comes_back_refused() {
+        let mut keys = VerifyingKeys::default();
+        let j = job(4, 1);
+        let id = j.alert.id();
+        let len = j.envelope.len();
+        let checked = guarded(*j, &mut keys, |_, _| panic!("injected"));
+        assert_eq!(checked.alert.err(), Some(id));
+        // The engine subtracts this from the bytes it counts out for checks.
+        assert_eq!(checked.envelope.len(), len);
+        assert_eq!((checked.peer, checked.hops), (pk(&key(4)), 1));
+        // The thread goes on checking.
+        let j = job(4, 2);
+        let envelope = j.envelope.clone();
+        let ok = guarded(*j, &mut keys, ToVerify::check);
+        assert!(ok.alert.is_ok());
+        assert_eq!(ok.envelope, envelope);
     }
 }
