@@ -42,13 +42,9 @@ pub fn peer_id(key: &PublicKey) -> Option<libp2p::PeerId> {
 /// again: [`peer_id`] decompresses the point (about 10 µs), and the network actor
 /// looks up a peer for every frame it sends.
 pub fn peer_id_of_checked(key: &PublicKey) -> Option<libp2p::PeerId> {
-    let mut encoded = [0u8; 2 + ED25519_PROTOBUF_PREFIX.len() + 32];
-    let (head, rest) = encoded.split_at_mut(2);
-    head.copy_from_slice(&[0x00, (ED25519_PROTOBUF_PREFIX.len() + 32) as u8]);
-    let (prefix, body) = rest.split_at_mut(ED25519_PROTOBUF_PREFIX.len());
-    prefix.copy_from_slice(&ED25519_PROTOBUF_PREFIX);
-    body.copy_from_slice(&key.0);
-    libp2p::PeerId::from_bytes(&encoded).ok()
+    // Identity multihash: code 0, then the length of what follows (36 bytes).
+    let header = [0x00, (ED25519_PROTOBUF_PREFIX.len() + key.0.len()) as u8];
+    libp2p::PeerId::from_bytes(&[&header[..], &ED25519_PROTOBUF_PREFIX, &key.0].concat()).ok()
 }
 
 /// The `PeerId` as a string ("invalid key" if the bytes are not a curve point).

@@ -726,6 +726,13 @@ mod tests {
         }
     }
 
+    /// A `Known` reading committed alerts from `cold`, with no envelope cache.
+    fn beside(cold: &Cold) -> Known {
+        let mut known = Known::new(0);
+        known.set_cold(Box::new(cold.clone()));
+        known
+    }
+
     fn received(n: u64) -> KnownAlert {
         let alert = tests::alert(&tests::key(9), n, Tlp::Clear);
         KnownAlert::of(&alert, 3, Some(PublicKey([2; 32])))
@@ -804,8 +811,7 @@ mod tests {
     #[test]
     fn beside_a_store_missed_commit_notices_are_read_from_it_and_pending_alerts_stay() {
         let cold = Cold::default();
-        let mut known = Known::new(0);
-        known.set_cold(Box::new(cold.clone()));
+        let mut known = beside(&cold);
         known.hot_cap = 2;
         let alerts: Vec<KnownAlert> = (1..=6).map(received).collect();
         for k in &alerts {
@@ -847,8 +853,7 @@ mod tests {
     #[test]
     fn beside_a_store_reads_are_counted_kept_and_failures_answer_safely() {
         let cold = Cold::default();
-        let mut known = Known::new(0);
-        known.set_cold(Box::new(cold.clone()));
+        let known = beside(&cold);
         let alerts: Vec<KnownAlert> = (1..=3).map(received).collect();
         for (seq, k) in (1..).zip(&alerts) {
             cold.alerts.lock().unwrap().insert(seq, k.clone());
@@ -876,14 +881,13 @@ mod tests {
         assert_eq!((page.len(), next), (3, None));
     }
 
-    /// An alert the store does not hold is looked up there once, not for each of a
-    /// catch-up alert's lookups (listed, arrived, checked), until it is accepted; a
-    /// failed read is not taken for absence.
+    /// An alert the store does not hold is read for once, not for each lookup (a
+    /// catch-up alert is looked up when a page lists it and when it arrives), until it
+    /// is accepted; a failed read is not taken for absence.
     #[test]
     fn beside_a_store_an_absent_alert_is_read_once_until_accepted() {
         let cold = Cold::default();
-        let mut known = Known::new(0);
-        known.set_cold(Box::new(cold.clone()));
+        let mut known = beside(&cold);
         let k = received(1);
         let id = k.id();
         assert!(!known.contains(&id));
@@ -918,8 +922,7 @@ mod tests {
     #[test]
     fn a_cancel_clears_what_was_kept_of_its_targets_cancels() {
         let cold = Cold::default();
-        let mut known = Known::new(0);
-        known.set_cold(Box::new(cold.clone()));
+        let mut known = beside(&cold);
         let x = received(1);
         cold.alerts.lock().unwrap().insert(1, x.clone());
         let (id, origin) = (x.id(), x.alert.origin);

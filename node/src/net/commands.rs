@@ -87,7 +87,7 @@ impl NetActor {
                             .trust
                             .get(&report.key)
                             .or_else(|| cert.and_then(|c| self.trust.get(&c.org)));
-                        let pid = crate::keys::peer_id_of_checked(&report.key);
+                        let pid = peer_id_of_checked(&report.key);
                         PeerInfo {
                             key: report.key,
                             peer_id: crate::keys::peer_id_string(&report.key),

@@ -48,7 +48,7 @@ pub use trust::{ChangedBy, TrustChange, TrustError, TrustTable};
 
 use crate::config::Config;
 use crate::engine::{Action, Engine, Event, Timer};
-use crate::keys::{key_of_peer, peer_id};
+use crate::keys::{key_of_peer, peer_id, peer_id_of_checked};
 use crate::store::{Insert, Receipt, Store, StoreError, TrustCommit, TrustEntry};
 use state::{StateJob, StateWriter};
 use trust::TrustReply;
@@ -180,7 +180,7 @@ fn send_receipt(
     let frame = Frame::Receipt {
         receipt: serde_bytes::ByteBuf::from(signed.to_bytes()),
     };
-    if let (Some(pid), Ok(bytes)) = (crate::keys::peer_id_of_checked(&out.origin), frame.encode()) {
+    if let (Some(pid), Ok(bytes)) = (peer_id_of_checked(&out.origin), frame.encode()) {
         let _ = inbound.blocking_send(Inbound::Loaded {
             peer: pid,
             frames: vec![(fair::CONTROL_LANE, bytes)],
@@ -894,8 +894,7 @@ impl NetActor {
         match action {
             Action::Send { peer, frame } => self.send_frame(&peer, &frame),
             Action::SendStored { peer, alerts } => {
-                let Some(pid) =
-                    crate::keys::peer_id_of_checked(&peer).filter(|p| self.connected.contains(p))
+                let Some(pid) = peer_id_of_checked(&peer).filter(|p| self.connected.contains(p))
                 else {
                     return;
                 };
@@ -1040,7 +1039,7 @@ impl NetActor {
                 }
             }
             Action::PauseReading { peer, until } => {
-                if let Some(pid) = crate::keys::peer_id_of_checked(&peer) {
+                if let Some(pid) = peer_id_of_checked(&peer) {
                     let pause = Duration::from_millis(until.saturating_sub(now));
                     self.swarm.behaviour_mut().gossip.pause_reading(&pid, pause);
                 }
@@ -1065,9 +1064,7 @@ impl NetActor {
     }
 
     fn send_frame(&mut self, peer: &PublicKey, frame: &Frame) {
-        let Some(pid) =
-            crate::keys::peer_id_of_checked(peer).filter(|p| self.connected.contains(p))
-        else {
+        let Some(pid) = peer_id_of_checked(peer).filter(|p| self.connected.contains(p)) else {
             return;
         };
         match frame.encode() {
