@@ -322,8 +322,16 @@ async fn a_damaged_or_missing_database_is_reported_never_a_crash() {
         "names the file: {err}"
     );
     assert!(err.contains("backup"), "says what to do: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "one message, no panic report: {err}"
+    );
     let (err, code) = run_to_exit(&["check"], &data);
     assert_eq!(code, 1, "check reports the damage: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "one message, no panic report: {err}"
+    );
 
     // Deleted: the node starts empty, and says so with the path.
     std::fs::remove_file(&db).unwrap();

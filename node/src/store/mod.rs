@@ -64,8 +64,8 @@
 //! [`Store::scan`], [`Store::all_meta`] and the reads the gossip engine makes
 //! ([`Store::contains`], [`Store::meta`], [`Store::cancelled_by`], [`Store::log_rows`],
 //! [`Store::head`], [`Store::alert_count`]) run inside
-//! `catch_unwind` and turn that into [`StoreError::Damaged`], so the daemon exits 1
-//! with a message instead of 101.
+//! `guard` (`catch_unwind`) and turn that into [`StoreError::Damaged`], so the daemon
+//! exits 1 with one message instead of 101 and a panic report (`store/guard.rs`).
 //!
 //! All CBOR goes through [`tocsin_proto::codec`].
 //!
@@ -77,6 +77,7 @@
 //! Results are ordered by `(issued_at, id)` descending; the cursor is the position of
 //! the last result, so pages never overlap or skip while nothing is written.
 
+mod guard;
 mod metrics;
 mod read;
 mod receipts;
@@ -106,6 +107,7 @@ use tocsin_proto::{codec, AlertId, AlertSummary, PublicKey, SignedAlert, Verifie
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use guard::guard;
 use schema::{AUDIT, CURSORS, META, META_EPOCH, META_SCHEMA, TRUST};
 use slot::Slot;
 use writer::{Prepared, Request, Writer};
@@ -629,14 +631,15 @@ impl Store {
     }
 
     /// Runs a blocking read (`f` gets this store) on tokio's blocking pool, so async
-    /// code never waits on redb.
+    /// code never waits on redb. A panic inside redb (a damaged page) comes back as
+    /// [`StoreError::Damaged`].
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        tokio::task::spawn_blocking(move || guard(&store.path.clone(), || f(&store)))
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -827,19 +830,4 @@ pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Opens (or creates) the database file with [`CACHE_BYTES`] of page cache.
 fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
     Database::builder().set_cache_size(CACHE_BYTES).create(path)
-}
-
-/// Runs `f`, turning a panic inside redb into [`StoreError::Damaged`].
-fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let detail = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "redb panicked".to_string());
-        Err(StoreError::Damaged {
-            path: path.to_path_buf(),
-            detail,
-        })
-    })
 }

@@ -55,6 +55,11 @@ impl Slot {
             .ok_or_else(|| StoreError::Reopening(self.reason().unwrap_or_default()))
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Why the store cannot write, if it cannot.
     pub fn reason(&self) -> Option<String> {
         self.degraded

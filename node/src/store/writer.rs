@@ -176,10 +176,14 @@ impl Writer {
         let started = std::time::Instant::now();
         let applied = match self.slot.reason() {
             Some(reason) => Err(StoreError::Degraded(reason)),
-            None => self.apply(&batch, &mut next).inspect_err(|e| {
-                self.metrics.commits_failed.inc();
-                self.slot.degrade_on(e);
-            }),
+            // A panic inside redb (a damaged page) fails this batch with a message;
+            // the writer goes on with the next one.
+            None => {
+                super::guard(self.slot.path(), || self.apply(&batch, &mut next)).inspect_err(|e| {
+                    self.metrics.commits_failed.inc();
+                    self.slot.degrade_on(e);
+                })
+            }
         };
         if let Ok(outcomes) = &applied {
             let stored = outcomes
