@@ -128,6 +128,11 @@ async fn raw_is_refused(fed: &Fed, seed: u8, first: Option<Frame>, reason: &str)
         raw.send_frames(&[frame.encode().unwrap()]).await.unwrap();
     }
     wait_log(fed, 0, &["connection refused", &hex[..8], reason]).await;
+    wait_closed(&mut raw, reason).await;
+}
+
+/// Waits until node 1 has closed `raw`'s connection (refused for `reason`).
+async fn wait_closed(raw: &mut rawpeer::RawPeer, reason: &str) {
     let deadline = tokio::time::Instant::now() + SETTLE;
     let ping = Frame::Prune { origin: None }.encode().unwrap();
     while raw.send_frames(std::slice::from_ref(&ping)).await.is_ok() {
@@ -354,6 +359,110 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
         .args(["trust", "set", &org, "--level", "partner"]));
     assert_eq!(code, 0, "{out}{err}");
     fed.wait_for(0, &late).await;
+}
+
+/// A raw peer with key `[seed; 32]` connects to node 1 and presents `cert`; `None` if
+/// node 1 refused the connection at once.
+async fn raw_presents(fed: &Fed, seed: u8, cert: &Path) -> Option<Box<rawpeer::RawPeer>> {
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    let target = fed.cluster.nodes[0].peer_id.parse().unwrap();
+    let addr = fed.cluster.nodes[0].addr().parse().unwrap();
+    let Connect::Open(mut raw) = rawpeer::connect(&key, addr, target).await else {
+        return None;
+    };
+    let identity = Frame::Identity {
+        cert: Some(serde_bytes::ByteBuf::from(std::fs::read(cert).unwrap())),
+    };
+    let hello = Frame::Hello { epoch: 1, head: 0 };
+    raw.send_frames(&[identity.encode().unwrap(), hello.encode().unwrap()])
+        .await
+        .ok()?;
+    Some(raw)
+}
+
+/// A node admitted on agency A's certificate shows, on a later connection, a
+/// certificate of another org Z that it made itself. It must not become Z's node here:
+/// that would take it out of A's block, revocations and expiry. It is cut and stays A's;
+/// it is admitted again on A's certificate, and blocking A still cuts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_change_agency_by_showing_another_org_s_certificate() {
+    let fed = Fed::start(1, vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let org_a = org_init(d, "a.key");
+    let org_z = org_init(d, "z.key");
+    let seed = 91;
+    let hex = PublicKey(
+        SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+    .to_string();
+    for (key, agency, file) in [("a.key", "CERT-A", "a.cert"), ("z.key", "Z", "z.cert")] {
+        let out = d.join(file);
+        org_cli(
+            d,
+            &[
+                "org",
+                "certify",
+                &hex,
+                "--key",
+                key,
+                "--agency",
+                agency,
+                "--valid",
+                "30d",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+    }
+    let (out, err, code) = run(fed.tocsin(0).args([
+        "trust", "add", &org_a, "--org", "--level", "partner", "--name", "Agency A",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+
+    let admitted_as_a = |what: &'static str| {
+        let (fed, cert, hex, org_a) = (&fed, d.join("a.cert"), hex.clone(), org_a.clone());
+        async move {
+            let raw = raw_presents(fed, seed, &cert).await.expect(what);
+            let row = wait_connected(fed, 0, &hex, true, what).await.unwrap();
+            assert_eq!(row["org"], org_a.as_str(), "{what}: {row}");
+            raw
+        }
+    };
+    let raw = admitted_as_a("admitted on A's certificate").await;
+    drop(raw);
+    wait_connected(&fed, 0, &hex, false, "closed raw peer").await;
+
+    // The same node key, now with Z's certificate: refused, with the reason logged.
+    let mut raw = raw_presents(&fed, seed, &d.join("z.cert")).await;
+    wait_log(
+        &fed,
+        0,
+        &["connection refused", &hex[..8], "now presents one of org"],
+    )
+    .await;
+    if let Some(r) = raw.as_mut() {
+        wait_closed(r, "showing another org's certificate").await;
+    }
+    drop(raw);
+    wait_connected(&fed, 0, &hex, false, "node that showed Z's certificate").await;
+    if let Some(row) = fed.peer_row(0, &hex).await {
+        assert_ne!(
+            row["org"],
+            org_z.as_str(),
+            "Z's certificate was kept: {row}"
+        );
+    }
+
+    // A's certificate admits it again, still as A's; blocking A cuts it.
+    let _raw = admitted_as_a("admitted again on A's certificate").await;
+    let (out, err, code) = run(fed
+        .tocsin(0)
+        .args(["trust", "set", &org_a, "--level", "blocked"]));
+    assert_eq!(code, 0, "{out}{err}");
+    wait_connected(&fed, 0, &hex, false, "node of a blocked org").await;
 }
 
 /// Every revocation node `i` holds, by revoked node key.
@@ -848,7 +957,9 @@ async fn a_blocked_org_s_alerts_stay_out_even_relayed_and_after_a_restart() {
     fed.assert_absent(0, &other_cert).await;
 
     // A revocation never lifts a block either: A revokes N from tomorrow on, B holds
-    // the revocation, and N's alerts from before then still stay out.
+    // the revocation, and N's alerts from before then still stay out. B is cut off from
+    // R meanwhile: R knows N as A's node (the certificate N showed it first), so it
+    // would take the revocation and cut N before N's alert reaches it.
     let tomorrow = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -872,6 +983,10 @@ async fn a_blocked_org_s_alerts_stay_out_even_relayed_and_after_a_restart() {
             "--out", &rev_s,
         ],
     );
+    fed.cluster
+        .partition(vec![vec![0], vec![1, 2]])
+        .await
+        .unwrap();
     let (out, err, code) =
         run(fed
             .tocsin(0)
@@ -879,6 +994,7 @@ async fn a_blocked_org_s_alerts_stay_out_even_relayed_and_after_a_restart() {
     assert_eq!(code, 0, "{out}{err}");
     let after_rev = fed.issue(1, alert("CLEAR", "after the revocation")).await;
     fed.wait_for(2, &after_rev).await;
+    fed.cluster.heal().await.unwrap();
     let control = fed.issue(2, alert("CLEAR", "R's own, again")).await;
     fed.wait_for(0, &control).await;
     tokio::time::sleep(QUIET_PERIOD).await;

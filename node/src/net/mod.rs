@@ -1313,7 +1313,15 @@ impl NetActor {
         if !self.swarm.behaviour().allow.is_pending(&pid) {
             if let (Ok(c), Some(bytes)) = (checked, cert) {
                 if self.swarm.behaviour().allow.is_allowed(&pid) {
+                    // A node does not change agency by showing another org's certificate
+                    // while the one it showed here before is still valid: that would
+                    // take it out of its org's block, revocation and expiry.
+                    let held = self.certs.get(&key).map(|h| (h.org, h.not_after));
+                    if let Some((org, _)) = held.filter(|(o, until)| *o != c.org && *until > now) {
+                        return self.refuse_org_switch(pid, key, org, c.org);
+                    }
                     self.keep_cert(key, c, bytes);
+                    self.refresh_node(key);
                 }
             }
             return;
@@ -1573,6 +1581,31 @@ impl NetActor {
             warn!("the state writer is gone; revocation not dropped from the store");
         }
         self.feed(Event::Unrevoked { node });
+    }
+
+    /// A peer allowed here presented a certificate of org `shown`, while the
+    /// certificate of org `held` it showed before is still valid. The new one is not
+    /// kept. A node trusted on its own key stays connected (its entry, not its org,
+    /// allows it); one admitted through its org is cut, and its next connection is
+    /// admitted again from its certificate like an unknown peer's.
+    fn refuse_org_switch(
+        &mut self,
+        pid: PeerId,
+        key: PublicKey,
+        held: PublicKey,
+        shown: PublicKey,
+    ) {
+        let reason = format!(
+            "it was admitted on a certificate of org {} and now presents one of org {}",
+            held.fmt_short(),
+            shown.fmt_short()
+        );
+        if self.trust.get(&key).is_some_and(|e| !e.org) {
+            warn!(peer = %key.fmt_short(), reason, "a certificate of another org was ignored");
+            return;
+        }
+        self.swarm.behaviour_mut().allow.disallow_peer(pid);
+        self.refuse_held(pid, key, &reason);
     }
 
     /// Refuses a held peer, logging why (at info once per key, then at debug).
