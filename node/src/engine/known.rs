@@ -62,6 +62,11 @@ impl KnownAlert {
 /// Alerts and cancel answers read from a [`ColdAlerts`] kept for reading again (a page
 /// of the log listed again, an alert looked up again): at most this many.
 pub const READ_CACHE: usize = 16_384;
+/// At most this many targets of cancels that arrived before them are kept in memory.
+pub const EARLY_CANCELS: usize = 65_536;
+/// At most this many origins are kept for one early cancel's target (its own origin is
+/// one; the rest are other agencies' cancels, which cancel nothing).
+pub const EARLY_CANCEL_ORIGINS: usize = 8;
 
 /// Lowered hop counts kept beside a [`ColdAlerts`] (which holds the count each alert
 /// arrived with): at most this many, the oldest dropped first.
@@ -116,8 +121,11 @@ pub struct Known {
     alerts: HashMap<AlertId, Box<KnownAlert>>,
     /// Ids of alerts cancelled by their origin.
     cancelled: HashSet<AlertId>,
-    /// Cancels whose target has not arrived yet: target → cancel's origin.
-    early_cancels: HashMap<AlertId, Vec<PublicKey>>,
+    /// Cancels whose target has not arrived yet: target → cancels' origins
+    /// ([`EARLY_CANCELS`] targets, [`EARLY_CANCEL_ORIGINS`] origins each, at most: a peer
+    /// that sends cancels of ids that never come must not grow it without end; with a
+    /// store, the store's own record of the cancel answers once one is dropped here).
+    early_cancels: Bounded<Vec<PublicKey>>,
     /// Alerts whose signature is being checked off the engine's thread: copies out, and
     /// whether a copy was accepted meanwhile (the others are then duplicates, even if
     /// the accepted one has left memory by the time they come back).
@@ -192,8 +200,8 @@ impl<V: Default> Bounded<V> {
         self.entries.entry(id).or_default()
     }
 
-    fn remove(&mut self, id: &AlertId) {
-        self.entries.remove(id);
+    fn remove(&mut self, id: &AlertId) -> Option<V> {
+        self.entries.remove(id)
     }
 }
 
@@ -222,7 +230,7 @@ impl Known {
             hot_cap: HOT_ALERTS,
             alerts: HashMap::new(),
             cancelled: HashSet::new(),
-            early_cancels: HashMap::new(),
+            early_cancels: Bounded::new(EARLY_CANCELS),
             checking: HashMap::new(),
             uncommitted: HashSet::new(),
             cache: HashMap::new(),
@@ -608,11 +616,12 @@ impl Known {
                         self.cancelled.insert(target);
                     }
                     Some(_) => {}
-                    None => self
-                        .early_cancels
-                        .entry(target)
-                        .or_default()
-                        .push(meta.origin),
+                    None => {
+                        let origins = self.early_cancels.entry(target);
+                        if !origins.contains(&meta.origin) && origins.len() < EARLY_CANCEL_ORIGINS {
+                            origins.push(meta.origin);
+                        }
+                    }
                 }
             }
         }
@@ -736,6 +745,71 @@ mod tests {
     fn received(n: u64) -> KnownAlert {
         let alert = tests::alert(&tests::key(9), n, Tlp::Clear);
         KnownAlert::of(&alert, 3, Some(PublicKey([2; 32])))
+    }
+
+    /// A cancel of `target` by `origin`, numbered `n` (not signed: `Known` takes what
+    /// the engine checked).
+    fn early_cancel(n: u64, origin: PublicKey, target: AlertId) -> KnownAlert {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&n.to_be_bytes());
+        id[31] = 0xcc;
+        let alert = AlertSummary {
+            id: AlertId(id),
+            origin,
+            issued_at: n,
+            tlp: Tlp::Clear,
+            recipients: Vec::new(),
+            expires_at: None,
+            kind: Kind::Cancel,
+            replaces: Some(target),
+        };
+        KnownAlert {
+            alert,
+            hops: 1,
+            from: None,
+        }
+    }
+
+    fn target_id(n: u64) -> AlertId {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&n.to_be_bytes());
+        AlertId(id)
+    }
+
+    #[test]
+    fn cancels_of_alerts_that_never_come_are_kept_within_a_bound() {
+        let mut known = Known::new(0);
+        let origin = PublicKey([7; 32]);
+        let sent = EARLY_CANCELS as u64 + 5_000;
+        for n in 1..=sent {
+            known.load(n, early_cancel(n, origin, target_id(n)));
+        }
+        assert!(
+            known.early_cancels.entries.len() <= EARLY_CANCELS,
+            "{} targets kept",
+            known.early_cancels.entries.len()
+        );
+        // The latest ones still cancel their target when it comes.
+        let late = received(1);
+        let mut target = late.clone();
+        target.alert.id = target_id(sent);
+        target.alert.origin = origin;
+        known.load(sent + 1, target);
+        assert!(known.is_cancelled(&target_id(sent), &origin));
+        // One target named by many origins keeps a few of them, its own among them
+        // when it came early.
+        let named = target_id(u64::MAX);
+        for n in 0..40u8 {
+            let from = PublicKey([n; 32]);
+            known.load(
+                sent + 2 + u64::from(n),
+                early_cancel(sent + 2 + u64::from(n), from, named),
+            );
+        }
+        let kept = known.early_cancels.get(&named).map_or(0, Vec::len);
+        assert_eq!(kept, EARLY_CANCEL_ORIGINS);
+        assert!(known.is_cancelled(&named, &PublicKey([0; 32])));
+        assert!(!known.is_cancelled(&named, &PublicKey([39; 32])));
     }
 
     #[test]
