@@ -509,6 +509,65 @@ impl Config {
                 return Err(invalid(field, "must be greater than 0"));
             }
         }
+        // Far beyond any useful value, and small enough that no deadline or semaphore
+        // built from them overflows (a year of seconds, a day of milliseconds...).
+        const DAY_SECS: u64 = 86_400;
+        let at_most = [
+            (
+                "api.max_connections",
+                self.api.max_connections as u64,
+                1_000_000,
+            ),
+            (
+                "api.header_timeout_secs",
+                self.api.header_timeout_secs,
+                DAY_SECS,
+            ),
+            ("api.max_streams", self.api.max_streams as u64, 1_000_000),
+            (
+                "api.stream_stall_secs",
+                self.api.stream_stall_secs,
+                DAY_SECS,
+            ),
+            ("api.shutdown_drain_ms", self.api.shutdown_drain_ms, 600_000),
+            (
+                "net.dial_backoff_initial_ms",
+                self.net.dial_backoff_initial_ms,
+                DAY_SECS * 1000,
+            ),
+            (
+                "net.dial_backoff_max_ms",
+                self.net.dial_backoff_max_ms,
+                DAY_SECS * 1000,
+            ),
+            (
+                "net.announce_interval_ms",
+                self.net.gossip.announce_interval_ms,
+                3_600_000,
+            ),
+            (
+                "net.graft_timeout_ms",
+                self.net.gossip.graft_timeout_ms,
+                3_600_000,
+            ),
+            ("net.ban_secs", self.net.gossip.ban_secs, 365 * DAY_SECS),
+            (
+                "net.max_clock_skew_secs",
+                self.net.gossip.max_clock_skew_secs,
+                365 * DAY_SECS,
+            ),
+            (
+                "net.envelope_cache",
+                self.net.gossip.envelope_cache as u64,
+                10_000_000,
+            ),
+            ("store.retention_days", self.store.retention_days, 36_500),
+        ];
+        for (field, v, max) in at_most {
+            if v > max {
+                return Err(invalid(field, format!("must be at most {max}")));
+            }
+        }
         if self.net.dial_backoff_max_ms < self.net.dial_backoff_initial_ms {
             return Err(invalid(
                 "net.dial_backoff_max_ms",
@@ -711,6 +770,28 @@ mod tests {
                 toml::Value::Array(a) if a.is_empty() => {}
                 v => out.push((path, v.clone())),
             }
+        }
+    }
+
+    #[test]
+    fn huge_values_are_refused_with_their_field_named() {
+        for (section, field, value) in [
+            ("api", "header_timeout_secs", "9223372036854775807"),
+            ("api", "max_streams", "4611686018427387904"),
+            ("api", "max_connections", "4611686018427387904"),
+            ("net", "max_clock_skew_secs", "9223372036854775807"),
+            ("store", "retention_days", "100000"),
+        ] {
+            let text = format!("data_dir = \"/tmp/x\"\n[{section}]\n{field} = {value}\n");
+            let err = Config::parse(&text)
+                .unwrap_or_else(|e| panic!("{field}: {e}"))
+                .validate()
+                .expect_err(field)
+                .to_string();
+            assert!(
+                err.contains(&format!("{section}.{field}")) && err.contains("at most"),
+                "{err}"
+            );
         }
     }
 

@@ -44,45 +44,36 @@ pub struct InitOutput {
 
 /// Creates the data directory (0700), the node key (0600) and a commented config.
 /// Refuses to overwrite an existing key. `listen` replaces the default listen
-/// addresses in the written config when not empty.
+/// addresses in the written config when not empty. The config is checked before
+/// anything is written, and a failure after the key was made takes back what this call
+/// wrote, so a failed init changes nothing and can be run again.
 pub fn init(data_dir: &Path, listen: &[String]) -> Result<InitOutput> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
+    let key_file = data_dir.join(keys::KEY_FILE);
+    let config_file = data_dir.join(CONFIG_FILE);
+    let text = (!config_file.exists())
+        .then(|| init_config_text(data_dir, listen))
+        .transpose()?;
+    let created_dir = !data_dir.exists();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let key_file = data_dir.join(keys::KEY_FILE);
-    let key = keys::generate_key(&key_file)?;
-    let config_file = data_dir.join(CONFIG_FILE);
-    if !config_file.exists() {
-        let abs = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-        let mut text = TEMPLATE.replace("{data_dir}", &abs.display().to_string());
-        if !listen.is_empty() {
-            let list = listen
-                .iter()
-                .map(|a| format!("{a:?}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            text = text.replace(
-                r#"listen = ["/ip4/0.0.0.0/tcp/7400", "/ip4/0.0.0.0/udp/7400/quic-v1"]"#,
-                &format!("listen = [{list}]"),
-            );
+    let undo_dir = || {
+        if created_dir {
+            let _ = std::fs::remove_dir(data_dir);
         }
-        // Validate what we write, so init never leaves a config that `run` refuses.
-        let parsed = Config::parse(&text)
-            .map_err(|e| anyhow::anyhow!("generated config does not parse: {e}"))?;
-        parsed.validate()?;
-        std::fs::write(&config_file, text)
-            .with_context(|| format!("cannot write {}", config_file.display()))?;
-        std::fs::set_permissions(&config_file, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot chmod {}", config_file.display()))?;
-    }
-    // An empty database now, so that a start that finds none knows it was lost.
-    let cfg = load_config(None, Some(data_dir))?;
-    if !cfg.db_path().exists() {
-        Store::create(&cfg.db_path())
-            .with_context(|| format!("cannot create the database {}", cfg.db_path().display()))?;
+    };
+    // Refuses an existing key: nothing else was written by then.
+    let key = keys::generate_key(&key_file).inspect_err(|_| undo_dir())?;
+    if let Err(e) = init_files(data_dir, &config_file, text.as_deref()) {
+        let _ = std::fs::remove_file(&key_file);
+        if text.is_some() {
+            let _ = std::fs::remove_file(&config_file);
+        }
+        undo_dir();
+        return Err(e);
     }
     let pk = keys::public_key(&key);
     Ok(InitOutput {
@@ -91,6 +82,46 @@ pub fn init(data_dir: &Path, listen: &[String]) -> Result<InitOutput> {
         key_file,
         config_file,
     })
+}
+
+/// The commented config `init` writes for `data_dir`, checked like `run` checks it.
+fn init_config_text(data_dir: &Path, listen: &[String]) -> Result<String> {
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let mut text = TEMPLATE.replace("{data_dir}", &abs.display().to_string());
+    if !listen.is_empty() {
+        let list = listen
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        text = text.replace(
+            r#"listen = ["/ip4/0.0.0.0/tcp/7400", "/ip4/0.0.0.0/udp/7400/quic-v1"]"#,
+            &format!("listen = [{list}]"),
+        );
+    }
+    // Validate what we write, so init never leaves a config that `run` refuses.
+    let parsed = Config::parse(&text)
+        .map_err(|e| anyhow::anyhow!("generated config does not parse: {e}"))?;
+    parsed.validate()?;
+    Ok(text)
+}
+
+/// Writes `text` (if any) as the config, and creates an empty database: a start that
+/// finds none then knows it was lost.
+fn init_files(data_dir: &Path, config_file: &Path, text: Option<&str>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(text) = text {
+        std::fs::write(config_file, text)
+            .with_context(|| format!("cannot write {}", config_file.display()))?;
+        std::fs::set_permissions(config_file, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot chmod {}", config_file.display()))?;
+    }
+    let cfg = load_config(None, Some(data_dir))?;
+    if !cfg.db_path().exists() {
+        Store::create(&cfg.db_path())
+            .with_context(|| format!("cannot create the database {}", cfg.db_path().display()))?;
+    }
+    Ok(())
 }
 
 /// Finds the config: `--config FILE`, else `<data-dir>/config.toml` if present, else

@@ -3,14 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// The Tocsin node daemon: signs, stores and gossips alerts among trusted agencies.
 #[derive(Debug, Parser)]
 #[command(
     name = "tocsind",
     version,
-    after_help = "Exit codes: 0 clean shutdown; 1 bad configuration, key or data directory; \
+    after_help = "Exit codes: 0 clean shutdown; 1 bad command line, configuration, key or data \
+                  directory; \
                   2 runtime failure.\nLogs: RUST_LOG sets the level (default info); \
                   TOCSIN_LOG_FORMAT=json|text overrides log.format.\nConfig from the \
                   environment: TOCSIN__SECTION__KEY=value overrides a config value, e.g. \
@@ -41,8 +44,9 @@ enum Cmd {
     /// can), then every alert decoded and its signature verified. Exit 0 if sound, 1 if
     /// anything is damaged or the database cannot be read.
     Check {
-        /// Data directory (its config.toml is used if present).
-        #[arg(long, env = "TOCSIN_DATA_DIR", conflicts_with = "config")]
+        /// Data directory (its config.toml is used if present). --config wins over
+        /// TOCSIN_DATA_DIR from the environment.
+        #[arg(long, env = "TOCSIN_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Config file.
         #[arg(long, env = "TOCSIN_CONFIG")]
@@ -50,8 +54,9 @@ enum Cmd {
     },
     /// Run the node until SIGINT or SIGTERM.
     Run {
-        /// Data directory (its config.toml is used if present).
-        #[arg(long, env = "TOCSIN_DATA_DIR", conflicts_with = "config")]
+        /// Data directory (its config.toml is used if present). --config wins over
+        /// TOCSIN_DATA_DIR from the environment.
+        #[arg(long, env = "TOCSIN_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Config file.
         #[arg(long, env = "TOCSIN_CONFIG")]
@@ -66,8 +71,42 @@ fn report(err: &anyhow::Error) {
     }
 }
 
+/// Parses the command line. `--data-dir` and `--config` given together on the command
+/// line are refused; `TOCSIN_DATA_DIR` from the environment yields to `--config` (the
+/// CLI's own docs tell operators to export it). Usage errors exit 1 (bad input), not
+/// clap's 2, which means a runtime failure here.
+fn parse() -> Result<Cli, ExitCode> {
+    let usage = |e: clap::Error| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 1 } else { 0 })
+    };
+    let matches = Cli::command().try_get_matches().map_err(usage)?;
+    if let Some((_, sub)) = matches.subcommand() {
+        let from_cli = |id: &str| {
+            sub.try_contains_id(id).unwrap_or(false)
+                && sub.value_source(id) == Some(ValueSource::CommandLine)
+        };
+        if from_cli("config") && from_cli("data_dir") {
+            return Err(usage(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "give --data-dir DIR or --config FILE, not both",
+            )));
+        }
+    }
+    let mut cli = Cli::from_arg_matches(&matches).map_err(usage)?;
+    if let Cmd::Check { data_dir, config } | Cmd::Run { data_dir, config } = &mut cli.command {
+        if config.is_some() {
+            *data_dir = None;
+        }
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match cli.command {
         Cmd::Init {
             data_dir,

@@ -19,14 +19,53 @@ async fn one_node() -> (tempfile::TempDir, Cluster) {
     (dir, c)
 }
 
+/// `tocsind init --data-dir DATA --listen LISTEN`: stdout, stderr, exit code.
+fn tocsind_init(data: &std::path::Path, listen: &str) -> (String, String, i32) {
+    run(Command::new(tocsind_bin())
+        .args(["init", "--data-dir"])
+        .arg(data)
+        .args(["--listen", listen]))
+}
+
+/// `tocsind init` with a bad listen address fails and leaves nothing behind, so that it
+/// can be run again; usage errors exit 1 (bad input), not 2 (runtime failure); and
+/// `--config` wins over `TOCSIN_DATA_DIR` from the environment, which the CLI's docs
+/// tell operators to export.
+#[test]
+fn a_failed_init_changes_nothing_and_usage_errors_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let (_, err, code) = tocsind_init(&data, "bogus");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("net.listen") && err.contains("bogus"), "{err}");
+    assert!(!data.exists(), "a failed init left {}", data.display());
+    let (_, err, code) = tocsind_init(&data, "/ip4/127.0.0.1/tcp/0");
+    assert_eq!(code, 0, "init again: {err}");
+
+    let config = data.join("config.toml");
+    let (_, err, code) = run(Command::new(tocsind_bin())
+        .env("TOCSIN_DATA_DIR", dir.path().join("elsewhere"))
+        .args(["check", "--config"])
+        .arg(&config));
+    assert_eq!(code, 0, "--config with TOCSIN_DATA_DIR set: {err}");
+    for args in [
+        vec!["chek"],
+        vec!["run", "--no-such-flag"],
+        vec!["check", "--data-dir", "a", "--config", "b"],
+    ] {
+        let (_, err, code) = run(Command::new(tocsind_bin())
+            .env_remove("TOCSIN_DATA_DIR")
+            .args(&args));
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("error:"), "{args:?}: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_run_issue_list_show_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let (out, err, code) = run(Command::new(tocsind_bin())
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]));
+    let (out, err, code) = tocsind_init(&data, "/ip4/127.0.0.1/tcp/0");
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("public key:") && out.contains("peer id:"),
@@ -467,10 +506,7 @@ async fn systemd_hears_ready_once_the_node_serves_and_stopping_on_sigterm() {
     use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let (_, err, code) = run(Command::new(tocsind_bin())
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]));
+    let (_, err, code) = tocsind_init(&data, "/ip4/127.0.0.1/tcp/0");
     assert_eq!(code, 0, "{err}");
     let notify = dir.path().join("notify.sock");
     let listener = UnixDatagram::bind(&notify).unwrap();
@@ -569,10 +605,7 @@ async fn watch_reconnects_after_a_restart_and_misses_nothing() {
 async fn config_from_the_environment_is_checked_like_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    run(Command::new(tocsind_bin())
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"]));
+    tocsind_init(&data, "/ip4/127.0.0.1/tcp/0");
     let (_, err, code) = run(Command::new(tocsind_bin())
         .args(["run", "--data-dir"])
         .arg(&data)
