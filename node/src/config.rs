@@ -356,7 +356,8 @@ impl PeerConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file. Relative `data_dir` is resolved against the
+    /// Reads and validates a config file. Relative paths (`data_dir`, `api.socket`,
+    /// `api.token_file`, secret, certificate and CA files) are resolved against the
     /// file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -374,12 +375,19 @@ impl Config {
             cfg.data_dir = base.join(&cfg.data_dir);
         }
         cfg.resolve_token(base, std::env::var(TOKEN_ENV).ok())?;
-        for c in &mut cfg.taxii.clients {
-            if let Some(f) = c.secret_file.as_mut().filter(|f| f.is_relative()) {
-                *f = base.join(&*f);
-            }
-        }
-        if let Some(f) = cfg.identity.cert_file.as_mut().filter(|f| f.is_relative()) {
+        // Every other path the file names, as the template says.
+        let files = cfg
+            .taxii
+            .clients
+            .iter_mut()
+            .map(|c| &mut c.secret_file)
+            .chain(
+                cfg.webhook
+                    .iter_mut()
+                    .flat_map(|w| [&mut w.secret_file, &mut w.ca_file]),
+            )
+            .chain([&mut cfg.identity.cert_file, &mut cfg.api.socket]);
+        for f in files.flatten().filter(|f| f.is_relative()) {
             *f = base.join(&*f);
         }
         cfg.validate()?;
@@ -771,6 +779,33 @@ mod tests {
                 v => out.push((path, v.clone())),
             }
         }
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_file_s_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::write(base.join("siem.secret"), "a-secret-of-16-chars-or-more\n").unwrap();
+        let text = r#"
+data_dir = "data"
+[api]
+socket = "run/tocsind.sock"
+[identity]
+cert_file = "node.cert"
+[[webhook]]
+name = "siem"
+url = "https://siem.example:8443/hook"
+secret_file = "siem.secret"
+ca_file = "ca.pem"
+"#;
+        let path = base.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.data_dir, base.join("data"));
+        assert_eq!(cfg.api.socket, Some(base.join("run/tocsind.sock")));
+        assert_eq!(cfg.identity.cert_file, Some(base.join("node.cert")));
+        assert_eq!(cfg.webhook[0].secret_file, Some(base.join("siem.secret")));
+        assert_eq!(cfg.webhook[0].ca_file, Some(base.join("ca.pem")));
     }
 
     #[test]

@@ -90,21 +90,25 @@ impl Target {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<StatusCode, String> {
-        let host = self
-            .url
-            .host_str()
-            .ok_or_else(|| "the URL has no host".to_string())?;
+        // `host_str` keeps an IPv6 literal's brackets (`[::1]`), which neither a socket
+        // address nor a TLS server name takes.
+        let host = match self.url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => return Err("the URL has no host".to_string()),
+        };
         let port = self
             .url
             .port_or_known_default()
             .ok_or_else(|| "the URL has no port".to_string())?;
-        let tcp = TcpStream::connect((host, port))
+        let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             Some(tls) => {
-                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                let name = rustls_pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
                 let stream = tls
                     .connect(name, tcp)
@@ -202,6 +206,41 @@ fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsC
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A webhook to an IPv6 literal (`http://[::1]:PORT/`, which the config accepts as
+    /// loopback) is delivered. Skipped, with the reason, where IPv6 loopback is missing.
+    #[tokio::test]
+    async fn a_webhook_to_an_ipv6_literal_is_delivered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                println!("SKIPPED the IPv6 webhook check: cannot bind [::1]: {e}");
+                return;
+            }
+        };
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.ends_with(b"{}") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        let url = url::Url::parse(&format!("http://[::1]:{port}/hook")).unwrap();
+        let target = Target::new(url, Duration::from_secs(10), None).unwrap();
+        let outcome = target.post(&[], b"{}".to_vec()).await;
+        assert!(matches!(outcome, Outcome::Delivered), "{outcome:?}");
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /hook "), "{request}");
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_over_the_time_a_dot_and_the_body() {
