@@ -352,6 +352,20 @@ async fn errors_hyper_answers_itself_carry_the_json_error_body() {
         .unwrap();
     assert_eq!(a.status, 414, "{a:?}");
     assert!(json_error(&a).contains("path is too long"), "{a:?}");
+    // A path that is not UTF-8, on every route that takes a key or an id.
+    for path in [
+        "/v1/trust/%FF",
+        "/v1/alerts/%FF",
+        "/v1/alerts/%FF/history",
+        "/v1/alerts/%FF/receipts",
+        "/v1/alerts/%FF/sightings",
+    ] {
+        let a = exchange(TcpStream::connect(tcp).await.unwrap(), &get(path, true))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        json_error(&a);
+    }
     // Headers larger than hyper's buffer.
     let big = format!(
         "GET /v1/status HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",

@@ -330,6 +330,22 @@ async fn each_client_reads_exactly_the_alerts_under_its_tlp_ceiling() {
     let a = get(addr, "/taxii2/api/nothing/", Some(&bearer("RED")), MEDIA).await;
     assert_eq!(a.status, 404, "{a:?}");
     assert_eq!(a.headers["content-type"], MEDIA);
+    // A path that is not UTF-8 or a query field given twice: credentials are checked
+    // first, and the error is TAXII JSON like every other.
+    let alerts = &all_ids["alerts"];
+    for path in [
+        "/taxii2/api/collections/%FF/".to_string(),
+        "/taxii2/api/collections/%FF/objects/".to_string(),
+        format!("/taxii2/api/collections/{alerts}/objects/?limit=1&limit=2"),
+        format!("/taxii2/api/collections/{alerts}/manifest/?next=%FF&next=1"),
+    ] {
+        let a = get(addr, &path, None, MEDIA).await;
+        assert_eq!(a.status, 401, "{path} without credentials: {a:?}");
+        let a = get(addr, &path, Some(&bearer("RED")), MEDIA).await;
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        assert_eq!(a.headers["content-type"], MEDIA, "{path}");
+        assert!(a.json()["description"].is_string(), "{path}: {a:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +35,13 @@ type Reply<T> = Result<Json<T>, ApiError>;
 
 fn parse_key(s: &str) -> Result<PublicKey, ApiError> {
     PublicKey::from_hex(s).map_err(|e| ApiError::bad("key", e.to_string()))
+}
+
+/// The key in the path; a path that is not UTF-8 gets the JSON error every other bad
+/// input gets, not axum's plain text.
+fn path_key(key: Result<Path<String>, PathRejection>) -> Result<PublicKey, ApiError> {
+    let Path(key) = key.map_err(|e| ApiError::bad("key", e.body_text()))?;
+    parse_key(&key)
 }
 
 fn parse_level(s: &str) -> Result<TrustLevel, ApiError> {
@@ -170,9 +178,9 @@ pub(super) async fn trust_list(State(st): State<Arc<ApiState>>) -> Reply<TrustLi
     ))]
 pub(super) async fn trust_get(
     State(st): State<Arc<ApiState>>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
 ) -> Reply<TrustEntry> {
-    let key = parse_key(&key)?;
+    let key = path_key(key)?;
     table(&st)
         .await?
         .into_iter()
@@ -222,11 +230,11 @@ pub(super) async fn trust_add(
     ))]
 pub(super) async fn trust_set(
     State(st): State<Arc<ApiState>>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     caller: Caller,
     body: Body,
 ) -> Reply<TrustChanged> {
-    let key = parse_key(&key)?;
+    let key = path_key(key)?;
     let req: TrustPatchRequest = parse_body(&read_body(body).await?)?;
     let level = req.level.as_deref().map(parse_level).transpose()?;
     check_peer(
@@ -255,11 +263,11 @@ pub(super) async fn trust_set(
     ))]
 pub(super) async fn trust_remove(
     State(st): State<Arc<ApiState>>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     caller: Caller,
     body: Body,
 ) -> Reply<TrustChanged> {
-    let key = parse_key(&key)?;
+    let key = path_key(key)?;
     let body = read_body(body).await?;
     let req: TrustRemoveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TrustRemoveRequest::default()

@@ -23,6 +23,7 @@ pub mod collection;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -442,9 +443,10 @@ async fn collections(
 async fn collection_info(
     State(t): State<Arc<Taxii>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, TaxiiError> {
     let client = admit(&t, &headers)?;
+    let Path(id) = taken(id)?;
     Ok(taxii_json(StatusCode::OK, &find(client, &id)?.json()))
 }
 
@@ -585,13 +587,21 @@ fn envelope(page: &collection::Page) -> serde_json::Map<String, Value> {
     body
 }
 
+/// A path or query that axum could not read, as a TAXII error (read after
+/// [`admit`], so that nothing is answered before the credentials are checked).
+fn taken<T, E: std::fmt::Display>(extracted: Result<T, E>) -> Result<T, TaxiiError> {
+    extracted.map_err(|e| TaxiiError::bad(e.to_string()))
+}
+
 async fn objects(
     State(t): State<Arc<Taxii>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, TaxiiError> {
     let client = admit(&t, &headers)?;
+    let Path(id) = taken(id)?;
+    let Query(q) = taken(q)?;
     let def = find(client, &id)?;
     let page = read_page(&t, def, client, q.request(None)?).await?;
     Ok(paged(&page, envelope(&page)))
@@ -600,10 +610,12 @@ async fn objects(
 async fn object(
     State(t): State<Arc<Taxii>>,
     headers: HeaderMap,
-    Path((id, object_id)): Path<(String, String)>,
-    Query(q): Query<PageQuery>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, TaxiiError> {
     let client = admit(&t, &headers)?;
+    let Path((id, object_id)) = taken(ids)?;
+    let Query(q) = taken(q)?;
     let def = find(client, &id)?;
     let page = read_page(&t, def, client, q.request(Some(&object_id))?).await?;
     if page.objects.is_empty() && page.next.is_none() {
@@ -617,10 +629,12 @@ async fn object(
 async fn versions(
     State(t): State<Arc<Taxii>>,
     headers: HeaderMap,
-    Path((id, object_id)): Path<(String, String)>,
-    Query(mut q): Query<PageQuery>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, TaxiiError> {
     let client = admit(&t, &headers)?;
+    let Path((id, object_id)) = taken(ids)?;
+    let Query(mut q) = taken(q)?;
     let def = find(client, &id)?;
     q.match_version = Some("all".into());
     let page = read_page(&t, def, client, q.request(Some(&object_id))?).await?;
@@ -642,10 +656,12 @@ async fn versions(
 async fn manifest(
     State(t): State<Arc<Taxii>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, TaxiiError> {
     let client = admit(&t, &headers)?;
+    let Path(id) = taken(id)?;
+    let Query(q) = taken(q)?;
     let def = find(client, &id)?;
     let page = read_page(&t, def, client, q.request(None)?).await?;
     let mut body = serde_json::Map::new();
