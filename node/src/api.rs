@@ -206,12 +206,43 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let (r, spec) = described(state.test_control).split_for_parts();
     let mut r = r
         .with_state(state.clone())
-        .layer(axum::Extension(Arc::new(spec)));
+        .layer(axum::Extension(Arc::new(spec)))
+        .layer(axum::middleware::from_fn(refuse_unread_query));
     if let Some(taxii) = &state.taxii {
         r = r.merge(crate::taxii::routes(taxii.clone()));
     }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The API routes that read a query string. Every other one refuses a query, as an
+/// unknown parameter of those two is refused: a typo never silently drops a filter.
+const QUERY_ROUTES: [&str; 2] = ["/v1/alerts", "/v1/stream"];
+
+async fn refuse_unread_query(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
+        if !QUERY_ROUTES.contains(&path) {
+            let first = query.split('&').next().unwrap_or(query);
+            let name: String = first
+                .split('=')
+                .next()
+                .unwrap_or(first)
+                .chars()
+                .take(64)
+                .collect();
+            return error::ApiError::bad(
+                &name,
+                format!("unknown query parameter {name:?}: {path} takes none"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// `GET /v1/openapi.json`

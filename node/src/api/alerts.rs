@@ -549,11 +549,18 @@ fn parse_u64(v: &str, field: &str, what: &str) -> Result<u64, ApiError> {
 /// Parses the list filters, naming the parameter at fault. Empty values are ignored.
 pub(super) fn parse_list_query(params: Vec<(String, String)>) -> Result<StoreQuery, ApiError> {
     let mut q = StoreQuery::default();
+    let mut given = std::collections::HashSet::new();
     for (key, v) in params {
         if v.is_empty() {
             continue;
         }
         let k = key.as_str();
+        if !given.insert(key.clone()) {
+            return Err(ApiError::bad(
+                k,
+                format!("{k} is given twice: each filter takes one value"),
+            ));
+        }
         match k {
             "since" => q.since = Some(parse_u64(&v, k, "unix milliseconds")?),
             "until" => q.until = Some(parse_u64(&v, k, "unix milliseconds")?),

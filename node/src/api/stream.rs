@@ -75,6 +75,9 @@ pub(super) async fn stream(
     let mut from = None;
     for (k, v) in params {
         match k.as_str() {
+            "from" if from.is_some() => {
+                return Err(ApiError::bad("from", "from is given twice"));
+            }
             "from" => {
                 from = Some(v.parse::<u64>().map_err(|_| {
                     ApiError::bad("from", format!("from {v:?} is not a sequence number"))

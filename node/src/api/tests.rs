@@ -290,6 +290,22 @@ async fn bad_input_names_the_field() {
     assert_eq!((status, err["field"].as_str()), (400, Some("since")));
     let (status, err) = h.call("GET", "/v1/alerts/not-hex", None).await;
     assert_eq!((status, err["field"].as_str()), (400, Some("id")));
+    // A filter given twice, and a query on a route that reads none, are refused rather
+    // than half applied or ignored.
+    for (path, field) in [
+        ("/v1/alerts?tag=a&tag=b", "tag"),
+        ("/v1/stream?from=1&from=2", "from"),
+        ("/v1/trust-audit?limit=10", "limit"),
+        ("/v1/peers?connected=true", "connected"),
+        ("/v1/status?verbose", "verbose"),
+    ] {
+        let (status, err) = h.call("GET", path, None).await;
+        assert_eq!(
+            (status, err["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {err}"
+        );
+    }
     let (_, st) = h.call("GET", "/v1/status", None).await;
     assert_eq!(st["alerts"], 0, "nothing was stored");
     h.shutdown().await;
