@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use tempfile::TempDir;
 use tocsin_node::store::{
     AlertState, AuditRecord, Insert, Query, Receipt, Store, StoreError, StoredAlert, TrustCommit,
-    TrustEntry, SCHEMA_VERSION,
+    TrustEntry, MAX_PAGE_BYTES, SCHEMA_VERSION,
 };
 use tocsin_proto::{
     AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, SignedAlert,
@@ -375,10 +375,12 @@ fn page_all(store: &Store, q: &Query, limit: usize) -> Vec<AlertId> {
         out.extend(ids(&page.alerts));
         match page.next {
             Some(c) => {
-                assert_eq!(
-                    page.alerts.len(),
-                    limit,
-                    "only full pages have a next cursor"
+                let bytes: usize = page.alerts.iter().map(|a| a.alert.body_bytes().len()).sum();
+                assert!(
+                    page.alerts.len() == limit
+                        || bytes + tocsin_proto::limits::MAX_ENVELOPE_BYTES > MAX_PAGE_BYTES,
+                    "only pages full by count or by bytes have a next cursor ({} alerts, {bytes} bytes)",
+                    page.alerts.len()
                 );
                 q.cursor = Some(c);
             }
@@ -387,6 +389,45 @@ fn page_all(store: &Store, q: &Query, limit: usize) -> Vec<AlertId> {
         assert!(pages < 1000, "paging does not end");
     }
     out
+}
+
+/// A page of large alerts ends by bytes, well before its count: 1,000 alerts of 32 KB
+/// would take tens of MiB per request. Paging still returns every alert once, in order.
+#[tokio::test]
+async fn a_page_of_large_alerts_ends_by_bytes_and_paging_loses_nothing() {
+    let dir = TempDir::new().unwrap();
+    let (store, _join) = open(&dir);
+    let big = "x".repeat(tocsin_proto::limits::MAX_TEXT_BYTES - 100);
+    let all: Vec<VerifiedAlert> = (0..80u64)
+        .map(|i| {
+            let mut b = body(1, T0 + i, &format!("large {i}"));
+            b.text = big.clone();
+            sign(1, b)
+        })
+        .collect();
+    let items = all.iter().map(|a| (a.clone(), local())).collect();
+    store.insert_many(items).await.unwrap();
+    let first = store
+        .query(&Query {
+            limit: Some(1000),
+            ..Query::default()
+        })
+        .unwrap();
+    let bytes: usize = first
+        .alerts
+        .iter()
+        .map(|a| a.alert.body_bytes().len())
+        .sum();
+    assert!(bytes <= MAX_PAGE_BYTES, "{bytes} bytes in one page");
+    assert!(
+        first.alerts.len() < 80 && first.next.is_some(),
+        "{} alerts",
+        first.alerts.len()
+    );
+    let got = page_all(&store, &Query::default(), 1000);
+    let mut expected: Vec<AlertId> = all.iter().rev().map(|a| a.id()).collect();
+    expected.dedup();
+    assert_eq!(got, expected);
 }
 
 #[tokio::test]

@@ -161,6 +161,11 @@ const EVENTS: usize = 4096;
 pub const DEFAULT_QUERY_LIMIT: usize = 100;
 /// Largest [`Query::limit`]; larger limits are reduced to it.
 pub const MAX_QUERY_LIMIT: usize = 1000;
+/// A page of alerts (a query's, or a TAXII collection's) ends once the signed bodies in
+/// it reach this many bytes, whatever its limit: a page of 1,000 alerts of 64 KiB each
+/// would take tens of MiB per request to build. Typical alerts (under 1 KiB) fill a
+/// page of 1,000 well below it. At least one alert is always returned.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
 
 /// The node's alert store. Cheap to clone: every clone shares the database, the
 /// writer's queue and the notification channel.

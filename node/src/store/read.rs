@@ -14,7 +14,7 @@ use super::schema::{
 };
 use super::{
     AlertMeta, AlertState, Counts, Query, QueryPage, Receipt, StoreError, StoredAlert,
-    DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT,
+    DEFAULT_QUERY_LIMIT, MAX_PAGE_BYTES, MAX_QUERY_LIMIT,
 };
 
 /// Most alerts [`history`] collects: a chain longer than this is cut, not walked forever.
@@ -437,6 +437,7 @@ pub(super) fn query(db: &Database, q: &Query, now: u64) -> Result<QueryPage, Sto
     let text = q.text.as_deref().map(str::to_lowercase);
     let tag = q.tag.as_deref().map(schema::norm_tag);
     let mut alerts = Vec::new();
+    let mut bytes = 0usize;
     let mut more = false;
     loop {
         // Merge: the greatest (issued_at, id) among the sources' heads.
@@ -461,10 +462,12 @@ pub(super) fn query(db: &Database, q: &Query, now: u64) -> Result<QueryPage, Sto
             continue;
         };
         if matches(q, &a, text.as_deref(), tag.as_deref()) {
-            if alerts.len() == limit {
+            let size = a.alert.body_bytes().len();
+            if alerts.len() == limit || (!alerts.is_empty() && bytes + size > MAX_PAGE_BYTES) {
                 more = true;
                 break;
             }
+            bytes += size;
             alerts.push(a);
         }
     }

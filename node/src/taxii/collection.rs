@@ -20,7 +20,7 @@ use serde_json::Value;
 use tocsin_proto::stix::{self, Version};
 use tocsin_proto::{AlertId, Kind, Tlp};
 
-use crate::store::{Store, StoreError, StoredAlert};
+use crate::store::{Store, StoreError, StoredAlert, MAX_PAGE_BYTES};
 
 /// Log entries looked at per request at most: a page may hold fewer objects than asked
 /// (even none, with `more`), so that a client whose filter matches little cannot make
@@ -186,6 +186,7 @@ pub fn page(
     let mut page = Page::default();
     let mut seen: HashSet<(String, String)> = HashSet::new();
     let mut scanned = 0usize;
+    let mut bytes = 0usize;
     let mut at = from;
     loop {
         let entries = store.added_after(at.us.saturating_sub(1), READ_BATCH)?;
@@ -206,11 +207,12 @@ pub fn page(
                 page.objects.push((us, o));
             }
             scanned += 1;
+            bytes = bytes.saturating_add(stored.alert.body_bytes().len());
             at = Cursor {
                 us: us.saturating_add(1),
                 skip: 0,
             };
-            if scanned >= MAX_SCAN || page.objects.len() >= limit {
+            if scanned >= MAX_SCAN || page.objects.len() >= limit || bytes >= MAX_PAGE_BYTES {
                 // More may follow: say so if anything was added after this entry.
                 if !store.added_after(us, 1)?.is_empty() {
                     page.next = Some(at);
