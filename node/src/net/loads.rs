@@ -33,6 +33,9 @@ pub struct Loads {
     in_flight: usize,
     waiting: VecDeque<Request>,
     waiting_ids: usize,
+    /// Counts the peer's trust narrowings while it has reads: a read started before
+    /// the last one is not sent (see [`Loads::narrow`]).
+    gen: u64,
 }
 
 impl Loads {
@@ -63,6 +66,20 @@ impl Loads {
     pub fn clear_waiting(&mut self) {
         self.waiting.clear();
         self.waiting_ids = 0;
+    }
+
+    /// The peer's trust narrowed (a demotion, a removal, a block): what it asked for
+    /// was allowed when it asked, not necessarily now. What waits is dropped, and the
+    /// reads in flight, started under the old level, are not sent ([`Loads::gen`]).
+    pub fn narrow(&mut self) {
+        self.clear_waiting();
+        self.gen = self.gen.wrapping_add(1);
+    }
+
+    /// The number of narrowings so far: a read is sent only if it is unchanged since
+    /// the read started.
+    pub fn gen(&self) -> u64 {
+        self.gen
     }
 
     /// Nothing in flight or queued.
@@ -109,5 +126,25 @@ mod tests {
             assert_eq!(l.done(), None, "nothing waits after a disconnect");
         }
         assert!(l.is_idle());
+    }
+
+    #[test]
+    fn a_narrowing_drops_what_waits_and_marks_the_reads_in_flight_stale() {
+        let mut l = Loads::default();
+        for k in 0..MAX_LOADS_PER_PEER as u8 {
+            assert_eq!(l.ask(req(k, 8)), Ask::Start(req(k, 8)));
+        }
+        assert_eq!(l.ask(req(9, 8)), Ask::Queued);
+        let started = l.gen();
+        l.narrow();
+        assert_ne!(l.gen(), started, "reads started before are stale");
+        for _ in 0..MAX_LOADS_PER_PEER {
+            assert_eq!(l.done(), None, "what waited was dropped");
+        }
+        assert!(l.is_idle());
+        // Asked after the narrowing: read and sent under the new level.
+        let now = l.gen();
+        assert_eq!(l.ask(req(10, 8)), Ask::Start(req(10, 8)));
+        assert_eq!(l.gen(), now);
     }
 }

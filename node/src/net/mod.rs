@@ -248,6 +248,8 @@ enum Inbound {
         frames: Vec<(u64, Vec<u8>)>,
         /// The read's last part.
         last: bool,
+        /// [`loads::Loads::gen`] when the read started.
+        gen: u64,
     },
     /// A locally issued alert, signed and verified off the loop.
     Signed {
@@ -821,6 +823,7 @@ impl NetActor {
     fn spawn_load(&self, pid: PeerId, alerts: Vec<(AlertId, u8)>) {
         let store = self.store.clone();
         let inbound = self.inbound_tx.clone();
+        let gen = self.loads.get(&pid).map_or(0, loads::Loads::gen);
         tokio::task::spawn_blocking(move || {
             let load = || {
                 let mut frames = Vec::with_capacity(alerts.len().min(LOAD_CHUNK));
@@ -831,6 +834,7 @@ impl NetActor {
                             peer: pid,
                             frames: chunk,
                             last: false,
+                            gen,
                         };
                         if inbound.blocking_send(msg).is_err() {
                             return Vec::new();
@@ -861,6 +865,7 @@ impl NetActor {
                 peer: pid,
                 frames,
                 last: true,
+                gen,
             });
         });
     }
@@ -884,6 +889,13 @@ impl NetActor {
 
     fn feed(&mut self, event: Event) {
         let now = crate::now_ms();
+        if let Event::Trust { key, level } = &event {
+            if *level < self.engine.trust_of(key) {
+                if let Some(l) = peer_id_of_checked(key).and_then(|p| self.loads.get_mut(&p)) {
+                    l.narrow();
+                }
+            }
+        }
         let actions = self.engine.handle(event, now);
         for a in actions {
             self.act(a, now);
@@ -1913,7 +1925,14 @@ impl NetActor {
                     self.feed(Event::Verified(Box::new(c)));
                 }
             }
-            Inbound::LoadedAsked { peer, frames, last } => {
+            Inbound::LoadedAsked {
+                peer,
+                frames,
+                last,
+                gen,
+            } => {
+                // Read under a level the peer no longer has: not sent.
+                let current = self.loads.get(&peer).is_none_or(|l| l.gen() == gen);
                 // The peer's next queued read starts as this one ends.
                 let mut next = None;
                 if let Some(l) = self.loads.get_mut(&peer).filter(|_| last) {
@@ -1925,7 +1944,11 @@ impl NetActor {
                 if let Some(alerts) = next {
                     self.spawn_load(peer, alerts);
                 }
-                self.send_loaded(peer, frames);
+                if current {
+                    self.send_loaded(peer, frames);
+                } else {
+                    debug!(peer = %peer, frames = frames.len(), "stored alerts read before the peer's trust narrowed were not sent");
+                }
             }
             Inbound::Loaded { peer, frames } => self.send_loaded(peer, frames),
             Inbound::Signed { alert, reply } => self.on_signed(alert, reply),
