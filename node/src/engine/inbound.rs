@@ -75,24 +75,37 @@ impl Engine {
             Frame::Alert { .. } => 0, // handled above
             // The network actor reads a connection's identity; a repeat changes nothing.
             Frame::Identity { .. } => 1,
+            // An exact repeat of a signed frame that verified before changes nothing:
+            // dropped without checking its signature again.
+            Frame::Receipt { receipt } if self.checked_before(&[&receipt]) => 1,
+            Frame::Sighting { sighting } if self.checked_before(&[&sighting]) => 1,
+            Frame::Revoke { revocation, cert } if self.checked_before(&[&revocation, &cert]) => 1,
             Frame::Receipt { receipt } => {
-                self.on_receipt(peer, &receipt, now);
+                if self.on_receipt(peer, &receipt, now) {
+                    self.checked(&[&receipt]);
+                }
                 WORK_RECEIPT
             }
             Frame::Sighting { sighting } => {
                 use tocsin_proto::identity::{Sighting, Signed};
                 match Signed::<Sighting>::decode_verified(&sighting) {
-                    Ok(s) if s.body().alert.is_some() => self.on_sighting(Some(peer), s, now),
+                    Ok(s) if s.body().alert.is_some() => {
+                        self.checked(&[&sighting]);
+                        self.on_sighting(Some(peer), s, now)
+                    }
                     _ => self.verdict(peer, Reason::BadSighting, now),
                 }
                 WORK_RECEIPT
             }
             Frame::Revoke { revocation, cert } => {
                 match tocsin_proto::identity::RevocationProof::verify(&revocation, &cert) {
-                    Ok(proof) => self.actions.push(Action::Revocation {
-                        peer,
-                        proof: Box::new(proof),
-                    }),
+                    Ok(proof) => {
+                        self.checked(&[&revocation, &cert]);
+                        self.actions.push(Action::Revocation {
+                            peer,
+                            proof: Box::new(proof),
+                        })
+                    }
                     Err(_) => self.verdict(peer, Reason::BadRevocation, now),
                 }
                 WORK_REVOKE
@@ -156,12 +169,39 @@ impl Engine {
     /// A receipt for one of our alerts: it must verify, be signed by its sender (a
     /// receipt is never relayed) and be addressed to us, or the sender is penalised. One
     /// for an alert we do not hold as an AMBER or RED alert of ours is ignored.
-    fn on_receipt(&mut self, peer: PublicKey, bytes: &[u8], now: u64) {
+    /// The digest [`Engine::checked_frames`] keeps for a signed frame's parts.
+    fn frame_digest(parts: &[&[u8]]) -> AlertId {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        AlertId(h.finalize().into())
+    }
+
+    /// Whether these exact bytes verified before (among the latest remembered).
+    fn checked_before(&self, parts: &[&[u8]]) -> bool {
+        self.checked_frames
+            .get(&Self::frame_digest(parts))
+            .is_some()
+    }
+
+    /// These bytes verified: a repeat is dropped unchecked.
+    fn checked(&mut self, parts: &[&[u8]]) {
+        self.checked_frames.entry(Self::frame_digest(parts));
+    }
+
+    /// Returns whether the receipt verified and is this peer's, to us.
+    fn on_receipt(&mut self, peer: PublicKey, bytes: &[u8], now: u64) -> bool {
         use tocsin_proto::identity::{Receipt, Signed};
         use tocsin_proto::Tlp;
         let receipt = match Signed::<Receipt>::decode_verified(bytes) {
             Ok(r) if r.body().receiver == peer && r.body().origin == self.me => r,
-            _ => return self.verdict(peer, Reason::BadReceipt, now),
+            _ => {
+                self.verdict(peer, Reason::BadReceipt, now);
+                return false;
+            }
         };
         // Ours, AMBER or RED, and one the sender may hold (it was, or is now, in its
         // audience): a receipt from anyone else is ignored.
@@ -177,6 +217,7 @@ impl Engine {
                 receipt: Box::new(receipt),
             });
         }
+        true
     }
 
     /// A sighting of an alert we hold, from this node (`peer` None), from its observer,

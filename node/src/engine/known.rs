@@ -162,7 +162,7 @@ pub struct Known {
 
 /// A map of at most `cap` alerts' values, the oldest added dropped first.
 #[derive(Debug)]
-struct Bounded<V> {
+pub(super) struct Bounded<V> {
     cap: usize,
     entries: HashMap<AlertId, V>,
     /// Ids in the order they were added (one removed meanwhile is skipped).
@@ -170,7 +170,7 @@ struct Bounded<V> {
 }
 
 impl<V: Default> Bounded<V> {
-    fn new(cap: usize) -> Self {
+    pub(super) fn new(cap: usize) -> Self {
         Bounded {
             cap,
             entries: HashMap::new(),
@@ -178,7 +178,7 @@ impl<V: Default> Bounded<V> {
         }
     }
 
-    fn get(&self, id: &AlertId) -> Option<&V> {
+    pub(super) fn get(&self, id: &AlertId) -> Option<&V> {
         self.entries.get(id)
     }
 
@@ -188,7 +188,7 @@ impl<V: Default> Bounded<V> {
 
     /// The value of `id`, added (as the default) if new, dropping the oldest beyond
     /// the cap.
-    fn entry(&mut self, id: AlertId) -> &mut V {
+    pub(super) fn entry(&mut self, id: AlertId) -> &mut V {
         if !self.entries.contains_key(&id) {
             while self.order.len() >= self.cap {
                 if let Some(old) = self.order.pop_front() {

@@ -93,6 +93,9 @@ pub const MAX_UNKNOWN_OBSERVERS_PER_ALERT: u32 = 32;
 const WORK_RECEIPT: u64 = 50;
 /// Work units a `revoke` costs: two signature checks.
 const WORK_REVOKE: u64 = 100;
+/// How many verified receipts, sightings and revocations are remembered, so that an
+/// exact repeat is dropped unchecked ([`Engine::checked_frames`]).
+const CHECKED_FRAMES: usize = 16_384;
 /// Work units every control frame costs at least: reading, decoding and dispatching it
 /// takes the network actor microseconds, whatever it asks for. At 1 unit, a peer could
 /// send 100,000 empty `want`s a second within the default budget, and the attack bench
@@ -490,6 +493,11 @@ pub struct Engine {
     agency_of: HashMap<PublicKey, PublicKey>,
     /// The newest sighting kept per (alert, observer): its `last_seen`.
     sightings: HashMap<(AlertId, PublicKey), u64>,
+    /// SHA-256 of the latest [`CHECKED_FRAMES`] receipts, sightings and revocations
+    /// (signature included) whose signatures verified: an exact repeat is dropped
+    /// without checking it again, so that replaying one valid frame cannot buy the
+    /// network actor's time (a check is about 50 µs, on this thread).
+    checked_frames: known::Bounded<()>,
     /// How many observers unknown here, relayed by a peer, of each alert are in
     /// `sightings`.
     unknown_observers: HashMap<AlertId, u32>,
@@ -535,6 +543,7 @@ impl Engine {
             my_org: None,
             agency_of: HashMap::new(),
             sightings: HashMap::new(),
+            checked_frames: known::Bounded::new(CHECKED_FRAMES),
             unknown_observers: HashMap::new(),
             promoted: HashMap::new(),
             offering: BTreeMap::new(),

@@ -2532,6 +2532,51 @@ fn receipts_are_taken_only_from_their_signer_for_our_amber_and_red_alerts() {
     }
 }
 
+/// Replaying one valid receipt or revocation must not buy signature checks on the
+/// actor, nor a store write each: an exact repeat is dropped unchecked. A copy with a
+/// flipped signature byte is not a repeat: it is checked, and penalised.
+#[test]
+fn an_exact_repeat_of_a_verified_signed_frame_is_dropped_and_a_forged_copy_is_not() {
+    let (me, peer, org, node) = (key(1), key(2), key(3), key(4));
+    let mut e = engine_for(&me, EngineConfig::default());
+    connect(&mut e, &peer, TrustLevel::Partner);
+    let amber = alert(&me, 1, Tlp::Amber);
+    issue(&mut e, amber.clone(), 1, T0);
+    let frame = receipt_frame(&peer, &me, amber.id());
+    let out = e.handle(frame_event(&peer, &frame), T0);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Receipt { .. })),
+        "{out:?}"
+    );
+    for _ in 0..100 {
+        let out = e.handle(frame_event(&peer, &frame), T0);
+        assert!(out.is_empty(), "a repeat is taken again: {out:?}");
+    }
+    let Frame::Receipt { receipt } = &frame else {
+        unreachable!()
+    };
+    let mut forged = receipt.to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let forged = Frame::Receipt {
+        receipt: serde_bytes::ByteBuf::from(forged),
+    };
+    let out = e.handle(frame_event(&peer, &forged), T0);
+    assert!(only_verdict(&out, Reason::BadReceipt), "{out:?}");
+
+    let (rev, cert) = revocation_of(&org, &node, ISSUED);
+    let revoke = Frame::Revoke {
+        revocation: serde_bytes::ByteBuf::from(rev),
+        cert: serde_bytes::ByteBuf::from(cert),
+    };
+    let taken = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Revocation { .. }));
+    assert!(taken(&e.handle(frame_event(&peer, &revoke), T0)));
+    for _ in 0..100 {
+        let out = e.handle(frame_event(&peer, &revoke), T0);
+        assert!(out.is_empty(), "a repeat is taken again: {out:?}");
+    }
+}
+
 #[test]
 fn a_red_alert_naming_an_org_key_reaches_that_agency_s_certified_nodes_only() {
     let (me, a1, other, org) = (key(1), key(2), key(3), key(9));
