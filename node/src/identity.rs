@@ -16,9 +16,9 @@ use tocsin_proto::PublicKey;
 
 /// How long an unknown peer has to present a certificate, from its connection.
 pub const ADMIT_TIMEOUT_MS: u64 = 5_000;
-/// Most peers held at once while they present their certificate. Beyond it, unknown
-/// peers are refused at the handshake, as when no org key is trusted; peers trusted by
-/// their node key are never held.
+/// Most peers that connected to this node held at once while they present their
+/// certificate. Beyond it, the oldest such hold is closed for the new one (silent hosts
+/// cannot keep a certified node out); peers trusted by their node key are never held.
 pub const MAX_PENDING_PEERS: usize = 32;
 
 /// Why a certificate presented by a peer was not accepted.

@@ -27,13 +27,23 @@ use libp2p::{Multiaddr, PeerId};
 #[error("peer is not trusted (unknown, blocked, banned or partitioned)")]
 pub struct NotAllowed;
 
+/// One held peer.
+#[derive(Debug)]
+struct Hold {
+    /// The hold's number, increasing: the lowest is the oldest.
+    number: u64,
+    /// Its open connections.
+    conns: HashSet<ConnectionId>,
+    /// We dialled it (an org entry's address): held beyond the cap, never evicted.
+    dialled: bool,
+}
+
 /// The gate. See the module docs.
 #[derive(Debug)]
 pub struct Behaviour {
     allowed: HashSet<PeerId>,
-    /// Peers held while they present a certificate: the hold's number and the peer's
-    /// open connections.
-    pending: HashMap<PeerId, (u64, HashSet<ConnectionId>)>,
+    /// Peers held while they present a certificate.
+    pending: HashMap<PeerId, Hold>,
     next_hold: u64,
     /// Whether unknown peers are held rather than refused.
     admitting: bool,
@@ -96,7 +106,7 @@ impl Behaviour {
     /// The number of `peer`'s current hold, if it is held: a new hold (after a refusal)
     /// gets a new number, so that a timer set for an earlier one cannot cut it short.
     pub fn hold_of(&self, peer: &PeerId) -> Option<u64> {
-        self.pending.get(peer).map(|(hold, _)| *hold)
+        self.pending.get(peer).map(|h| h.number)
     }
 
     /// Peers held now.
@@ -123,20 +133,46 @@ impl Behaviour {
         if self.allowed.contains(&peer) {
             return Ok(());
         }
-        if let Some((_, conns)) = self.pending.get_mut(&peer) {
+        if let Some(hold) = self.pending.get_mut(&peer) {
             if dialled {
-                conns.insert(conn);
+                hold.conns.insert(conn);
                 return Ok(());
             }
             return Err(ConnectionDenied::new(NotAllowed));
         }
-        if self.admitting && (dialled || self.pending.len() < self.max_pending) {
-            self.next_hold += 1;
-            self.pending
-                .insert(peer, (self.next_hold, HashSet::from([conn])));
-            return Ok(());
+        if !self.admitting {
+            return Err(ConnectionDenied::new(NotAllowed));
         }
-        Err(ConnectionDenied::new(NotAllowed))
+        if !dialled {
+            // Full: the oldest hold others opened makes room. Hosts that open
+            // connections and never present a certificate then cannot keep a node that
+            // presents one in its first frame out: they would have to open the whole
+            // cap's worth within the few milliseconds that frame takes.
+            let inbound = self.pending.values().filter(|h| !h.dialled).count();
+            if inbound >= self.max_pending {
+                let oldest = self
+                    .pending
+                    .iter()
+                    .filter(|(_, h)| !h.dialled)
+                    .min_by_key(|(_, h)| h.number)
+                    .map(|(p, _)| *p);
+                let Some(oldest) = oldest else {
+                    return Err(ConnectionDenied::new(NotAllowed));
+                };
+                self.pending.remove(&oldest);
+                self.close_all(oldest);
+            }
+        }
+        self.next_hold += 1;
+        self.pending.insert(
+            peer,
+            Hold {
+                number: self.next_hold,
+                conns: HashSet::from([conn]),
+                dialled,
+            },
+        );
+        Ok(())
     }
 }
 
@@ -174,9 +210,9 @@ impl NetworkBehaviour for Behaviour {
             ..
         }) = event
         {
-            if let Some((_, conns)) = self.pending.get_mut(&peer_id) {
-                conns.remove(&connection_id);
-                if conns.is_empty() {
+            if let Some(hold) = self.pending.get_mut(&peer_id) {
+                hold.conns.remove(&connection_id);
+                if hold.conns.is_empty() {
                     self.pending.remove(&peer_id);
                 }
             }
@@ -236,7 +272,6 @@ mod tests {
             gate.check(conn(5), a, false).is_err(),
             "a held peer gets one connection"
         );
-        assert!(gate.check(conn(6), c, false).is_err(), "over the cap");
         assert!(
             gate.check(conn(6), c, true).is_ok(),
             "a dial of ours is held beyond it"
@@ -263,5 +298,29 @@ mod tests {
             "held again, as a new hold"
         );
         assert_ne!(gate.hold_of(&a), Some(hold_a));
+    }
+
+    /// Silent hosts cannot fill the holds and keep out a node that presents its
+    /// certificate: past the cap, the oldest hold others opened is closed for the new
+    /// one; our own dials are neither counted nor evicted.
+    #[test]
+    fn past_the_cap_the_oldest_inbound_hold_makes_room() {
+        let mut gate = Behaviour::new(2);
+        gate.set_admitting(true);
+        let conn = ConnectionId::new_unchecked;
+        let (ours, a, b, c) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        assert!(gate.check(conn(1), ours, true).is_ok());
+        assert!(gate.check(conn(2), a, false).is_ok());
+        assert!(gate.check(conn(3), b, false).is_ok());
+        assert!(gate.check(conn(4), c, false).is_ok(), "held, not refused");
+        assert!(!gate.is_pending(&a), "the oldest inbound hold made room");
+        assert_eq!(gate.close.pop_front(), Some(a));
+        assert!(gate.is_pending(&ours) && gate.is_pending(&b) && gate.is_pending(&c));
+        assert_eq!(gate.pending_count(), 3);
     }
 }
