@@ -179,6 +179,8 @@ pub struct Store {
     events: broadcast::Sender<Stored>,
     epoch: u64,
     metrics: StoreMetrics,
+    /// When a sighting was last committed durably, unix ms ([`Store::put_sighting`]).
+    sightings_synced: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -239,6 +241,7 @@ impl Store {
                 events,
                 epoch,
                 metrics,
+                sightings_synced: Arc::default(),
             },
             join,
         ))

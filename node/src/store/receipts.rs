@@ -138,7 +138,10 @@ impl Store {
     /// `capped`: the sighting is a relayed one of an observer unknown to this node; a new
     /// such observer is kept only while the alert has fewer than
     /// [`MAX_SIGHTINGS_PER_ALERT`] rows (the node's own, direct and known observers'
-    /// always are).
+    /// always are). At most one a second is committed with an fsync of its own; the
+    /// others go with the next durable commit (a crash before it loses them, at most a
+    /// second's worth of advisory counts): many peers' sightings must not take the
+    /// disk's fsyncs from alerts and trust changes.
     pub fn put_sighting(
         &self,
         sighting: &Signed<Sighting>,
@@ -149,7 +152,13 @@ impl Store {
             return Ok(false);
         };
         let bytes = sighting.to_bytes();
-        self.write(|txn| {
+        let now = crate::now_ms();
+        let synced = &self.sightings_synced;
+        let durable = now.saturating_sub(synced.load(std::sync::atomic::Ordering::Relaxed)) >= 1000;
+        if durable {
+            synced.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.write_with(durable, |txn| {
             let mut table = txn.open_table(SIGHTINGS)?;
             let key = (alert.0, s.observer.0);
             let held = table.get(key)?.map(|row| {
