@@ -465,6 +465,112 @@ async fn a_node_cannot_change_agency_by_showing_another_org_s_certificate() {
     wait_connected(&fed, 0, &hex, false, "node of a blocked org").await;
 }
 
+/// A revocation relayed by a peer, of a node never seen here: kept when the revoking
+/// org is an org entry at member or partner, not when it is public (a public org is
+/// trusted with what it publishes, not to take other agencies' nodes out). Both come,
+/// in that order, on one raw peer's stream; the second being held shows the first was
+/// handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_org_cannot_revoke_a_node_it_never_certified_here() {
+    let fed = Fed::start(1, vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let org_p = org_init(d, "p.key");
+    let org_m = org_init(d, "m.key");
+    for (org, level) in [(&org_p, "public"), (&org_m, "member")] {
+        let (out, err, code) = run(fed.tocsin(0).args([
+            "trust", "add", org, "--org", "--level", level, "--name", level,
+        ]));
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let hex_of = |seed: u8| {
+        PublicKey(
+            SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .to_bytes(),
+        )
+        .to_string()
+    };
+    let (by_public, by_member) = (hex_of(93), hex_of(94));
+    let mut frames = Vec::new();
+    for (victim, key, name) in [(&by_public, "p.key", "p"), (&by_member, "m.key", "m")] {
+        let cert = d.join(format!("{name}.cert"));
+        let rev = d.join(format!("{name}.revocation"));
+        org_cli(
+            d,
+            &[
+                "org",
+                "certify",
+                victim,
+                "--key",
+                key,
+                "--agency",
+                name,
+                "--out",
+                cert.to_str().unwrap(),
+            ],
+        );
+        org_cli(
+            d,
+            &[
+                "org",
+                "revoke",
+                victim,
+                "--key",
+                key,
+                "--reason",
+                "compromised",
+                "--out",
+                rev.to_str().unwrap(),
+            ],
+        );
+        let frame = Frame::Revoke {
+            revocation: serde_bytes::ByteBuf::from(std::fs::read(&rev).unwrap()),
+            cert: serde_bytes::ByteBuf::from(std::fs::read(&cert).unwrap()),
+        };
+        frames.push(frame.encode().unwrap());
+    }
+    // The relay: trusted by node 1 on its own key, at member.
+    let relay = SigningKey::from_bytes(&[95; 32]);
+    let relay_hex = PublicKey(relay.verifying_key().to_bytes()).to_string();
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": relay_hex, "level": "member", "name": "relay"}),
+    )
+    .await;
+    let target = fed.cluster.nodes[0].peer_id.parse().unwrap();
+    let addr = fed.cluster.nodes[0].addr().parse().unwrap();
+    let Connect::Open(mut raw) = rawpeer::connect(&relay, addr, target).await else {
+        panic!("the relay is trusted and connects");
+    };
+    let mut all = vec![
+        Frame::Identity { cert: None }.encode().unwrap(),
+        Frame::Hello { epoch: 1, head: 0 }.encode().unwrap(),
+    ];
+    all.extend(frames);
+    raw.send_frames(&all).await.unwrap();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let held = loop {
+        let held = revoked_on(&fed, 0).await;
+        if held.contains(&by_member) {
+            break held;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the member org's revocation was not kept: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        held,
+        vec![by_member.clone()],
+        "the public org's revocation was kept"
+    );
+    drop(raw);
+}
+
 /// Every revocation node `i` holds, by revoked node key.
 async fn revoked_on(fed: &Fed, i: usize) -> Vec<String> {
     let v = fed.cluster.nodes[i]

@@ -1539,10 +1539,10 @@ impl NetActor {
     }
 
     /// Whether a revocation that a peer sent may be kept. Anyone can make an org key and
-    /// "certify" any node key with it, so the proof alone says nothing: the org must be
-    /// an org entry of this node's trust table that may connect, and the node must be
-    /// one this node knows only through that org (no trust entry of its own), or one
-    /// that presented a certificate of that org here. This node's own key is revoked
+    /// "certify" any node key with it, so the proof alone says nothing: the node must
+    /// be one that presented a certificate of that org here, or one not seen yet, with
+    /// no trust entry of its own, revoked by an org entry of this node's trust table at
+    /// member or partner. This node's own key is revoked
     /// only by the org of its own certificate. An operator's revocation (the API) is
     /// always kept.
     fn may_take_revocation(&self, r: &tocsin_proto::identity::Revocation) -> Result<(), String> {
@@ -1565,12 +1565,15 @@ impl NetActor {
             Some(_) => return refuse("the node presented a certificate of another org here"),
             None => {}
         }
+        // A public org is trusted with what it publishes, not to take other agencies'
+        // nodes out of the federation: it speaks only for nodes that showed its
+        // certificate here (above).
         if !self
             .trust
             .get(&r.org)
-            .is_some_and(|e| e.org && TrustLevel::may_connect(Some(e.level)))
+            .is_some_and(|e| e.org && matches!(e.level, TrustLevel::Member | TrustLevel::Partner))
         {
-            return refuse("its org is not an org entry of the trust table that may connect");
+            return refuse("its org is not an org entry of the trust table at member or partner");
         }
         if self.trust.get(&r.node).is_some() {
             return refuse("the node key is trusted on its own, and never presented a certificate of that org here");
