@@ -465,6 +465,77 @@ async fn a_node_cannot_change_agency_by_showing_another_org_s_certificate() {
     wait_connected(&fed, 0, &hex, false, "node of a blocked org").await;
 }
 
+/// A node trusted on its own key showed agency A's certificate; after node 1 restarts,
+/// it shows another org's, Z's. The certificate is ignored (the node stays connected,
+/// on its own entry) and node 1 still knows it as A's: what it showed before is kept
+/// across restarts, so a restart does not open the door to a change of agency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_trusted_on_its_own_key_keeps_its_agency_across_a_restart() {
+    let mut fed = Fed::start(1, vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let org_a = org_init(d, "a.key");
+    let org_z = org_init(d, "z.key");
+    let seed = 92;
+    let hex = PublicKey(
+        SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+    .to_string();
+    for (key, agency) in [("a", "CERT-A"), ("z", "Z")] {
+        let out = d.join(format!("{key}.cert"));
+        let file = format!("{key}.key");
+        org_cli(
+            d,
+            &[
+                "org",
+                "certify",
+                &hex,
+                "--key",
+                &file,
+                "--agency",
+                agency,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+    }
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": hex, "level": "member", "name": "own entry"}),
+    )
+    .await;
+    let raw = raw_presents(&fed, seed, &d.join("a.cert"))
+        .await
+        .expect("trusted on its key");
+    let row = wait_connected(&fed, 0, &hex, true, "node with A's certificate")
+        .await
+        .unwrap();
+    assert_eq!(row["org"], org_a.as_str(), "{row}");
+    drop(raw);
+    fed.restart(0).await;
+    let _raw = raw_presents(&fed, seed, &d.join("z.cert"))
+        .await
+        .expect("still trusted on its key");
+    wait_log(
+        &fed,
+        0,
+        &["certificate of another org was ignored", &hex[..8]],
+    )
+    .await;
+    let row = wait_connected(&fed, 0, &hex, true, "node with Z's certificate")
+        .await
+        .unwrap();
+    assert_ne!(
+        row["org"],
+        org_z.as_str(),
+        "Z's certificate was kept after the restart: {row}"
+    );
+}
+
 /// A revocation relayed by a peer, of a node never seen here: kept when the revoking
 /// org is an org entry at member or partner, not when it is public (a public org is
 /// trusted with what it publishes, not to take other agencies' nodes out). Both come,

@@ -386,6 +386,10 @@ pub struct NetActor {
     identity_frame: Vec<u8>,
     /// The valid certificates peers presented, by node key.
     certs: HashMap<PublicKey, NodeCert>,
+    /// The org and expiry of the certificate each node showed here, also before this
+    /// start (from the `agencies` table; bounded like it): a node does not change org
+    /// while that certificate is valid, restarts of this node included.
+    shown: HashMap<PublicKey, (PublicKey, u64)>,
     /// Peers whose first frame of this connection (their `identity`) has been read.
     identified: HashSet<PeerId>,
     /// Peers refused on their certificate whose refusal was logged at info.
@@ -470,7 +474,9 @@ impl NetActor {
                 .map(|c| c.body().org),
         );
         let mut agencies = HashMap::new();
+        let mut shown = HashMap::new();
         for c in store.agencies()? {
+            shown.insert(c.node, (c.org, c.not_after));
             agencies.insert(c.node, (c.org, c.agency));
         }
         if let Some(c) = &cert {
@@ -575,6 +581,7 @@ impl NetActor {
             identity_frame,
             cert,
             certs: HashMap::new(),
+            shown,
             identified: HashSet::new(),
             refused_certs: HashSet::new(),
             org_dials: HashMap::new(),
@@ -1328,7 +1335,11 @@ impl NetActor {
                     // A node does not change agency by showing another org's certificate
                     // while the one it showed here before is still valid: that would
                     // take it out of its org's block, revocation and expiry.
-                    let held = self.certs.get(&key).map(|h| (h.org, h.not_after));
+                    let held = self
+                        .certs
+                        .get(&key)
+                        .map(|h| (h.org, h.not_after))
+                        .or_else(|| self.shown.get(&key).copied());
                     if let Some((org, _)) = held.filter(|(o, until)| *o != c.org && *until > now) {
                         return self.refuse_org_switch(pid, key, org, c.org);
                     }
@@ -1406,6 +1417,9 @@ impl NetActor {
     /// (Its catch-up cursor, if any, was loaded at start-up with every other.)
     fn keep_cert(&mut self, key: PublicKey, c: NodeCert, bytes: &[u8]) {
         self.remember_agency(key, &c, bytes);
+        if self.shown.len() < MAX_AGENCY_NODES || self.shown.contains_key(&key) {
+            self.shown.insert(key, (c.org, c.not_after));
+        }
         let not_after = c.not_after;
         if self
             .revocations
