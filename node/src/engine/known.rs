@@ -62,6 +62,9 @@ impl KnownAlert {
 /// Alerts and cancel answers read from a [`ColdAlerts`] kept for reading again (a page
 /// of the log listed again, an alert looked up again): at most this many.
 pub const READ_CACHE: usize = 16_384;
+/// With a store, at most this many cancelled ids are kept in memory (the store's
+/// `replaced_by` answers for the others).
+pub const CANCELLED_KEPT: usize = 65_536;
 /// At most this many targets of cancels that arrived before them are kept in memory.
 pub const EARLY_CANCELS: usize = 65_536;
 /// At most this many origins are kept for one early cancel's target (its own origin is
@@ -119,8 +122,10 @@ pub struct Known {
     /// doubling), and an empty slot then costs the id and a pointer, not a whole
     /// `KnownAlert` (at a million alerts, about 180 MB less).
     alerts: HashMap<AlertId, Box<KnownAlert>>,
-    /// Ids of alerts cancelled by their origin.
-    cancelled: HashSet<AlertId>,
+    /// Ids of alerts cancelled by their origin: all of them without `cold`; with it, the
+    /// latest [`CANCELLED_KEPT`] (the store answers for the others), so that an origin
+    /// issuing and cancelling alerts all day does not grow memory without end.
+    cancelled: Bounded<()>,
     /// Cancels whose target has not arrived yet: target → cancels' origins
     /// ([`EARLY_CANCELS`] targets, [`EARLY_CANCEL_ORIGINS`] origins each, at most: a peer
     /// that sends cancels of ids that never come must not grow it without end; with a
@@ -229,7 +234,7 @@ impl Known {
             hot_order: VecDeque::new(),
             hot_cap: HOT_ALERTS,
             alerts: HashMap::new(),
-            cancelled: HashSet::new(),
+            cancelled: Bounded::new(usize::MAX),
             early_cancels: Bounded::new(EARLY_CANCELS),
             checking: HashMap::new(),
             uncommitted: HashSet::new(),
@@ -249,6 +254,7 @@ impl Known {
     /// holding them (start-up, before any alert is handled).
     pub fn set_cold(&mut self, cold: Box<dyn ColdAlerts>) {
         self.cold = Some(cold);
+        self.cancelled.cap = CANCELLED_KEPT;
         self.log.clear();
         self.log_gap = None;
     }
@@ -412,7 +418,7 @@ impl Known {
     /// Whether `id`, an alert by `origin`, was cancelled by its origin (with `cold`, also
     /// when the store cannot tell).
     pub fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> bool {
-        if self.cancelled.contains(id) {
+        if self.cancelled.get(id).is_some() {
             return true;
         }
         // A cancel by its origin that arrived while the alert could not be read.
@@ -613,7 +619,7 @@ impl Known {
                 }
                 match self.get(&target) {
                     Some(t) if t.alert.origin == meta.origin => {
-                        self.cancelled.insert(target);
+                        self.cancelled.entry(target);
                     }
                     Some(_) => {}
                     None => {
@@ -627,7 +633,7 @@ impl Known {
         }
         if let Some(origins) = self.early_cancels.remove(&meta.id) {
             if origins.contains(&meta.origin) {
-                self.cancelled.insert(meta.id);
+                self.cancelled.entry(meta.id);
             }
         }
     }
@@ -774,6 +780,33 @@ mod tests {
         let mut id = [0u8; 32];
         id[..8].copy_from_slice(&n.to_be_bytes());
         AlertId(id)
+    }
+
+    /// Beside a store, an origin that issues and cancels alerts without end does not
+    /// grow the cancelled ids in memory without end; the store answers for older ones.
+    #[test]
+    fn cancelled_ids_beside_a_store_are_kept_within_a_bound_and_the_store_answers() {
+        let cold = Cold::default();
+        let mut known = beside(&cold);
+        let origin = PublicKey([7; 32]);
+        let pairs = CANCELLED_KEPT as u64 + 1_000;
+        let base = received(1);
+        for n in 1..=pairs {
+            let mut target = base.clone();
+            target.alert.id = target_id(n);
+            target.alert.origin = origin;
+            known.load(2 * n - 1, target);
+            known.load(2 * n, early_cancel(n, origin, target_id(n)));
+        }
+        assert!(
+            known.cancelled.entries.len() <= CANCELLED_KEPT,
+            "{} cancelled ids in memory",
+            known.cancelled.entries.len()
+        );
+        // The oldest left memory: the store's record of its cancel answers.
+        cold.cancels.lock().unwrap().insert(target_id(1));
+        assert!(known.is_cancelled(&target_id(1), &origin));
+        assert!(known.is_cancelled(&target_id(pairs), &origin));
     }
 
     #[test]
