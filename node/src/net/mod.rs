@@ -1044,7 +1044,9 @@ impl NetActor {
                 } else {
                     info!(alert = ?s.alert.map(|a| a.fmt_short()), observer = %s.observer.fmt_short(), count = s.count, "sighting");
                 }
-                if self
+                if !self.state.takes_sightings() {
+                    debug!("sighting not stored: the state writer has the most it queues");
+                } else if self
                     .state
                     .send(StateJob::Sighting(sighting, unknown))
                     .is_err()

@@ -6,7 +6,9 @@
 //! keeps per-peer cursor saves in order and trust commits in the order the actor
 //! planned them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tocsin_proto::PublicKey;
@@ -59,31 +61,58 @@ pub enum StateJob {
 pub struct StateWriter {
     tx: Option<std_mpsc::Sender<StateJob>>,
     thread: Option<JoinHandle<()>>,
+    /// Sightings queued and not yet written ([`MAX_QUEUED_SIGHTINGS`]).
+    sightings: Arc<AtomicUsize>,
 }
+
+/// Sightings that may wait for the state writer; beyond, new ones are not stored (they
+/// are advisory counts, and the observer's next one replaces them), so that many peers'
+/// sightings cannot grow the queue without end or hold up a trust change behind them.
+pub const MAX_QUEUED_SIGHTINGS: usize = 4096;
 
 impl StateWriter {
     /// Starts the thread.
     pub fn start(store: Store, inbound: mpsc::Sender<Inbound>) -> std::io::Result<StateWriter> {
         let (tx, rx) = std_mpsc::channel::<StateJob>();
+        let sightings = Arc::new(AtomicUsize::new(0));
+        let queued = sightings.clone();
         let thread = std::thread::Builder::new()
             .name("tocsin-state".into())
             .spawn(move || {
                 for job in rx {
+                    let sighting = matches!(job, StateJob::Sighting(..));
                     run(&store, &inbound, job);
+                    if sighting {
+                        queued.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             })?;
         Ok(StateWriter {
             tx: Some(tx),
             thread: Some(thread),
+            sightings,
         })
     }
 
     /// Queues a job. Returns it back if the thread is gone.
     pub fn send(&self, job: StateJob) -> Result<(), StateJob> {
-        match &self.tx {
+        let sighting = matches!(job, StateJob::Sighting(..));
+        if sighting {
+            self.sightings.fetch_add(1, Ordering::Relaxed);
+        }
+        let sent = match &self.tx {
             Some(tx) => tx.send(job).map_err(|e| e.0),
             None => Err(job),
+        };
+        if sent.is_err() && sighting {
+            self.sightings.fetch_sub(1, Ordering::Relaxed);
         }
+        sent
+    }
+
+    /// Whether a sighting may be queued now ([`MAX_QUEUED_SIGHTINGS`]).
+    pub fn takes_sightings(&self) -> bool {
+        self.sightings.load(Ordering::Relaxed) < MAX_QUEUED_SIGHTINGS
     }
 
     /// Stops accepting jobs and waits (off the async threads) until the queued ones ran.
@@ -161,5 +190,63 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tocsin_proto::identity::{Sighting, Signed, IDENTITY_VERSION};
+    use tocsin_proto::{AlertId, SigningKey};
+
+    use super::*;
+
+    /// While the state writer is held up (here, by an actor that does not read its
+    /// answers), sightings queue up to the bound and no further; once it moves on,
+    /// it takes them again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sightings_beyond_the_queue_bound_are_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _join) = Store::open(&dir.path().join("state.redb")).unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(Inbound::LogResynced(0)).await.unwrap();
+        let writer = StateWriter::start(store, tx).unwrap();
+        // Its answer waits for room in the full channel: the thread is held up.
+        writer
+            .send(StateJob::ResyncLog { gen: 1, after: 0 })
+            .map_err(|_| "the writer is gone")
+            .unwrap();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let body = Sighting {
+            v: IDENTITY_VERSION,
+            alert: Some(AlertId([1; 32])),
+            indicator: None,
+            observer: crate::keys::public_key(&key),
+            count: 1,
+            first_seen: 1,
+            last_seen: 1,
+            note: String::new(),
+        };
+        let signed = Signed::sign(body, &key).unwrap();
+        let mut queued = 0;
+        while writer.takes_sightings() {
+            assert!(writer
+                .send(StateJob::Sighting(Box::new(signed.clone()), false))
+                .is_ok());
+            queued += 1;
+            assert!(queued <= MAX_QUEUED_SIGHTINGS, "no bound");
+        }
+        assert_eq!(queued, MAX_QUEUED_SIGHTINGS);
+        // The actor reads again: the queue drains.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !writer.takes_sightings() || writer.sightings.load(Ordering::Relaxed) > 0 {
+            let _ = tokio::time::timeout(Duration::from_millis(10), rx.recv()).await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the queue never drained"
+            );
+        }
+        writer.finish().await;
     }
 }
