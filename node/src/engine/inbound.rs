@@ -88,10 +88,21 @@ impl Engine {
             }
             Frame::Sighting { sighting } => {
                 use tocsin_proto::identity::{Sighting, Signed};
-                match Signed::<Sighting>::decode_verified(&sighting) {
+                match Signed::<Sighting>::decode(&sighting) {
+                    // Every sighting a peer sends is charged to its sighting budget
+                    // (a relayed observer's to that observer's share of it) before its
+                    // signature is checked: a flood of distinct signed sightings buys
+                    // at most the budget's worth of checks, not the work budget's.
                     Ok(s) if s.body().alert.is_some() => {
-                        self.checked(&[&sighting]);
-                        self.on_sighting(Some(peer), s, now)
+                        if self.scoring.take_sighting(peer, s.body().observer, now) {
+                            match s.verify() {
+                                Ok(()) => {
+                                    self.checked(&[&sighting]);
+                                    self.on_sighting(Some(peer), s, now)
+                                }
+                                Err(_) => self.verdict(peer, Reason::BadSighting, now),
+                            }
+                        }
                     }
                     _ => self.verdict(peer, Reason::BadSighting, now),
                 }
@@ -262,12 +273,9 @@ impl Engine {
                 }
                 unknown_relayed = !known_observer;
             }
-            // Every sighting a peer sends, its own included, is charged to its sighting
-            // budget (a relayed observer's to that observer's share of it), and one dated
-            // ahead of our clock is dropped, so that a newer one cannot be made up at will.
-            if s.last_seen > now.saturating_add(self.max_skew_ms)
-                || !self.scoring.take_sighting(p, s.observer, now)
-            {
+            // (Its sighting budget was charged when the frame came.) One dated ahead of
+            // our clock is dropped, so that a newer one cannot be made up at will.
+            if s.last_seen > now.saturating_add(self.max_skew_ms) {
                 return;
             }
             let level = self.scoring.level(&p);

@@ -2644,6 +2644,49 @@ fn sighting_frame(id: AlertId, observer: &SigningKey, count: u32, last_seen: u64
     }
 }
 
+/// A flood of distinct sightings buys at most the sighting budget's worth of signature
+/// checks: beyond it, they are dropped before their signatures are looked at (here,
+/// forged ones: only the checked ones are judged).
+#[test]
+fn sightings_beyond_the_budget_are_dropped_before_their_signature_is_checked() {
+    let (me, peer) = (key(1), key(2));
+    let cfg = EngineConfig {
+        penalty_threshold: u32::MAX,
+        ..EngineConfig::default()
+    };
+    let burst = (cfg.peer_alert_burst / 10) as usize;
+    let mut e = engine_for(&me, cfg);
+    connect(&mut e, &peer, TrustLevel::Member);
+    let clear = alert(&me, 1, Tlp::Clear);
+    issue(&mut e, clear.clone(), 1, T0);
+    let mut judged = 0;
+    for n in 0..burst as u64 + 100 {
+        let Frame::Sighting { sighting } = sighting_frame(clear.id(), &peer, 1, ISSUED + n) else {
+            unreachable!()
+        };
+        let mut forged = sighting.to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let frame = Frame::Sighting {
+            sighting: serde_bytes::ByteBuf::from(forged),
+        };
+        let out = e.handle(frame_event(&peer, &frame), T0);
+        judged += out
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Verdict {
+                        reason: Reason::BadSighting,
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert_eq!(judged, burst, "checked beyond the sighting budget");
+}
+
 #[test]
 fn a_sighting_is_signed_by_its_observer_and_only_open_alerts_sightings_travel_on() {
     let (me, peer, other) = (key(1), key(2), key(3));
