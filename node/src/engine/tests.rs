@@ -2532,6 +2532,15 @@ fn receipts_are_taken_only_from_their_signer_for_our_amber_and_red_alerts() {
     }
 }
 
+/// `bytes` with their last bit flipped (a broken signature).
+fn flipped(bytes: &[u8]) -> serde_bytes::ByteBuf {
+    let mut forged = bytes.to_vec();
+    if let Some(last) = forged.last_mut() {
+        *last ^= 1;
+    }
+    serde_bytes::ByteBuf::from(forged)
+}
+
 /// Replaying one valid receipt or revocation must not buy signature checks on the
 /// actor, nor a store write each: an exact repeat is dropped unchecked. A copy with a
 /// flipped signature byte is not a repeat: it is checked, and penalised.
@@ -2555,11 +2564,8 @@ fn an_exact_repeat_of_a_verified_signed_frame_is_dropped_and_a_forged_copy_is_no
     let Frame::Receipt { receipt } = &frame else {
         unreachable!()
     };
-    let mut forged = receipt.to_vec();
-    let last = forged.len() - 1;
-    forged[last] ^= 1;
     let forged = Frame::Receipt {
-        receipt: serde_bytes::ByteBuf::from(forged),
+        receipt: flipped(receipt),
     };
     let out = e.handle(frame_event(&peer, &forged), T0);
     assert!(only_verdict(&out, Reason::BadReceipt), "{out:?}");
@@ -2664,11 +2670,8 @@ fn sightings_beyond_the_budget_are_dropped_before_their_signature_is_checked() {
         let Frame::Sighting { sighting } = sighting_frame(clear.id(), &peer, 1, ISSUED + n) else {
             unreachable!()
         };
-        let mut forged = sighting.to_vec();
-        let last = forged.len() - 1;
-        forged[last] ^= 1;
         let frame = Frame::Sighting {
-            sighting: serde_bytes::ByteBuf::from(forged),
+            sighting: flipped(&sighting),
         };
         let out = e.handle(frame_event(&peer, &frame), T0);
         judged += out
