@@ -213,17 +213,19 @@ async fn issue_show_list_update_cancel_status() {
     let c = node.client().alert(cancel.trim()).await.unwrap();
     assert_eq!(c["alert"]["kind"], "cancel");
     assert_eq!(c["alert"]["title"], "Cancelled: Phishing wave");
+    // The update and the version it updated: each got a cancel.
     let cancelled = node.ok(&["list", "--state", "cancelled", "--json"]).await;
-    assert_eq!(cancelled.lines().count(), 1, "{cancelled}");
+    assert_eq!(cancelled.lines().count(), 2, "{cancelled}");
 
     let status = node.ok(&["status"]).await;
     assert!(
         status.contains(&format!("public_key: {}\n", node.key)),
         "{status}"
     );
-    assert!(status.contains("alerts: 3\n"), "{status}");
+    assert!(status.contains("alerts: 4\n"), "{status}");
     let status: Value = serde_json::from_str(&node.ok(&["status", "--json"]).await).unwrap();
-    assert_eq!(status["active"], 1);
+    // Only the two cancels are active.
+    assert_eq!(status["active"], 2);
     node.shutdown().await;
 }
 

@@ -16,6 +16,20 @@ fn link(a: usize, b: usize, level: TrustLevel) -> Link {
     Link::sym(a, b, level)
 }
 
+/// Waits until node `i` holds `id` in `state`; fails with `what` after
+/// `ARRIVAL_TIMEOUT`.
+async fn wait_state(fed: &Fed, i: usize, id: &str, state: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        let v = fed.get(i, id).await;
+        if v.as_ref().is_some_and(|v| v["state"] == state) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {v:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits for every node in `holders` to hold `id`, then checks, after a quiet period,
 /// that no other node of `all` holds it.
 async fn assert_exactly(fed: &Fed, id: &str, holders: &[usize], all: usize, what: &str) {
@@ -336,18 +350,7 @@ async fn a_cancel_wins_whatever_the_order_of_arrival() {
         )
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
-    loop {
-        let v = fed.get(1, &id2).await.unwrap();
-        if v["state"] == "cancelled" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "cancel did not replicate: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_state(&fed, 1, &id2, "cancelled", "cancel did not replicate").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -804,4 +807,64 @@ fn envelope_frame(body: Vec<u8>, sig: Vec<u8>, hops: u8) -> Vec<u8> {
     tocsin_proto::Frame::Alert { hops, envelope }
         .encode()
         .unwrap()
+}
+
+/// Node 2 holds an alert, misses its update (it is down), and the update is then
+/// cancelled. A cancelled update is no longer served, so node 2 never gets it; the
+/// cancel still retracts the original on node 2, which must never keep serving it as
+/// active (a cancel never revives what it retracts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_update_retracts_the_original_on_a_node_that_missed_the_update() {
+    let mut fed = Fed::start(2, vec![link(0, 1, Member)]).await;
+    let original = fed.issue(0, alert("GREEN", "first version")).await;
+    fed.wait_for(1, &original).await;
+    fed.cluster.stop(1, Duration::from_secs(10)).unwrap();
+    let a = fed.cluster.nodes[0].client();
+    let updated = a
+        .post(
+            &format!("/v1/alerts/{original}/update"),
+            &json!({"title": "second version"}),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.post(
+        &format!("/v1/alerts/{updated}/cancel"),
+        &json!({"reason": "retracted"}),
+    )
+    .await
+    .unwrap();
+    // On the origin, every version is retracted.
+    for id in [&original, &updated] {
+        let v = fed.get(0, id).await.unwrap();
+        assert_eq!(v["state"], "cancelled", "origin, {id}: {v}");
+    }
+    fed.cluster.start(1).unwrap();
+    fed.cluster
+        .wait_ready(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_state(
+        &fed,
+        1,
+        &original,
+        "cancelled",
+        "node 2 keeps the original of a cancelled update",
+    )
+    .await;
+    let active = fed.cluster.nodes[1]
+        .client()
+        .get("/v1/alerts?state=active")
+        .await
+        .unwrap();
+    let listed: Vec<&str> = active["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["alert"]["kind"] != "cancel")
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert!(listed.is_empty(), "listed as active on node 2: {listed:?}");
 }

@@ -438,10 +438,41 @@ pub(super) async fn cancel(
         .check(reason.len())
         .map_err(|_| limit_error(Limit::TextBytes, reason.len(), Some("reason")))?;
     let orig = own_alert(&st, &id, "cancel").await?;
-    let ob = orig.alert.body();
+    let answer = commit(&st, cancel_of(orig.alert.body(), id, reason.clone()), None).await?;
+    // Each earlier version of an updated alert gets a cancel of its own: a node that
+    // never received the update this cancel names (offline meanwhile, or promoted
+    // later; a cancelled update is no longer served) would otherwise hold the
+    // original as active, and a cancel never revives what it retracts.
+    let origin = orig.alert.body().origin;
+    let earlier: Vec<StoredAlert> = st
+        .store
+        .read(move |s| s.history(&id))
+        .await?
+        .into_iter()
+        .filter(|a| {
+            let b = a.alert.body();
+            a.alert.id() != id
+                && b.origin == origin
+                && b.kind != Kind::Cancel
+                && a.state != AlertState::Cancelled
+        })
+        .collect();
+    for prev in earlier {
+        let prev_id = prev.alert.id();
+        let body = cancel_of(prev.alert.body(), prev_id, reason.clone());
+        if let Err(e) = commit(&st, body, None).await {
+            tracing::warn!(alert = %prev_id.fmt_short(), error = %e.body.error, "an earlier version of a cancelled alert was not cancelled");
+        }
+    }
+    Ok(answer)
+}
+
+/// The cancel of `id` (whose body is `ob`) with `reason`: same label, recipients,
+/// severity and tags, so that it reaches exactly the alert's audience.
+fn cancel_of(ob: &AlertBody, id: AlertId, reason: String) -> AlertBody {
     let now = issued_after(ob.issued_at);
     let title = format!("Cancelled: {}", ob.title);
-    let body = AlertBody {
+    AlertBody {
         v: FORMAT_VERSION,
         origin: ob.origin,
         issued_at: now,
@@ -458,8 +489,7 @@ pub(super) async fn cancel(
         indicators: Vec::new(),
         tags: ob.tags.clone(),
         references: Vec::new(),
-    };
-    commit(&st, body, None).await
+    }
 }
 
 /// Runs blocking store reads (and signature checks) off the async workers.

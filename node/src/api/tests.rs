@@ -229,6 +229,9 @@ async fn issue_get_list_history() {
     assert_eq!(cview["alert"]["text"], "false positive");
     let (_, cancelled) = h.call("GET", &format!("/v1/alerts/{upd_id}"), None).await;
     assert_eq!(cancelled["state"], "cancelled");
+    // The version it updated got a cancel of its own: retracted too, not superseded.
+    let (_, first) = h.call("GET", &format!("/v1/alerts/{id}"), None).await;
+    assert_eq!(first["state"], "cancelled", "{first}");
 
     let (status, hist) = h
         .call("GET", &format!("/v1/alerts/{id}/history"), None)
@@ -238,7 +241,8 @@ async fn issue_get_list_history() {
 
     let (status, st) = h.call("GET", "/v1/status", None).await;
     assert_eq!(status, 200, "{st}");
-    assert_eq!(st["alerts"], 3);
+    // The alert, its update, and a cancel of each.
+    assert_eq!(st["alerts"], 4);
     assert_eq!(st["peer_id"], h.state.peer_id.as_str());
     assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
     h.shutdown().await;
