@@ -20,10 +20,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
-use tocsin_proto::{Severity, Tlp};
+use tocsin_proto::{AlertId, Severity, Tlp};
 use tracing::{info, warn};
 
-use crate::store::{Store, StoredAlert};
+use crate::store::{Store, StoreError, StoredAlert};
 
 /// A `[[webhook]]` entry of the config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,7 +139,15 @@ impl WebhookConfig {
         crate::config::load_secret(self.secret.as_deref(), self.secret_file.as_deref())
     }
 
-    /// Whether this webhook takes the alert.
+    /// Whether this webhook takes the alert, `target` being the label of the alert a
+    /// cancel retracts: a cancel carries what it retracts (its STIX form has the
+    /// target's content), so the target's label must pass the filter too, whatever
+    /// label its origin gave the cancel.
+    pub fn takes(&self, stored: &StoredAlert, target: Option<Tlp>) -> bool {
+        self.wants(stored) && target.is_none_or(|t| self.tlp.contains(&t))
+    }
+
+    /// Whether this webhook takes the alert, by its own fields.
     pub fn wants(&self, stored: &StoredAlert) -> bool {
         let b = stored.alert.body();
         self.tlp.contains(&b.tlp)
@@ -149,6 +157,22 @@ impl WebhookConfig {
                     .iter()
                     .any(|t| self.tags.iter().any(|w| w.eq_ignore_ascii_case(t))))
     }
+}
+
+/// The stored alert `id` and, for a cancel, the label of the alert it retracts (if held).
+fn with_target_tlp(
+    store: &Store,
+    id: &AlertId,
+) -> Result<Option<(StoredAlert, Option<Tlp>)>, StoreError> {
+    let Some(a) = store.get(id)? else {
+        return Ok(None);
+    };
+    let b = a.alert.body();
+    let target = match (b.kind, b.replaces) {
+        (tocsin_proto::Kind::Cancel, Some(t)) => store.get(&t)?.map(|t| t.alert.body().tlp),
+        _ => None,
+    };
+    Ok(Some((a, target)))
 }
 
 fn is_loopback(url: &url::Url) -> bool {
@@ -347,15 +371,17 @@ impl Deliverer {
                 continue;
             }
             for (seq, id) in page {
-                let stored = self.store.read(move |s| s.get(&id)).await;
+                let stored = self.store.read(move |s| with_target_tlp(s, &id)).await;
                 let stored = match stored {
                     Ok(s) => s,
                     // Unreadable now (degraded store): retry from the same cursor.
                     Err(_) => break,
                 };
-                let wanted = stored.as_ref().is_some_and(|s| self.cfg.wants(s));
+                let wanted = stored
+                    .as_ref()
+                    .is_some_and(|(s, target)| self.cfg.takes(s, *target));
                 if wanted {
-                    if let Some(stored) = &stored {
+                    if let Some((stored, _)) = &stored {
                         if !self.deliver(stored, &mut stop).await {
                             return;
                         }
@@ -492,5 +518,78 @@ impl Deliverer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tocsin_proto::{AlertBody, Kind, SignedAlert, SigningKey, FORMAT_VERSION};
+
+    use super::*;
+    use crate::store::Receipt;
+
+    fn body(key: &SigningKey, tlp: Tlp, kind: Kind, replaces: Option<AlertId>) -> AlertBody {
+        let origin = crate::keys::public_key(key);
+        AlertBody {
+            v: FORMAT_VERSION,
+            origin,
+            issued_at: crate::now_ms(),
+            expires_at: None,
+            kind,
+            replaces,
+            severity: Severity::High,
+            tlp,
+            recipients: if tlp == Tlp::Red {
+                vec![origin]
+            } else {
+                Vec::new()
+            },
+            title: "t".into(),
+            text: String::new(),
+            indicators: Vec::new(),
+            tags: Vec::new(),
+            references: Vec::new(),
+        }
+    }
+
+    /// An origin (a custom client: Tocsin's API copies the label) cancels a RED alert
+    /// with a GREEN cancel. A webhook that takes every label but RED must not take it:
+    /// its STIX form is the RED alert's content.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancel_passes_the_filter_only_if_what_it_retracts_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _join) = Store::open(&dir.path().join("w.redb")).unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let local = Receipt {
+            received_at: 1,
+            from: None,
+            hops: 0,
+        };
+        let mut ids = Vec::new();
+        for tlp in [Tlp::Red, Tlp::Green] {
+            let target = SignedAlert::sign(body(&key, tlp, Kind::New, None), &key).unwrap();
+            let cancel = SignedAlert::sign(
+                body(&key, Tlp::Green, Kind::Cancel, Some(target.id())),
+                &key,
+            )
+            .unwrap();
+            for a in [target, cancel] {
+                ids.push(a.id());
+                store.insert(a.verify().unwrap(), local).await.unwrap();
+            }
+        }
+        let cfg: WebhookConfig = toml::from_str(
+            "name = \"siem\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"0123456789abcdef\"",
+        )
+        .unwrap();
+        let takes = |id: AlertId| {
+            let (stored, target) = with_target_tlp(&store, &id).unwrap().unwrap();
+            cfg.takes(&stored, target)
+        };
+        assert!(!takes(ids[0]), "a RED alert");
+        assert!(!takes(ids[1]), "a GREEN cancel of a RED alert");
+        assert!(takes(ids[2]), "a GREEN alert");
+        assert!(takes(ids[3]), "a GREEN cancel of a GREEN alert");
     }
 }
