@@ -132,6 +132,17 @@ impl FairQueue {
         None
     }
 
+    /// Drops every frame but those of `keep`'s lane (the alerts queued for a peer whose
+    /// trust narrowed: what they were sent under no longer holds). Returns how many
+    /// were dropped.
+    pub fn keep_only(&mut self, keep: u64) -> usize {
+        let before = self.len;
+        self.lanes.retain(|lane, _| *lane == keep);
+        self.ring.retain(|lane| *lane == keep);
+        self.len = self.lanes.values().map(VecDeque::len).sum();
+        before - self.len
+    }
+
     /// Drops everything.
     pub fn clear(&mut self) {
         self.lanes.clear();
@@ -143,6 +154,21 @@ impl FairQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_only_drops_every_other_lane_and_serves_the_rest_in_order() {
+        let mut q = FairQueue::new(100);
+        for n in 0..3u8 {
+            assert!(q.push(1, vec![n]));
+            assert!(q.push(CONTROL_LANE, vec![10 + n]));
+            assert!(q.push(2, vec![20 + n]));
+        }
+        assert_eq!(q.keep_only(CONTROL_LANE), 6);
+        assert_eq!(q.len(), 3);
+        let served: Vec<Vec<u8>> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(served, vec![vec![10], vec![11], vec![12]]);
+        assert!(q.is_empty());
+    }
 
     fn frame(lane: u64, n: u32) -> Vec<u8> {
         let mut v = lane.to_be_bytes().to_vec();

@@ -136,6 +136,18 @@ impl Behaviour {
         }
     }
 
+    /// Drops the alert frames queued for the peer and not yet written (its trust
+    /// narrowed: they were queued under its old level). Control frames stay.
+    pub fn drop_alerts(&mut self, peer: &PeerId) {
+        for connection in self.connections.get(peer).into_iter().flatten() {
+            self.events.push_back(ToSwarm::NotifyHandler {
+                peer_id: *peer,
+                handler: NotifyHandler::One(*connection),
+                event: In::DropAlerts,
+            });
+        }
+    }
+
     /// Asks to be told ([`Event::Flushed`] with the returned token) once every frame
     /// queued so far for the peer is written and flushed.
     pub fn flush(&mut self, peer: &PeerId) -> Result<u64, NotConnected> {
@@ -244,6 +256,9 @@ pub enum In {
     Flush(u64),
     /// Do not read the peer's stream for this long.
     PauseReading(std::time::Duration),
+    /// Drop the alert frames queued and not yet written (every lane but the control
+    /// lane): the peer's trust narrowed.
+    DropAlerts,
 }
 
 /// From one connection's handler to the behaviour.
@@ -450,6 +465,10 @@ impl ConnectionHandler for Handler {
             (_, In::Flush(token)) => self.flushes.push_back((self.queue.next_seq(), token)),
             (_, In::PauseReading(pause)) => {
                 self.paused = Some(Box::pin(tokio::time::sleep(pause)));
+            }
+            (_, In::DropAlerts) => {
+                self.queue.keep_only(CONTROL_LANE);
+                self.publish_depth();
             }
         }
     }

@@ -898,8 +898,12 @@ impl NetActor {
         let now = crate::now_ms();
         if let Event::Trust { key, level } = &event {
             if *level < self.engine.trust_of(key) {
-                if let Some(l) = peer_id_of_checked(key).and_then(|p| self.loads.get_mut(&p)) {
-                    l.narrow();
+                if let Some(pid) = peer_id_of_checked(key) {
+                    if let Some(l) = self.loads.get_mut(&pid) {
+                        l.narrow();
+                    }
+                    // Alerts already queued for it went out under its old level.
+                    self.swarm.behaviour_mut().gossip.drop_alerts(&pid);
                 }
             }
         }
