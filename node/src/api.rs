@@ -258,19 +258,32 @@ async fn openapi_json(
 #[utoipa::path(get, path = "/v1/status", tag = "operations",
     responses((status = 200, description = "Identity, version, uptime, store counts, webhooks", body = Object), (status = 500, description = "The store failed", body = ErrorBody)))]
 async fn status(State(st): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    let counts = st.store.read(|s| s.counts()).await?;
+    // Status answers whatever the store is doing (an operator looks at it most while
+    // the store is degraded or being reopened): counts it cannot read now are null,
+    // with `store_error` saying why.
+    let counts = st.store.read(|s| s.counts()).await;
+    let (alerts, active, head, quarantined) = match &counts {
+        Ok(c) => (
+            json!(c.alerts),
+            json!(c.active),
+            json!(c.head),
+            json!(c.quarantined),
+        ),
+        Err(_) => Default::default(),
+    };
     Ok(Json(json!({
         "public_key": st.public_key.to_string(),
         "peer_id": st.peer_id,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": st.started.elapsed().as_secs(),
-        "alerts": counts.alerts,
-        "active": counts.active,
-        "head": counts.head,
-        "quarantined": counts.quarantined,
+        "alerts": alerts,
+        "active": active,
+        "head": head,
+        "quarantined": quarantined,
         "epoch": st.store.epoch(),
         "api_tcp": st.tcp_addr.get().map(|a| a.to_string()),
         "store_degraded": st.store.degraded(),
+        "store_error": counts.err().map(|e| e.to_string()),
         "webhooks": st.webhooks.lock().map(|w| json!(*w)).unwrap_or(serde_json::Value::Null),
     })))
 }
