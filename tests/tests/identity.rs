@@ -511,10 +511,22 @@ async fn a_node_trusted_on_its_own_key_keeps_its_agency_across_a_restart() {
     let raw = raw_presents(&fed, seed, &d.join("a.cert"))
         .await
         .expect("trusted on its key");
-    let row = wait_connected(&fed, 0, &hex, true, "node with A's certificate")
-        .await
-        .unwrap();
-    assert_eq!(row["org"], org_a.as_str(), "{row}");
+    // Allowed on its key, it shows as connected before its identity frame is read:
+    // wait for the org too.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let row = wait_connected(&fed, 0, &hex, true, "node with A's certificate")
+            .await
+            .unwrap();
+        if row["org"] == org_a.as_str() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's certificate never kept: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(raw);
     fed.restart(0).await;
     let _raw = raw_presents(&fed, seed, &d.join("z.cert"))
@@ -1172,6 +1184,7 @@ async fn a_blocked_org_s_alerts_stay_out_even_relayed_and_after_a_restart() {
     let after_rev = fed.issue(1, alert("CLEAR", "after the revocation")).await;
     fed.wait_for(2, &after_rev).await;
     fed.cluster.heal().await.unwrap();
+    wait_connected(&fed, 0, &fed.key(2), true, "R after the heal").await;
     let control = fed.issue(2, alert("CLEAR", "R's own, again")).await;
     fed.wait_for(0, &control).await;
     tokio::time::sleep(QUIET_PERIOD).await;
