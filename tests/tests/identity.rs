@@ -361,6 +361,40 @@ async fn a_partner_that_trusts_an_org_key_admits_exactly_its_certified_nodes() {
     fed.wait_for(0, &late).await;
 }
 
+/// Makes org keys `a.key` and `z.key` in `d`, and certificates `a.cert` (agency
+/// CERT-A) and `z.cert` (agency Z), valid 30 days, for the raw peer key `[seed; 32]`.
+/// Returns the two org keys and the node key, hex.
+fn certified_by_a_and_z(d: &Path, seed: u8) -> (String, String, String) {
+    let (org_a, org_z) = (org_init(d, "a.key"), org_init(d, "z.key"));
+    let hex = PublicKey(
+        SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+    .to_string();
+    for (key, agency) in [("a", "CERT-A"), ("z", "Z")] {
+        let out = d.join(format!("{key}.cert"));
+        let file = format!("{key}.key");
+        org_cli(
+            d,
+            &[
+                "org",
+                "certify",
+                &hex,
+                "--key",
+                &file,
+                "--agency",
+                agency,
+                "--valid",
+                "30d",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+    }
+    (org_a, org_z, hex)
+}
+
 /// A raw peer with key `[seed; 32]` connects to node 1 and presents `cert`; `None` if
 /// node 1 refused the connection at once.
 async fn raw_presents(fed: &Fed, seed: u8, cert: &Path) -> Option<Box<rawpeer::RawPeer>> {
@@ -389,34 +423,8 @@ async fn a_node_cannot_change_agency_by_showing_another_org_s_certificate() {
     let fed = Fed::start(1, vec![]).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let org_a = org_init(d, "a.key");
-    let org_z = org_init(d, "z.key");
     let seed = 91;
-    let hex = PublicKey(
-        SigningKey::from_bytes(&[seed; 32])
-            .verifying_key()
-            .to_bytes(),
-    )
-    .to_string();
-    for (key, agency, file) in [("a.key", "CERT-A", "a.cert"), ("z.key", "Z", "z.cert")] {
-        let out = d.join(file);
-        org_cli(
-            d,
-            &[
-                "org",
-                "certify",
-                &hex,
-                "--key",
-                key,
-                "--agency",
-                agency,
-                "--valid",
-                "30d",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
-    }
+    let (org_a, org_z, hex) = certified_by_a_and_z(d, seed);
     let (out, err, code) = run(fed.tocsin(0).args([
         "trust", "add", &org_a, "--org", "--level", "partner", "--name", "Agency A",
     ]));
@@ -474,33 +482,8 @@ async fn a_node_trusted_on_its_own_key_keeps_its_agency_across_a_restart() {
     let mut fed = Fed::start(1, vec![]).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let org_a = org_init(d, "a.key");
-    let org_z = org_init(d, "z.key");
     let seed = 92;
-    let hex = PublicKey(
-        SigningKey::from_bytes(&[seed; 32])
-            .verifying_key()
-            .to_bytes(),
-    )
-    .to_string();
-    for (key, agency) in [("a", "CERT-A"), ("z", "Z")] {
-        let out = d.join(format!("{key}.cert"));
-        let file = format!("{key}.key");
-        org_cli(
-            d,
-            &[
-                "org",
-                "certify",
-                &hex,
-                "--key",
-                &file,
-                "--agency",
-                agency,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
-    }
+    let (org_a, org_z, hex) = certified_by_a_and_z(d, seed);
     post(
         &fed,
         0,

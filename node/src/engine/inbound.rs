@@ -77,49 +77,16 @@ impl Engine {
             Frame::Identity { .. } => 1,
             // An exact repeat of a signed frame that verified before changes nothing:
             // dropped without checking its signature again.
-            Frame::Receipt { receipt } if self.checked_before(&[&receipt]) => 1,
-            Frame::Sighting { sighting } if self.checked_before(&[&sighting]) => 1,
-            Frame::Revoke { revocation, cert } if self.checked_before(&[&revocation, &cert]) => 1,
-            Frame::Receipt { receipt } => {
-                if self.on_receipt(peer, &receipt, now) {
-                    self.checked(&[&receipt]);
-                }
-                WORK_RECEIPT
-            }
-            Frame::Sighting { sighting } => {
-                use tocsin_proto::identity::{Sighting, Signed};
-                match Signed::<Sighting>::decode(&sighting) {
-                    // Every sighting a peer sends is charged to its sighting budget
-                    // (a relayed observer's to that observer's share of it) before its
-                    // signature is checked: a flood of distinct signed sightings buys
-                    // at most the budget's worth of checks, not the work budget's.
-                    Ok(s) if s.body().alert.is_some() => {
-                        if self.scoring.take_sighting(peer, s.body().observer, now) {
-                            match s.verify() {
-                                Ok(()) => {
-                                    self.checked(&[&sighting]);
-                                    self.on_sighting(Some(peer), s, now)
-                                }
-                                Err(_) => self.verdict(peer, Reason::BadSighting, now),
-                            }
-                        }
-                    }
-                    _ => self.verdict(peer, Reason::BadSighting, now),
-                }
-                WORK_RECEIPT
-            }
+            Frame::Receipt { receipt } => self.check_once(&[&receipt], WORK_RECEIPT, |e| {
+                e.on_receipt(peer, &receipt, now)
+            }),
+            Frame::Sighting { sighting } => self.check_once(&[&sighting], WORK_RECEIPT, |e| {
+                e.on_sighting_frame(peer, &sighting, now)
+            }),
             Frame::Revoke { revocation, cert } => {
-                match tocsin_proto::identity::RevocationProof::verify(&revocation, &cert) {
-                    Ok(proof) => {
-                        self.checked(&[&revocation, &cert]);
-                        self.actions.push(Action::Revocation {
-                            peer,
-                            proof: Box::new(proof),
-                        })
-                    }
-                    Err(_) => self.verdict(peer, Reason::BadRevocation, now),
-                }
-                WORK_REVOKE
+                self.check_once(&[&revocation, &cert], WORK_REVOKE, |e| {
+                    e.on_revoke_frame(peer, &revocation, &cert, now)
+                })
             }
             Frame::Announce { ids, hops } => {
                 let n = ids.len() as u64;
@@ -191,16 +158,73 @@ impl Engine {
         AlertId(h.finalize().into())
     }
 
-    /// Whether these exact bytes verified before (among the latest remembered).
-    fn checked_before(&self, parts: &[&[u8]]) -> bool {
-        self.checked_frames
-            .get(&Self::frame_digest(parts))
-            .is_some()
+    /// Handles a signed frame (its `parts`) with `handle`, which returns whether its
+    /// signature verified, unless the same bytes verified before (among the latest
+    /// remembered): then it is dropped unchecked. Returns the work it cost: `cost`, or 1
+    /// for a repeat.
+    fn check_once(
+        &mut self,
+        parts: &[&[u8]],
+        cost: u64,
+        handle: impl FnOnce(&mut Self) -> bool,
+    ) -> u64 {
+        let digest = Self::frame_digest(parts);
+        if self.checked_frames.get(&digest).is_some() {
+            return 1;
+        }
+        if handle(self) {
+            self.checked_frames.entry(digest);
+        }
+        cost
     }
 
-    /// These bytes verified: a repeat is dropped unchecked.
-    fn checked(&mut self, parts: &[&[u8]]) {
-        self.checked_frames.entry(Self::frame_digest(parts));
+    /// A `sighting` frame. It is charged to the sender's sighting budget (a relayed
+    /// observer's to that observer's share of it) before its signature is checked: a
+    /// flood of distinct signed sightings buys at most the budget's worth of checks,
+    /// not the work budget's. Returns whether it verified.
+    fn on_sighting_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) -> bool {
+        use tocsin_proto::identity::{Sighting, Signed};
+        match Signed::<Sighting>::decode(bytes) {
+            Ok(s) if s.body().alert.is_some() => {
+                if !self.scoring.take_sighting(peer, s.body().observer, now) {
+                    return false;
+                }
+                if s.verify().is_err() {
+                    self.verdict(peer, Reason::BadSighting, now);
+                    return false;
+                }
+                self.on_sighting(Some(peer), s, now);
+                true
+            }
+            _ => {
+                self.verdict(peer, Reason::BadSighting, now);
+                false
+            }
+        }
+    }
+
+    /// A `revoke` frame: the pair must verify, or the sender is penalised; the runtime
+    /// decides whether to keep it. Returns whether it verified.
+    fn on_revoke_frame(
+        &mut self,
+        peer: PublicKey,
+        revocation: &[u8],
+        cert: &[u8],
+        now: u64,
+    ) -> bool {
+        match tocsin_proto::identity::RevocationProof::verify(revocation, cert) {
+            Ok(proof) => {
+                self.actions.push(Action::Revocation {
+                    peer,
+                    proof: Box::new(proof),
+                });
+                true
+            }
+            Err(_) => {
+                self.verdict(peer, Reason::BadRevocation, now);
+                false
+            }
+        }
     }
 
     /// Returns whether the receipt verified and is this peer's, to us.

@@ -127,23 +127,22 @@ impl Behaviour {
     /// Stops reading the peer's frames for `pause` (its connections' inbound streams
     /// are not polled, so what it sends waits in its own buffers and TCP window).
     pub fn pause_reading(&mut self, peer: &PeerId, pause: std::time::Duration) {
-        for connection in self.connections.get(peer).into_iter().flatten() {
-            self.events.push_back(ToSwarm::NotifyHandler {
-                peer_id: *peer,
-                handler: NotifyHandler::One(*connection),
-                event: In::PauseReading(pause),
-            });
-        }
+        self.notify_all(peer, || In::PauseReading(pause));
     }
 
     /// Drops the alert frames queued for the peer and not yet written (its trust
     /// narrowed: they were queued under its old level). Control frames stay.
     pub fn drop_alerts(&mut self, peer: &PeerId) {
+        self.notify_all(peer, || In::DropAlerts);
+    }
+
+    /// Tells every connection's handler of the peer `event()`.
+    fn notify_all(&mut self, peer: &PeerId, event: impl Fn() -> In) {
         for connection in self.connections.get(peer).into_iter().flatten() {
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: *peer,
                 handler: NotifyHandler::One(*connection),
-                event: In::DropAlerts,
+                event: event(),
             });
         }
     }

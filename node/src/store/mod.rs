@@ -647,7 +647,7 @@ impl Store {
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || guard(&store.path.clone(), || f(&store)))
+        tokio::task::spawn_blocking(move || guard(&store.path, || f(&store)))
             .await
             .map_err(|_| StoreError::Closed)?
     }
