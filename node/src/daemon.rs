@@ -163,9 +163,13 @@ pub fn init_logging(format: LogFormat) {
     };
     // Colour only on a terminal: a log file or journald gets plain `key=value` lines.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A log that cannot be written (a full disk under the log file) loses lines; it
+    // never stops the node: tracing-subscriber's own report of the failure would go to
+    // stderr with `eprintln!`, which panics when stderr cannot be written either.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

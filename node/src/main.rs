@@ -64,10 +64,14 @@ enum Cmd {
     },
 }
 
+/// Prints `err` and its causes on stderr; a stderr that cannot be written (a full
+/// disk) loses the message, and the exit code still says what happened.
 fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {err}");
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let _ = writeln!(stderr, "  caused by: {cause}");
     }
 }
 

@@ -868,3 +868,64 @@ async fn cancelling_an_update_retracts_the_original_on_a_node_that_missed_the_up
         .collect();
     assert!(listed.is_empty(), "listed as active on node 2: {listed:?}");
 }
+
+/// `tocsin ARGS` on node `i`, which must succeed.
+fn cli_ok(fed: &Fed, i: usize, args: &[&str]) {
+    let (out, err, code) = tocsin_tests::run(fed.tocsin(i).args(args));
+    assert_eq!(code, 0, "tocsin {args:?}: {out}{err}");
+}
+
+/// What a node took in is decided when it arrives, so alerts it refused under a lower
+/// level must come in once the level allows them, although catch-up had read past them:
+/// - node 3 holds node 2 at public (it takes only node 2's own alerts), misses a CLEAR
+///   alert of node 1 while stopped, refuses it from node 2 in catch-up, then promotes
+///   node 2 to member: the alert arrives (and after a restart it is still there);
+/// - node 3 blocks node 1 as an origin, refuses its next alert relayed by node 2, then
+///   removes the block: that alert arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_refused_under_a_lower_level_arrive_after_a_promotion_or_an_unblock() {
+    let mut fed = Fed::line(3, Member).await;
+    let (k1, k2) = (fed.key(0), fed.key(1));
+    cli_ok(&fed, 2, &["trust", "set", &k2, "--level", "public"]);
+    fed.cluster.stop(2, Duration::from_secs(10)).unwrap();
+    let missed = fed
+        .issue(0, alert("CLEAR", "missed while node 3 was down"))
+        .await;
+    fed.wait_for(1, &missed).await;
+    fed.cluster.start(2).unwrap();
+    fed.cluster
+        .wait_ready(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Node 2's own alert comes: catch-up with node 2 ran past the refused one.
+    let own = fed.issue(1, alert("CLEAR", "node 2's own")).await;
+    fed.wait_for(2, &own).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(2, &missed).await;
+    let row = fed.peer_row(2, &k2).await.unwrap();
+    assert!(
+        row["rejections"]["relay_not_allowed"].as_u64() > Some(0),
+        "node 3 never refused it: {row}"
+    );
+    cli_ok(&fed, 2, &["trust", "set", &k2, "--level", "member"]);
+    fed.wait_for(2, &missed).await;
+    fed.restart(2).await;
+    fed.wait_for(2, &missed).await;
+
+    // The same with a blocked origin.
+    cli_ok(
+        &fed,
+        2,
+        &["trust", "add", &k1, "--level", "blocked", "--name", "n1"],
+    );
+    let blocked = fed
+        .issue(0, alert("CLEAR", "while node 1 is blocked"))
+        .await;
+    fed.wait_for(1, &blocked).await;
+    let control = fed.issue(1, alert("CLEAR", "node 2's control")).await;
+    fed.wait_for(2, &control).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(2, &blocked).await;
+    cli_ok(&fed, 2, &["trust", "remove", &k1]);
+    fed.wait_for(2, &blocked).await;
+}

@@ -1266,3 +1266,311 @@ async fn tlp_scope_is_the_same_with_org_keys_in_the_tables() {
     let back = fed.issue(1, alert("AMBER", "amber from agency A")).await;
     exactly(back, &[0, 1, 5], "AMBER from node 2").await;
 }
+
+/// The public key (hex) of the test key `[seed; 32]`.
+fn hex_of(seed: u8) -> String {
+    PublicKey(
+        SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+    .to_string()
+}
+
+/// `tocsin org revoke` of `node` by the org key file `key` in `d`, from `at` (unix ms):
+/// the revocation file.
+fn revocation_file(d: &Path, key: &str, node: &str, at: u64, reason: &str) -> std::path::PathBuf {
+    let out = d.join(format!("{node}-{key}-{at}.revocation"));
+    org_cli(
+        d,
+        &[
+            "org",
+            "revoke",
+            node,
+            "--key",
+            key,
+            "--reason",
+            reason,
+            "--at",
+            &at.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    out
+}
+
+/// A revocation (see [`revocation_file`]) as a `revoke` frame, with the certificate file
+/// `cert`.
+fn revoke_frame(d: &Path, key: &str, node: &str, at: u64, reason: &str, cert: &Path) -> Vec<u8> {
+    let out = revocation_file(d, key, node, at, reason);
+    Frame::Revoke {
+        revocation: serde_bytes::ByteBuf::from(std::fs::read(&out).unwrap()),
+        cert: serde_bytes::ByteBuf::from(std::fs::read(cert).unwrap()),
+    }
+    .encode()
+    .unwrap()
+}
+
+/// `tocsin revocation add REV --cert CERT` on node `i`, which must succeed.
+fn revocation_add(fed: &Fed, i: usize, rev: &Path, cert: &Path) {
+    let (out, err, code) = run(fed.tocsin(i).args([
+        "revocation",
+        "add",
+        rev.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A CLEAR alert (or a cancel of `cancels`) signed by `key`, dated `issued_at`, as an
+/// alert frame at `hops`.
+fn alert_by(
+    key: &SigningKey,
+    issued_at: u64,
+    cancels: Option<&str>,
+    hops: u8,
+) -> (String, Vec<u8>) {
+    let body = tocsin_proto::AlertBody {
+        v: tocsin_proto::FORMAT_VERSION,
+        origin: PublicKey(key.verifying_key().to_bytes()),
+        issued_at,
+        expires_at: None,
+        kind: if cancels.is_some() {
+            tocsin_proto::Kind::Cancel
+        } else {
+            tocsin_proto::Kind::New
+        },
+        replaces: cancels.map(|id| id.parse().unwrap()),
+        severity: tocsin_proto::Severity::High,
+        tlp: tocsin_proto::Tlp::Clear,
+        recipients: vec![],
+        title: format!("signed at {issued_at}"),
+        text: String::new(),
+        indicators: vec![],
+        tags: vec![],
+        references: vec![],
+    };
+    let a = tocsin_proto::SignedAlert::sign(body, key).unwrap();
+    let frame = Frame::Alert {
+        hops,
+        envelope: a.to_envelope(),
+    };
+    (a.id().to_string(), frame.encode().unwrap())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A revocation contains a stolen key. Node V, certified by agency A (trusted at
+/// partner), is revoked by A. Then:
+/// - a member relay passes on alerts signed by V and dated before the revocation, and a
+///   cancel of V's real alert: none comes in (a stolen key dates what it signs), and
+///   the relay is not penalised;
+/// - V shows a certificate of another trusted org, W: it is refused, and A's
+///   revocation stays (a revoked node does not shed it with another org's certificate);
+/// - node U, trusted on its own key, showed A's certificate before node 1 restarted:
+///   after the restart, A's revocation of U relayed by a peer is kept (what U showed is
+///   remembered), and A signing ever earlier revocations of U moves its time only a few
+///   times;
+/// - an operator's revocation of U by another org Z gives way to A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stays_revoked_whatever_it_dates_or_shows_and_across_restarts() {
+    let mut fed = Fed::start(1, vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (v_seed, u_seed) = (81u8, 83u8);
+    let (org_a, org_w, v_hex) = certified_by_a_and_z(d, v_seed);
+    for (org, name) in [(&org_a, "Agency A"), (&org_w, "Agency W")] {
+        post(
+            &fed,
+            0,
+            "/v1/trust",
+            json!({"key": org, "level": "partner", "org": true, "name": name}),
+        )
+        .await;
+    }
+    let v = SigningKey::from_bytes(&[v_seed; 32]);
+    // V is admitted on A's certificate and sends one alert of its own.
+    let mut raw_v = raw_presents(&fed, v_seed, &d.join("a.cert"))
+        .await
+        .expect("V admitted");
+    let row = wait_connected(&fed, 0, &v_hex, true, "V on A's certificate")
+        .await
+        .unwrap();
+    assert_eq!(row["org"], org_a.as_str(), "{row}");
+    let (real, frame) = alert_by(&v, now_ms(), None, 1);
+    raw_v.send_frames(&[frame]).await.unwrap();
+    fed.wait_for(0, &real).await;
+    drop(raw_v);
+    wait_connected(&fed, 0, &v_hex, false, "V gone").await;
+
+    // A revokes V from now on.
+    let revoked_at = now_ms();
+    let v_cert = d.join("v-a.cert");
+    std::fs::copy(d.join("a.cert"), &v_cert).unwrap();
+    let rev = revocation_file(d, "a.key", &v_hex, revoked_at, "key stolen");
+    revocation_add(&fed, 0, &rev, &v_cert);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The thief's alerts, dated before the revocation, relayed by a member.
+    let (relay, mut raw_r, relay_hex) = fed.trusted_raw_peer(0, 82).await;
+    let (backdated, f1) = alert_by(&v, revoked_at - 60_000, None, 2);
+    let (cancel, f2) = alert_by(&v, revoked_at - 30_000, Some(&real), 2);
+    let (control, f3) = alert_by(&relay, now_ms(), None, 1);
+    raw_r
+        .send_frames(&[
+            Frame::Identity { cert: None }.encode().unwrap(),
+            Frame::Hello { epoch: 1, head: 0 }.encode().unwrap(),
+            f1,
+            f2,
+            f3,
+        ])
+        .await
+        .unwrap();
+    fed.wait_for(0, &control).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    fed.assert_absent(0, &backdated).await;
+    fed.assert_absent(0, &cancel).await;
+    let r = fed.get(0, &real).await.unwrap();
+    assert_eq!(r["state"], "active", "the thief cancelled V's alert: {r}");
+    let row = fed.peer_row(0, &relay_hex).await.unwrap();
+    assert_eq!(row["penalty"], 0, "the relay was penalised: {row}");
+
+    // V shows W's certificate: refused, and A's revocation stays.
+    let mut raw_v = raw_presents(&fed, v_seed, &d.join("z.cert")).await;
+    wait_log(&fed, 0, &["connection refused", &v_hex[..8]]).await;
+    if let Some(r) = raw_v.as_mut() {
+        wait_closed(r, "a revoked node showing another org's certificate").await;
+    }
+    drop(raw_v);
+    assert!(
+        connected(&fed, 0, &v_hex).await.is_none(),
+        "V admitted on W's certificate"
+    );
+    assert!(
+        revoked_on(&fed, 0).await.contains(&v_hex),
+        "V shed A's revocation"
+    );
+
+    // U is trusted on its own key and shows A's certificate; node 1 restarts.
+    let u_hex = hex_of(u_seed);
+    let u_cert = d.join("u-a.cert");
+    org_cli(
+        d,
+        &[
+            "org",
+            "certify",
+            &u_hex,
+            "--key",
+            "a.key",
+            "--agency",
+            "CERT-A",
+            "--valid",
+            "30d",
+            "--out",
+            u_cert.to_str().unwrap(),
+        ],
+    );
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": u_hex, "level": "partner", "name": "U"}),
+    )
+    .await;
+    let raw_u = raw_presents(&fed, u_seed, &u_cert)
+        .await
+        .expect("U admitted");
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let row = fed.peer_row(0, &u_hex).await;
+        if row.as_ref().is_some_and(|r| r["org"] == org_a.as_str()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "U's agency never showed: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(raw_u);
+    drop(raw_r);
+    fed.restart(0).await;
+
+    // An operator's revocation of U by an org of its own making, Z.
+    org_init(d, "zz.key");
+    let uz_cert = d.join("u-z.cert");
+    org_cli(
+        d,
+        &[
+            "org",
+            "certify",
+            &u_hex,
+            "--key",
+            "zz.key",
+            "--agency",
+            "Z",
+            "--out",
+            uz_cert.to_str().unwrap(),
+        ],
+    );
+    let uz_rev = revocation_file(d, "zz.key", &u_hex, now_ms(), "by Z");
+    revocation_add(&fed, 0, &uz_rev, &uz_cert);
+
+    // A relay passes on A's revocation of U, then A signs ever earlier ones.
+    let target = fed.cluster.nodes[0].peer_id.parse().unwrap();
+    let addr = fed.cluster.nodes[0].addr().parse().unwrap();
+    let Connect::Open(mut raw_r) = rawpeer::connect(&relay, addr, target).await else {
+        panic!("the relay is trusted and connects");
+    };
+    let t = now_ms();
+    let mut frames = vec![
+        Frame::Identity { cert: None }.encode().unwrap(),
+        Frame::Hello { epoch: 1, head: 0 }.encode().unwrap(),
+    ];
+    for step in 0..10u64 {
+        frames.push(revoke_frame(
+            d,
+            "a.key",
+            &u_hex,
+            t - step * 1_000,
+            "laptop lost",
+            &u_cert,
+        ));
+    }
+    raw_r.send_frames(&frames).await.unwrap();
+    let (control, f) = alert_by(&relay, now_ms(), None, 1);
+    raw_r.send_frames(&[f]).await.unwrap();
+    fed.wait_for(0, &control).await;
+    let held = fed.cluster.nodes[0]
+        .client()
+        .get("/v1/revocations")
+        .await
+        .unwrap();
+    let u_row = held["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == u_hex.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("A's revocation of U was not kept: {held}"));
+    assert_eq!(
+        u_row["org"],
+        org_a.as_str(),
+        "A's revocation of U did not take over from Z's: {u_row}"
+    );
+    assert_eq!(
+        u_row["revoked_at"].as_u64(),
+        Some(t - 4_000),
+        "the time moved earlier more than 4 times, or never: {u_row}"
+    );
+    let row = fed.peer_row(0, &relay_hex).await.unwrap();
+    assert_eq!(row["penalty"], 0, "the relay was penalised: {row}");
+    drop(raw_r);
+}

@@ -634,3 +634,59 @@ async fn config_from_the_environment_is_checked_like_the_file() {
         "{status}"
     );
 }
+
+/// A log that cannot be written (its disk is full: here stderr is `/dev/full`) loses
+/// lines and nothing else: the node starts, serves, issues, and stops on SIGTERM with
+/// exit 0; a start that fails exits 1, never a panic (101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_never_stops_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let (_, err, code) = tocsind_init(&data, "/ip4/127.0.0.1/tcp/0");
+    assert_eq!(code, 0, "{err}");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let mut child = Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let guard = KillOnDrop(&mut child);
+    let socket = data.join("tocsind.sock");
+    wait_socket(&socket).await;
+    let (out, err, code) = run(tocsin_cli(&socket).args([
+        "issue",
+        "--severity",
+        "high",
+        "--tlp",
+        "CLEAR",
+        "--title",
+        "logged nowhere",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(guard.0, Duration::from_secs(20)), Some(0));
+
+    // A start that fails (no such data directory) with nowhere to say why: exit 1.
+    let mut child = Command::new(tocsind_bin())
+        .args(["run", "--data-dir"])
+        .arg(dir.path().join("missing"))
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(10));
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, Some(1));
+}

@@ -37,8 +37,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options shared by every subcommand.
+/// Options shared by every subcommand. They are listed under their own heading, after
+/// a subcommand's own options, in every `--help`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The daemon's control socket [default: <DATA_DIR>/tocsind.sock]
     #[arg(long, global = true, env = "TOCSIN_SOCKET", value_name = "PATH")]
@@ -311,13 +313,16 @@ pub enum TrustCommand {
     },
     /// Change a peer's level, name or addresses (a demotion cuts what it receives at once)
     Set {
+        /// The peer's key as in `tocsin trust list` (a node key or an org key)
         #[arg(value_parser = parse_key)]
         key: PublicKey,
+        /// The new level: blocked, public, member or partner
         #[arg(long, value_parser = parse_level)]
         level: Option<TrustLevel>,
         /// Replace the addresses (repeatable)
         #[arg(long = "addr", value_name = "MULTIADDR")]
         addrs: Vec<String>,
+        /// A new name for tables and logs
         #[arg(long)]
         name: Option<String>,
         /// Why, for the audit log
@@ -326,6 +331,7 @@ pub enum TrustCommand {
     },
     /// Remove a peer from the trust table (it can no longer connect)
     Remove {
+        /// The peer's key as in `tocsin trust list` (a node key or an org key)
         #[arg(value_parser = parse_key)]
         key: PublicKey,
         /// Why, for the audit log

@@ -1068,8 +1068,17 @@ impl Sim {
                 // Links deliver every frame at once here; a paused reader would only
                 // delay what the limits already drop.
                 Action::PauseReading { .. } | Action::CursorAdopted { .. } => {}
-                Action::Revocation { peer, proof } => {
+                Action::Revocation {
+                    peer,
+                    proof,
+                    digest,
+                } => {
+                    // Every verified revocation is kept here, as the daemon keeps one
+                    // from a node's own org.
                     self.on_revocation(node, &proof, Some(peer));
+                    if let Some(engine) = self.nodes[node].engine.as_mut() {
+                        engine.revocation_kept(digest);
+                    }
                 }
                 // Sightings are stored by the daemon; the simulator keeps no reports.
                 Action::Sighting { .. } => {}

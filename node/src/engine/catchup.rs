@@ -147,6 +147,43 @@ impl CatchUp {
         }
     }
 
+    /// We now take more from `peer` than when we read its log (we promoted it, or
+    /// unblocked an origin it may have relayed): what its log listed and we refused
+    /// then may come in now. Its cursor goes back to the start (saved so, so that a
+    /// restart reads it again too), and a connected session reads the log again from
+    /// the start, wanting only what is missing here.
+    pub fn reread(&mut self, peer: PublicKey, now: u64, out: &mut Vec<Action>) {
+        if let Some((epoch, seq)) = self.cursors.get(&peer).copied() {
+            if seq > 0 {
+                self.cursors.insert(peer, (epoch, 0));
+                if !self.hold {
+                    out.push(Action::SaveCursor {
+                        peer,
+                        epoch,
+                        seq: 0,
+                    });
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            s.after = 0;
+            self.restart(peer, now, out);
+        }
+    }
+
+    /// Every peer with a saved cursor or a session, for [`Self::reread`].
+    pub fn peers(&self) -> Vec<PublicKey> {
+        let mut peers: Vec<PublicKey> = self
+            .cursors
+            .keys()
+            .chain(self.sessions.keys())
+            .copied()
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     /// The peer disconnected (or reconnected): its session ends; its cursor stays.
     pub fn end(&mut self, peer: &PublicKey) {
         self.sessions.remove(peer);

@@ -77,15 +77,15 @@ impl Engine {
             Frame::Identity { .. } => 1,
             // An exact repeat of a signed frame that verified before changes nothing:
             // dropped without checking its signature again.
-            Frame::Receipt { receipt } => self.check_once(&[&receipt], WORK_RECEIPT, |e| {
+            Frame::Receipt { receipt } => self.check_once(&[&receipt], WORK_RECEIPT, |e, _| {
                 e.on_receipt(peer, &receipt, now)
             }),
-            Frame::Sighting { sighting } => self.check_once(&[&sighting], WORK_RECEIPT, |e| {
+            Frame::Sighting { sighting } => self.check_once(&[&sighting], WORK_RECEIPT, |e, _| {
                 e.on_sighting_frame(peer, &sighting, now)
             }),
             Frame::Revoke { revocation, cert } => {
-                self.check_once(&[&revocation, &cert], WORK_REVOKE, |e| {
-                    e.on_revoke_frame(peer, &revocation, &cert, now)
+                self.check_once(&[&revocation, &cert], WORK_REVOKE, |e, digest| {
+                    e.on_revoke_frame(peer, &revocation, &cert, digest, now)
                 })
             }
             Frame::Announce { ids, hops } => {
@@ -158,30 +158,39 @@ impl Engine {
         AlertId(h.finalize().into())
     }
 
-    /// Handles a signed frame (its `parts`) with `handle`, which returns whether its
-    /// signature verified, unless the same bytes verified before (among the latest
-    /// remembered): then it is dropped unchecked. Returns the work it cost: `cost`, or 1
-    /// for a repeat.
+    /// Handles a signed frame (its `parts`) with `handle`, given the frame's digest,
+    /// unless the same bytes were handled before (among the latest remembered): then it
+    /// is dropped unchecked. `handle` returns whether to remember it: only a frame that
+    /// verified and was acted on, so that one ignored for now (its alert not held yet,
+    /// a revocation not kept) is judged again when it comes again. Returns the work it
+    /// cost: `cost`, or 1 for a repeat.
     fn check_once(
         &mut self,
         parts: &[&[u8]],
         cost: u64,
-        handle: impl FnOnce(&mut Self) -> bool,
+        handle: impl FnOnce(&mut Self, AlertId) -> bool,
     ) -> u64 {
         let digest = Self::frame_digest(parts);
         if self.checked_frames.get(&digest).is_some() {
             return 1;
         }
-        if handle(self) {
+        if handle(self, digest) {
             self.checked_frames.entry(digest);
         }
         cost
     }
 
+    /// The runtime kept the revocation of a `revoke` frame ([`Action::Revocation`]): an
+    /// exact repeat of it is now dropped unchecked.
+    pub fn revocation_kept(&mut self, digest: AlertId) {
+        self.checked_frames.entry(digest);
+    }
+
     /// A `sighting` frame. It is charged to the sender's sighting budget (a relayed
     /// observer's to that observer's share of it) before its signature is checked: a
     /// flood of distinct signed sightings buys at most the budget's worth of checks,
-    /// not the work budget's. Returns whether it verified.
+    /// not the work budget's. Returns whether it verified and its alert is held here (a
+    /// sighting that came before its alert is judged again if it comes again).
     fn on_sighting_frame(&mut self, peer: PublicKey, bytes: &[u8], now: u64) -> bool {
         use tocsin_proto::identity::{Sighting, Signed};
         match Signed::<Sighting>::decode(bytes) {
@@ -193,8 +202,12 @@ impl Engine {
                     self.verdict(peer, Reason::BadSighting, now);
                     return false;
                 }
+                let held = s
+                    .body()
+                    .alert
+                    .is_some_and(|id| self.known.get(&id).is_some());
                 self.on_sighting(Some(peer), s, now);
-                true
+                held
             }
             _ => {
                 self.verdict(peer, Reason::BadSighting, now);
@@ -203,13 +216,16 @@ impl Engine {
         }
     }
 
-    /// A `revoke` frame: the pair must verify, or the sender is penalised; the runtime
-    /// decides whether to keep it. Returns whether it verified.
+    /// A `revoke` frame (`digest`, its [`Self::check_once`] digest): the pair must
+    /// verify, or the sender is penalised; the runtime decides whether to keep it, and
+    /// tells us when it did ([`Self::revocation_kept`]): one it did not keep (a node it
+    /// does not know yet, say) is judged again when it comes again.
     fn on_revoke_frame(
         &mut self,
         peer: PublicKey,
         revocation: &[u8],
         cert: &[u8],
+        digest: AlertId,
         now: u64,
     ) -> bool {
         match tocsin_proto::identity::RevocationProof::verify(revocation, cert) {
@@ -217,8 +233,9 @@ impl Engine {
                 self.actions.push(Action::Revocation {
                     peer,
                     proof: Box::new(proof),
+                    digest,
                 });
-                true
+                false
             }
             Err(_) => {
                 self.verdict(peer, Reason::BadRevocation, now);
@@ -227,11 +244,14 @@ impl Engine {
         }
     }
 
-    /// Returns whether the receipt verified and is this peer's, to us.
+    /// A `receipt` frame. Its fields are read first: one that is not this peer's, to us,
+    /// is penalised, and one for an alert that is not an AMBER or RED alert of ours
+    /// that the peer may hold is ignored, both without checking a signature. Returns
+    /// whether it verified and was kept.
     fn on_receipt(&mut self, peer: PublicKey, bytes: &[u8], now: u64) -> bool {
         use tocsin_proto::identity::{Receipt, Signed};
         use tocsin_proto::Tlp;
-        let receipt = match Signed::<Receipt>::decode_verified(bytes) {
+        let receipt = match Signed::<Receipt>::decode(bytes) {
             Ok(r) if r.body().receiver == peer && r.body().origin == self.me => r,
             _ => {
                 self.verdict(peer, Reason::BadReceipt, now);
@@ -246,12 +266,17 @@ impl Engine {
                 && matches!(k.alert.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
                 && self.may_send(&peer, level, &k.alert, 0)
         });
-        if ours {
-            self.actions.push(Action::Receipt {
-                peer,
-                receipt: Box::new(receipt),
-            });
+        if !ours {
+            return false;
         }
+        if receipt.verify().is_err() {
+            self.verdict(peer, Reason::BadReceipt, now);
+            return false;
+        }
+        self.actions.push(Action::Receipt {
+            peer,
+            receipt: Box::new(receipt),
+        });
         true
     }
 
@@ -798,7 +823,8 @@ impl Engine {
     /// Steps 3–7 for an alert from `peer`: its level, the origin's, the TLP scope, the
     /// hop limit; one of our own alerts that we asked for (we lost it) comes back
     /// whatever its TLP (`Ok(true)`). A RED alert that names our org names us. Then
-    /// expiry, a date too far ahead of our clock, and an origin revoked by then.
+    /// expiry, a date too far ahead of our clock, and an origin revoked by then or by
+    /// now.
     fn check_scope(
         &self,
         peer: PublicKey,
@@ -835,7 +861,10 @@ impl Engine {
                 hops,
             )?;
         }
-        if self.is_revoked(&body.origin, body.issued_at) {
+        // Once the revocation time has passed here, nothing more signed by a revoked
+        // key comes in, whatever date it bears: a stolen key can date its alerts (and
+        // its updates and cancels of the key's earlier alerts) before the revocation.
+        if self.is_revoked(&body.origin, body.issued_at.max(now)) {
             return Err(Reason::RevokedOrigin);
         }
         if body.is_expired(now) {

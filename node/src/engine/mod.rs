@@ -96,6 +96,11 @@ const WORK_REVOKE: u64 = 100;
 /// How many verified receipts, sightings and revocations are remembered, so that an
 /// exact repeat is dropped unchecked ([`Engine::checked_frames`]).
 const CHECKED_FRAMES: usize = 16_384;
+
+/// Keys whose last level [`Engine`] remembers (as many as the agencies and trust
+/// entries a node keeps, with room).
+const MAX_LAST_LEVELS: usize = 16_384;
+
 /// Work units every control frame costs at least: reading, decoding and dispatching it
 /// takes the network actor microseconds, whatever it asks for. At 1 unit, a peer could
 /// send 100,000 empty `want`s a second within the default budget, and the attack bench
@@ -313,7 +318,8 @@ pub enum Event {
     /// A revocation of `node` was dropped (its org was not the node's).
     Unrevoked { node: PublicKey },
     /// Node key `node` was revoked by its agency from `at` (unix ms): its alerts issued
-    /// from then on are refused and no longer shared; earlier ones stay.
+    /// from then on are no longer shared, and from then on (by this node's clock) none
+    /// comes in, whatever its date; those held from before stay.
     Revoked { node: PublicKey, at: u64 },
     /// The signature of an alert handed out with [`Action::Verify`] was checked.
     Verified(Box<Checked>),
@@ -408,9 +414,11 @@ pub enum Action {
     Verdict { peer: PublicKey, reason: Reason },
     /// `peer` sent a revocation that verifies (a revocation and the certificate it takes
     /// back, signed by the same org): the runtime decides whether to keep and flood it.
+    /// When it keeps it, it calls [`Engine::revocation_kept`] with `digest`.
     Revocation {
         peer: PublicKey,
         proof: Box<tocsin_proto::identity::RevocationProof>,
+        digest: AlertId,
     },
     /// `peer` sent a verified receipt, signed by itself, for an AMBER or RED alert of
     /// ours that we hold: the runtime keeps it.
@@ -504,6 +512,10 @@ pub struct Engine {
     /// Peers whose level changed while they were not connected, with the level they
     /// had when they last were: offered what the change newly allows when they connect.
     promoted: HashMap<PublicKey, Option<TrustLevel>>,
+    /// The last level each key had in this run (kept when it goes to none): a key
+    /// whose level is first learnt (a node admitted on its certificate after a restart)
+    /// is not taken for a promoted one, and one removed then trusted again is.
+    last_level: HashMap<PublicKey, TrustLevel>,
     /// Connected peers being offered what a promotion newly allows, a page of our log
     /// at a time ([`OFFER_PAGE`]): the level they had before, and where the next page
     /// starts.
@@ -546,6 +558,7 @@ impl Engine {
             checked_frames: known::Bounded::new(CHECKED_FRAMES),
             unknown_observers: HashMap::new(),
             promoted: HashMap::new(),
+            last_level: HashMap::new(),
             offering: BTreeMap::new(),
             offer_walks: 0,
             actions: Vec::new(),
@@ -612,6 +625,7 @@ impl Engine {
     /// Sets a trust entry without side effects (start-up).
     pub fn load_trust(&mut self, key: PublicKey, level: TrustLevel) {
         self.scoring.set_level(key, Some(level));
+        self.last_level.insert(key, level);
     }
 
     /// The agency that certified `node` (start-up: remembered certificates).
@@ -814,6 +828,31 @@ impl Engine {
     fn on_trust(&mut self, key: PublicKey, level: Option<TrustLevel>, now: u64) {
         let before = self.scoring.level(&key);
         self.scoring.set_level(key, level);
+        // What we take in is decided when it arrives: alerts refused under the old
+        // level, which catch-up's cursors have passed, are read again. From this peer
+        // when it may now send more; from every peer when it was a blocked origin.
+        let known = before.or_else(|| self.last_level.get(&key).copied());
+        if let Some(l) = level {
+            if self.last_level.len() < MAX_LAST_LEVELS || self.last_level.contains_key(&key) {
+                self.last_level.insert(key, l);
+            }
+        }
+        let takes = |l: Option<TrustLevel>| match l {
+            None | Some(TrustLevel::Blocked) => 0,
+            Some(TrustLevel::Public) => 1,
+            Some(TrustLevel::Member) => 2,
+            Some(TrustLevel::Partner) => 3,
+        };
+        if known == Some(TrustLevel::Blocked) && level != known {
+            for peer in self.catchup.peers() {
+                if peer != key {
+                    self.catchup.reread(peer, now, &mut self.actions);
+                }
+            }
+        }
+        if known.is_some() && takes(level) > takes(known) {
+            self.catchup.reread(key, now, &mut self.actions);
+        }
         if self.trees.is_connected(&key) && !self.may_connect(&key, now) {
             self.drop_peer(&key);
             self.actions.push(Action::Disconnect {
@@ -976,9 +1015,12 @@ impl Engine {
         }
     }
 
-    /// Whether `origin`'s agency revoked it at or before `issued_at`.
-    fn is_revoked(&self, origin: &PublicKey, issued_at: u64) -> bool {
-        self.revoked.get(origin).is_some_and(|at| issued_at >= *at)
+    /// Whether `origin`'s agency revoked it at or before `at`: an alert's `issued_at`
+    /// for what is shared, or the later of that and the clock for what comes in.
+    fn is_revoked(&self, origin: &PublicKey, at: u64) -> bool {
+        self.revoked
+            .get(origin)
+            .is_some_and(|revoked| at >= *revoked)
     }
 
     /// Whether we may give `peer` back an alert it originated, on its request.

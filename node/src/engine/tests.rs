@@ -2380,9 +2380,11 @@ fn a_revoked_origin_s_alerts_from_the_revocation_on_are_refused_and_no_longer_sh
     let mut e = engine_for(&me, EngineConfig::default());
     connect(&mut e, &relay, TrustLevel::Member);
     connect(&mut e, &other, TrustLevel::Member);
+    // Revoked from R, a little after T0 (offsets below are from ISSUED).
+    let r_off = T0 - ISSUED + 20;
     // Held before the revocation arrived: one from before its time, one from after.
     let before = alert(&origin, 10, Tlp::Clear);
-    let after = alert(&origin, 30, Tlp::Clear);
+    let after = alert(&origin, r_off + 10, Tlp::Clear);
     for a in [&before, &after] {
         let out = e.handle(alert_event(&relay, 2, a), T0);
         assert_eq!(stored(&out), vec![a.id()]);
@@ -2391,12 +2393,12 @@ fn a_revoked_origin_s_alerts_from_the_revocation_on_are_refused_and_no_longer_sh
     e.handle(
         Event::Revoked {
             node: pk(&origin),
-            at: ISSUED + 20,
+            at: ISSUED + r_off,
         },
         T0,
     );
     // A later one is refused, unpenalised (the relay could not have known).
-    let late = alert(&origin, 40, Tlp::Clear);
+    let late = alert(&origin, r_off + 40, Tlp::Clear);
     let out = e.handle(alert_event(&relay, 2, &late), T0);
     assert!(stored(&out).is_empty());
     assert!(out.iter().any(|a| matches!(
@@ -2406,11 +2408,26 @@ fn a_revoked_origin_s_alerts_from_the_revocation_on_are_refused_and_no_longer_sh
             ..
         }
     )));
-    // An earlier one still arrives.
+    // An earlier one still arrives while the revocation time has not come.
     let early = alert(&origin, 15, Tlp::Clear);
     let out = e.handle(alert_event(&relay, 2, &early), T0);
     assert_eq!(stored(&out), vec![early.id()]);
-    // A peer reading our log gets the alert from before the revocation, never the one
+    // Once it has, nothing of that key comes in, whatever its date: a stolen key dates
+    // its alerts, and its cancels of the key's own earlier alerts, before the revocation.
+    let backdated = alert(&origin, 16, Tlp::Clear);
+    let cancel = replacing(&origin, 17, Kind::Cancel, before.id());
+    for a in [&backdated, &cancel] {
+        let out = e.handle(alert_event(&relay, 2, a), ISSUED + r_off);
+        assert!(stored(&out).is_empty(), "a backdated alert came in");
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Verdict {
+                reason: Reason::RevokedOrigin,
+                ..
+            }
+        )));
+    }
+    // A peer reading our log gets the alerts from before the revocation, never the one
     // from after it, even though it is held.
     let out = e.handle(
         frame_event(&other, &Frame::SyncRequest { epoch: 7, after: 0 }),
@@ -2429,11 +2446,14 @@ fn a_revoked_origin_s_alerts_from_the_revocation_on_are_refused_and_no_longer_sh
     e.handle(
         Event::Revoked {
             node: pk(&origin),
-            at: ISSUED + 50,
+            at: ISSUED + r_off + 50,
         },
         T0,
     );
-    let out = e.handle(alert_event(&relay, 2, &alert(&origin, 45, Tlp::Clear)), T0);
+    let out = e.handle(
+        alert_event(&relay, 2, &alert(&origin, r_off + 45, Tlp::Clear)),
+        T0,
+    );
     assert!(
         stored(&out).is_empty(),
         "the earlier revocation time still holds"
@@ -2530,6 +2550,34 @@ fn receipts_are_taken_only_from_their_signer_for_our_amber_and_red_alerts() {
         assert!(!kept(&out));
         assert!(only_verdict(&out, Reason::BadReceipt), "{out:?}");
     }
+    // One that would be ignored is ignored before its signature is checked: a broken
+    // signature on a receipt of a CLEAR alert costs no check and no penalty.
+    let Frame::Receipt { receipt } = receipt_frame(&peer, &me, clear.id()) else {
+        unreachable!()
+    };
+    let broken = Frame::Receipt {
+        receipt: flipped(&receipt),
+    };
+    let out = e.handle(frame_event(&peer, &broken), T0);
+    assert!(out.is_empty(), "{out:?}");
+    // The member's receipt was ignored, not remembered: promoted to partner, the same
+    // bytes are kept when they come again.
+    e.handle(
+        Event::Trust {
+            key: pk(&member),
+            level: Some(TrustLevel::Partner),
+        },
+        T0,
+    );
+    let out = e.handle(
+        frame_event(&member, &receipt_frame(&member, &me, amber.id())),
+        T0,
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Receipt { peer: p, .. } if *p == pk(&member))),
+        "{out:?}"
+    );
 }
 
 /// `bytes` with their last bit flipped (a broken signature).
@@ -2575,8 +2623,21 @@ fn an_exact_repeat_of_a_verified_signed_frame_is_dropped_and_a_forged_copy_is_no
         revocation: serde_bytes::ByteBuf::from(rev),
         cert: serde_bytes::ByteBuf::from(cert),
     };
-    let taken = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Revocation { .. }));
-    assert!(taken(&e.handle(frame_event(&peer, &revoke), T0)));
+    let digest = |out: &[Action]| {
+        out.iter().find_map(|a| match a {
+            Action::Revocation { digest, .. } => Some(*digest),
+            _ => None,
+        })
+    };
+    // Until the runtime keeps it, a repeat is judged again (it may be kept later, once
+    // the node it revokes has shown its certificate)...
+    let first = digest(&e.handle(frame_event(&peer, &revoke), T0)).expect("handed over");
+    assert_eq!(
+        digest(&e.handle(frame_event(&peer, &revoke), T0)),
+        Some(first)
+    );
+    // ...and once kept, it is dropped unchecked.
+    e.revocation_kept(first);
     for _ in 0..100 {
         let out = e.handle(frame_event(&peer, &revoke), T0);
         assert!(out.is_empty(), "a repeat is taken again: {out:?}");

@@ -75,14 +75,21 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_REVOCATIONS: usize = 1024;
 /// Most node keys whose agency (the org that certified them) a node remembers, and most
 /// of one org: certificates presented by nodes that were admitted, or refused because
-/// their org is blocked. Beyond either, a new node's agency is not remembered (it is
-/// still admitted on its certificate while that is valid).
+/// their org is blocked. Beyond either, a new node's agency is not remembered. The
+/// same bounds hold the certificates of nodes admitted through their org (kept until
+/// they expire): past them, a node that shows a new certificate is refused, so that an
+/// org cannot make a node keep state for every key it certifies.
 pub const MAX_AGENCY_NODES: usize = 4096;
 /// See [`MAX_AGENCY_NODES`].
 pub const MAX_AGENCY_NODES_PER_ORG: usize = 256;
 
 /// Most revocations held from one org, so that one org cannot fill the table.
 pub const MAX_REVOCATIONS_PER_ORG: usize = 256;
+
+/// How many times a peer's revocation may move a held revocation's time earlier, per node
+/// key and run of this node: an org that signs ever earlier ones cannot make every node
+/// write and flood each of them.
+pub const MAX_REVOCATION_CHANGES: u32 = 4;
 /// How long an idle connection is kept open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -390,6 +397,9 @@ pub struct NetActor {
     /// start (from the `agencies` table; bounded like it): a node does not change org
     /// while that certificate is valid, restarts of this node included.
     shown: HashMap<PublicKey, (PublicKey, u64)>,
+    /// How many times each held revocation's time was moved earlier by a peer's
+    /// (at most [`MAX_REVOCATION_CHANGES`] each).
+    revocation_changes: HashMap<PublicKey, u32>,
     /// Peers whose first frame of this connection (their `identity`) has been read.
     identified: HashSet<PeerId>,
     /// Peers refused on their certificate whose refusal was logged at info.
@@ -582,6 +592,7 @@ impl NetActor {
             cert,
             certs: HashMap::new(),
             shown,
+            revocation_changes: HashMap::new(),
             identified: HashSet::new(),
             refused_certs: HashSet::new(),
             org_dials: HashMap::new(),
@@ -1058,11 +1069,14 @@ impl NetActor {
                     warn!("the state writer is gone; sighting not stored");
                 }
             }
-            Action::Revocation { peer, proof } => {
-                if let Err(e) = self.on_revocation(*proof, Some(peer)) {
-                    debug!(peer = %peer.fmt_short(), reason = %e, "revocation not kept");
-                }
-            }
+            Action::Revocation {
+                peer,
+                proof,
+                digest,
+            } => match self.on_revocation(*proof, Some(peer)) {
+                Ok(_) => self.engine.revocation_kept(digest),
+                Err(e) => debug!(peer = %peer.fmt_short(), reason = %e, "revocation not kept"),
+            },
             Action::PauseReading { peer, until } => {
                 if let Some(pid) = peer_id_of_checked(&peer) {
                     let pause = Duration::from_millis(until.saturating_sub(now));
@@ -1202,6 +1216,22 @@ impl NetActor {
                     .map(|(n, _)| *n),
             )
             .collect();
+        // A node's own entry wins over its org's, a block of the org included: say so
+        // when a blocked org leaves nodes it certified trusted on their own keys.
+        if org.as_ref().is_some_and(|e| e.level == TrustLevel::Blocked) {
+            let own: Vec<String> = certified
+                .iter()
+                .filter(|n| {
+                    self.trust
+                        .get(n)
+                        .is_some_and(|e| !e.org && e.level != TrustLevel::Blocked)
+                })
+                .map(|n| n.fmt_short())
+                .collect();
+            if !own.is_empty() {
+                warn!(org = %key.fmt_short(), nodes = %own.join(","), "org blocked, but nodes it certified keep the level of their own trust entries; block or remove those entries to cut them too");
+            }
+        }
         for node in certified {
             self.refresh_node(node);
         }
@@ -1228,6 +1258,15 @@ impl NetActor {
             return None;
         }
         self.trust.get(&cert.org).filter(|e| e.org).map(|e| e.level)
+    }
+
+    /// The org a node key showed here: that of the certificate it presented (held while
+    /// valid), else the one it showed before (`shown`, kept across restarts).
+    fn shown_org(&self, key: &PublicKey) -> Option<PublicKey> {
+        self.certs
+            .get(key)
+            .map(|c| c.org)
+            .or_else(|| self.shown.get(key).map(|(org, _)| *org))
     }
 
     /// The org that certified a peer's node key, as remembered (never this node's own).
@@ -1359,13 +1398,31 @@ impl NetActor {
             Ok(c) => c,
             Err(e) => return self.refuse_held(pid, key, &e.to_string()),
         };
-        // A revocation counts only if it comes from the org of the certificate presented
-        // (`keep_cert` drops one from another org).
+        // The same rule as for a connected node: no change of agency while the
+        // certificate it showed here before is valid (a reconnection, or a restart of
+        // this node, does not open a way round it).
+        if let Some((org, until)) = self
+            .shown
+            .get(&key)
+            .copied()
+            .filter(|(o, until)| *o != c.org && *until > now)
+        {
+            let reason = format!(
+                "it showed a certificate of org {} here, valid until {until} (unix ms), and now presents one of org {}",
+                org.fmt_short(),
+                c.org.fmt_short()
+            );
+            return self.refuse_held(pid, key, &reason);
+        }
+        // A revocation counts if it comes from the org of the certificate presented or
+        // from the org the node showed here before (`keep_cert` drops one from another
+        // org only when neither is its own).
+        let own_org = self.shown_org(&key);
         let refusal = if let Some(r) = self
             .revocations
             .get(&key)
             .map(|p| p.revocation())
-            .filter(|r| r.org == c.org)
+            .filter(|r| r.org == c.org || Some(r.org) == own_org)
         {
             Some(format!(
                 "its agency revoked its key at {} (unix ms): {}",
@@ -1392,6 +1449,10 @@ impl NetActor {
                 Some(_) if self.engine.is_banned(&key, now) => {
                     Some("it is banned for invalid data".into())
                 }
+                Some(_) if !self.certs.contains_key(&key) && self.certs_full(&c.org) => Some(format!(
+                    "this node holds the most certificates it keeps ({MAX_AGENCY_NODES} in all, {MAX_AGENCY_NODES_PER_ORG} of org {}) until some expire",
+                    c.org.fmt_short()
+                )),
                 Some(_) => None,
             }
         };
@@ -1419,19 +1480,30 @@ impl NetActor {
         self.ensure_connected(pid, key);
     }
 
+    /// Whether the certificates kept are at their bound, in all or of `org`
+    /// ([`MAX_AGENCY_NODES`], [`MAX_AGENCY_NODES_PER_ORG`]).
+    fn certs_full(&self, org: &PublicKey) -> bool {
+        self.certs.len() >= MAX_AGENCY_NODES
+            || self.certs.values().filter(|c| c.org == *org).count() >= MAX_AGENCY_NODES_PER_ORG
+    }
+
     /// Keeps a valid certificate a peer presented, with one expiry timer per certificate.
     /// (Its catch-up cursor, if any, was loaded at start-up with every other.)
     fn keep_cert(&mut self, key: PublicKey, c: NodeCert, bytes: &[u8]) {
+        let before = self.shown_org(&key);
         self.remember_agency(key, &c, bytes);
         if self.shown.len() < MAX_AGENCY_NODES || self.shown.contains_key(&key) {
             self.shown.insert(key, (c.org, c.not_after));
         }
         let not_after = c.not_after;
-        if self
-            .revocations
-            .get(&key)
-            .is_some_and(|p| p.revocation().org != c.org)
-        {
+        // A revocation held from another org (one that revoked a node not seen yet) is
+        // dropped when the node shows its own org's certificate; never one from the org
+        // it showed here before: a revoked node does not shed its revocation with a
+        // certificate of another org.
+        if self.revocations.get(&key).is_some_and(|p| {
+            let org = p.revocation().org;
+            org != c.org && Some(org) != before
+        }) {
             self.drop_revocation(key);
         }
         if self.certs.get(&key).map(|old| old.org) != Some(c.org) {
@@ -1498,11 +1570,31 @@ impl NetActor {
         from: Option<PublicKey>,
     ) -> Result<(RevocationView, bool), String> {
         let r = proof.revocation().clone();
+        let own_org = self.shown_org(&r.node);
+        let mut displaced = false;
         if let Some(held) = self.revocations.get(&r.node) {
-            // Only the org that revoked it can move the time earlier (the earliest of
-            // its revocations wins, in any order).
-            if held.revocation().org != r.org || held.revocation().revoked_at <= r.revoked_at {
+            let held_org = held.revocation().org;
+            if held_org != r.org {
+                // Another org's revocation holds the slot: the one of the org the node
+                // showed here takes it over; any other is not kept.
+                if own_org != Some(r.org) || own_org == Some(held_org) {
+                    return Ok((revocation_view(held), false));
+                }
+                displaced = true;
+            } else if held.revocation().revoked_at <= r.revoked_at {
+                // Only the org that revoked it can move the time earlier (the earliest
+                // of its revocations wins, in any order)...
                 return Ok((revocation_view(held), false));
+            } else if from.is_some()
+                && self.revocation_changes.get(&r.node).copied().unwrap_or(0)
+                    >= MAX_REVOCATION_CHANGES
+            {
+                // ...a few times: an org that keeps signing earlier ones would have
+                // every node write and flood each.
+                return Err(format!(
+                    "revocation of {} not kept: its time was moved earlier {MAX_REVOCATION_CHANGES} times already",
+                    r.node.fmt_short()
+                ));
             }
         }
         if from.is_some() {
@@ -1520,6 +1612,13 @@ impl NetActor {
             return Err(format!(
                 "this node holds the most revocations it keeps ({MAX_REVOCATIONS} in all, {MAX_REVOCATIONS_PER_ORG} per org)"
             ));
+        }
+        if displaced {
+            self.drop_revocation(r.node);
+        } else if self.revocations.contains_key(&r.node)
+            && self.revocation_changes.len() < MAX_REVOCATIONS
+        {
+            *self.revocation_changes.entry(r.node).or_default() += 1;
         }
         if r.node == self.engine.me() {
             tracing::error!(org = %r.org.fmt_short(), reason = %r.reason, "THIS node's key was revoked by its agency: partners refuse it from now on; install a new key and certificate (docs/operations.md, key ceremony)");
@@ -1579,9 +1678,10 @@ impl NetActor {
                 _ => refuse("it names this node, and is not from this node's own agency"),
             };
         }
-        // The node showed us that org's certificate: that org speaks for it.
-        match self.certs.get(&r.node) {
-            Some(c) if c.org == r.org => return Ok(()),
+        // The node showed us that org's certificate (now, or before: remembered across
+        // restarts): that org speaks for it.
+        match self.shown_org(&r.node) {
+            Some(org) if org == r.org => return Ok(()),
             Some(_) => return refuse("the node presented a certificate of another org here"),
             None => {}
         }

@@ -37,12 +37,13 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "TOCSIN_CLUSTER_DIR",
         default_value = "tocsin-cluster"
     )]
     dir: PathBuf,
     /// JSON output (status, up).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     #[command(subcommand)]
     command: Cmd,
@@ -52,6 +53,7 @@ pub struct Cli {
 enum Cmd {
     /// Create and start N nodes linked by a topology; wait until every link is up.
     Up {
+        /// How many nodes
         #[arg(long, default_value_t = 5)]
         nodes: usize,
         /// line, ring, star, mesh or random:K
@@ -68,19 +70,31 @@ enum Cmd {
     Status,
     /// Issue an alert on a node; the remaining arguments are `tocsin issue` flags.
     Issue {
+        /// The node that issues it (numbered from 1)
         #[arg(long)]
         node: usize,
+        /// `tocsin issue` flags, e.g. --severity high --tlp GREEN --title 'Phishing wave'
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// SIGKILL a node.
-    Kill { node: usize },
+    Kill {
+        /// The node (numbered from 1)
+        node: usize,
+    },
     /// SIGTERM a node (graceful) and wait for it to exit.
-    Stop { node: usize },
+    Stop {
+        /// The node (numbered from 1)
+        node: usize,
+    },
     /// Start a stopped or killed node; it catches up on what it missed.
-    Start { node: usize },
+    Start {
+        /// The node (numbered from 1)
+        node: usize,
+    },
     /// Cut the links between groups, e.g. `partition 1,2,3 / 4,5`.
     Partition {
+        /// Groups of node numbers separated by `/`, e.g. 1,2,3 / 4,5
         #[arg(required = true, num_args = 1..)]
         groups: Vec<String>,
     },
@@ -88,6 +102,7 @@ enum Cmd {
     Heal,
     /// Print a node's log.
     Logs {
+        /// The node (numbered from 1)
         node: usize,
         /// Only the last N lines.
         #[arg(long, default_value_t = 50)]
@@ -95,6 +110,7 @@ enum Cmd {
     },
     /// Stop every node; with --clean also remove the cluster directory.
     Down {
+        /// Also remove the cluster directory (keys, stores, logs)
         #[arg(long)]
         clean: bool,
     },
