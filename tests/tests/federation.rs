@@ -830,12 +830,26 @@ async fn cancelling_an_update_retracts_the_original_on_a_node_that_missed_the_up
         .as_str()
         .unwrap()
         .to_string();
-    a.post(
-        &format!("/v1/alerts/{updated}/cancel"),
-        &json!({"reason": "retracted"}),
-    )
-    .await
-    .unwrap();
+    let cancel = a
+        .post(
+            &format!("/v1/alerts/{updated}/cancel"),
+            &json!({"reason": "retracted"}),
+        )
+        .await
+        .unwrap();
+    // The cancel of the version named comes last in the log, after the original's: a
+    // node killed half-way leaves the named version uncancelled, to be cancelled again.
+    let original_cancel = fed.get(0, &original).await.unwrap()["replaced_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let original_cancel_seq = fed.get(0, &original_cancel).await.unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cancel["seq"].as_u64().unwrap() > original_cancel_seq,
+        "{cancel} before {original_cancel_seq}"
+    );
     // On the origin, every version is retracted.
     for id in [&original, &updated] {
         let v = fed.get(0, id).await.unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tocsin_proto::TrustLevel::{Member, Partner};
-use tocsin_tests::{alert, run, Fed};
+use tocsin_tests::{alert, run, Fed, QUIET_PERIOD};
 use tocsin_tools::cluster::Link;
 
 /// How long a receipt may take to reach the origin.
@@ -287,4 +287,31 @@ async fn sightings_of_a_clear_alert_reach_its_origin_and_its_audience() {
     let (_, err, code) = run(fed.tocsin(1).args(["sighting", "domain:none.example"]));
     assert_ne!(code, 0);
     assert!(err.contains("no stored alert"), "{err}");
+}
+
+/// A sighting made while the alert's origin is away reaches it when it is back: a node
+/// sends its own sightings of an origin's alerts (of the last 24 hours) again when the
+/// origin connects, as it does its receipts. (Before, it was sent once, to nobody, and
+/// the CLI still said "sent".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighting_made_while_the_origin_is_down_reaches_it_when_it_is_back() {
+    let mut fed = Fed::line(2, Member).await;
+    let id = fed.issue(0, alert("GREEN", "watched while away")).await;
+    fed.wait_for(1, &id).await;
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    let (out, err, code) = run(fed.tocsin(1).args(["sighting", &id, "--count", "3"]));
+    assert_eq!(code, 0, "{out}{err}");
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let v = wait_observers(&fed, 0, &id, 1).await;
+    assert_eq!(v["observers"][0]["observer"], fed.key(1), "{v}");
+    assert_eq!(v["total"], 3, "{v}");
+    // Sent again at every connection, it is still counted once.
+    fed.restart(0).await;
+    tokio::time::sleep(QUIET_PERIOD).await;
+    let v = wait_observers(&fed, 0, &id, 1).await;
+    assert_eq!(v["total"], 3, "{v}");
 }

@@ -438,11 +438,12 @@ pub(super) async fn cancel(
         .check(reason.len())
         .map_err(|_| limit_error(Limit::TextBytes, reason.len(), Some("reason")))?;
     let orig = own_alert(&st, &id, "cancel").await?;
-    let answer = commit(&st, cancel_of(orig.alert.body(), id, reason.clone()), None).await?;
     // Each earlier version of an updated alert gets a cancel of its own: a node that
     // never received the update this cancel names (offline meanwhile, or promoted
     // later; a cancelled update is no longer served) would otherwise hold the
-    // original as active, and a cancel never revives what it retracts.
+    // original as active, and a cancel never revives what it retracts. They go first,
+    // and the named version's last: a node killed half-way leaves that version
+    // uncancelled, so the same request, made again, completes the chain.
     let origin = orig.alert.body().origin;
     let earlier: Vec<StoredAlert> = st
         .store
@@ -459,12 +460,14 @@ pub(super) async fn cancel(
         .collect();
     for prev in earlier {
         let prev_id = prev.alert.id();
-        let body = cancel_of(prev.alert.body(), prev_id, reason.clone());
-        if let Err(e) = commit(&st, body, None).await {
-            tracing::warn!(alert = %prev_id.fmt_short(), error = %e.body.error, "an earlier version of a cancelled alert was not cancelled");
-        }
+        let _cancel = commit(
+            &st,
+            cancel_of(prev.alert.body(), prev_id, reason.clone()),
+            None,
+        )
+        .await?;
     }
-    Ok(answer)
+    commit(&st, cancel_of(orig.alert.body(), id, reason), None).await
 }
 
 /// The cancel of `id` (whose body is `ob`) with `reason`: same label, recipients,

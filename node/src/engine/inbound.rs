@@ -390,9 +390,11 @@ impl Engine {
                 });
             }
         }
+        let origin = k.alert.origin;
         self.actions.push(Action::Sighting {
             sighting: Box::new(sighting),
             unknown: unknown_relayed,
+            ours_to: (peer.is_none() && origin != self.me).then_some(origin),
         });
     }
 

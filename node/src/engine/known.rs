@@ -415,6 +415,14 @@ impl Known {
         }
     }
 
+    /// Whether a cancel naming `id` arrived here in this run (kept in memory: the latest
+    /// cancelled ids, and cancels of ids not held), whatever its origin. A peer that
+    /// announced or listed `id` and then did not send it when asked is not to blame
+    /// then: it holds the cancel too, and cancelled alerts are not sent.
+    pub fn cancel_seen(&self, id: &AlertId) -> bool {
+        self.cancelled.get(id).is_some() || self.early_cancels.get(id).is_some()
+    }
+
     /// Whether `id`, an alert by `origin`, was cancelled by its origin (with `cold`, also
     /// when the store cannot tell).
     pub fn is_cancelled(&self, id: &AlertId, origin: &PublicKey) -> bool {

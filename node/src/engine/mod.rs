@@ -428,9 +428,12 @@ pub enum Action {
     },
     /// Keep a sighting (the observer's newest of that alert). `unknown`: relayed for an
     /// observer not known here (the store keeps few of those per alert).
+    /// `ours_to`: the alert's origin, when the sighting is this node's own and the
+    /// alert another's (sent to it again when it connects).
     Sighting {
         sighting: Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>,
         unknown: bool,
+        ours_to: Option<PublicKey>,
     },
     /// `peer` sends past its rate limits: stop reading its frames until `until` (ms), so
     /// that what it sends waits in its own connection (back-pressure) instead of costing
@@ -1130,7 +1133,9 @@ impl Engine {
                         at: now + self.trees.graft_timeout_ms(),
                         timer: Timer::Graft(id),
                     });
-                } else if self.known.contains(&id) {
+                } else if self.known.contains(&id) || self.known.cancel_seen(&id) {
+                    // Held, or cancelled meanwhile (its announcer does not send a
+                    // cancelled alert): nothing more to ask for.
                     self.trees.forget_missing(&id);
                 } else if let Some(peer) = self.trees.graft_timer(id, now, &mut self.actions) {
                     // Not its fault if our own limits may have dropped what it sent.
@@ -1151,12 +1156,13 @@ impl Engine {
                     }
                 }
                 // While our log misses commit notices, or a page waits only for alerts
-                // not yet committed here, it is not the peer's fault.
+                // not yet committed here or cancelled meanwhile (a cancelled alert is
+                // not sent), it is not the peer's fault.
                 let known = &self.known;
                 let undelivered = self
                     .catchup
                     .on_stall_timer(peer, now, &mut self.actions, |id| {
-                        known.is_uncommitted(id) || known.is_checking(id)
+                        known.is_uncommitted(id) || known.is_checking(id) || known.cancel_seen(id)
                     });
                 if undelivered && self.known.log_gap_at().is_none() {
                     self.verdict(peer, Reason::Undelivered, now);

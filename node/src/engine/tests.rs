@@ -3218,3 +3218,60 @@ fn a_page_waiting_only_for_our_own_commits_does_not_blame_the_peer() {
         "{out:?}"
     );
 }
+
+/// A peer that announced or listed an alert cancelled meanwhile does not send it (a
+/// cancelled alert is not shared), and sends the cancel: it is not blamed for the
+/// alert it then did not deliver, in gossip or in catch-up. (Between honest nodes
+/// issuing and cancelling quickly, such blame reached near the ban threshold.)
+#[test]
+fn an_alert_cancelled_after_it_was_announced_or_listed_does_not_blame_the_peer() {
+    let (a, b, o) = (key(1), key(2), key(9));
+    let undelivered = |out: &[Action]| {
+        out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Verdict {
+                    reason: Reason::Undelivered,
+                    ..
+                }
+            )
+        })
+    };
+    // Gossip: b announces x, then sends x's cancel instead of x.
+    let mut ea = engine_for(&a, EngineConfig::default());
+    connect(&mut ea, &b, TrustLevel::Member);
+    let x = alert(&o, 1, Tlp::Clear);
+    let cancel = replacing(&o, 2, Kind::Cancel, x.id());
+    let announce = Frame::Announce {
+        ids: vec![x.id()],
+        hops: vec![2],
+    };
+    let out = ea.handle(frame_event(&b, &announce), T0);
+    let timeout = EngineConfig::default().graft_timeout_ms;
+    let mut out = fire_timers(&mut ea, &out, T0 + timeout);
+    out.extend(ea.handle(alert_event(&b, 2, &cancel), T0 + timeout + 1));
+    let out = fire_timers(&mut ea, &out, T0 + 10 * timeout);
+    assert!(!undelivered(&out), "{out:?}");
+    // Without the cancel, the same silence is b's fault.
+    let y = alert(&o, 3, Tlp::Clear);
+    let announce = Frame::Announce {
+        ids: vec![y.id()],
+        hops: vec![2],
+    };
+    let out = ea.handle(frame_event(&b, &announce), T0 + 20 * timeout);
+    let out = fire_timers(&mut ea, &out, T0 + 30 * timeout);
+    assert!(undelivered(&out), "{out:?}");
+
+    // Catch-up: b lists z, then sends z's cancel instead of z.
+    let mut ea = catching_up(&a, &b, 2);
+    let z = alert(&o, 4, Tlp::Clear);
+    let z_cancel = replacing(&o, 5, Kind::Cancel, z.id());
+    let mut out = ea.handle(
+        frame_event(&b, &sync_page(vec![z.id()], 1, false, Some(0))),
+        T0 + 1,
+    );
+    out.extend(ea.handle(alert_event(&b, 2, &z_cancel), T0 + 2));
+    out.extend(ea.handle(Event::Committed(vec![(1, z_cancel.id())]), T0 + 3));
+    let out = fire_timers(&mut ea, &out, T0 + SYNC_TIMEOUT_MS + 3);
+    assert!(!undelivered(&out), "{out:?}");
+}

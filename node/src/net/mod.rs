@@ -67,6 +67,43 @@ pub const LOAD_CHUNK: usize = 64;
 const LOG_RESYNC_RETRY_MS: u64 = 5_000;
 /// At most this many refused remote addresses are remembered for logging.
 const MAX_REFUSED_LOGGED: usize = 1024;
+/// Lets a log line that may repeat for every alert through at most once a second,
+/// counting the others.
+struct Throttle {
+    last_second: std::sync::atomic::AtomicU64,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const fn new() -> Self {
+        Throttle {
+            last_second: std::sync::atomic::AtomicU64::new(u64::MAX),
+            skipped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// At `now_ms`: `Some(how many were held back since the last line)` if a line may
+    /// be written, else `None` (and one more is counted).
+    fn allow(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = now_ms / 1000;
+        let last = self.last_second.load(Relaxed);
+        if last != second
+            && self
+                .last_second
+                .compare_exchange(last, second, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.skipped.swap(0, Relaxed));
+        }
+        self.skipped.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+/// The per-alert "store commit failed" line.
+static COMMIT_FAILED_LOG: Throttle = Throttle::new();
+
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most revocations a node holds. Agencies revoke node keys rarely; each is sent to every
@@ -147,6 +184,10 @@ pub const RECEIPT_RESEND_MS: u64 = 24 * 3600 * 1000;
 const MAX_RECEIPTS_SEEN: usize = 100_000;
 /// Most receipts sent again to one origin when it reconnects (the newest).
 pub const MAX_RECEIPTS_RESENT: usize = 256;
+/// Most of this node's own sightings sent again to one origin when it connects (the
+/// newest, within [`RECEIPT_RESEND_MS`]): well within the origin's sighting budget for
+/// this node.
+pub const MAX_SIGHTINGS_RESENT: usize = 64;
 
 /// A receipt this node is about to sign.
 #[derive(Debug, Clone)]
@@ -974,7 +1015,11 @@ impl NetActor {
                             let _ = inbound.send(Inbound::AlreadyStored(id)).await;
                         }
                         Err(e) => {
-                            warn!(error = %e, alert = %id.fmt_short(), "store commit failed; the alert will be fetched again by catch-up");
+                            // A full disk fails every alert of every batch: one line a
+                            // second says so, with how many were not logged before it.
+                            if let Some(skipped) = COMMIT_FAILED_LOG.allow(crate::now_ms()) {
+                                warn!(error = %e, alert = %id.fmt_short(), skipped, "store commit failed; the alert will be fetched again by catch-up (one such line a second at most; skipped: how many more since the last)");
+                            }
                             let _ = inbound.send(Inbound::StoreFailed(id)).await;
                         }
                     }
@@ -1052,7 +1097,11 @@ impl NetActor {
                     warn!("the state writer is gone; receipt not stored");
                 }
             }
-            Action::Sighting { sighting, unknown } => {
+            Action::Sighting {
+                sighting,
+                unknown,
+                ours_to,
+            } => {
                 let s = sighting.body();
                 if unknown {
                     debug!(alert = ?s.alert.map(|a| a.fmt_short()), observer = %s.observer.fmt_short(), count = s.count, "sighting of an observer not known here");
@@ -1063,7 +1112,7 @@ impl NetActor {
                     debug!("sighting not stored: the state writer has the most it queues");
                 } else if self
                     .state
-                    .send(StateJob::Sighting(sighting, unknown))
+                    .send(StateJob::Sighting(sighting, unknown, ours_to))
                     .is_err()
                 {
                     warn!("the state writer is gone; sighting not stored");
@@ -2014,28 +2063,39 @@ impl NetActor {
         for frame in frames {
             self.send_frame(&key, &frame);
         }
-        // Receipts for its alerts that it may have missed while away.
+        // Receipts and this node's own sightings of its alerts that it may have missed
+        // while away (a repeat of one it holds changes nothing there).
         let store = self.store.clone();
         let inbound = self.inbound_tx.clone();
         let since = crate::now_ms().saturating_sub(RECEIPT_RESEND_MS);
         tokio::task::spawn_blocking(move || {
+            let mut frames: Vec<Vec<u8>> = Vec::new();
             match store.receipts_out_since(&key, since, MAX_RECEIPTS_RESENT) {
-                Ok(receipts) if !receipts.is_empty() => {
-                    let frames = receipts
-                        .into_iter()
-                        .filter_map(|r| {
-                            Frame::Receipt {
-                                receipt: serde_bytes::ByteBuf::from(r),
-                            }
-                            .encode()
-                            .ok()
-                        })
-                        .map(|bytes| (fair::CONTROL_LANE, bytes))
-                        .collect();
-                    let _ = inbound.blocking_send(Inbound::Loaded { peer: pid, frames });
-                }
-                Ok(_) => {}
+                Ok(receipts) => frames.extend(receipts.into_iter().filter_map(|r| {
+                    Frame::Receipt {
+                        receipt: serde_bytes::ByteBuf::from(r),
+                    }
+                    .encode()
+                    .ok()
+                })),
                 Err(e) => warn!(error = %e, "cannot read the receipts to send again"),
+            }
+            match store.sightings_out_since(&key, since, MAX_SIGHTINGS_RESENT) {
+                Ok(sightings) => frames.extend(sightings.into_iter().filter_map(|s| {
+                    Frame::Sighting {
+                        sighting: serde_bytes::ByteBuf::from(s),
+                    }
+                    .encode()
+                    .ok()
+                })),
+                Err(e) => warn!(error = %e, "cannot read the sightings to send again"),
+            }
+            if !frames.is_empty() {
+                let frames = frames
+                    .into_iter()
+                    .map(|bytes| (fair::CONTROL_LANE, bytes))
+                    .collect();
+                let _ = inbound.blocking_send(Inbound::Loaded { peer: pid, frames });
             }
         });
     }
@@ -2089,5 +2149,22 @@ impl NetActor {
                 self.timers.push(Reverse((at, NetTimer::ResyncLog(gen))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+
+    #[test]
+    fn a_throttled_line_goes_out_once_a_second_with_the_count_held_back() {
+        let t = Throttle::new();
+        assert_eq!(t.allow(10_000), Some(0));
+        for ms in 10_001..10_999 {
+            assert_eq!(t.allow(ms), None);
+        }
+        assert_eq!(t.allow(11_000), Some(998));
+        assert_eq!(t.allow(11_001), None);
+        assert_eq!(t.allow(15_500), Some(1));
     }
 }

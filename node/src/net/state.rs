@@ -41,10 +41,12 @@ pub enum StateJob {
     ResyncLog { gen: u64, after: u64 },
     /// Keep a revocation (forever).
     Revocation(Box<tocsin_proto::identity::RevocationProof>),
-    /// Keep a sighting (`true`: of an observer not known here, capped per alert).
+    /// Keep a sighting (`true`: of an observer not known here, capped per alert; the
+    /// alert's origin when the sighting is this node's own, to be sent again).
     Sighting(
         Box<tocsin_proto::identity::Signed<tocsin_proto::identity::Sighting>>,
         bool,
+        Option<PublicKey>,
     ),
     /// Forget a revocation.
     DropRevocation(PublicKey),
@@ -147,8 +149,8 @@ fn run(store: &Store, inbound: &mpsc::Sender<Inbound>, job: StateJob) {
                 warn!(error = %e, node = %proof.revocation().node.fmt_short(), "cannot store a revocation; it is applied until restart, and peers send it again");
             }
         }
-        StateJob::Sighting(sighting, unknown) => {
-            if let Err(e) = store.put_sighting(&sighting, unknown) {
+        StateJob::Sighting(sighting, unknown, ours_to) => {
+            if let Err(e) = store.put_sighting(&sighting, unknown, ours_to.as_ref()) {
                 warn!(error = %e, "cannot store a sighting");
             }
         }
@@ -232,7 +234,7 @@ mod tests {
         let mut queued = 0;
         while writer.takes_sightings() {
             assert!(writer
-                .send(StateJob::Sighting(Box::new(signed.clone()), false))
+                .send(StateJob::Sighting(Box::new(signed.clone()), false, None))
                 .is_ok());
             queued += 1;
             assert!(queued <= MAX_QUEUED_SIGHTINGS, "no bound");

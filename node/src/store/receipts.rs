@@ -2,12 +2,12 @@
 //! received (its outbox, resent to each origin when it reconnects), those it received for
 //! its own alerts, and the acknowledgement deadlines of its own RED alerts.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableDefinition};
 use serde_bytes::ByteBuf;
 use tocsin_proto::identity::{Receipt, Sighting, Signed};
 use tocsin_proto::{codec, AlertId, PublicKey};
 
-use super::schema::{ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT, SIGHTINGS};
+use super::schema::{PairKey, ACK_DEADLINES, RECEIPTS_IN, RECEIPTS_OUT, SIGHTINGS, SIGHTINGS_OUT};
 use super::state::optional_table;
 use super::{Store, StoreError};
 
@@ -65,8 +65,32 @@ impl Store {
         since: u64,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.out_since(RECEIPTS_OUT, origin, since, limit)
+    }
+
+    /// This node's own sightings of `origin`'s alerts last seen at or after `since`
+    /// (unix ms), newest first, at most `limit`: sent again when the origin connects,
+    /// as one made while it was away never reached it.
+    pub fn sightings_out_since(
+        &self,
+        origin: &PublicKey,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.out_since(SIGHTINGS_OUT, origin, since, limit)
+    }
+
+    /// The envelopes of `table` (keyed by origin, then alert; valued by a time and an
+    /// envelope) for `origin` from `since` on, newest first, at most `limit`.
+    fn out_since(
+        &self,
+        def: TableDefinition<PairKey, (u64, &[u8])>,
+        origin: &PublicKey,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let txn = self.slot.get()?.begin_read()?;
-        let Some(table) = optional_table(&txn, RECEIPTS_OUT)? else {
+        let Some(table) = optional_table(&txn, def)? else {
             return Ok(Vec::new());
         };
         let mut rows: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -142,10 +166,14 @@ impl Store {
     /// others go with the next durable commit (a crash before it loses them, at most a
     /// second's worth of advisory counts): many peers' sightings must not take the
     /// disk's fsyncs from alerts and trust changes.
+    ///
+    /// `ours_to`: the alert's origin, when the sighting is this node's own: it is also
+    /// kept in `sightings_out`, to be sent to the origin again when it connects.
     pub fn put_sighting(
         &self,
         sighting: &Signed<Sighting>,
         capped: bool,
+        ours_to: Option<&PublicKey>,
     ) -> Result<bool, StoreError> {
         let s = sighting.body();
         let Some(alert) = s.alert else {
@@ -178,6 +206,10 @@ impl Store {
             };
             if newer {
                 table.insert(key, bytes.as_slice())?;
+                if let Some(origin) = ours_to {
+                    txn.open_table(SIGHTINGS_OUT)?
+                        .insert((origin.0, alert.0), (s.last_seen, bytes.as_slice()))?;
+                }
             }
             Ok(newer)
         })

@@ -78,6 +78,11 @@ pub(super) const RECEIPTS_IN: TableDefinition<PairKey, &[u8]> = TableDefinition:
 /// `sightings`: (alert id, observer) -> sighting envelope: each observer's newest
 /// sighting of an alert (by `last_seen`).
 pub(super) const SIGHTINGS: TableDefinition<PairKey, &[u8]> = TableDefinition::new("sightings");
+/// `sightings_out`: (origin, alert id) -> (last seen, unix ms; sighting envelope): this
+/// node's own newest sighting of each alert of another origin, sent again to the origin
+/// when it connects.
+pub(super) const SIGHTINGS_OUT: TableDefinition<PairKey, (u64, &[u8])> =
+    TableDefinition::new("sightings_out");
 /// `ack_deadlines`: alert id -> (deadline, unix ms; reported): when every recipient of
 /// one of this node's RED alerts should have acknowledged it.
 pub(super) const ACK_DEADLINES: TableDefinition<[u8; 32], (u64, bool)> =

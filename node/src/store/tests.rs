@@ -403,18 +403,22 @@ async fn sightings_keep_each_observer_s_newest_and_at_most_so_many_observers_per
         SigningKey::from_bytes(&seed)
     };
     for n in 0..MAX_SIGHTINGS_PER_ALERT as u32 {
-        assert!(store.put_sighting(&signed(&observer(n), T0), true).unwrap());
+        assert!(store
+            .put_sighting(&signed(&observer(n), T0), true, None)
+            .unwrap());
     }
     // One unknown observer more is not kept, but a known one is; a held observer's
     // newer sighting still replaces its row, an older one does not.
     let extra = observer(MAX_SIGHTINGS_PER_ALERT as u32);
-    assert!(!store.put_sighting(&signed(&extra, T0), true).unwrap());
-    assert!(store.put_sighting(&signed(&extra, T0), false).unwrap());
+    assert!(!store.put_sighting(&signed(&extra, T0), true, None).unwrap());
     assert!(store
-        .put_sighting(&signed(&observer(0), T0 + 5), true)
+        .put_sighting(&signed(&extra, T0), false, None)
+        .unwrap());
+    assert!(store
+        .put_sighting(&signed(&observer(0), T0 + 5), true, None)
         .unwrap());
     assert!(!store
-        .put_sighting(&signed(&observer(0), T0 + 1), true)
+        .put_sighting(&signed(&observer(0), T0 + 1), true, None)
         .unwrap());
     let held = store.sightings_of(&id).unwrap();
     assert_eq!(held.len(), MAX_SIGHTINGS_PER_ALERT + 1);

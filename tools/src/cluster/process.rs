@@ -8,11 +8,18 @@ use anyhow::{Context, Result};
 use super::Cluster;
 
 fn pid_alive(pid: u32) -> bool {
-    // A zombie still answers kill(0); check /proc for its state.
+    // A zombie still answers kill(0); check /proc for its state. A zombie leader whose
+    // other threads are still exiting keeps the process's files open (the database's
+    // lock, so that a new start would fail): it counts as alive until they are gone.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => {
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            !zombie
+                || std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .is_ok_and(|threads| threads.count() > 1)
+        }
         Err(_) => false,
     }
 }
@@ -73,7 +80,12 @@ impl Cluster {
         let pid = self.node(i)?.pid;
         if let Some(pid) = pid {
             signal(pid, nix::sys::signal::Signal::SIGKILL);
-            self.reap(i, pid, Duration::from_secs(5));
+            if !self.reap(i, pid, Duration::from_secs(5)) {
+                anyhow::bail!(
+                    "node {} (pid {pid}) has not exited 5 s after SIGKILL; its database stays locked until it has",
+                    i + 1
+                );
+            }
         }
         self.nodes[i].pid = None;
         self.save()
