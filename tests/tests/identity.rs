@@ -1572,5 +1572,119 @@ async fn a_revoked_key_stays_revoked_whatever_it_dates_or_shows_and_across_resta
     );
     let row = fed.peer_row(0, &relay_hex).await.unwrap();
     assert_eq!(row["penalty"], 0, "the relay was penalised: {row}");
+
+    // X, not seen here yet, is revoked first by Y, a member org of this node's table
+    // that certified it too, then by its own org A, whose revocation cannot take the
+    // slot yet (nobody knows which org is X's). X then shows A's certificate: A's
+    // revocation, kept waiting, applies, and X is refused.
+    let x_seed = 84u8;
+    let x_hex = hex_of(x_seed);
+    let org_y = org_init(d, "y.key");
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": org_y, "level": "member", "org": true, "name": "Agency Y"}),
+    )
+    .await;
+    let mut x_certs = Vec::new();
+    for key in ["y.key", "a.key"] {
+        let cert = d.join(format!("x-{key}.cert"));
+        org_cli(
+            d,
+            &[
+                "org",
+                "certify",
+                &x_hex,
+                "--key",
+                key,
+                "--agency",
+                key,
+                "--valid",
+                "30d",
+                "--out",
+                cert.to_str().unwrap(),
+            ],
+        );
+        x_certs.push(cert);
+    }
+    let t = now_ms();
+    raw_r
+        .send_frames(&[
+            revoke_frame(d, "y.key", &x_hex, t, "says Y", &x_certs[0]),
+            revoke_frame(d, "a.key", &x_hex, t, "says A", &x_certs[1]),
+        ])
+        .await
+        .unwrap();
+    let (control, f) = alert_by(&relay, now_ms(), None, 1);
+    raw_r.send_frames(&[f]).await.unwrap();
+    fed.wait_for(0, &control).await;
+    let mut raw_x = raw_presents(&fed, x_seed, &x_certs[1]).await;
+    wait_log(
+        &fed,
+        0,
+        &["connection refused", &x_hex[..8], "revoked its key"],
+    )
+    .await;
+    if let Some(r) = raw_x.as_mut() {
+        wait_closed(r, "a node its own org revoked").await;
+    }
+    drop(raw_x);
+    assert!(connected(&fed, 0, &x_hex).await.is_none(), "X admitted");
+    let held = fed.cluster.nodes[0]
+        .client()
+        .get("/v1/revocations")
+        .await
+        .unwrap();
+    let x_row = held["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == x_hex.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no revocation of X is held: {held}"));
+    assert_eq!(x_row["org"], org_a.as_str(), "{x_row}");
     drop(raw_r);
+}
+
+/// An agency replaces its org key: partners remove the old org entry and trust the new
+/// one, and the agency certifies its nodes again. A node seen here with the old org's
+/// certificate (still valid) is admitted on the new one: only an org that is still an
+/// org entry here holds its nodes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_re_certified_under_a_new_org_key_is_admitted_once_the_old_entry_is_gone() {
+    let fed = Fed::start(1, vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let seed = 86;
+    let (org_old, org_new, hex) = certified_by_a_and_z(d, seed);
+    post(
+        &fed,
+        0,
+        "/v1/trust",
+        json!({"key": org_old, "level": "partner", "org": true, "name": "Agency A"}),
+    )
+    .await;
+    let raw = raw_presents(&fed, seed, &d.join("a.cert"))
+        .await
+        .expect("admitted on the old org's certificate");
+    wait_connected(&fed, 0, &hex, true, "on the old org's certificate").await;
+    drop(raw);
+    wait_connected(&fed, 0, &hex, false, "gone").await;
+    for args in [
+        vec!["trust", "remove", org_old.as_str()],
+        vec![
+            "trust", "add", &org_new, "--org", "--level", "partner", "--name", "Agency A",
+        ],
+    ] {
+        let (out, err, code) = run(fed.tocsin(0).args(&args));
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let _raw = raw_presents(&fed, seed, &d.join("z.cert"))
+        .await
+        .expect("not refused at once");
+    let row = wait_connected(&fed, 0, &hex, true, "on the new org's certificate")
+        .await
+        .unwrap();
+    assert_eq!(row["org"], org_new.as_str(), "{row}");
 }

@@ -460,12 +460,21 @@ pub(super) async fn cancel(
         .collect();
     for prev in earlier {
         let prev_id = prev.alert.id();
-        let _cancel = commit(
+        match commit(
             &st,
             cancel_of(prev.alert.body(), prev_id, reason.clone()),
             None,
         )
-        .await?;
+        .await
+        {
+            Ok(_) => {}
+            // One that cannot be built (a limit tightened since) must not keep the
+            // named version from being cancelled; a store failure or a shutdown must.
+            Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                tracing::warn!(alert = %prev_id.fmt_short(), error = %e.body.error, "an earlier version of a cancelled alert was not cancelled");
+            }
+            Err(e) => return Err(e),
+        }
     }
     commit(&st, cancel_of(orig.alert.body(), id, reason), None).await
 }

@@ -152,20 +152,26 @@ impl CatchUp {
     /// then may come in now. Its cursor goes back to the start (saved so, so that a
     /// restart reads it again too), and a connected session reads the log again from
     /// the start, wanting only what is missing here.
+    ///
+    /// A cursor at the start is saved even while cursors are held: no alert can be
+    /// passed by it. A session already reading from the start with nothing read yet is
+    /// left alone (an org unblocked re-derives each of its nodes: one re-read, not one
+    /// per node).
     pub fn reread(&mut self, peer: PublicKey, now: u64, out: &mut Vec<Action>) {
         if let Some((epoch, seq)) = self.cursors.get(&peer).copied() {
             if seq > 0 {
                 self.cursors.insert(peer, (epoch, 0));
-                if !self.hold {
-                    out.push(Action::SaveCursor {
-                        peer,
-                        epoch,
-                        seq: 0,
-                    });
-                }
+                out.push(Action::SaveCursor {
+                    peer,
+                    epoch,
+                    seq: 0,
+                });
             }
         }
         if let Some(s) = self.sessions.get_mut(&peer) {
+            if s.after == 0 && s.requested == Some(0) && s.pages.is_empty() {
+                return;
+            }
             s.after = 0;
             self.restart(peer, now, out);
         }

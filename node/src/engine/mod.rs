@@ -1133,14 +1133,16 @@ impl Engine {
                         at: now + self.trees.graft_timeout_ms(),
                         timer: Timer::Graft(id),
                     });
-                } else if self.known.contains(&id) || self.known.cancel_seen(&id) {
-                    // Held, or cancelled meanwhile (its announcer does not send a
-                    // cancelled alert): nothing more to ask for.
+                } else if self.known.contains(&id) {
                     self.trees.forget_missing(&id);
                 } else if let Some(peer) = self.trees.graft_timer(id, now, &mut self.actions) {
-                    // Not its fault if our own limits may have dropped what it sent.
+                    // Not its fault if our own limits may have dropped what it sent, or
+                    // if a cancel of it came meanwhile (a cancelled alert is not sent;
+                    // the next announcer is still asked, as anyone may sign a cancel
+                    // naming any id).
                     let asked_at = now.saturating_sub(self.trees.graft_timeout_ms());
-                    if !self.scoring.limited_since(&peer, asked_at) {
+                    if !self.scoring.limited_since(&peer, asked_at) && !self.known.cancel_seen(&id)
+                    {
                         self.verdict(peer, Reason::Undelivered, now);
                     }
                 }

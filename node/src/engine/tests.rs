@@ -3275,3 +3275,48 @@ fn an_alert_cancelled_after_it_was_announced_or_listed_does_not_blame_the_peer()
     let out = fire_timers(&mut ea, &out, T0 + SYNC_TIMEOUT_MS + 3);
     assert!(!undelivered(&out), "{out:?}");
 }
+
+/// A promotion makes catch-up read the promoted peer's log again from the start (what
+/// it refused under the old level may come in now), saving the cursor at the start;
+/// a second promotion while that read has not begun asks nothing more, and a level
+/// first learnt (a certified node after a restart) re-reads nothing.
+#[test]
+fn a_promotion_reads_the_peer_s_log_again_once() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let mut ea = engine_for(&a, EngineConfig::default());
+    ea.load_cursor(pk(&b), 3, 5);
+    connect(&mut ea, &b, TrustLevel::Public);
+    let out = ea.handle(frame_event(&b, &Frame::Hello { epoch: 3, head: 9 }), T0);
+    assert_eq!(sync_requests(&out, &b), vec![5], "resumes at the cursor");
+    let out = ea.handle(
+        frame_event(&b, &sync_page(vec![], 9, true, Some(5))),
+        T0 + 1,
+    );
+    assert!(sync_requests(&out, &b).is_empty(), "{out:?}");
+    let promote = |level| Event::Trust {
+        key: pk(&b),
+        level: Some(level),
+    };
+    let out = ea.handle(promote(TrustLevel::Member), T0 + 2);
+    assert_eq!(sync_requests(&out, &b), vec![0], "{out:?}");
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::SaveCursor { seq: 0, .. })),
+        "{out:?}"
+    );
+    let out = ea.handle(promote(TrustLevel::Partner), T0 + 3);
+    assert!(sync_requests(&out, &b).is_empty(), "asked twice: {out:?}");
+    // A level first learnt is no promotion.
+    ea.load_cursor(pk(&c), 4, 7);
+    let out = ea.handle(
+        Event::Trust {
+            key: pk(&c),
+            level: Some(TrustLevel::Partner),
+        },
+        T0 + 4,
+    );
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SaveCursor { .. })),
+        "{out:?}"
+    );
+}

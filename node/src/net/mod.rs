@@ -17,6 +17,7 @@ pub mod gossip;
 mod handle;
 mod loads;
 mod metrics;
+mod pending;
 mod state;
 pub mod trust;
 mod verify;
@@ -187,7 +188,7 @@ pub const MAX_RECEIPTS_RESENT: usize = 256;
 /// Most of this node's own sightings sent again to one origin when it connects (the
 /// newest, within [`RECEIPT_RESEND_MS`]): well within the origin's sighting budget for
 /// this node.
-pub const MAX_SIGHTINGS_RESENT: usize = 64;
+pub const MAX_SIGHTINGS_RESENT: usize = 32;
 
 /// A receipt this node is about to sign.
 #[derive(Debug, Clone)]
@@ -441,6 +442,8 @@ pub struct NetActor {
     /// How many times each held revocation's time was moved earlier by a peer's
     /// (at most [`MAX_REVOCATION_CHANGES`] each).
     revocation_changes: HashMap<PublicKey, u32>,
+    /// Revocations that verified but could not be kept yet (see [`pending`]).
+    pending: pending::Pending,
     /// Peers whose first frame of this connection (their `identity`) has been read.
     identified: HashSet<PeerId>,
     /// Peers refused on their certificate whose refusal was logged at info.
@@ -634,6 +637,7 @@ impl NetActor {
             certs: HashMap::new(),
             shown,
             revocation_changes: HashMap::new(),
+            pending: pending::Pending::default(),
             identified: HashSet::new(),
             refused_certs: HashSet::new(),
             org_dials: HashMap::new(),
@@ -1122,10 +1126,19 @@ impl NetActor {
                 peer,
                 proof,
                 digest,
-            } => match self.on_revocation(*proof, Some(peer)) {
-                Ok(_) => self.engine.revocation_kept(digest),
-                Err(e) => debug!(peer = %peer.fmt_short(), reason = %e, "revocation not kept"),
-            },
+            } => {
+                let (org, at) = (proof.revocation().org, proof.revocation().revoked_at);
+                match self.on_revocation(*proof, Some(peer)) {
+                    // Held, or one of its org at least as early: a repeat changes nothing.
+                    Ok((held, _)) if held.org == org && held.revoked_at <= at => {
+                        self.engine.revocation_kept(digest);
+                    }
+                    Ok(_) => {
+                        debug!(peer = %peer.fmt_short(), "revocation not kept: another org's holds the node's slot");
+                    }
+                    Err(e) => debug!(peer = %peer.fmt_short(), reason = %e, "revocation not kept"),
+                }
+            }
             Action::PauseReading { peer, until } => {
                 if let Some(pid) = peer_id_of_checked(&peer) {
                     let pause = Duration::from_millis(until.saturating_sub(now));
@@ -1449,13 +1462,12 @@ impl NetActor {
         };
         // The same rule as for a connected node: no change of agency while the
         // certificate it showed here before is valid (a reconnection, or a restart of
-        // this node, does not open a way round it).
-        if let Some((org, until)) = self
-            .shown
-            .get(&key)
-            .copied()
-            .filter(|(o, until)| *o != c.org && *until > now)
-        {
+        // this node, does not open a way round it), as long as that org is an org entry
+        // here: one the operator removed (an agency that replaced its org key) no longer
+        // holds its nodes. (Its block and revocations are remembered apart.)
+        if let Some((org, until)) = self.shown.get(&key).copied().filter(|(o, until)| {
+            *o != c.org && *until > now && self.trust.get(o).is_some_and(|e| e.org)
+        }) {
             let reason = format!(
                 "it showed a certificate of org {} here, valid until {until} (unix ms), and now presents one of org {}",
                 org.fmt_short(),
@@ -1463,6 +1475,7 @@ impl NetActor {
             );
             return self.refuse_held(pid, key, &reason);
         }
+        self.apply_pending(key, c.org);
         // A revocation counts if it comes from the org of the certificate presented or
         // from the org the node showed here before (`keep_cert` drops one from another
         // org only when neither is its own).
@@ -1540,6 +1553,20 @@ impl NetActor {
     /// (Its catch-up cursor, if any, was loaded at start-up with every other.)
     fn keep_cert(&mut self, key: PublicKey, c: NodeCert, bytes: &[u8]) {
         let before = self.shown_org(&key);
+        // A renewal by the same org is stored too, so that after a restart the node is
+        // held to its org until the renewed certificate's end, not the first one's.
+        let renewed = self
+            .shown
+            .get(&key)
+            .is_some_and(|(org, until)| *org == c.org && c.not_after > *until);
+        if renewed
+            && self
+                .state
+                .send(StateJob::Agency(key, bytes.to_vec()))
+                .is_err()
+        {
+            warn!(peer = %key.fmt_short(), "the state writer is gone; the peer's renewed certificate is not stored");
+        }
         self.remember_agency(key, &c, bytes);
         if self.shown.len() < MAX_AGENCY_NODES || self.shown.contains_key(&key) {
             self.shown.insert(key, (c.org, c.not_after));
@@ -1561,12 +1588,33 @@ impl NetActor {
                 org: Some(c.org),
             });
         }
+        let org = c.org;
         match self.certs.insert(key, c) {
             Some(old) if old.not_after == not_after => {}
             _ => {
                 self.timers
                     .push(Reverse((not_after, NetTimer::CertExpiry(key))));
             }
+        }
+        self.apply_pending(key, org);
+    }
+
+    /// The node `key` shows a certificate of `org` here: a revocation of it by that org
+    /// that could not be kept before is kept now. It takes the slot from another org's
+    /// taken while the node was not seen (as [`Self::keep_cert`] would drop that one).
+    fn apply_pending(&mut self, key: PublicKey, org: PublicKey) {
+        let Some(proof) = self.pending.take(&key, &org) else {
+            return;
+        };
+        let before = self.shown_org(&key);
+        if self.revocations.get(&key).is_some_and(|p| {
+            let o = p.revocation().org;
+            o != org && Some(o) != before
+        }) {
+            self.drop_revocation(key);
+        }
+        if let Err(e) = self.on_revocation(proof, None) {
+            debug!(peer = %key.fmt_short(), reason = %e, "a revocation that waited for the node's certificate was not kept");
         }
     }
 
@@ -1625,9 +1673,13 @@ impl NetActor {
             let held_org = held.revocation().org;
             if held_org != r.org {
                 // Another org's revocation holds the slot: the one of the org the node
-                // showed here takes it over; any other is not kept.
+                // showed here takes it over; any other waits (see `pending`).
                 if own_org != Some(r.org) || own_org == Some(held_org) {
-                    return Ok((revocation_view(held), false));
+                    let view = revocation_view(held);
+                    if from.is_some() {
+                        self.pending.keep(proof);
+                    }
+                    return Ok((view, false));
                 }
                 displaced = true;
             } else if held.revocation().revoked_at <= r.revoked_at {
@@ -1647,7 +1699,11 @@ impl NetActor {
             }
         }
         if from.is_some() {
-            self.may_take_revocation(&r)?;
+            if let Err(why) = self.may_take_revocation(&r) {
+                // Judged again if the node shows that org's certificate here later.
+                self.pending.keep(proof);
+                return Err(why);
+            }
         }
         let of_org = self
             .revocations
@@ -1663,7 +1719,10 @@ impl NetActor {
             ));
         }
         if displaced {
-            self.drop_revocation(r.node);
+            // The store's row is replaced below; the engine forgets the other org's
+            // time first (it keeps the earlier of two for one org).
+            self.revocations.remove(&r.node);
+            self.feed(Event::Unrevoked { node: r.node });
         } else if self.revocations.contains_key(&r.node)
             && self.revocation_changes.len() < MAX_REVOCATIONS
         {
@@ -1757,6 +1816,7 @@ impl NetActor {
         if self.revocations.remove(&node).is_none() {
             return;
         }
+        self.revocation_changes.remove(&node);
         warn!(node = %node.fmt_short(), "a revocation by an org that turned out not to be the node's own was dropped");
         if let Ok(mut table) = self.revoked_origins.write() {
             table.remove(&node);

@@ -98,7 +98,12 @@ impl Cluster {
             signal(pid, nix::sys::signal::Signal::SIGTERM);
             if !self.reap(i, pid, timeout) {
                 signal(pid, nix::sys::signal::Signal::SIGKILL);
-                self.reap(i, pid, Duration::from_secs(5));
+                if !self.reap(i, pid, Duration::from_secs(5)) {
+                    anyhow::bail!(
+                        "node {} (pid {pid}) has not exited 5 s after SIGKILL; its database stays locked until it has",
+                        i + 1
+                    );
+                }
             }
         }
         self.nodes[i].pid = None;
@@ -131,10 +136,17 @@ impl Cluster {
                 signal(pid, nix::sys::signal::Signal::SIGTERM);
             }
         }
+        // Every node is stopped, even if one of them would not exit: the first such
+        // failure is returned.
+        let mut first = Ok(());
         for i in 0..self.nodes.len() {
-            self.stop(i, timeout)?;
+            if let Err(e) = self.stop(i, timeout) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
         }
-        Ok(())
+        first
     }
 
     /// Leaves the processes this value started running after it is dropped (for
