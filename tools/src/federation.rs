@@ -78,7 +78,7 @@ pub async fn sighting<W: Write>(
         return out.json_line(&v);
     }
     out.line(&format!(
-        "sighting of {} sent to its origin (now, or when it connects next); {} reported by {} observer(s) so far (this one may not be counted yet)",
+        "sighting of {} sent (an origin that is this node's peer and away gets it when it connects again); {} reported by {} observer(s) so far (this one may not be counted yet)",
         short(&id, 12),
         v["total"].as_u64().unwrap_or(0),
         v["observers"].as_array().map_or(0, Vec::len)
