@@ -165,17 +165,19 @@ pub struct Known {
     log_gap: Option<(u64, u64)>,
 }
 
-/// A map of at most `cap` alerts' values, the oldest added dropped first.
+/// A map of at most `cap` values (of alerts, or of other keys `K`), the oldest added
+/// dropped first.
 #[derive(Debug)]
-pub(super) struct Bounded<V> {
+pub(crate) struct Bounded<V, K = AlertId> {
     cap: usize,
-    entries: HashMap<AlertId, V>,
-    /// Ids in the order they were added (one removed meanwhile is skipped).
-    order: VecDeque<AlertId>,
+    entries: HashMap<K, V>,
+    /// Keys in the order they were added (one removed meanwhile still counts until it
+    /// comes to the front).
+    order: VecDeque<K>,
 }
 
-impl<V: Default> Bounded<V> {
-    pub(super) fn new(cap: usize) -> Self {
+impl<V: Default, K: std::hash::Hash + Eq + Copy> Bounded<V, K> {
+    pub(crate) fn new(cap: usize) -> Self {
         Bounded {
             cap,
             entries: HashMap::new(),
@@ -183,17 +185,17 @@ impl<V: Default> Bounded<V> {
         }
     }
 
-    pub(super) fn get(&self, id: &AlertId) -> Option<&V> {
+    pub(crate) fn get(&self, id: &K) -> Option<&V> {
         self.entries.get(id)
     }
 
-    fn get_mut(&mut self, id: &AlertId) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, id: &K) -> Option<&mut V> {
         self.entries.get_mut(id)
     }
 
     /// The value of `id`, added (as the default) if new, dropping the oldest beyond
     /// the cap.
-    pub(super) fn entry(&mut self, id: AlertId) -> &mut V {
+    pub(crate) fn entry(&mut self, id: K) -> &mut V {
         if !self.entries.contains_key(&id) {
             while self.order.len() >= self.cap {
                 if let Some(old) = self.order.pop_front() {
@@ -205,8 +207,14 @@ impl<V: Default> Bounded<V> {
         self.entries.entry(id).or_default()
     }
 
-    fn remove(&mut self, id: &AlertId) -> Option<V> {
+    pub(crate) fn remove(&mut self, id: &K) -> Option<V> {
         self.entries.remove(id)
+    }
+
+    /// How many keys have a value.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 

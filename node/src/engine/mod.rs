@@ -64,6 +64,7 @@ use tocsin_proto::policy::{self, TrustLevel};
 use tocsin_proto::{AlertId, Frame, PublicKey, SignedAlert, Tlp, VerifiedAlert, VerifyingKeys};
 
 use catchup::CatchUp;
+pub(crate) use known::Bounded;
 use known::Known;
 pub use known::{ColdAlerts, KnownAlert, HOT_ALERTS};
 pub use scoring::PeerStats;
@@ -508,7 +509,7 @@ pub struct Engine {
     /// (signature included) whose signatures verified: an exact repeat is dropped
     /// without checking it again, so that replaying one valid frame cannot buy the
     /// network actor's time (a check is about 50 µs, on this thread).
-    checked_frames: known::Bounded<()>,
+    checked_frames: Bounded<()>,
     /// How many observers unknown here, relayed by a peer, of each alert are in
     /// `sightings`.
     unknown_observers: HashMap<AlertId, u32>,
@@ -558,7 +559,7 @@ impl Engine {
             my_org: None,
             agency_of: HashMap::new(),
             sightings: HashMap::new(),
-            checked_frames: known::Bounded::new(CHECKED_FRAMES),
+            checked_frames: Bounded::new(CHECKED_FRAMES),
             unknown_observers: HashMap::new(),
             promoted: HashMap::new(),
             last_level: HashMap::new(),

@@ -2129,26 +2129,30 @@ impl NetActor {
         let inbound = self.inbound_tx.clone();
         let since = crate::now_ms().saturating_sub(RECEIPT_RESEND_MS);
         tokio::task::spawn_blocking(move || {
+            type Wrap = fn(serde_bytes::ByteBuf) -> Frame;
+            let receipt: Wrap = |receipt| Frame::Receipt { receipt };
+            let sighting: Wrap = |sighting| Frame::Sighting { sighting };
             let mut frames: Vec<Vec<u8>> = Vec::new();
-            match store.receipts_out_since(&key, since, MAX_RECEIPTS_RESENT) {
-                Ok(receipts) => frames.extend(receipts.into_iter().filter_map(|r| {
-                    Frame::Receipt {
-                        receipt: serde_bytes::ByteBuf::from(r),
-                    }
-                    .encode()
-                    .ok()
-                })),
-                Err(e) => warn!(error = %e, "cannot read the receipts to send again"),
-            }
-            match store.sightings_out_since(&key, since, MAX_SIGHTINGS_RESENT) {
-                Ok(sightings) => frames.extend(sightings.into_iter().filter_map(|s| {
-                    Frame::Sighting {
-                        sighting: serde_bytes::ByteBuf::from(s),
-                    }
-                    .encode()
-                    .ok()
-                })),
-                Err(e) => warn!(error = %e, "cannot read the sightings to send again"),
+            for (what, read, wrap) in [
+                (
+                    "receipts",
+                    store.receipts_out_since(&key, since, MAX_RECEIPTS_RESENT),
+                    receipt,
+                ),
+                (
+                    "sightings",
+                    store.sightings_out_since(&key, since, MAX_SIGHTINGS_RESENT),
+                    sighting,
+                ),
+            ] {
+                match read {
+                    Ok(envelopes) => frames.extend(
+                        envelopes
+                            .into_iter()
+                            .filter_map(|e| wrap(serde_bytes::ByteBuf::from(e)).encode().ok()),
+                    ),
+                    Err(e) => warn!(error = %e, what, "cannot read what to send the peer again"),
+                }
             }
             if !frames.is_empty() {
                 let frames = frames

@@ -4,22 +4,25 @@
 //! and judged again when the node shows that org's certificate here, so that a
 //! revocation wins whatever the order in which it and the node's certificate arrive.
 
-use std::collections::{HashMap, VecDeque};
-
 use tocsin_proto::identity::RevocationProof;
 use tocsin_proto::PublicKey;
+
+use crate::engine::Bounded;
 
 /// Most node keys with revocations waiting.
 pub const MAX_PENDING_NODES: usize = 1024;
 /// Most orgs' revocations waiting per node key.
 pub const MAX_PENDING_PER_NODE: usize = 4;
 
-/// See the module documentation.
-#[derive(Debug, Default)]
-pub struct Pending {
-    by_node: HashMap<PublicKey, Vec<RevocationProof>>,
-    /// Node keys, oldest first: the oldest is forgotten to make room.
-    order: VecDeque<PublicKey>,
+/// See the module documentation: per node key (the oldest forgotten to make room), the
+/// revocations of up to [`MAX_PENDING_PER_NODE`] orgs.
+#[derive(Debug)]
+pub struct Pending(Bounded<Vec<RevocationProof>, PublicKey>);
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending(Bounded::new(MAX_PENDING_NODES))
+    }
 }
 
 impl Pending {
@@ -29,15 +32,7 @@ impl Pending {
             let r = proof.revocation();
             (r.node, r.org, r.revoked_at)
         };
-        if !self.by_node.contains_key(&node) {
-            if self.by_node.len() >= MAX_PENDING_NODES {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.by_node.remove(&oldest);
-                }
-            }
-            self.order.push_back(node);
-        }
-        let list = self.by_node.entry(node).or_default();
+        let list = self.0.entry(node);
         match list.iter().position(|p| p.revocation().org == org) {
             Some(i) if at < list[i].revocation().revoked_at => list[i] = proof,
             Some(_) => {}
@@ -48,12 +43,11 @@ impl Pending {
 
     /// Takes the revocation of `node` by `org`, if one waits.
     pub fn take(&mut self, node: &PublicKey, org: &PublicKey) -> Option<RevocationProof> {
-        let list = self.by_node.get_mut(node)?;
+        let list = self.0.get_mut(node)?;
         let i = list.iter().position(|p| p.revocation().org == *org)?;
         let proof = list.swap_remove(i);
         if list.is_empty() {
-            self.by_node.remove(node);
-            self.order.retain(|n| n != node);
+            self.0.remove(node);
         }
         Some(proof)
     }
@@ -61,13 +55,13 @@ impl Pending {
     /// How many node keys have revocations waiting.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.by_node.len()
+        self.0.len()
     }
 
     /// Whether none waits.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.by_node.is_empty()
+        self.0.len() == 0
     }
 }
 
