@@ -9,7 +9,7 @@
 //! | kind new / update / cancel | `msgType` Alert / Update / Cancel, with `references` to the replaced alert |
 //! | TLP:CLEAR / GREEN / AMBER, AMBER+STRICT, RED | `scope` Public / Restricted (with `restriction`) / Private (with `addresses`); and `code` `TLP:<label>` |
 //! | severity critical … info | `severity` Extreme, Severe, Moderate, Minor, Unknown; `urgency` Immediate, Expected, Future, Future, Unknown |
-//! | title, text, first reference | `headline`, `description`, `web` |
+//! | title, text, first reference that is an http(s) URL | `headline`, `description`, `web` |
 //! | first tag (or "Cyber security alert") | `event` |
 //! | indicators, and the id, origin and signature | `parameter`s |
 
@@ -157,8 +157,15 @@ pub fn alert_xml(a: &CapAlert<'_>) -> Result<String, std::io::Error> {
                 if !b.text.is_empty() {
                     text(w, "description", &b.text)?;
                 }
-                if let Some(web) = b.references.first() {
-                    text(w, "web", web)?;
+                // CAP's `web` is a full absolute URI: the first reference that is an
+                // http(s) URL, as the URL standard writes it (a space becomes %20).
+                let web = b.references.iter().find_map(|r| {
+                    url::Url::parse(r.trim())
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                });
+                if let Some(web) = web {
+                    text(w, "web", web.as_str())?;
                 }
                 param(w, "tocsin:alert_id", &a.id.to_string())?;
                 param(w, "tocsin:origin", &b.origin.to_string())?;
@@ -184,8 +191,25 @@ type Xml = Writer<Vec<u8>>;
 
 fn text(w: &mut Xml, name: &str, value: &str) -> Result<(), std::io::Error> {
     w.create_element(name)
-        .write_text_content(BytesText::new(value))?;
+        .write_text_content(BytesText::new(&xml_chars(value)))?;
     Ok(())
+}
+
+/// `s` with each character XML 1.0 cannot carry (controls other than tab, newline and
+/// carriage return; U+FFFE, U+FFFF) replaced by U+FFFD: escaping cannot write them, and
+/// an alert's title or text may hold any of them (another origin's alert included).
+fn xml_chars(s: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    };
+    if s.chars().all(allowed) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
+            .collect(),
+    )
 }
 
 fn param(w: &mut Xml, name: &str, value: &str) -> Result<(), std::io::Error> {

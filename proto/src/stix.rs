@@ -6,7 +6,8 @@
 //! UUIDv5, but in the UUIDv4 form that the OASIS validator requires of STIX objects),
 //! so exporting the same alerts again gives the same bundle. All versions of an alert (its updates, its cancel) share
 //! one `report` id, from the first alert of the chain: an update is a new `modified`
-//! version of the report, and a cancel makes the last version `revoked`.
+//! version of the report, and a cancel makes the last version `revoked`. Indicators
+//! belong to one version: an update or cancel revokes those of the version it replaces.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -220,16 +221,21 @@ pub struct Version<'a> {
     pub sig: &'a str,
     /// The first alert of its chain (itself for a new alert) and when that was issued.
     pub root: (AlertId, u64),
-    /// When its cancel was issued, if it was cancelled.
+    /// When the cancel of its chain was issued, if this is the chain's last version and
+    /// it was cancelled: the report (and this version's indicators) are revoked then.
     pub revoked_at: Option<u64>,
+    /// When its origin first replaced it (updated or cancelled it), if it did: this
+    /// version's own indicators and vulnerabilities are revoked then, as the next
+    /// version names its own. The report is not: the next version is its newer version.
+    pub replaced_at: Option<u64>,
 }
 
 /// The common properties of an object that an alert version made.
 fn common(
     kind: &str,
     id: &str,
-    created: u64,
-    modified: u64,
+    (created, modified): (u64, u64),
+    revoked: bool,
     v: &Version<'_>,
 ) -> Map<String, Value> {
     let mut o = Map::new();
@@ -246,7 +252,7 @@ fn common(
         "object_marking_refs".into(),
         json!([tlp_marking_id(v.body.tlp)]),
     );
-    if v.revoked_at.is_some() {
+    if revoked {
         o.insert("revoked".into(), json!(true));
     }
     o
@@ -257,7 +263,10 @@ fn common(
 pub fn version_objects(v: &Version<'_>) -> Vec<Value> {
     let b = v.body;
     let issued = b.issued_at;
+    // The report's version, and that of this version's own indicators.
     let modified = v.revoked_at.unwrap_or(issued);
+    let ended = v.replaced_at.or(v.revoked_at);
+    let own = (issued, ended.unwrap_or(issued));
     let mut refs = Vec::new();
     let mut objects = Vec::new();
     let mut others = Vec::new();
@@ -265,7 +274,7 @@ pub fn version_objects(v: &Version<'_>) -> Vec<Value> {
         let name = format!("alert:{}:{}:{}", v.id, ind.kind.as_str(), ind.value);
         if ind.kind == IndicatorType::Cve {
             let id = id_of("vulnerability", &name);
-            let mut o = common("vulnerability", &id, issued, modified, v);
+            let mut o = common("vulnerability", &id, own, ended.is_some(), v);
             o.insert("name".into(), json!(ind.value));
             o.insert(
                 "external_references".into(),
@@ -275,7 +284,7 @@ pub fn version_objects(v: &Version<'_>) -> Vec<Value> {
             objects.push(Value::Object(o));
         } else if let Some(p) = pattern(ind) {
             let id = id_of("indicator", &name);
-            let mut o = common("indicator", &id, issued, modified, v);
+            let mut o = common("indicator", &id, own, ended.is_some(), v);
             o.insert("name".into(), json!(ind.value));
             o.insert(
                 "description".into(),
@@ -327,7 +336,13 @@ pub fn version_objects(v: &Version<'_>) -> Vec<Value> {
     if !others.is_empty() {
         ext.insert("other_indicators".into(), Value::Array(others));
     }
-    let mut r = common("report", &report_id(&root), created, modified, v);
+    let mut r = common(
+        "report",
+        &report_id(&root),
+        (created, modified),
+        v.revoked_at.is_some(),
+        v,
+    );
     r.insert("name".into(), json!(b.title));
     if !b.text.is_empty() {
         r.insert("description".into(), json!(b.text));

@@ -252,6 +252,30 @@ async fn every_label_update_and_cancel_export_as_valid_cap_with_the_documented_m
         files.push(file);
     }
 
+    // Characters XML 1.0 cannot carry (a title or text may hold any) are replaced, so
+    // the message stays well-formed; the schema check below reads it too.
+    let odd = fed
+        .issue(
+            0,
+            json!({"severity": "high", "tlp": "CLEAR", "title": "bell\u{7} esc\u{1b}[31m tab\tend",
+                   "text": "nul\u{0} and \u{FFFF}",
+                   "references": ["DOC-2024-17 section <3>", "https://cert.example/a b"]}),
+        )
+        .await;
+    let file = dir.path().join("odd.xml");
+    let m = Message::parse(&export(&fed, &odd, &file));
+    assert_eq!(
+        m.one("alert/info/headline"),
+        Some("bell\u{FFFD} esc\u{FFFD}[31m tab\tend")
+    );
+    assert_eq!(
+        m.one("alert/info/description"),
+        Some("nul\u{FFFD} and \u{FFFD}")
+    );
+    // `web` is an absolute URI: the first reference that is a URL, as URLs are written.
+    assert_eq!(m.one("alert/info/web"), Some("https://cert.example/a%20b"));
+    files.push(file);
+
     // Usage errors say what to do.
     let (_, err, code) = run(fed.tocsin(0).args(["export", "--format", "cap1.2"]));
     assert_ne!(code, 0);

@@ -386,7 +386,7 @@ async fn a_bundle_without_tlp_markings_is_refused_unless_tlp_is_given() {
     assert!(stdout.contains("issued "), "{stdout}");
     assert!(
         stdout.contains(
-            "skipped indicator--1f5d2a35-4bd5-4b1a-9d0e-3c8b9d2e7f11: pattern not supported"
+            "skipped indicator--1f5d2a35-4bd5-4b1a-9d0e-3c8b9d2e7f11: pattern \"[process:name = 'evil.exe']\" is not one equality"
         ),
         "{stdout}"
     );

@@ -545,3 +545,152 @@ print(json.dumps(sorted(ids)))
         Err(why) => eprintln!("SKIPPED the taxii2-client check: {why}"),
     }
 }
+
+/// The versions of each alert object (report, indicator, vulnerability) among
+/// `objects`, by id, in the order read.
+fn versions_by_id(objects: &[Value]) -> BTreeMap<String, Vec<Value>> {
+    let mut by_id: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let alert_object = |o: &&Value| {
+        ["report", "indicator", "vulnerability"].contains(&o["type"].as_str().unwrap_or(""))
+    };
+    for o in objects.iter().filter(alert_object) {
+        by_id
+            .entry(o["id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(o.clone());
+    }
+    by_id
+}
+
+/// The current (not revoked) indicators among `objects`: their patterns.
+fn current_patterns(objects: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> = objects
+        .iter()
+        .filter(|o| o["type"] == "indicator" && o["revoked"] != true)
+        .map(|o| o["pattern"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// STIX 2.1 §3.2: once revoked, an object gets no later version; versions go forwards.
+fn assert_revocation_is_final(by_id: &BTreeMap<String, Vec<Value>>, what: &str) {
+    for (id, versions) in by_id {
+        let mut modified: Vec<&str> = versions
+            .iter()
+            .map(|v| v["modified"].as_str().unwrap())
+            .collect();
+        modified.sort();
+        let n = modified.len();
+        modified.dedup();
+        assert_eq!(modified.len(), n, "{what}: {id} has a version twice");
+        let last = modified.last().unwrap();
+        for v in versions {
+            if v["revoked"] == true {
+                assert_eq!(
+                    v["modified"].as_str(),
+                    Some(*last),
+                    "{what}: {id} lives on after its revocation"
+                );
+            }
+        }
+    }
+}
+
+/// An update that drops an indicator revokes it; a cancelled chain has one last
+/// version, revoked, and no indicator of it stays current. TAXII and `tocsin export`
+/// agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_versions_end_their_indicators_and_a_cancelled_chain_ends_once() {
+    let (fed, addr) = start().await;
+    let alerts = collections(addr, "GREEN").await["alerts"].clone();
+    let client = fed.cluster.nodes[0].client();
+    let first = fed
+        .issue(
+            0,
+            json!({"severity": "high", "tlp": "GREEN", "title": "v1",
+                   "indicators": ["ipv4:192.0.2.50", "domain:keep.example"]}),
+        )
+        .await;
+    let update = |id: String, title: &'static str| {
+        let client = fed.cluster.nodes[0].client();
+        async move {
+            client
+                .post(
+                    &format!("/v1/alerts/{id}/update"),
+                    &json!({"title": title, "indicators": ["domain:keep.example"]}),
+                )
+                .await
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let second = update(first.clone(), "v2: 192.0.2.50 was a false positive").await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let export = |name: &str| {
+        let file = dir.path().join(name);
+        let (_, err, code) = run(fed
+            .tocsin(0)
+            .args(["export", "--format", "stix2.1", "--out"])
+            .arg(&file));
+        assert_eq!(code, 0, "{err}");
+        let bundle: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        bundle["objects"].as_array().unwrap().clone()
+    };
+    let only_keep = vec!["[domain-name:value = 'keep.example']".to_string()];
+    let last = read_all(addr, "GREEN", &alerts, "", 50).await;
+    assert_eq!(current_patterns(&last), only_keep, "TAXII after the update");
+    let exported = export("updated.json");
+    assert_eq!(
+        current_patterns(&exported),
+        only_keep,
+        "export after the update"
+    );
+
+    // Updated again, then cancelled (the API cancels every version).
+    let third = update(second.clone(), "v3").await;
+    client
+        .post(
+            &format!("/v1/alerts/{third}/cancel"),
+            &json!({"reason": "withdrawn"}),
+        )
+        .await
+        .unwrap();
+    for (what, objects) in [
+        ("TAXII last", read_all(addr, "GREEN", &alerts, "", 50).await),
+        ("export", export("cancelled.json")),
+    ] {
+        // TAXII's `last` holds the report's last version; an export, every version.
+        let reports: Vec<&Value> = objects.iter().filter(|o| o["type"] == "report").collect();
+        let want = if what == "export" { 3 } else { 1 };
+        assert_eq!(reports.len(), want, "{what}: {reports:?}");
+        let revoked: Vec<&&Value> = reports.iter().filter(|r| r["revoked"] == true).collect();
+        assert_eq!(revoked.len(), 1, "{what}: {reports:?}");
+        assert!(current_patterns(&objects).is_empty(), "{what}: {objects:?}");
+        assert_revocation_is_final(&versions_by_id(&objects), what);
+    }
+    let all = read_all(addr, "GREEN", &alerts, "&match[version]=all", 50).await;
+    let by_id = versions_by_id(&all);
+    assert_revocation_is_final(&by_id, "TAXII all");
+    let report: Vec<bool> = by_id
+        .values()
+        .find(|v| v[0]["type"] == "report")
+        .unwrap()
+        .iter()
+        .map(|v| v["revoked"] == true)
+        .collect();
+    assert_eq!(
+        report,
+        [false, false, false, true],
+        "three versions, then the cancel"
+    );
+    // Each version's indicators: current, then revoked once.
+    let indicators = by_id.values().filter(|v| v[0]["type"] == "indicator");
+    assert_eq!(indicators.clone().count(), 4, "2 + 1 + 1 indicators");
+    for v in indicators {
+        let revoked: Vec<bool> = v.iter().map(|o| o["revoked"] == true).collect();
+        assert_eq!(revoked, [false, true], "{v:?}");
+    }
+}

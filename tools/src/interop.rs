@@ -106,15 +106,11 @@ pub async fn export<W: Write>(
     let views = all_views(client, filter_query(&a.filters)).await?;
     // Where each alert's chain starts, and when its cancel came.
     let mut roots: HashMap<AlertId, (AlertId, u64)> = HashMap::new();
-    let mut revoked: HashMap<AlertId, u64> = HashMap::new();
-    let mut cancels = 0usize;
+    let mut cancelled: HashMap<AlertId, u64> = HashMap::new();
     for v in &views {
         let b = &v.alert;
         match b.kind {
-            Kind::Cancel => {
-                cancels += 1;
-                continue;
-            }
+            Kind::Cancel => continue,
             Kind::New => {
                 roots.insert(v.id, (v.id, b.issued_at));
             }
@@ -132,22 +128,55 @@ pub async fn export<W: Write>(
         if v.state == tocsin_proto::api::AlertState::Cancelled {
             if let Some(cancel) = v.replaced_by {
                 let c = parse_view(client.alert(&cancel.to_string()).await?)?;
-                revoked.insert(v.id, c.alert.issued_at);
+                cancelled.insert(v.id, c.alert.issued_at);
             }
         }
     }
-    let versions: Vec<Version<'_>> = views
-        .iter()
-        .filter_map(|v| {
-            Some(Version {
-                id: v.id,
-                body: &v.alert,
-                sig: &v.sig,
-                root: *roots.get(&v.id)?,
-                revoked_at: revoked.get(&v.id).copied(),
-            })
-        })
-        .collect();
+    // The versions of each chain in this export, by issue time: a version followed by
+    // another was replaced then (its indicators end), and only a chain's last version
+    // carries the cancel (its report is revoked).
+    let mut chains: HashMap<AlertId, Vec<(u64, AlertId)>> = HashMap::new();
+    for v in &views {
+        if let Some((root, _)) = roots.get(&v.id) {
+            chains
+                .entry(*root)
+                .or_default()
+                .push((v.alert.issued_at, v.id));
+        }
+    }
+    for versions in chains.values_mut() {
+        versions.sort();
+    }
+    let mut versions = Vec::new();
+    for v in &views {
+        let Some(root) = roots.get(&v.id).copied() else {
+            continue;
+        };
+        let chain = chains.get(&root.0).map(Vec::as_slice).unwrap_or_default();
+        let next = chain
+            .iter()
+            .skip_while(|(_, id)| *id != v.id)
+            .nth(1)
+            .map(|(at, _)| *at);
+        let (revoked_at, replaced_at) = match (next, v.replaced_by) {
+            (Some(at), _) => (None, Some(at)),
+            (None, _) if cancelled.contains_key(&v.id) => (cancelled.get(&v.id).copied(), None),
+            // Superseded by an update this export does not hold.
+            (None, Some(by)) if v.state == tocsin_proto::api::AlertState::Superseded => {
+                let u = parse_view(client.alert(&by.to_string()).await?)?;
+                (None, Some(u.alert.issued_at))
+            }
+            (None, _) => (None, None),
+        };
+        versions.push(Version {
+            id: v.id,
+            body: &v.alert,
+            sig: &v.sig,
+            root,
+            revoked_at,
+            replaced_at,
+        });
+    }
     let bundle = stix::bundle(&versions);
     let text = serde_json::to_string_pretty(&bundle)?;
     match &a.out {
@@ -156,11 +185,24 @@ pub async fn export<W: Write>(
         None => out.line(&text)?,
     }
     if !g.quiet {
-        let skipped = if cancels > 0 {
-            format!(" ({cancels} cancels appear as their alerts' revoked versions)")
-        } else {
-            String::new()
-        };
+        // A cancel is no object of its own: it revokes what it cancels, if that is here.
+        let (folded, left): (Vec<&AlertView>, Vec<&AlertView>) = views
+            .iter()
+            .filter(|v| v.alert.kind == Kind::Cancel)
+            .partition(|v| v.alert.replaces.is_some_and(|t| roots.contains_key(&t)));
+        let mut skipped = String::new();
+        if !folded.is_empty() {
+            skipped.push_str(&format!(
+                " ({} cancels appear as their alerts' revoked versions)",
+                folded.len()
+            ));
+        }
+        if !left.is_empty() {
+            skipped.push_str(&format!(
+                " ({} cancels of alerts this export leaves out are not in it)",
+                left.len()
+            ));
+        }
         eprintln!(
             "tocsin: exported {} alerts as {} STIX objects{skipped}",
             versions.len(),
@@ -171,34 +213,107 @@ pub async fn export<W: Write>(
 }
 
 /// The latest version of every object in a bundle, by id (revoked ones included).
-fn latest_objects(bundle: &Value) -> anyhow::Result<BTreeMap<String, Value>> {
+fn latest_objects(bundle: &Value) -> anyhow::Result<Latest> {
     if bundle["type"] != "bundle" {
         bail!("not a STIX 2.1 bundle: its \"type\" is not \"bundle\"");
     }
     let Some(objects) = bundle["objects"].as_array() else {
         bail!("not a STIX 2.1 bundle: it has no \"objects\" list");
     };
-    let mut latest: BTreeMap<String, Value> = BTreeMap::new();
+    let mut latest = Latest::default();
     for o in objects {
         let Some(id) = o["id"].as_str() else {
             bail!("a STIX object has no \"id\"");
         };
-        let newer = latest.get(id).is_none_or(|old| {
-            o["modified"].as_str().unwrap_or("") > old["modified"].as_str().unwrap_or("")
-        });
-        if newer {
-            latest.insert(id.to_string(), o.clone());
+        if !o["type"].is_string() {
+            latest.refused.push((id.into(), "no \"type\"".into()));
+            continue;
+        }
+        match o["spec_version"].as_str() {
+            Some("2.1") => {}
+            // Marking definitions of TLP 1.0 are named by the STIX 2.1 spec itself.
+            _ if o["type"] == "marking-definition" => {}
+            other => {
+                latest.refused.push((
+                    id.into(),
+                    format!(
+                        "spec_version {}: this import reads STIX 2.1 objects",
+                        other.map_or_else(|| "missing".to_string(), |v| format!("{v:?}"))
+                    ),
+                ));
+                continue;
+            }
+        }
+        let modified = o["modified"].as_str().unwrap_or("");
+        match latest.objects.get(id) {
+            Some(old) if old["modified"].as_str().unwrap_or("") == modified && old != o => {
+                latest.refused.push((
+                    id.into(),
+                    format!("a second, different object with this id and modified {modified:?} was left out (a STIX id and modified name one version)"),
+                ));
+            }
+            Some(old) if old["modified"].as_str().unwrap_or("") >= modified => {}
+            _ => {
+                latest.objects.insert(id.to_string(), o.clone());
+            }
         }
     }
     Ok(latest)
 }
 
-/// The TLP an object is marked with, if any.
-fn marking_of(o: &Value) -> Option<Tlp> {
-    o["object_marking_refs"]
-        .as_array()?
-        .iter()
-        .find_map(|m| stix::tlp_of_marking(m.as_str()?))
+/// The latest version of each object of a bundle, and the objects left out, with why.
+#[derive(Debug, Default)]
+struct Latest {
+    objects: BTreeMap<String, Value>,
+    refused: Vec<(String, String)>,
+}
+
+/// The TLP marking definitions a bundle defines itself, by id: TLP 1.0 style
+/// (`definition_type: "tlp"`) and TLP 2.0 style (the OASIS extension), under ids other
+/// than the standard ones.
+fn tlp_definitions(bundle: &Value) -> HashMap<String, Tlp> {
+    let mut defs = HashMap::new();
+    for o in bundle["objects"].as_array().into_iter().flatten() {
+        if o["type"] != "marking-definition" {
+            continue;
+        }
+        let Some(id) = o["id"].as_str() else {
+            continue;
+        };
+        let name = if o["definition_type"] == "tlp" {
+            o["definition"]["tlp"].as_str()
+        } else {
+            o["extensions"][stix::TLP_EXTENSION]["tlp_2_0"].as_str()
+        };
+        let tlp = match name.map(str::to_ascii_lowercase).as_deref() {
+            Some("white" | "clear") => Tlp::Clear,
+            Some("green") => Tlp::Green,
+            Some("amber") => Tlp::Amber,
+            Some("amber+strict") => Tlp::AmberStrict,
+            Some("red") => Tlp::Red,
+            _ => continue,
+        };
+        defs.insert(id.to_string(), tlp);
+    }
+    defs
+}
+
+/// The strictest TLP an object is marked with, if any: over its `object_marking_refs`
+/// and its `granular_markings` (a label on one property binds the whole alert), by the
+/// standard marking ids or the bundle's own definitions. STIX markings apply to each
+/// object: several labels never make the widest one win.
+fn marking_of(o: &Value, defs: &HashMap<String, Tlp>) -> Option<Tlp> {
+    let object = o["object_marking_refs"].as_array().into_iter().flatten();
+    let granular = o["granular_markings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| &g["marking_ref"]);
+    object
+        .chain(granular)
+        .filter_map(Value::as_str)
+        .filter_map(|m| stix::tlp_of_marking(m).or_else(|| defs.get(m).copied()))
+        .max()
 }
 
 /// One alert to issue from a report or a loose indicator.
@@ -209,11 +324,13 @@ struct Planned {
     request: Map<String, Value>,
 }
 
-/// What an import found in a bundle: alerts to issue and objects skipped (with why).
+/// What an import found in a bundle: alerts to issue, objects skipped (with why), and
+/// notes on what was changed on the way (with why).
 #[derive(Debug, Default)]
 struct Plan {
     alerts: Vec<Planned>,
     skipped: Vec<(String, String)>,
+    notes: Vec<(String, String)>,
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -222,6 +339,20 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+/// Why an indicator object gives no indicator, as the import reports it.
+fn unreadable(o: &Value) -> String {
+    match (o["pattern_type"].as_str(), o["pattern"].as_str()) {
+        (_, None) => "no pattern".into(),
+        (Some(t), _) if t != "stix" => format!("pattern_type {t:?}: only STIX patterns are read"),
+        (None, _) => "no pattern_type".into(),
+        (Some(_), Some(p)) => format!(
+            "pattern {:?} is not one equality comparing a valid value of ipv4-addr, \
+             ipv6-addr, domain-name, url, email-addr or a file's MD5, SHA-1 or SHA-256 hash",
+            truncate(p, 200)
+        ),
+    }
 }
 
 /// The indicator a STIX object stands for: a supported pattern, or a CVE.
@@ -236,15 +367,15 @@ fn indicator_of(o: &Value) -> Option<Indicator> {
 /// Builds the plan: one alert per live report with importable indicators, one per
 /// indicator no report refers to. Refuses the bundle if an object to import has no
 /// TLP marking and `--tlp` was not given.
-fn plan(
-    bundle: &Value,
-    objects: &BTreeMap<String, Value>,
-    a: &ImportArgs,
-    now: u64,
-) -> anyhow::Result<Plan> {
-    let mut plan = Plan::default();
+fn plan(bundle: &Value, latest: &Latest, a: &ImportArgs, now: u64) -> anyhow::Result<Plan> {
+    let mut plan = Plan {
+        skipped: latest.refused.clone(),
+        ..Plan::default()
+    };
+    let objects = &latest.objects;
     let mut unmarked = Vec::new();
     let ext = stix::extension_id();
+    let defs = tlp_definitions(bundle);
     let refs_of = |r: &Value| -> Vec<String> {
         r["object_refs"]
             .as_array()
@@ -273,13 +404,20 @@ fn plan(
         }
         let mut indicators = Vec::new();
         let mut valid_until: Option<u64> = None;
-        for o in refs.iter().filter_map(|r| objects.get(r)) {
+        // The strictest label of the objects taken into the alert.
+        let mut strictest: Option<(Tlp, &str)> = None;
+        for (ref_id, o) in refs.iter().filter_map(|r| Some((r, objects.get(r)?))) {
             if o["revoked"] == true {
                 continue;
             }
             if let Some(ind) = indicator_of(o) {
                 if !indicators.contains(&ind) {
                     indicators.push(ind);
+                }
+                if let Some(t) = marking_of(o, &defs) {
+                    if strictest.is_none_or(|(s, _)| t > s) {
+                        strictest = Some((t, ref_id));
+                    }
                 }
                 if let Some(t) = o["valid_until"].as_str().and_then(stix::parse_timestamp) {
                     valid_until = Some(valid_until.map_or(t, |v| v.max(t)));
@@ -303,9 +441,25 @@ fn plan(
             continue;
         }
         let expires = tocsin["expires_at"].as_u64().or(valid_until);
-        let Some(tlp) = marking_of(r).or(a.tlp) else {
+        let Some(own) = marking_of(r, &defs).or(a.tlp) else {
             unmarked.push(id.clone());
             continue;
+        };
+        // An indicator keeps its own label inside a report of a wider one: the alert
+        // carries the strictest of them.
+        let tlp = match strictest {
+            Some((t, from)) if t > own => {
+                plan.notes.push((
+                    id.clone(),
+                    format!(
+                        "issued as TLP:{}, the label of {from} it refers to (the report is TLP:{})",
+                        t.as_str(),
+                        own.as_str()
+                    ),
+                ));
+                t
+            }
+            _ => own,
         };
         let severity = tocsin["severity"]
             .as_str()
@@ -344,13 +498,20 @@ fn plan(
             continue;
         }
         let Some(ind) = indicator_of(o) else {
-            plan.skipped.push((
-                id.clone(),
-                "pattern not supported (one equality on a known type)".into(),
-            ));
+            plan.skipped.push((id.clone(), unreadable(o)));
             continue;
         };
-        let Some(tlp) = marking_of(o).or(a.tlp) else {
+        if let (Some(from), Some(until)) = (
+            o["valid_from"].as_str().and_then(stix::parse_timestamp),
+            o["valid_until"].as_str().and_then(stix::parse_timestamp),
+        ) {
+            if until <= from {
+                plan.skipped
+                    .push((id.clone(), "valid_until is not after valid_from".into()));
+                continue;
+            }
+        }
+        let Some(tlp) = marking_of(o, &defs).or(a.tlp) else {
             unmarked.push(id.clone());
             continue;
         };
@@ -469,8 +630,8 @@ pub async fn import<W: Write>(
     }
     let bundle: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", a.file))?;
-    let objects = latest_objects(&bundle)?;
-    let mut plan = plan(&bundle, &objects, a, crate::format::now_ms())?;
+    let latest = latest_objects(&bundle)?;
+    let mut plan = plan(&bundle, &latest, a, crate::format::now_ms())?;
     let me = client.status().await?["public_key"]
         .as_str()
         .map(String::from)
@@ -480,7 +641,8 @@ pub async fn import<W: Write>(
     for p in std::mem::take(&mut plan.alerts) {
         // Alerts this node holds (its own export, or one it received) are not issued
         // again, nor those an earlier import issued.
-        let held = objects
+        let held = latest
+            .objects
             .get(&p.source)
             .and_then(|o| o["extensions"][&ext]["alert_id"].as_str())
             .map(String::from);
@@ -520,10 +682,18 @@ pub async fn import<W: Write>(
             .iter()
             .map(|(s, why)| json!({"source": s, "reason": why}))
             .collect();
-        return out.json_line(&json!({"issued": issued, "skipped": skipped}));
+        let notes: Vec<Value> = plan
+            .notes
+            .iter()
+            .map(|(s, what)| json!({"source": s, "note": what}))
+            .collect();
+        return out.json_line(&json!({"issued": issued, "skipped": skipped, "notes": notes}));
     }
     for (source, id) in &issued {
         out.line(&format!("issued {id} from {source}"))?;
+    }
+    for (source, what) in &plan.notes {
+        out.line(&format!("note {source}: {what}"))?;
     }
     for (source, why) in &plan.skipped {
         out.line(&format!("skipped {source}: {why}"))?;
@@ -536,4 +706,186 @@ pub async fn import<W: Write>(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn args(tlp: Option<Tlp>) -> ImportArgs {
+        ImportArgs {
+            format: "stix2.1".into(),
+            file: "-".into(),
+            tlp,
+            severity: None,
+            recipients: Vec::new(),
+            dry_run: true,
+        }
+    }
+
+    fn indicator(id: &str, ip: &str, markings: &[&str]) -> Value {
+        json!({"type": "indicator", "id": id, "spec_version": "2.1",
+               "modified": "2026-01-01T00:00:00.000Z", "pattern_type": "stix",
+               "pattern": format!("[ipv4-addr:value = '{ip}']"),
+               "object_marking_refs": markings})
+    }
+
+    /// The label each planned alert got, by source.
+    fn labels(objects: Vec<Value>, tlp: Option<Tlp>) -> (Vec<(String, String)>, Plan) {
+        let bundle = json!({"type": "bundle", "id": "bundle--1", "objects": objects});
+        let latest = latest_objects(&bundle).unwrap();
+        let plan = plan(&bundle, &latest, &args(tlp), NOW).unwrap();
+        let got = plan
+            .alerts
+            .iter()
+            .map(|p| (p.source.clone(), p.request["tlp"].as_str().unwrap().into()))
+            .collect();
+        (got, plan)
+    }
+
+    fn m(t: Tlp) -> &'static str {
+        stix::tlp_marking_id(t)
+    }
+
+    #[test]
+    fn an_indicator_keeps_its_stricter_label_inside_a_wider_report() {
+        let report = json!({"type": "report", "id": "report--1", "name": "mixed", "spec_version": "2.1",
+            "modified": "2026-01-01T00:00:00.000Z",
+            "object_refs": ["indicator--a", "indicator--b"],
+            "object_marking_refs": [m(Tlp::Clear)]});
+        let (got, plan) = labels(
+            vec![
+                report,
+                indicator("indicator--a", "192.0.2.1", &[m(Tlp::Green)]),
+                indicator("indicator--b", "192.0.2.2", &[m(Tlp::Amber)]),
+            ],
+            None,
+        );
+        assert_eq!(got, vec![("report--1".into(), "AMBER".into())]);
+        assert!(
+            plan.notes[0].1.contains("TLP:AMBER") && plan.notes[0].1.contains("indicator--b"),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn several_labels_give_the_strictest_whatever_their_order_or_form() {
+        // TLP 1.0 RED beside TLP 2.0 CLEAR, both orders; AMBER+STRICT beside GREEN; a
+        // granular marking; the bundle's own TLP definitions, 1.0 and 2.0 style.
+        let tlp1_red = "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed";
+        let mut granular = indicator("indicator--e", "192.0.2.5", &[m(Tlp::Green)]);
+        granular["granular_markings"] =
+            json!([{"marking_ref": m(Tlp::Amber), "selectors": ["pattern"]}]);
+        let own1 = json!({"type": "marking-definition", "id": "marking-definition--own1",
+            "definition_type": "tlp", "definition": {"tlp": "amber"}});
+        let own2 = json!({"type": "marking-definition", "id": "marking-definition--own2",
+            "extensions": {stix::TLP_EXTENSION: {"tlp_2_0": "amber+strict"}}});
+        let (got, _) = labels(
+            vec![
+                indicator("indicator--a", "192.0.2.1", &[m(Tlp::Clear), tlp1_red]),
+                indicator("indicator--b", "192.0.2.2", &[tlp1_red, m(Tlp::Clear)]),
+                indicator(
+                    "indicator--c",
+                    "192.0.2.3",
+                    &[m(Tlp::Green), m(Tlp::AmberStrict)],
+                ),
+                indicator(
+                    "indicator--d",
+                    "192.0.2.4",
+                    &[m(Tlp::AmberStrict), m(Tlp::Green)],
+                ),
+                granular,
+                own1,
+                own2,
+                indicator(
+                    "indicator--f",
+                    "192.0.2.6",
+                    &[m(Tlp::Clear), "marking-definition--own1"],
+                ),
+                indicator("indicator--g", "192.0.2.7", &["marking-definition--own2"]),
+            ],
+            None,
+        );
+        // RED needs recipients: those two are skipped, not widened.
+        let want = [
+            ("indicator--c", "AMBER+STRICT"),
+            ("indicator--d", "AMBER+STRICT"),
+            ("indicator--e", "AMBER"),
+            ("indicator--f", "AMBER"),
+            ("indicator--g", "AMBER+STRICT"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_unmarked_report_takes_the_tlp_option_and_its_indicators_stricter_labels() {
+        let report = json!({"type": "report", "id": "report--1", "name": "r", "spec_version": "2.1",
+            "modified": "2026-01-01T00:00:00.000Z", "object_refs": ["indicator--a"]});
+        let objects = vec![
+            report.clone(),
+            indicator("indicator--a", "192.0.2.1", &[m(Tlp::Amber)]),
+        ];
+        let bundle = json!({"type": "bundle", "id": "bundle--1", "objects": objects});
+        let latest = latest_objects(&bundle).unwrap();
+        let refused = plan(&bundle, &latest, &args(None), NOW).unwrap_err();
+        assert!(refused.to_string().contains("report--1"), "{refused}");
+        let (got, _) = labels(objects, Some(Tlp::Green));
+        assert_eq!(got, vec![("report--1".into(), "AMBER".into())]);
+    }
+
+    #[test]
+    fn objects_the_import_cannot_read_are_named_with_what_is_wrong() {
+        let mut v20 = indicator("indicator--v20", "192.0.2.1", &[m(Tlp::Clear)]);
+        v20["spec_version"] = json!("2.0");
+        let mut untyped = indicator("indicator--untyped", "192.0.2.2", &[m(Tlp::Clear)]);
+        untyped.as_object_mut().unwrap().remove("type");
+        let first = indicator("indicator--dup", "192.0.2.3", &[m(Tlp::Clear)]);
+        let second = indicator("indicator--dup", "192.0.2.4", &[m(Tlp::Clear)]);
+        let mut backwards = indicator("indicator--backwards", "192.0.2.5", &[m(Tlp::Clear)]);
+        backwards["valid_from"] = json!("2026-02-01T00:00:00.000Z");
+        backwards["valid_until"] = json!("2026-01-01T00:00:00.000Z");
+        let mut sigma = indicator("indicator--sigma", "192.0.2.6", &[m(Tlp::Clear)]);
+        sigma["pattern_type"] = json!("sigma");
+        let bad_ip = indicator("indicator--badip", "999.1.1.1", &[m(Tlp::Clear)]);
+        let mut no_pattern = indicator("indicator--nopattern", "192.0.2.7", &[m(Tlp::Clear)]);
+        no_pattern.as_object_mut().unwrap().remove("pattern");
+        let (got, plan) = labels(
+            vec![
+                v20, untyped, first, second, backwards, sigma, bad_ip, no_pattern,
+            ],
+            None,
+        );
+        assert_eq!(got, vec![("indicator--dup".into(), "CLEAR".into())]);
+        let why: BTreeMap<&str, &str> = plan
+            .skipped
+            .iter()
+            .map(|(s, w)| (s.as_str(), w.as_str()))
+            .collect();
+        let expect = [
+            ("indicator--v20", "spec_version \"2.0\""),
+            ("indicator--untyped", "no \"type\""),
+            ("indicator--dup", "second, different object"),
+            (
+                "indicator--backwards",
+                "valid_until is not after valid_from",
+            ),
+            ("indicator--sigma", "pattern_type \"sigma\""),
+            ("indicator--badip", "999.1.1.1"),
+            ("indicator--nopattern", "no pattern"),
+        ];
+        for (source, words) in expect {
+            let w = why.get(source).unwrap_or(&"(not skipped)");
+            assert!(w.contains(words), "{source}: {w}");
+        }
+        assert_eq!(plan.skipped.len(), expect.len(), "{:?}", plan.skipped);
+    }
 }

@@ -6,7 +6,9 @@
 //!
 //! - a new alert or an update adds its report version and its indicators and
 //!   vulnerabilities;
-//! - a cancel adds the revoked versions of what it cancels.
+//! - an update or a cancel adds the revoked versions of the indicators and
+//!   vulnerabilities of the version it replaces (the first replacement does);
+//! - a cancel of the chain's last version also adds the report's revoked version.
 //!
 //! Every entry has a `date_added` (the store's `added` time, unix µs, strictly
 //! increasing along the log), so `added_after` and `next` both name a place in the log
@@ -262,90 +264,106 @@ pub fn entry_objects(
     let body = alert.body();
     let mut out = Vec::new();
     let sig = hex::encode(alert.signature());
-    match body.kind {
-        Kind::New | Kind::Update => {
-            if !scope.holds(body.tlp) {
-                return Ok(out);
-            }
-            let id = alert.id();
-            let root = root_of(store, &id, body.issued_at, body.kind)?;
-            let cancelled = match stored.replaced_by {
-                Some(r) => store
-                    .get(&r)?
-                    .is_some_and(|c| c.alert.body().kind == Kind::Cancel),
-                None => false,
-            };
-            let version = Version {
-                id,
-                body,
-                sig: &sig,
-                root,
-                revoked_at: None,
-            };
-            out.push(Obj::new(stix::origin_identity(&body.origin), true, true));
-            for (i, o) in stix::version_objects(&version).into_iter().enumerate() {
-                if i == 0 {
-                    // The report: one version per alert of its chain.
-                    out.push(Obj::new(
-                        o,
-                        body.kind == Kind::New,
-                        stored.replaced_by.is_none(),
-                    ));
-                } else {
-                    // Indicators and vulnerabilities are this alert's own; a cancel
-                    // adds their revoked versions.
-                    out.push(Obj::new(o, true, !cancelled));
-                }
-            }
+    let Some(target_id) = body.replaces else {
+        if scope.holds(body.tlp) {
+            push_version(&mut out, stored, &sig, &[]);
         }
-        Kind::Cancel => {
-            let Some(target_id) = body.replaces else {
-                return Ok(out);
-            };
-            let Some(target) = store.get(&target_id)? else {
-                return Ok(out);
-            };
-            let t = target.alert.body();
-            if t.origin != body.origin
-                || t.kind == Kind::Cancel
-                || !scope.holds(t.tlp)
-                || body.tlp > scope.ceiling
-            {
-                return Ok(out);
-            }
-            let tsig = hex::encode(target.alert.signature());
-            let root = root_of(store, &target_id, t.issued_at, t.kind)?;
+        return Ok(out);
+    };
+    // An update or a cancel: what it ends of the version it replaces.
+    let chain = store.history(&target_id)?;
+    let target = chain.iter().find(|a| a.alert.id() == target_id);
+    let ends = target.filter(|t| {
+        let tb = t.alert.body();
+        tb.origin == body.origin
+            && tb.kind != Kind::Cancel
+            && scope.holds(tb.tlp)
+            && body.tlp <= scope.ceiling
+    });
+    if body.kind == Kind::Update && scope.holds(body.tlp) {
+        push_version(&mut out, stored, &sig, &chain);
+    }
+    if let Some(t) = ends {
+        let replacements = replacements(&chain, &target_id, &body.origin);
+        let updated = replacements.iter().any(|r| r.1 == Kind::Update);
+        // The first replacement revokes the target's indicators; a cancel of the
+        // chain's last version (one no update replaced) revokes the report too.
+        let first = replacements.first().map(|r| r.2) == Some(alert.id());
+        let report = body.kind == Kind::Cancel && !updated;
+        if first || report {
+            let tb = t.alert.body();
+            let tsig = hex::encode(t.alert.signature());
             let version = Version {
                 id: target_id,
-                body: t,
+                body: tb,
                 sig: &tsig,
-                root,
-                revoked_at: Some(body.issued_at),
+                root: root_of(&chain, &target_id, tb),
+                revoked_at: report.then_some(body.issued_at),
+                replaced_at: first.then_some(body.issued_at),
             };
-            out.push(Obj::new(stix::origin_identity(&t.origin), true, true));
-            for o in stix::version_objects(&version) {
-                out.push(Obj::new(o, false, true));
+            if out.is_empty() {
+                out.push(Obj::new(stix::origin_identity(&tb.origin), true, true));
+            }
+            for (i, o) in stix::version_objects(&version).into_iter().enumerate() {
+                if i > 0 || report {
+                    out.push(Obj::new(o, false, true));
+                }
             }
         }
     }
     Ok(out)
 }
 
-/// The first alert of `id`'s chain and when it was issued.
-fn root_of(
-    store: &Store,
-    id: &AlertId,
-    issued_at: u64,
-    kind: Kind,
-) -> Result<(AlertId, u64), StoreError> {
-    if kind == Kind::New {
-        return Ok((*id, issued_at));
+/// The origin's identity, then the objects of a new alert or an update (whose `chain`
+/// is given) as it was issued: its report version (the first for a new alert; the last
+/// while nothing replaced it) and its own indicators and vulnerabilities (current while
+/// nothing replaced it).
+fn push_version(out: &mut Vec<Obj>, stored: &StoredAlert, sig: &str, chain: &[StoredAlert]) {
+    let id = stored.alert.id();
+    let body = stored.alert.body();
+    let version = Version {
+        id,
+        body,
+        sig,
+        root: root_of(chain, &id, body),
+        revoked_at: None,
+        replaced_at: None,
+    };
+    let current = stored.replaced_by.is_none();
+    out.push(Obj::new(stix::origin_identity(&body.origin), true, true));
+    for (i, o) in stix::version_objects(&version).into_iter().enumerate() {
+        let first = i > 0 || body.kind == Kind::New;
+        out.push(Obj::new(o, first, current));
     }
-    Ok(store
-        .history(id)?
+}
+
+/// The updates and cancels by `origin` that replace `id` in its chain, earliest first:
+/// (issued at, kind, id).
+fn replacements(
+    chain: &[StoredAlert],
+    id: &AlertId,
+    origin: &tocsin_proto::PublicKey,
+) -> Vec<(u64, Kind, AlertId)> {
+    let mut out: Vec<(u64, Kind, AlertId)> = chain
+        .iter()
+        .map(|a| a.alert.body())
+        .zip(chain.iter().map(|a| a.alert.id()))
+        .filter(|(b, _)| b.replaces == Some(*id) && b.origin == *origin)
+        .map(|(b, rid)| (b.issued_at, b.kind, rid))
+        .collect();
+    out.sort_by_key(|r| (r.0, r.2));
+    out
+}
+
+/// The first alert of `id`'s chain and when it was issued.
+fn root_of(chain: &[StoredAlert], id: &AlertId, body: &tocsin_proto::AlertBody) -> (AlertId, u64) {
+    if body.kind == Kind::New {
+        return (*id, body.issued_at);
+    }
+    chain
         .first()
         .map(|f| (f.alert.id(), f.alert.body().issued_at))
-        .unwrap_or((*id, issued_at)))
+        .unwrap_or((*id, body.issued_at))
 }
 
 #[cfg(test)]
