@@ -225,8 +225,7 @@ pub fn load_secret(secret: Option<&str>, file: Option<&Path>) -> Result<String, 
         return Ok(s.to_string());
     }
     let path = file.ok_or("no secret")?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?;
+    let text = read_secret_file(path).map_err(|e| format!("secret_file {e}"))?;
     let secret = text.lines().next().unwrap_or("").trim().to_string();
     if secret.chars().count() < 16 {
         return Err(format!(
@@ -235,6 +234,24 @@ pub fn load_secret(secret: Option<&str>, file: Option<&Path>) -> Result<String, 
         ));
     }
     Ok(secret)
+}
+
+/// The text of a file that holds a secret (an API token, a TAXII or webhook secret),
+/// refusing one that any user may read or change: `Err` names the path and the mode.
+/// The owner and the group (say `root:tocsin`, mode 640) may read it.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "{} is open to every user (mode {mode:o}); it holds a secret: chmod o-rwx {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Log output format.
@@ -410,12 +427,7 @@ impl Config {
         }
         if let Some(file) = &self.api.token_file {
             let file = base.join(file);
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                invalid(
-                    "api.token_file",
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })?;
+            let text = read_secret_file(&file).map_err(|e| invalid("api.token_file", e))?;
             let line = text.strip_suffix('\n').unwrap_or(&text);
             let line = line.strip_suffix('\r').unwrap_or(line);
             self.api.token = Some(line.to_owned());
@@ -855,12 +867,39 @@ ca_file = "ca.pem"
 
     #[test]
     fn the_token_comes_from_the_environment_a_file_or_the_config() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), "from-the-file-0123456789\n").unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-the-file-0123456789\n").unwrap();
+        // Readable by every user: refused, with what to do.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut cfg = Config::default();
         cfg.api.token_file = Some("token".into());
+        let err = cfg.resolve_token(dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("api.token_file")
+                && err.contains("mode 644")
+                && err.contains("chmod o-rwx"),
+            "{err}"
+        );
+        // Its owner and group may read it.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         cfg.resolve_token(dir.path(), None).unwrap();
         assert_eq!(cfg.api.token.as_deref(), Some("from-the-file-0123456789"));
+        // So with a TAXII or webhook secret file.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "a-secret-of-16-chars\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let err = load_secret(None, Some(&secret)).unwrap_err();
+        assert!(
+            err.contains("secret_file") && err.contains("mode 604"),
+            "{err}"
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            load_secret(None, Some(&secret)).unwrap(),
+            "a-secret-of-16-chars"
+        );
         let mut cfg = Config::default();
         cfg.api.token = Some("from-the-config-0123456".into());
         cfg.resolve_token(dir.path(), Some("from-the-environment-01".into()))

@@ -869,6 +869,86 @@ async fn metadata_log_and_counts() {
     assert_eq!((counts.alerts, counts.active, counts.head), (2, 1, 2));
 }
 
+/// The start-up scan names this node's own updates that came back from a peer (to
+/// check each again), not those issued here or other origins'.
+#[tokio::test]
+async fn the_scan_names_our_own_updates_given_back_by_a_peer() {
+    let dir = TempDir::new().unwrap();
+    let (store, join) = open(&dir);
+    let original = alert(1, T0, "original");
+    put(&store, &original).await;
+    let from_peer = Receipt {
+        received_at: T0,
+        from: Some(pk(2)),
+        hops: 1,
+    };
+    let returned = replacing(1, Kind::Update, &original, T0 + 1);
+    store.insert(returned.clone(), from_peer).await.unwrap();
+    let issued_here = replacing(1, Kind::Update, &original, T0 + 2);
+    put(&store, &issued_here).await;
+    let others = alert(2, T0, "another origin's");
+    store
+        .insert(replacing(2, Kind::Update, &others, T0 + 3), from_peer)
+        .await
+        .unwrap();
+    let scan = store.scan(&pk(1)).unwrap();
+    assert_eq!(scan.returned_updates, vec![returned.id()]);
+    assert_eq!(scan.alerts, 4);
+    close(store, join).await;
+}
+
+/// A database put back from a copy (or whose start mark is lost) gets a new log
+/// epoch, so that peers read its log again; a plain restart keeps the epoch.
+#[tokio::test]
+async fn a_database_put_back_from_a_copy_gets_a_new_epoch_and_a_restart_does_not() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let backup = dir.path().join("backup.redb");
+    let (store, join) = open(&dir);
+    let epoch = store.epoch();
+    close(store, join).await;
+    std::fs::copy(&path, &backup).unwrap();
+
+    let (store, join) = open(&dir);
+    assert_eq!(store.epoch(), epoch, "a restart keeps the epoch");
+    for i in 0..3 {
+        put(&store, &alert(1, T0 + i, "after the backup")).await;
+    }
+    close(store, join).await;
+
+    // Copied back over the file in place (same inode): the mark still tells.
+    std::fs::copy(&backup, &path).unwrap();
+    let (store, join) = open(&dir);
+    let restored = store.epoch();
+    assert_ne!(restored, epoch, "a restored database keeps its epoch");
+    assert_eq!(store.head().unwrap(), 0);
+    close(store, join).await;
+    let (store, join) = open(&dir);
+    assert_eq!(
+        store.epoch(),
+        restored,
+        "the next restart keeps the new epoch"
+    );
+    close(store, join).await;
+
+    // The mark file lost, or a database moved in whole with its mark (a new file).
+    std::fs::remove_file(tocsin_node::store::mark_path(&path)).unwrap();
+    let (store, join) = open(&dir);
+    let unmarked = store.epoch();
+    assert_ne!(unmarked, restored);
+    close(store, join).await;
+    let mark = tocsin_node::store::mark_path(&path);
+    let kept_mark = std::fs::read(&mark).unwrap();
+    let moved = dir.path().join("moved.redb");
+    std::fs::copy(&path, &moved).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&moved, &path).unwrap();
+    std::fs::write(&mark, kept_mark).unwrap();
+    let (store, join) = open(&dir);
+    assert_ne!(store.epoch(), unmarked, "another file under an old mark");
+    close(store, join).await;
+}
+
 #[tokio::test]
 async fn prune_removes_expired_alerts_but_keeps_seqs_and_cancellations() {
     let dir = TempDir::new().unwrap();
@@ -931,6 +1011,79 @@ async fn prune_removes_expired_alerts_but_keeps_seqs_and_cancellations() {
         state(&store, &forever),
         (AlertState::Cancelled, Some(cancel.id()))
     );
+    close(store, join).await;
+}
+
+/// Receipts, sightings and the acknowledgement deadline kept for an alert go when the
+/// alert is pruned; another alert's stay.
+#[tokio::test]
+async fn prune_removes_the_receipts_and_sightings_kept_for_the_alert() {
+    use tocsin_proto::identity::{Receipt as Rcpt, Sighting, Signed, IDENTITY_VERSION};
+    let dir = TempDir::new().unwrap();
+    let (store, join) = open(&dir);
+    let mut rows = Vec::new();
+    for (n, exp) in [(1u8, T0 + 100), (2, u64::MAX - 1)] {
+        let mut b = body(n, T0, "amber");
+        b.expires_at = Some(exp);
+        b.tlp = Tlp::Amber;
+        let a = sign(n, b);
+        put(&store, &a).await;
+        let (id, origin) = (a.id(), pk(n));
+        // Ours for it (signed by node 9), and one received for it (from node 8).
+        let receipt = |by: u8| {
+            Signed::sign(
+                Rcpt {
+                    v: IDENTITY_VERSION,
+                    alert: id,
+                    origin,
+                    receiver: pk(by),
+                    received_at: T0,
+                    acked_at: None,
+                    acked_by: None,
+                },
+                &key(by),
+            )
+            .unwrap()
+        };
+        let sighting = |by: u8| {
+            Signed::sign(
+                Sighting {
+                    v: IDENTITY_VERSION,
+                    alert: Some(id),
+                    indicator: None,
+                    observer: pk(by),
+                    count: 1,
+                    first_seen: T0,
+                    last_seen: T0,
+                    note: String::new(),
+                },
+                &key(by),
+            )
+            .unwrap()
+        };
+        store.put_receipt_out(&receipt(9), T0).unwrap();
+        store.put_receipt_in(&receipt(8), None).unwrap();
+        store
+            .put_sighting(&sighting(9), false, Some(&origin))
+            .unwrap();
+        store.put_sighting(&sighting(8), false, None).unwrap();
+        store.set_ack_deadline(&id, T0 + 50).unwrap();
+        rows.push((id, origin));
+    }
+    let held = |(id, origin): (AlertId, PublicKey)| {
+        (
+            store.receipt_out(&origin, &id).unwrap().is_some(),
+            store.receipts_out_since(&origin, 0, 10).unwrap().len(),
+            store.receipts_in(&id).unwrap().len(),
+            store.sightings_of(&id).unwrap().len(),
+            store.sightings_out_since(&origin, 0, 10).unwrap().len(),
+            store.ack_deadline(&id).unwrap().is_some(),
+        )
+    };
+    assert_eq!(held(rows[0]), (true, 1, 1, 2, 1, true));
+    assert_eq!(store.prune_expired(T0 + 1000).await.unwrap(), 1);
+    assert_eq!(held(rows[0]), (false, 0, 0, 0, 0, false), "pruned alert");
+    assert_eq!(held(rows[1]), (true, 1, 1, 2, 1, true), "held alert");
     close(store, join).await;
 }
 

@@ -500,6 +500,43 @@ impl AlertBody {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at.is_some_and(|e| e <= now_ms)
     }
+
+    /// The cancel of this alert (whose id is `id`) with `reason`, issued at `now_ms` but
+    /// never before this alert (a clock step back must not make it look older). Same
+    /// label, recipients, severity and tags, so that it reaches exactly the alert's
+    /// audience; it lives as long as the alert (one for an expired alert has no expiry).
+    pub fn cancel(&self, id: AlertId, reason: String, now_ms: u64) -> AlertBody {
+        let now = now_ms.max(self.issued_at.saturating_add(1));
+        let title = format!("Cancelled: {}", self.title);
+        AlertBody {
+            v: FORMAT_VERSION,
+            origin: self.origin,
+            issued_at: now,
+            expires_at: self.expires_at.filter(|&e| e > now),
+            kind: Kind::Cancel,
+            replaces: Some(id),
+            severity: self.severity,
+            tlp: self.tlp,
+            recipients: self.recipients.clone(),
+            title: truncate_bytes(&title, crate::limits::MAX_TITLE_BYTES).to_owned(),
+            text: reason,
+            indicators: Vec::new(),
+            tags: self.tags.clone(),
+            references: Vec::new(),
+        }
+    }
+}
+
+/// Truncates `s` to at most `max` bytes on a character boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The facts about an alert that relaying and catch-up decide by: who issued it, its

@@ -182,3 +182,29 @@ fn the_verifying_key_cache_is_bounded_and_still_verifies_after_it_fills() {
     let tampered = SignedAlert::decode(&envelope).unwrap();
     assert!(tampered.verify_cached(&mut keys).is_err());
 }
+
+#[test]
+fn a_cancel_keeps_the_audience_and_truncates_its_title_on_a_character_boundary() {
+    let key = fixed_key();
+    let mut b = fixed_body(&key);
+    // "Cancelled: " (11 bytes) + 244 bytes + a 2-byte 'é' straddles the 256-byte limit.
+    b.title = format!("{}é", "x".repeat(MAX_TITLE_BYTES - 12));
+    b.tlp = Tlp::Red;
+    b.recipients = vec![pk(&key)];
+    b.expires_at = Some(b.issued_at + 10);
+    let id = SignedAlert::sign(b.clone(), &key).unwrap().id();
+    // A clock behind the alert: the cancel is still issued after it.
+    let c = b.cancel(id, "withdrawn".into(), b.issued_at - 5);
+    assert_eq!(c.issued_at, b.issued_at + 1);
+    assert_eq!(c.kind, Kind::Cancel);
+    assert_eq!(c.replaces, Some(id));
+    assert_eq!((c.tlp, &c.recipients), (Tlp::Red, &b.recipients));
+    assert_eq!(c.title.len(), MAX_TITLE_BYTES - 1);
+    assert!(c.title.starts_with("Cancelled: x") && c.title.ends_with('x'));
+    assert_eq!(c.text, "withdrawn");
+    assert_eq!(c.expires_at, b.expires_at);
+    SignedAlert::sign(c, &key).unwrap();
+    // One issued after the alert expired has no expiry of its own.
+    let late = b.cancel(id, "late".into(), b.issued_at + 20);
+    assert_eq!(late.expires_at, None);
+}

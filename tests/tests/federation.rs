@@ -883,6 +883,145 @@ async fn cancelling_an_update_retracts_the_original_on_a_node_that_missed_the_up
     assert!(listed.is_empty(), "listed as active on node 2: {listed:?}");
 }
 
+/// An update that left for a peer but was lost at its origin (killed before the commit;
+/// here: its database put back from a copy) comes back after the operator updated the
+/// alert again and cancelled it. The origin cancels the returned branch too, and every
+/// node ends with no version active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_lost_at_its_origin_that_comes_back_after_a_cancel_is_cancelled_too() {
+    let mut fed = Fed::start(2, vec![link(0, 1, Member)]).await;
+    let original = fed.issue(0, alert("GREEN", "first version")).await;
+    fed.wait_for(1, &original).await;
+    let db = fed.cluster.nodes[0].data_dir.join("tocsin.redb");
+    let copy = fed.cluster.nodes[0].data_dir.join("before-update.redb");
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    std::fs::copy(&db, &copy).unwrap();
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let lost = update(&fed, &original, "second version, lost at the origin").await;
+    fed.wait_for(1, &lost).await;
+
+    // Node 2 goes away holding the update; node 1 loses it.
+    fed.cluster.stop(1, Duration::from_secs(10)).unwrap();
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    std::fs::copy(&copy, &db).unwrap();
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(fed.get(0, &lost).await.is_none(), "node 1 lost the update");
+    // The operator updates the original again, then cancels that version.
+    let again = update(&fed, &original, "second version, again").await;
+    fed.cluster.nodes[0]
+        .client()
+        .post(
+            &format!("/v1/alerts/{again}/cancel"),
+            &json!({"reason": "retracted"}),
+        )
+        .await
+        .unwrap();
+
+    fed.cluster.start(1).unwrap();
+    fed.cluster
+        .wait_ready(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    // (Node 2 never gets the second update: it was cancelled before node 2 came back,
+    // and a cancelled update is not served.)
+    for (node, id) in [
+        (0, &original),
+        (0, &lost),
+        (0, &again),
+        (1, &original),
+        (1, &lost),
+    ] {
+        {
+            wait_state(
+                &fed,
+                node,
+                id,
+                "cancelled",
+                &format!("node {}: version {id} of a cancelled alert", node + 1),
+            )
+            .await;
+        }
+    }
+    // The lost update's cancel is node 1's, and says why.
+    let cancel = fed.get(1, &lost).await.unwrap()["replaced_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = fed.get(1, &cancel).await.unwrap();
+    assert_eq!(c["alert"]["kind"], "cancel", "{c}");
+    assert_eq!(c["alert"]["origin"].as_str(), Some(fed.key(0).as_str()));
+    assert!(
+        c["alert"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("came back from a peer after"),
+        "{c}"
+    );
+}
+
+/// A node whose database is put back from a backup reuses sequence numbers of its log
+/// that a peer already read. The peer comes back only once the log has grown past its
+/// cursor again, and still gets every alert issued since the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_misses_nothing_issued_after_a_database_is_restored_from_a_backup() {
+    let mut fed = Fed::start(2, vec![link(0, 1, Member)]).await;
+    let db = fed.cluster.nodes[0].data_dir.join("tocsin.redb");
+    let backup = fed.cluster.nodes[0].data_dir.join("backup.redb");
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    std::fs::copy(&db, &backup).unwrap();
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(20))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let id = fed.issue(0, alert("GREEN", &format!("before {i}"))).await;
+        fed.wait_for(1, &id).await;
+    }
+    fed.cluster.stop(1, Duration::from_secs(10)).unwrap();
+    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
+    std::fs::copy(&backup, &db).unwrap();
+    fed.cluster.start(0).unwrap();
+    fed.cluster
+        .wait_ready(0, Duration::from_secs(20))
+        .await
+        .unwrap();
+    // More alerts than node 2 had read: the log is past its cursor again.
+    let mut after = HashSet::new();
+    for i in 0..5 {
+        after.insert(fed.issue(0, alert("GREEN", &format!("after {i}"))).await);
+    }
+    fed.cluster.start(1).unwrap();
+    fed.cluster
+        .wait_ready(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    fed.cluster
+        .wait_alerts(1, ARRIVAL_TIMEOUT, |have| after.is_subset(have))
+        .await
+        .unwrap();
+}
+
+/// Updates `id` at node 1 with `title`; the update's id.
+async fn update(fed: &Fed, id: &str, title: &str) -> String {
+    fed.cluster.nodes[0]
+        .client()
+        .post(&format!("/v1/alerts/{id}/update"), &json!({"title": title}))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// `tocsin ARGS` on node `i`, which must succeed.
 fn cli_ok(fed: &Fed, i: usize, args: &[&str]) {
     let (out, err, code) = tocsin_tests::run(fed.tocsin(i).args(args));

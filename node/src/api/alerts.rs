@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use tocsin_proto::limits::{Limit, MAX_TITLE_BYTES};
+use tocsin_proto::limits::Limit;
 use tocsin_proto::{
     AlertBody, AlertId, Indicator, IndicatorType, Kind, PublicKey, Severity, Tlp, FORMAT_VERSION,
 };
@@ -404,18 +404,6 @@ pub(super) async fn update(
     commit(&st, body, None).await
 }
 
-/// Truncates `s` to at most `max` bytes on a character boundary.
-fn truncate_bytes(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// `POST /v1/alerts/{id}/cancel`
 #[utoipa::path(post, path = "/v1/alerts/{id}/cancel", tag = "alerts", params(("id" = String, Path, description = "The alert id, 64 hex characters")),
     request_body = CancelRequest,
@@ -462,7 +450,9 @@ pub(super) async fn cancel(
         let prev_id = prev.alert.id();
         match commit(
             &st,
-            cancel_of(prev.alert.body(), prev_id, reason.clone()),
+            prev.alert
+                .body()
+                .cancel(prev_id, reason.clone(), crate::now_ms()),
             None,
         )
         .await
@@ -476,32 +466,12 @@ pub(super) async fn cancel(
             Err(e) => return Err(e),
         }
     }
-    commit(&st, cancel_of(orig.alert.body(), id, reason), None).await
-}
-
-/// The cancel of `id` (whose body is `ob`) with `reason`: same label, recipients,
-/// severity and tags, so that it reaches exactly the alert's audience.
-fn cancel_of(ob: &AlertBody, id: AlertId, reason: String) -> AlertBody {
-    let now = issued_after(ob.issued_at);
-    let title = format!("Cancelled: {}", ob.title);
-    AlertBody {
-        v: FORMAT_VERSION,
-        origin: ob.origin,
-        issued_at: now,
-        // A cancel lives as long as what it cancels; one for an expired alert has no
-        // expiry of its own (an expiry must be later than the issue time).
-        expires_at: ob.expires_at.filter(|&e| e > now),
-        kind: Kind::Cancel,
-        replaces: Some(id),
-        severity: ob.severity,
-        tlp: ob.tlp,
-        recipients: ob.recipients.clone(),
-        title: truncate_bytes(&title, MAX_TITLE_BYTES).to_owned(),
-        text: reason,
-        indicators: Vec::new(),
-        tags: ob.tags.clone(),
-        references: Vec::new(),
-    }
+    commit(
+        &st,
+        orig.alert.body().cancel(id, reason, crate::now_ms()),
+        None,
+    )
+    .await
 }
 
 /// Runs blocking store reads (and signature checks) off the async workers.
@@ -805,11 +775,5 @@ mod tests {
         assert!(matches!(q.state, Some(AlertState::Active)));
         assert_eq!(q.limit, Some(10));
         assert_eq!(q.tag, None);
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate_bytes("héllo", 2), "h");
-        assert_eq!(truncate_bytes("abc", 5), "abc");
     }
 }

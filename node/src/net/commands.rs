@@ -16,24 +16,7 @@ use super::*;
 impl NetActor {
     pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Issue { body, reply } => {
-                // A store that refuses writes would fail the commit after the alert had
-                // gone out to peers: refuse before anything leaves this node.
-                if let Some(reason) = self.store.degraded() {
-                    let _ = reply.send(Err(IssueError::Store(crate::store::StoreError::Degraded(
-                        reason,
-                    ))));
-                    return;
-                }
-                let key = self.key.clone();
-                let inbound = self.inbound_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let alert = SignedAlert::sign(*body, &key)
-                        .and_then(SignedAlert::verify)
-                        .map(Box::new);
-                    let _ = inbound.blocking_send(Inbound::Signed { alert, reply });
-                });
-            }
+            Command::Issue { body, reply } => self.issue(body, reply),
             Command::Trust { change, by, reply } => {
                 self.trust.enqueue(change, by, reply);
                 self.next_trust_change();
@@ -139,6 +122,51 @@ impl NetActor {
     }
 
     /// A local alert came back signed: gossip it and store it; reply after the commit.
+    /// Signs `body` with the node key and issues it; `reply` gets the durable commit.
+    fn issue(
+        &mut self,
+        body: Box<tocsin_proto::AlertBody>,
+        reply: oneshot::Sender<Result<Issued, IssueError>>,
+    ) {
+        // A store that refuses writes would fail the commit after the alert had gone
+        // out to peers: refuse before anything leaves this node.
+        if let Some(reason) = self.store.degraded() {
+            let _ = reply.send(Err(IssueError::Store(crate::store::StoreError::Degraded(
+                reason,
+            ))));
+            return;
+        }
+        let key = self.key.clone();
+        let inbound = self.inbound_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let alert = SignedAlert::sign(*body, &key)
+                .and_then(SignedAlert::verify)
+                .map(Box::new);
+            let _ = inbound.blocking_send(Inbound::Signed { alert, reply });
+        });
+    }
+
+    /// Issues the cancel of one of our own updates that a peer gave back after its
+    /// alert was cancelled or updated again here (see `returned`), and logs the outcome.
+    pub(super) fn withdraw_returned(&mut self, cancel: Box<tocsin_proto::AlertBody>) {
+        let Some(update) = cancel.replaces else {
+            return;
+        };
+        let (reply, answer) = oneshot::channel();
+        self.issue(cancel, reply);
+        tokio::spawn(async move {
+            match answer.await {
+                Ok(Ok(issued)) => {
+                    info!(update = %update.fmt_short(), cancel = %issued.id.fmt_short(), "one of this node's updates came back from a peer after its alert had been cancelled or updated again here (it was lost to a crash before its commit); it is cancelled");
+                }
+                Ok(Err(e)) => {
+                    warn!(update = %update.fmt_short(), error = %e, "one of this node's updates came back from a peer after its alert had been cancelled or updated again here, and its cancel could not be issued; cancel it with `tocsin cancel`");
+                }
+                Err(_) => {}
+            }
+        });
+    }
+
     pub(super) fn on_signed(
         &mut self,
         alert: Result<Box<VerifiedAlert>, tocsin_proto::Error>,

@@ -18,6 +18,7 @@ mod handle;
 mod loads;
 mod metrics;
 mod pending;
+mod returned;
 mod state;
 pub mod trust;
 mod verify;
@@ -321,6 +322,9 @@ enum Inbound {
     LogResyncFailed(u64),
     /// Alerts whose signatures a checking thread checked ([`verify`]).
     Verified(Vec<crate::engine::Checked>),
+    /// The cancel of one of our own updates that came back from a peer after its alert
+    /// moved on here ([`returned`]), to issue as if the API had asked.
+    Withdraw(Box<tocsin_proto::AlertBody>),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -703,6 +707,10 @@ impl NetActor {
         self.feed(Event::StoredChecked {
             refetch: quarantined > quarantined_before,
         });
+        for id in scan.returned_updates {
+            let (store, inbound) = (self.store.clone(), self.inbound_tx.clone());
+            tokio::spawn(async move { returned::check(&store, &inbound, id).await });
+        }
         if scan.former_key > 0 {
             info!(
                 alerts = scan.former_key,
@@ -998,9 +1006,14 @@ impl NetActor {
                 let ack = (matches!(b.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
                     && b.origin != self.engine.me())
                 .then(|| (self.key.clone(), b.origin));
+                // One of our own updates that a peer gave back (see `returned`).
+                let ours = b.origin == self.engine.me() && b.kind == tocsin_proto::Kind::Update;
                 tokio::spawn(async move {
                     match store.insert(*alert, receipt).await {
                         Ok(Insert::Inserted { .. }) => {
+                            if ours {
+                                returned::check(&store, &inbound, id).await;
+                            }
                             if let Some((key, origin)) = ack {
                                 let out = ReceiptOut {
                                     alert: id,
@@ -2199,6 +2212,7 @@ impl NetActor {
             }
             Inbound::Loaded { peer, frames } => self.send_loaded(peer, frames),
             Inbound::Signed { alert, reply } => self.on_signed(alert, reply),
+            Inbound::Withdraw(body) => self.withdraw_returned(body),
             Inbound::TrustCommitted {
                 commit,
                 result,

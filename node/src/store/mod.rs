@@ -39,7 +39,7 @@
 //!
 //! | table | key | value | purpose |
 //! |---|---|---|---|
-//! | `meta` | `&str` | `u64` | `schema_version` ([`SCHEMA_VERSION`]) and `epoch` (random, nonzero, fixed at creation). Its layout never changes, so any build can read a newer file's version and refuse it. |
+//! | `meta` | `&str` | `u64` | `schema_version` ([`SCHEMA_VERSION`]) `epoch` (random, nonzero: chosen at creation, and again when a start finds that the file is not the one the last start marked; see below) and `start_mark` (a random token each start writes, also kept in the file `tocsin.redb.mark` beside the database with the epoch and the file's inode and creation time). Its layout never changes, so any build can read a newer file's version and refuse it. |
 //! | `alerts` | id `[u8; 32]` | `(u64, &[u8], &[u8])` | seq, receipt (CBOR [`Receipt`]), envelope bytes exactly as received ([`SignedAlert::to_envelope`]). |
 //! | `log` | seq `u64` | id `[u8; 32]` | local append log, seq from 1 with no gaps; entries are never removed, even when the alert is pruned. |
 //! | `added` | unix µs `u64` | seq `u64` | when each log entry was added, strictly increasing along the log (a clock that steps back does not reorder it): TAXII's `date_added`, so "added after T" is a range of this table and a client that polls with the last time it saw misses nothing. Written with the log entry; a store from an older build gets it at open, from the receipt times. |
@@ -77,6 +77,7 @@
 //! Results are ordered by `(issued_at, id)` descending; the cursor is the position of
 //! the last result, so pages never overlap or skip while nothing is written.
 
+mod continuity;
 mod guard;
 mod metrics;
 mod read;
@@ -90,6 +91,7 @@ mod types;
 mod verify;
 mod writer;
 
+pub use continuity::mark_path;
 pub use metrics::StoreMetrics;
 pub use tocsin_proto::api::{AlertState, AuditRecord, TrustEntry};
 pub use types::{
@@ -216,7 +218,7 @@ impl Store {
                     error: Box::new(error),
                 },
             })?;
-            let epoch = init(&db)?;
+            let epoch = init(&db, path)?;
             let head = read::head(&db)?;
             Ok((db, epoch, head))
         })?;
@@ -261,7 +263,7 @@ impl Store {
                 path: path.to_path_buf(),
                 error: Box::new(error),
             })?;
-            init(&db).map(|_| ())
+            init(&db, path).map(|_| ())
         })
     }
 
@@ -600,6 +602,12 @@ impl Store {
                 if receipt.hops == 0 && alert.origin() != *me {
                     scan.former_key += 1;
                 }
+                if alert.origin() == *me
+                    && receipt.from.is_some()
+                    && alert.body().kind == tocsin_proto::Kind::Update
+                {
+                    scan.returned_updates.push(alert.id());
+                }
             })?;
             if !damaged.is_empty() {
                 quarantine(&db, &damaged)?;
@@ -676,8 +684,9 @@ fn prepare(alert: &SignedAlert, receipt: Receipt) -> Result<Prepared, StoreError
 }
 
 /// Creates the tables and the meta entries of a new file, or checks the schema version
-/// of an existing one. Returns the epoch.
-fn init(db: &Database) -> Result<u64, StoreError> {
+/// of an existing one; gives the log a new epoch if the file at `path` is not the one
+/// the last start marked ([`continuity`]), and marks this start. Returns the epoch.
+fn init(db: &Database, path: &Path) -> Result<u64, StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     let epoch = {
@@ -715,15 +724,27 @@ fn init(db: &Database) -> Result<u64, StoreError> {
                         reason: "the schema version is missing but alerts are stored".into(),
                     });
                 }
-                let mut epoch = 0;
-                while epoch == 0 {
-                    epoch = rand::random::<u64>();
-                }
+                let epoch = nonzero_random();
                 meta.insert(META_SCHEMA, u64::from(SCHEMA_VERSION))?;
                 meta.insert(META_EPOCH, epoch)?;
                 epoch
             }
         }
+    };
+    let (epoch, token) = {
+        let mut meta = txn.open_table(META)?;
+        let held = meta.get(continuity::META_MARK)?.map(|g| g.value());
+        let epoch = if continuity::same_database(path, epoch, held) {
+            epoch
+        } else {
+            let new = nonzero_random();
+            tracing::warn!(path = %path.display(), old_epoch = epoch, new_epoch = new, "this database is not the file this node last ran with (put back from a backup, copied or moved): its log gets a new epoch, so that every peer reads it again from the start");
+            meta.insert(META_EPOCH, new)?;
+            new
+        };
+        let token = nonzero_random();
+        meta.insert(continuity::META_MARK, token)?;
+        (epoch, token)
     };
     // Create every table, so that readers never meet a missing one.
     txn.open_table(schema::ALERTS)?;
@@ -739,7 +760,18 @@ fn init(db: &Database) -> Result<u64, StoreError> {
     txn.open_table(schema::QUARANTINE)?;
     backfill_added(&txn)?;
     txn.commit()?;
+    continuity::Mark::of(path, epoch, token).write(path);
     Ok(epoch)
+}
+
+/// A random u64 other than 0.
+fn nonzero_random() -> u64 {
+    loop {
+        let n = rand::random::<u64>();
+        if n != 0 {
+            return n;
+        }
+    }
 }
 
 /// Gives every log entry without one an `added` time (a store written before that

@@ -2,7 +2,7 @@
 //! received (its outbox, resent to each origin when it reconnects), those it received for
 //! its own alerts, and the acknowledgement deadlines of its own RED alerts.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde_bytes::ByteBuf;
 use tocsin_proto::identity::{Receipt, Sighting, Signed};
 use tocsin_proto::{codec, AlertId, PublicKey};
@@ -285,4 +285,32 @@ fn decode_in(bytes: &[u8]) -> Option<(Receipt, Option<PublicKey>)> {
     let (envelope, org): (ByteBuf, Option<PublicKey>) = codec::decode(bytes).ok()?;
     let r = Signed::<Receipt>::decode(&envelope).ok()?;
     Some((r.body().clone(), org))
+}
+
+/// Deletes, in the writer's transaction, what was kept for alerts it just pruned
+/// (`(id, origin)` pairs): the receipt and sighting this node signed for each, the
+/// receipts and sightings it received for it, and its acknowledgement deadline. They
+/// are only read for an alert still held, and would otherwise grow with every alert
+/// ever received (and be scanned on each connect of the origin).
+pub(super) fn forget_pruned(
+    txn: &WriteTransaction,
+    pruned: &[(AlertId, PublicKey)],
+) -> Result<(), StoreError> {
+    if pruned.is_empty() {
+        return Ok(());
+    }
+    let mut receipts_out = txn.open_table(RECEIPTS_OUT)?;
+    let mut sightings_out = txn.open_table(SIGHTINGS_OUT)?;
+    let mut receipts_in = txn.open_table(RECEIPTS_IN)?;
+    let mut sightings = txn.open_table(SIGHTINGS)?;
+    let mut deadlines = txn.open_table(ACK_DEADLINES)?;
+    for (AlertId(id), PublicKey(origin)) in pruned {
+        receipts_out.remove((*origin, *id))?;
+        sightings_out.remove((*origin, *id))?;
+        let of_alert = (*id, [0u8; 32])..=(*id, [0xffu8; 32]);
+        receipts_in.retain_in(of_alert.clone(), |_, _| false)?;
+        sightings.retain_in(of_alert, |_, _| false)?;
+        deadlines.remove(id)?;
+    }
+    Ok(())
 }

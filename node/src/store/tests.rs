@@ -186,7 +186,7 @@ fn a_prune_in_the_same_batch_as_inserts_sees_their_index_entries() {
     };
     {
         let db = redb::Database::create(&path).unwrap();
-        super::init(&db).unwrap();
+        super::init(&db, &path).unwrap();
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
         let (events, _) = tokio::sync::broadcast::channel(16);
         let mut writer = Writer {

@@ -172,12 +172,15 @@ pub struct AlertMeta {
 }
 
 /// What [`super::Store::scan`] found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scan {
     /// Stored alerts that decode.
     pub alerts: usize,
     /// Of those, how many were issued here under another node key (a re-keyed node).
     pub former_key: usize,
+    /// This node's own updates that came back from a peer: checked again at start-up
+    /// in case the node stopped before cancelling one that is a branch.
+    pub returned_updates: Vec<AlertId>,
 }
 
 /// Store totals.

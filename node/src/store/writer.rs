@@ -7,7 +7,7 @@ use std::sync::Arc;
 use redb::{
     Durability, MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction,
 };
-use tocsin_proto::{AlertId, SignedAlert};
+use tocsin_proto::{AlertId, PublicKey, SignedAlert};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::schema::{
@@ -276,7 +276,9 @@ impl Writer {
                     Request::Prune { before_ms, .. } => {
                         // Pruning reads `idx_expiry`: it must see this batch's entries.
                         pending.flush(&mut t)?;
-                        outs.push(Outcome::Pruned(t.prune(*before_ms)?));
+                        let pruned = t.prune(*before_ms)?;
+                        super::receipts::forget_pruned(&txn, &pruned)?;
+                        outs.push(Outcome::Pruned(pruned.len()));
                     }
                     Request::Shutdown { .. } => {}
                 }
@@ -457,7 +459,9 @@ impl<'txn> WriteTables<'txn> {
         Ok(Insert::Inserted { seq })
     }
 
-    fn prune(&mut self, before_ms: u64) -> Result<usize, StoreError> {
+    /// Removes the alerts that expired before `before_ms`; returns their ids and
+    /// origins.
+    fn prune(&mut self, before_ms: u64) -> Result<Vec<(AlertId, PublicKey)>, StoreError> {
         let upper = schema::suffix(before_ms, &[0u8; 32]);
         let mut ids = Vec::new();
         for entry in self.expiry.range::<&[u8]>(..upper.as_slice())? {
@@ -467,20 +471,20 @@ impl<'txn> WriteTables<'txn> {
                 .ok_or_else(|| schema::corrupt(&[0; 32], "malformed idx_expiry key"))?;
             ids.push(id);
         }
-        let mut removed = 0;
+        let mut removed = Vec::new();
         for id in ids {
-            if self.remove(&id)? {
-                removed += 1;
+            if let Some(origin) = self.remove(&id)? {
+                removed.push((AlertId(id), origin));
             }
         }
         Ok(removed)
     }
 
     /// Removes an alert with its index entries, status and the replacement edges that
-    /// only it needs. The log entry stays.
-    fn remove(&mut self, id: &[u8; 32]) -> Result<bool, StoreError> {
+    /// only it needs. The log entry stays. Returns its origin if it was removed.
+    fn remove(&mut self, id: &[u8; 32]) -> Result<Option<PublicKey>, StoreError> {
         let Some(rec) = self.alerts.remove(id)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let (seq, receipt, envelope) = {
             let (seq, receipt, envelope) = rec.value();
@@ -495,7 +499,7 @@ impl<'txn> WriteTables<'txn> {
                 self.alerts
                     .insert(id, (seq, receipt.as_slice(), envelope.as_slice()))?;
                 tracing::warn!(id = %AlertId(*id), reason = %e, "a damaged stored alert was not removed");
-                return Ok(false);
+                return Ok(None);
             }
         };
         let body = alert.body();
@@ -521,6 +525,6 @@ impl<'txn> WriteTables<'txn> {
                     .remove(&target.0, (rank, body.issued_at, *id, body.origin.0))?;
             }
         }
-        Ok(true)
+        Ok(Some(body.origin))
     }
 }
