@@ -246,7 +246,7 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o007 != 0 {
         return Err(format!(
-            "{} is open to every user (mode {mode:o}); it holds a secret: chmod o-rwx {}",
+            "{} is open to every user (mode {mode:o}); it holds a secret: chmod o-rwx {} (in a container, mount the secret with mode 0400 or 0440)",
             path.display(),
             path.display()
         ));

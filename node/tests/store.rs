@@ -878,7 +878,7 @@ async fn the_scan_names_our_own_updates_given_back_by_a_peer() {
     let original = alert(1, T0, "original");
     put(&store, &original).await;
     let from_peer = Receipt {
-        received_at: T0,
+        received_at: tocsin_node::now_ms(),
         from: Some(pk(2)),
         hops: 1,
     };
@@ -891,9 +891,21 @@ async fn the_scan_names_our_own_updates_given_back_by_a_peer() {
         .insert(replacing(2, Kind::Update, &others, T0 + 3), from_peer)
         .await
         .unwrap();
+    // Received a week ago or more: not listed.
+    let old_original = alert(1, T0 + 10, "older");
+    put(&store, &old_original).await;
+    let long_ago = Receipt {
+        received_at: T0,
+        ..from_peer
+    };
+    store
+        .insert(replacing(1, Kind::Update, &old_original, T0 + 11), long_ago)
+        .await
+        .unwrap();
     let scan = store.scan(&pk(1)).unwrap();
-    assert_eq!(scan.returned_updates, vec![returned.id()]);
-    assert_eq!(scan.alerts, 4);
+    let listed: Vec<AlertId> = scan.returned_updates.iter().map(|r| r.1).collect();
+    assert_eq!(listed, vec![returned.id()]);
+    assert_eq!(scan.alerts, 6);
     close(store, join).await;
 }
 

@@ -378,6 +378,24 @@ async fn a_bundle_without_tlp_markings_is_refused_unless_tlp_is_given() {
         "nothing is issued from a refused bundle"
     );
 
+    // More alerts than --max-alerts: refused whole.
+    let (stdout, stderr, code) = run(fed
+        .tocsin(0)
+        .args([
+            "import",
+            "--format",
+            "stix2.1",
+            "--tlp",
+            "green",
+            "--max-alerts",
+            "0",
+        ])
+        .arg(&file));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("would issue 1 alerts, more than --max-alerts 0: nothing was issued"),
+        "{stderr}"
+    );
     let (stdout, stderr, code) = run(fed
         .tocsin(0)
         .args(["import", "--format", "stix2.1", "--tlp", "green"])

@@ -553,6 +553,11 @@ pub struct ImportArgs {
     /// Print what would be issued; issue nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Refuse a bundle that would issue more alerts than this (nothing is issued); a
+    /// feed of many indicators is better checked with --dry-run first
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_alerts: usize,
 }
 
 /// `tocsin show`

@@ -221,6 +221,7 @@ fn latest_objects(bundle: &Value) -> anyhow::Result<Latest> {
         bail!("not a STIX 2.1 bundle: it has no \"objects\" list");
     };
     let mut latest = Latest::default();
+    let mut conflicted = std::collections::HashSet::new();
     for o in objects {
         let Some(id) = o["id"].as_str() else {
             bail!("a STIX object has no \"id\"");
@@ -229,10 +230,15 @@ fn latest_objects(bundle: &Value) -> anyhow::Result<Latest> {
             latest.refused.push((id.into(), "no \"type\"".into()));
             continue;
         }
+        let imported = matches!(
+            o["type"].as_str(),
+            Some("report" | "indicator" | "vulnerability")
+        );
         match o["spec_version"].as_str() {
             Some("2.1") => {}
-            // Marking definitions of TLP 1.0 are named by the STIX 2.1 spec itself.
-            _ if o["type"] == "marking-definition" => {}
+            // Optional on cyber observables and on the TLP 1.0 marking definitions the
+            // spec names; required on the objects imported.
+            None if !imported => {}
             other => {
                 latest.refused.push((
                     id.into(),
@@ -244,12 +250,19 @@ fn latest_objects(bundle: &Value) -> anyhow::Result<Latest> {
                 continue;
             }
         }
+        if conflicted.contains(id) {
+            continue;
+        }
         let modified = o["modified"].as_str().unwrap_or("");
         match latest.objects.get(id) {
+            // Which copy is right (their labels may differ) cannot be told: neither
+            // is imported.
             Some(old) if old["modified"].as_str().unwrap_or("") == modified && old != o => {
+                latest.objects.remove(id);
+                conflicted.insert(id.to_string());
                 latest.refused.push((
                     id.into(),
-                    format!("a second, different object with this id and modified {modified:?} was left out (a STIX id and modified name one version)"),
+                    format!("two different objects with this id and modified {modified:?} (a STIX id and modified name one version): neither was imported"),
                 ));
             }
             Some(old) if old["modified"].as_str().unwrap_or("") >= modified => {}
@@ -632,6 +645,16 @@ pub async fn import<W: Write>(
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", a.file))?;
     let latest = latest_objects(&bundle)?;
     let mut plan = plan(&bundle, &latest, a, crate::format::now_ms())?;
+    if !a.dry_run && plan.alerts.len() > a.max_alerts {
+        bail!(
+            "{} would issue {} alerts, more than --max-alerts {}: nothing was issued; check it \
+             with --dry-run, or give --max-alerts {} to issue them all",
+            a.file,
+            plan.alerts.len(),
+            a.max_alerts,
+            plan.alerts.len()
+        );
+    }
     let me = client.status().await?["public_key"]
         .as_str()
         .map(String::from)
@@ -724,6 +747,7 @@ mod tests {
             severity: None,
             recipients: Vec::new(),
             dry_run: true,
+            max_alerts: 1000,
         }
     }
 
@@ -849,7 +873,10 @@ mod tests {
         let mut untyped = indicator("indicator--untyped", "192.0.2.2", &[m(Tlp::Clear)]);
         untyped.as_object_mut().unwrap().remove("type");
         let first = indicator("indicator--dup", "192.0.2.3", &[m(Tlp::Clear)]);
-        let second = indicator("indicator--dup", "192.0.2.4", &[m(Tlp::Clear)]);
+        // The same id and modified, a stricter label: neither copy may win.
+        let second = indicator("indicator--dup", "192.0.2.4", &[m(Tlp::Red)]);
+        // A cyber observable may omit spec_version: not refused (nor imported).
+        let sco = json!({"type": "ipv4-addr", "id": "ipv4-addr--1", "value": "192.0.2.8"});
         let mut backwards = indicator("indicator--backwards", "192.0.2.5", &[m(Tlp::Clear)]);
         backwards["valid_from"] = json!("2026-02-01T00:00:00.000Z");
         backwards["valid_until"] = json!("2026-01-01T00:00:00.000Z");
@@ -860,11 +887,11 @@ mod tests {
         no_pattern.as_object_mut().unwrap().remove("pattern");
         let (got, plan) = labels(
             vec![
-                v20, untyped, first, second, backwards, sigma, bad_ip, no_pattern,
+                v20, untyped, first, second, backwards, sigma, bad_ip, no_pattern, sco,
             ],
             None,
         );
-        assert_eq!(got, vec![("indicator--dup".into(), "CLEAR".into())]);
+        assert_eq!(got, vec![]);
         let why: BTreeMap<&str, &str> = plan
             .skipped
             .iter()
@@ -873,7 +900,7 @@ mod tests {
         let expect = [
             ("indicator--v20", "spec_version \"2.0\""),
             ("indicator--untyped", "no \"type\""),
-            ("indicator--dup", "second, different object"),
+            ("indicator--dup", "neither was imported"),
             (
                 "indicator--backwards",
                 "valid_until is not after valid_from",

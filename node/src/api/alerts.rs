@@ -432,20 +432,26 @@ pub(super) async fn cancel(
     // original as active, and a cancel never revives what it retracts. They go first,
     // and the named version's last: a node killed half-way leaves that version
     // uncancelled, so the same request, made again, completes the chain.
+    // The versions it descends from, oldest first: not a sibling branch (one of ours
+    // that came back from a peer beside a newer version), which may be the live one.
     let origin = orig.alert.body().origin;
-    let earlier: Vec<StoredAlert> = st
-        .store
-        .read(move |s| s.history(&id))
-        .await?
-        .into_iter()
-        .filter(|a| {
-            let b = a.alert.body();
-            a.alert.id() != id
-                && b.origin == origin
-                && b.kind != Kind::Cancel
-                && a.state != AlertState::Cancelled
-        })
-        .collect();
+    let chain = st.store.read(move |s| s.history(&id)).await?;
+    let mut earlier: Vec<StoredAlert> = Vec::new();
+    let mut up = orig.alert.body().replaces;
+    for _ in 0..chain.len() {
+        let Some(a) = up.and_then(|t| chain.iter().find(|a| a.alert.id() == t)) else {
+            break;
+        };
+        let b = a.alert.body();
+        if b.origin != origin || b.kind == Kind::Cancel {
+            break;
+        }
+        up = b.replaces;
+        if a.state != AlertState::Cancelled {
+            earlier.push(a.clone());
+        }
+    }
+    earlier.reverse();
     for prev in earlier {
         let prev_id = prev.alert.id();
         match commit(

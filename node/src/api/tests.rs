@@ -389,6 +389,71 @@ async fn unknown_ids_and_paths_are_404_and_foreign_alerts_403() {
     h.shutdown().await;
 }
 
+/// Cancelling an updated alert cancels the versions it descends from, not a sibling:
+/// one of our own updates given back by a peer beside a newer version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_retracts_the_versions_it_descends_from_not_a_sibling() {
+    let h = harness().await;
+    let (_, a) = h
+        .call(
+            "POST",
+            "/v1/alerts",
+            Some(json!({"severity": "low", "tlp": "CLEAR", "title": "first"})),
+        )
+        .await;
+    let a = a["id"].as_str().unwrap().to_string();
+    let (_, live) = h
+        .call(
+            "POST",
+            &format!("/v1/alerts/{a}/update"),
+            Some(json!({"title": "live"})),
+        )
+        .await;
+    let live = live["id"].as_str().unwrap().to_string();
+    // A branch: an update of `a` signed by this node, given back by a peer.
+    let (_, first) = h.call("GET", &format!("/v1/alerts/{a}"), None).await;
+    let mut body: tocsin_proto::AlertBody = serde_json::from_value(first["alert"].clone()).unwrap();
+    body.kind = tocsin_proto::Kind::Update;
+    body.replaces = Some(tocsin_proto::AlertId::from_hex(&a).unwrap());
+    body.issued_at += 1;
+    body.title = "branch".into();
+    let key = SigningKey::from_bytes(&[42u8; 32]);
+    let branch = tocsin_proto::SignedAlert::sign(body, &key)
+        .unwrap()
+        .verify()
+        .unwrap();
+    let branch_id = branch.id().to_string();
+    let peer = crate::keys::public_key(&SigningKey::from_bytes(&[7u8; 32]));
+    h.state
+        .store
+        .insert(
+            branch,
+            crate::store::Receipt {
+                received_at: crate::now_ms(),
+                from: Some(peer),
+                hops: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/v1/alerts/{branch_id}/cancel"),
+            Some(json!({"reason": "a branch"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let state = |id: String| {
+        let h = &h;
+        async move { h.call("GET", &format!("/v1/alerts/{id}"), None).await.1["state"].clone() }
+    };
+    assert_eq!(state(branch_id).await, "cancelled");
+    assert_eq!(state(a).await, "cancelled", "the version it descends from");
+    assert_eq!(state(live).await, "active", "the sibling, the live version");
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_requires_the_bearer_token() {
     // Refused outright without a token.

@@ -154,10 +154,20 @@ impl NetActor {
         };
         let (reply, answer) = oneshot::channel();
         self.issue(cancel, reply);
+        let (store, inbound) = (self.store.clone(), self.inbound_tx.clone());
         tokio::spawn(async move {
             match answer.await {
                 Ok(Ok(issued)) => {
                     info!(update = %update.fmt_short(), cancel = %issued.id.fmt_short(), "one of this node's updates came back from a peer after its alert had been cancelled or updated again here (it was lost to a crash before its commit); it is cancelled");
+                    // Updates of it that came back too are a branch now that it is
+                    // cancelled (a lost chain of several updates).
+                    let below = store
+                        .read(move |s| super::returned::returned_updates_of(s, &update))
+                        .await
+                        .unwrap_or_default();
+                    for id in below {
+                        super::returned::check(&store, &inbound, id).await;
+                    }
                 }
                 Ok(Err(e)) => {
                     warn!(update = %update.fmt_short(), error = %e, "one of this node's updates came back from a peer after its alert had been cancelled or updated again here, and its cancel could not be issued; cancel it with `tocsin cancel`");

@@ -707,7 +707,7 @@ impl NetActor {
         self.feed(Event::StoredChecked {
             refetch: quarantined > quarantined_before,
         });
-        for id in scan.returned_updates {
+        for (_, id) in scan.returned_updates {
             let (store, inbound) = (self.store.clone(), self.inbound_tx.clone());
             tokio::spawn(async move { returned::check(&store, &inbound, id).await });
         }

@@ -37,14 +37,18 @@ pub(super) async fn check(store: &Store, inbound: &mpsc::Sender<Inbound>, id: Al
 }
 
 /// The cancel this node should issue for its own update `id`, just stored after a peer
-/// gave it back: `Some` when the update is still active and its target was cancelled
-/// or superseded by another version here.
+/// gave it back: `Some` when the update is not cancelled yet and its target was
+/// cancelled or superseded by another version here.
 pub(super) fn withdrawal(store: &Store, id: &AlertId) -> Result<Option<AlertBody>, StoreError> {
     let Some(update) = store.get(id)? else {
         return Ok(None);
     };
     let body = update.alert.body();
-    if body.kind != Kind::Update || update.state != AlertState::Active {
+    // Current, or superseded by a later update that came back with it (a lost chain:
+    // each is withdrawn in turn); not one cancelled or expired already.
+    if body.kind != Kind::Update
+        || !matches!(update.state, AlertState::Active | AlertState::Superseded)
+    {
         return Ok(None);
     }
     let Some(target_id) = body.replaces else {
@@ -63,6 +67,29 @@ pub(super) fn withdrawal(store: &Store, id: &AlertId) -> Result<Option<AlertBody
         _ => return Ok(None),
     };
     Ok(Some(body.cancel(*id, why, crate::now_ms())))
+}
+
+/// The updates of `id` by its origin that came from a peer (returned to this node).
+pub(super) fn returned_updates_of(store: &Store, id: &AlertId) -> Result<Vec<AlertId>, StoreError> {
+    let chain = store.history(id)?;
+    let Some(origin) = chain
+        .iter()
+        .find(|a| a.alert.id() == *id)
+        .map(|a| a.alert.body().origin)
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(chain
+        .iter()
+        .filter(|a| {
+            let b = a.alert.body();
+            b.kind == Kind::Update
+                && b.replaces == Some(*id)
+                && b.origin == origin
+                && a.receipt.from.is_some()
+        })
+        .map(|a| a.alert.id())
+        .collect())
 }
 
 #[cfg(test)]
@@ -94,16 +121,31 @@ mod tests {
     }
 
     async fn store(s: &Store, key: &SigningKey, body: AlertBody) -> SignedAlert {
+        store_from(s, key, body, None).await
+    }
+
+    /// Stored as received from `from` (`None`: issued here).
+    async fn store_from(
+        s: &Store,
+        key: &SigningKey,
+        body: AlertBody,
+        from: Option<tocsin_proto::PublicKey>,
+    ) -> SignedAlert {
         let a = SignedAlert::sign(body, key).unwrap();
         let receipt = Receipt {
             received_at: T0,
-            from: None,
+            from,
             hops: 0,
         };
         s.insert(a.clone().verify().unwrap(), receipt)
             .await
             .unwrap();
         a
+    }
+
+    async fn given_back(s: &Store, a: &SignedAlert) -> Vec<AlertId> {
+        let id = a.id();
+        s.read(move |s| returned_updates_of(s, &id)).await.unwrap()
     }
 
     async fn withdrawn(s: &Store, a: &SignedAlert) -> Option<AlertBody> {
@@ -153,5 +195,28 @@ mod tests {
         .await;
         assert_eq!(withdrawn(&s, &lost).await, None);
         assert_eq!(withdrawn(&s, &original).await, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_chain_of_two_updates_is_withdrawn_step_by_step() {
+        let dir = TempDir::new().unwrap();
+        let (s, _writer) = Store::open(&dir.path().join("t.redb")).unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let peer = Some(tocsin_proto::PublicKey([9; 32]));
+        let original = store(&s, &key, new(&key)).await;
+        let again = store(&s, &key, update(&original, T0 + 30, "again")).await;
+        let lost1 = store_from(&s, &key, update(&original, T0 + 10, "lost 1"), peer).await;
+        let lost2 = store_from(&s, &key, update(&lost1, T0 + 20, "lost 2"), peer).await;
+        // lost2 is lost1's current version: not a branch of lost1 while lost1 stands.
+        assert_eq!(withdrawn(&s, &lost2).await, None);
+        assert_eq!(given_back(&s, &lost1).await, vec![lost2.id()]);
+        // Once lost1 is withdrawn (it is a branch beside `again`), lost2 is one too.
+        let c = withdrawn(&s, &lost1).await.unwrap();
+        assert!(c.text.contains(&again.id().to_string()), "{}", c.text);
+        store(&s, &key, c).await;
+        let c2 = withdrawn(&s, &lost2).await.unwrap();
+        assert_eq!(c2.replaces, Some(lost2.id()));
+        // Updates issued here are not listed as given back.
+        assert_eq!(given_back(&s, &original).await, vec![lost1.id()]);
     }
 }

@@ -9,7 +9,11 @@
 //! database file's inode and creation time). A start that finds a database mark that
 //! the file does not match gives the log a new epoch: every peer then reads it again
 //! from the start, wanting only the alerts it lacks. A database without a mark (a new
-//! one, or one from an older build) is taken as it is.
+//! one, or one from an older build) is taken as it is, unless a mark file is there.
+//!
+//! What it cannot see: a rollback that puts back both files as they were (a VM or file
+//! system snapshot), or a whole data directory copied back over the files in place
+//! (same inode and creation time, and the mark that went with the database).
 
 use std::path::{Path, PathBuf};
 
@@ -82,7 +86,12 @@ impl Mark {
                 f.write_all(text.as_bytes())?;
                 f.sync_all()
             })
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| match path.parent() {
+                // The rename is durable once the directory is.
+                Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()),
+                None => Ok(()),
+            });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the database's start mark; the next start will give the log a new epoch (peers read it again)");
         }
@@ -92,8 +101,10 @@ impl Mark {
 /// Whether the database at `db`, holding `token` from its last start under `epoch`,
 /// is the file that start left its mark beside.
 pub(super) fn same_database(db: &Path, epoch: u64, token: Option<u64>) -> bool {
-    let Some(token) = token else {
-        return true;
-    };
-    Mark::read(db).is_some_and(|m| m == Mark::of(db, epoch, token))
+    match token {
+        // A new database, or one from a build before marks: the same unless a mark
+        // is left (a backup from before this build, put back over a marked one).
+        None => Mark::read(db).is_none(),
+        Some(token) => Mark::read(db).is_some_and(|m| m == Mark::of(db, epoch, token)),
+    }
 }

@@ -597,21 +597,29 @@ impl Store {
         guard(&self.path, || {
             let db = self.slot.get()?;
             let mut scan = Scan::default();
+            let recent = crate::now_ms().saturating_sub(RETURNED_RECHECK_MS);
             let damaged = read::each_record(&db, |_, alert, receipt| {
                 scan.alerts += 1;
                 if receipt.hops == 0 && alert.origin() != *me {
                     scan.former_key += 1;
                 }
+                // Those received lately: a node stopped between storing one and
+                // cancelling it restarts soon after.
                 if alert.origin() == *me
                     && receipt.from.is_some()
                     && alert.body().kind == tocsin_proto::Kind::Update
+                    && receipt.received_at >= recent
                 {
-                    scan.returned_updates.push(alert.id());
+                    scan.returned_updates
+                        .push((receipt.received_at, alert.id()));
                 }
             })?;
             if !damaged.is_empty() {
                 quarantine(&db, &damaged)?;
             }
+            // The newest first, at most MAX_RETURNED_RECHECK.
+            scan.returned_updates.sort_unstable_by(|a, b| b.cmp(a));
+            scan.returned_updates.truncate(MAX_RETURNED_RECHECK);
             Ok(scan)
         })
     }
@@ -763,6 +771,11 @@ fn init(db: &Database, path: &Path) -> Result<u64, StoreError> {
     continuity::Mark::of(path, epoch, token).write(path);
     Ok(epoch)
 }
+
+/// How far back [`Store::scan`] lists this node's own updates given back by a peer.
+const RETURNED_RECHECK_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How many of them it lists at most (the newest).
+pub const MAX_RETURNED_RECHECK: usize = 1024;
 
 /// A random u64 other than 0.
 fn nonzero_random() -> u64 {

@@ -178,9 +178,10 @@ pub struct Scan {
     pub alerts: usize,
     /// Of those, how many were issued here under another node key (a re-keyed node).
     pub former_key: usize,
-    /// This node's own updates that came back from a peer: checked again at start-up
-    /// in case the node stopped before cancelling one that is a branch.
-    pub returned_updates: Vec<AlertId>,
+    /// This node's own updates that came back from a peer in the last 7 days (the
+    /// newest 1,024, with when each was received): checked again at start-up in case
+    /// the node stopped before cancelling one that is a branch.
+    pub returned_updates: Vec<(u64, AlertId)>,
 }
 
 /// Store totals.

@@ -270,45 +270,54 @@ pub fn entry_objects(
         }
         return Ok(out);
     };
-    // An update or a cancel: what it ends of the version it replaces.
+    // An update or a cancel: what it ends of the version it replaces (only one of the
+    // same origin: another origin's replacement names nothing of ours).
     let chain = store.history(&target_id)?;
-    let target = chain.iter().find(|a| a.alert.id() == target_id);
+    let target = chain
+        .iter()
+        .find(|a| a.alert.id() == target_id)
+        .filter(|t| t.alert.body().origin == body.origin);
+    if body.kind == Kind::Update && scope.holds(body.tlp) {
+        // An update of nothing held here, or of another origin's alert, is a chain of
+        // its own (its own report id).
+        let own_chain: &[StoredAlert] = if target.is_some() { &chain } else { &[] };
+        push_version(&mut out, stored, &sig, own_chain);
+    }
     let ends = target.filter(|t| {
         let tb = t.alert.body();
-        tb.origin == body.origin
-            && tb.kind != Kind::Cancel
-            && scope.holds(tb.tlp)
-            && body.tlp <= scope.ceiling
+        tb.kind != Kind::Cancel && scope.holds(tb.tlp) && body.tlp <= scope.ceiling
     });
-    if body.kind == Kind::Update && scope.holds(body.tlp) {
-        push_version(&mut out, stored, &sig, &chain);
+    let Some(t) = ends else {
+        return Ok(out);
+    };
+    // Only the first replacement of a version ends it (a second cancel must not
+    // revoke anything again): its indicators, and, for a cancel of the chain's latest
+    // version, the report. A cancel of an older branch (one of ours that came back
+    // after a newer version) leaves the report to the newer version.
+    let first = replacements(&chain, &target_id, &body.origin)
+        .first()
+        .map(|r| r.2)
+        == Some(alert.id());
+    if !first {
+        return Ok(out);
     }
-    if let Some(t) = ends {
-        let replacements = replacements(&chain, &target_id, &body.origin);
-        let updated = replacements.iter().any(|r| r.1 == Kind::Update);
-        // The first replacement revokes the target's indicators; a cancel of the
-        // chain's last version (one no update replaced) revokes the report too.
-        let first = replacements.first().map(|r| r.2) == Some(alert.id());
-        let report = body.kind == Kind::Cancel && !updated;
-        if first || report {
-            let tb = t.alert.body();
-            let tsig = hex::encode(t.alert.signature());
-            let version = Version {
-                id: target_id,
-                body: tb,
-                sig: &tsig,
-                root: root_of(&chain, &target_id, tb),
-                revoked_at: report.then_some(body.issued_at),
-                replaced_at: first.then_some(body.issued_at),
-            };
-            if out.is_empty() {
-                out.push(Obj::new(stix::origin_identity(&tb.origin), true, true));
-            }
-            for (i, o) in stix::version_objects(&version).into_iter().enumerate() {
-                if i > 0 || report {
-                    out.push(Obj::new(o, false, true));
-                }
-            }
+    let tb = t.alert.body();
+    let report = body.kind == Kind::Cancel && is_latest(&chain, t);
+    let tsig = hex::encode(t.alert.signature());
+    let version = Version {
+        id: target_id,
+        body: tb,
+        sig: &tsig,
+        root: root_of(&chain, &target_id, tb),
+        revoked_at: report.then_some(body.issued_at),
+        replaced_at: Some(body.issued_at),
+    };
+    if out.is_empty() {
+        out.push(Obj::new(stix::origin_identity(&tb.origin), true, true));
+    }
+    for (i, o) in stix::version_objects(&version).into_iter().enumerate() {
+        if i > 0 || report {
+            out.push(Obj::new(o, false, true));
         }
     }
     Ok(out)
@@ -355,6 +364,17 @@ fn replacements(
     out
 }
 
+/// Whether `version` is the latest new alert or update of its `chain` (by issue time,
+/// then id): the one whose cancel ends the report.
+fn is_latest(chain: &[StoredAlert], version: &StoredAlert) -> bool {
+    let key = |a: &StoredAlert| (a.alert.body().issued_at, a.alert.id());
+    let origin = version.alert.body().origin;
+    !chain.iter().any(|a| {
+        let b = a.alert.body();
+        b.kind != Kind::Cancel && b.origin == origin && key(a) > key(version)
+    })
+}
+
 /// The first alert of `id`'s chain and when it was issued.
 fn root_of(chain: &[StoredAlert], id: &AlertId, body: &tocsin_proto::AlertBody) -> (AlertId, u64) {
     if body.kind == Kind::New {
@@ -368,7 +388,95 @@ fn root_of(chain: &[StoredAlert], id: &AlertId, body: &tocsin_proto::AlertBody) 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tempfile::TempDir;
+    use tocsin_proto::{SignedAlert, SigningKey};
+
     use super::*;
+    use crate::engine::tests::body;
+    use crate::store::Receipt;
+
+    const ALL: Scope = Scope {
+        labels: &Tlp::ALL,
+        ceiling: Tlp::Red,
+    };
+
+    /// `b` as `key` signs it, replacing `target` with `kind` at `at`, stored.
+    async fn put(
+        s: &Store,
+        key: &SigningKey,
+        target: Option<&SignedAlert>,
+        kind: Kind,
+        at: u64,
+    ) -> SignedAlert {
+        let mut b = body(key, at, Tlp::Green, vec![]);
+        b.indicators = vec![tocsin_proto::Indicator::new(
+            tocsin_proto::IndicatorType::Domain,
+            format!("v{at}.example"),
+        )
+        .unwrap()];
+        if let Some(t) = target {
+            b.kind = kind;
+            b.replaces = Some(t.id());
+        }
+        let a = SignedAlert::sign(b, key).unwrap();
+        let r = Receipt {
+            received_at: 1,
+            from: None,
+            hops: 0,
+        };
+        s.insert(a.clone().verify().unwrap(), r).await.unwrap();
+        a
+    }
+
+    /// What the entry of `a` adds: (type, revoked) of each alert object.
+    fn adds(s: &Store, a: &SignedAlert) -> Vec<(String, bool)> {
+        let stored = s.get(&a.id()).unwrap().unwrap();
+        entry_objects(s, &stored, ALL)
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.kind() != "identity")
+            .map(|o| (o.kind().to_string(), o.value["revoked"] == true))
+            .collect()
+    }
+
+    fn strs(v: &[(&str, bool)]) -> Vec<(String, bool)> {
+        v.iter().map(|(k, r)| (k.to_string(), *r)).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_first_cancel_of_the_latest_version_revokes_the_report() {
+        let dir = TempDir::new().unwrap();
+        let (s, _w) = Store::open(&dir.path().join("t.redb")).unwrap();
+        let (o, x) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        let a = put(&s, &o, None, Kind::New, 10).await;
+        // A branch (an update of ours lost and given back) and the newer version.
+        let branch = put(&s, &o, Some(&a), Kind::Update, 20).await;
+        let newer = put(&s, &o, Some(&a), Kind::Update, 30).await;
+        // Cancelling the older branch ends its indicator, not the report.
+        let c1 = put(&s, &o, Some(&branch), Kind::Cancel, 40).await;
+        assert_eq!(adds(&s, &c1), strs(&[("indicator", true)]));
+        // A second cancel of it adds nothing.
+        let c2 = put(&s, &o, Some(&branch), Kind::Cancel, 50).await;
+        assert_eq!(adds(&s, &c2), vec![]);
+        // The newer version's cancel revokes the report and its indicator.
+        let c3 = put(&s, &o, Some(&newer), Kind::Cancel, 60).await;
+        assert_eq!(
+            adds(&s, &c3),
+            strs(&[("report", true), ("indicator", true)])
+        );
+        // Another origin's update of our alert is a report of its own, and ends
+        // nothing of ours.
+        let foreign = put(&s, &x, Some(&a), Kind::Update, 70).await;
+        let objects = entry_objects(&s, &s.get(&foreign.id()).unwrap().unwrap(), ALL).unwrap();
+        let report = objects.iter().find(|o| o.kind() == "report").unwrap();
+        assert_eq!(report.id, stix::report_id(&foreign.id()));
+        assert!(objects.iter().all(|o| o.value["revoked"] != true));
+    }
 
     #[test]
     fn next_tokens_read_back_and_refuse_garbage() {
