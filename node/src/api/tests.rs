@@ -73,6 +73,53 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
+    /// Issues a CLEAR alert and updates it; their ids.
+    async fn issue_and_update(&self) -> (String, String) {
+        let (_, a) = self
+            .call(
+                "POST",
+                "/v1/alerts",
+                Some(json!({"severity": "low", "tlp": "CLEAR", "title": "first"})),
+            )
+            .await;
+        let a = a["id"].as_str().unwrap().to_string();
+        let (_, live) = self
+            .call(
+                "POST",
+                &format!("/v1/alerts/{a}/update"),
+                Some(json!({"title": "live"})),
+            )
+            .await;
+        (a, live["id"].as_str().unwrap().to_string())
+    }
+
+    /// Stores an update of alert `a` (this node's), titled `title`, signed by this node
+    /// and received from a peer, as the store holds one given back after a crash (the
+    /// actor's check of it is not run). Its id.
+    async fn given_back_update_of(&self, a: &str, title: &str) -> String {
+        let (_, first) = self.call("GET", &format!("/v1/alerts/{a}"), None).await;
+        let mut body: tocsin_proto::AlertBody =
+            serde_json::from_value(first["alert"].clone()).unwrap();
+        body.kind = tocsin_proto::Kind::Update;
+        body.replaces = Some(tocsin_proto::AlertId::from_hex(a).unwrap());
+        body.issued_at += 1;
+        body.title = title.into();
+        let key = SigningKey::from_bytes(&[42u8; 32]);
+        let update = tocsin_proto::SignedAlert::sign(body, &key)
+            .unwrap()
+            .verify()
+            .unwrap();
+        let id = update.id().to_string();
+        let peer = crate::keys::public_key(&SigningKey::from_bytes(&[7u8; 32]));
+        let from_peer = crate::store::Receipt {
+            received_at: crate::now_ms(),
+            from: Some(peer),
+            hops: 1,
+        };
+        self.state.store.insert(update, from_peer).await.unwrap();
+        id
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let stream = UnixStream::connect(&self.socket).await.unwrap();
         http(stream, method, path, body, &[]).await
@@ -394,48 +441,9 @@ async fn unknown_ids_and_paths_are_404_and_foreign_alerts_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_retracts_the_versions_it_descends_from_not_a_sibling() {
     let h = harness().await;
-    let (_, a) = h
-        .call(
-            "POST",
-            "/v1/alerts",
-            Some(json!({"severity": "low", "tlp": "CLEAR", "title": "first"})),
-        )
-        .await;
-    let a = a["id"].as_str().unwrap().to_string();
-    let (_, live) = h
-        .call(
-            "POST",
-            &format!("/v1/alerts/{a}/update"),
-            Some(json!({"title": "live"})),
-        )
-        .await;
-    let live = live["id"].as_str().unwrap().to_string();
+    let (a, live) = h.issue_and_update().await;
     // A branch: an update of `a` signed by this node, given back by a peer.
-    let (_, first) = h.call("GET", &format!("/v1/alerts/{a}"), None).await;
-    let mut body: tocsin_proto::AlertBody = serde_json::from_value(first["alert"].clone()).unwrap();
-    body.kind = tocsin_proto::Kind::Update;
-    body.replaces = Some(tocsin_proto::AlertId::from_hex(&a).unwrap());
-    body.issued_at += 1;
-    body.title = "branch".into();
-    let key = SigningKey::from_bytes(&[42u8; 32]);
-    let branch = tocsin_proto::SignedAlert::sign(body, &key)
-        .unwrap()
-        .verify()
-        .unwrap();
-    let branch_id = branch.id().to_string();
-    let peer = crate::keys::public_key(&SigningKey::from_bytes(&[7u8; 32]));
-    h.state
-        .store
-        .insert(
-            branch,
-            crate::store::Receipt {
-                received_at: crate::now_ms(),
-                from: Some(peer),
-                hops: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let branch_id = h.given_back_update_of(&a, "branch").await;
     let (status, _) = h
         .call(
             "POST",
@@ -451,6 +459,44 @@ async fn a_cancel_retracts_the_versions_it_descends_from_not_a_sibling() {
     assert_eq!(state(branch_id).await, "cancelled");
     assert_eq!(state(a).await, "cancelled", "the version it descends from");
     assert_eq!(state(live).await, "active", "the sibling, the live version");
+    h.shutdown().await;
+}
+
+/// One of our own updates given back by a peer while it was still the current version
+/// (so kept), then left behind by a newer update of ours and a cancel: the commits of
+/// ours for that alert check it again, and it is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_update_left_behind_by_our_later_commits_is_cancelled() {
+    let h = harness().await;
+    let (a, live) = h.issue_and_update().await;
+    // Given back by a peer (stored as the actor would, without its check).
+    let lost_id = h.given_back_update_of(&a, "lost").await;
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/v1/alerts/{live}/cancel"),
+            Some(json!({"reason": "done"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, v) = h.call("GET", &format!("/v1/alerts/{lost_id}"), None).await;
+        if v["state"] == "cancelled" {
+            let cancel = v["replaced_by"].as_str().unwrap().to_string();
+            let (_, c) = h.call("GET", &format!("/v1/alerts/{cancel}"), None).await;
+            assert!(
+                c["alert"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("came back from a peer"),
+                "{c}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the returned update stays {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     h.shutdown().await;
 }
 

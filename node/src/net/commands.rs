@@ -152,22 +152,23 @@ impl NetActor {
         let Some(update) = cancel.replaces else {
             return;
         };
+        // Two checks of one update may race (its return, and a commit of ours for the
+        // same alert): one cancel is enough.
+        if !self.withdrawn.insert(update) {
+            return;
+        }
+        if self.withdrawn.len() > MAX_WITHDRAWN {
+            self.withdrawn.clear();
+            self.withdrawn.insert(update);
+        }
         let (reply, answer) = oneshot::channel();
         self.issue(cancel, reply);
-        let (store, inbound) = (self.store.clone(), self.inbound_tx.clone());
         tokio::spawn(async move {
             match answer.await {
                 Ok(Ok(issued)) => {
+                    // Its own commit re-checks the updates of it that came back too
+                    // (a lost chain of several updates): see `on_signed`.
                     info!(update = %update.fmt_short(), cancel = %issued.id.fmt_short(), "one of this node's updates came back from a peer after its alert had been cancelled or updated again here (it was lost to a crash before its commit); it is cancelled");
-                    // Updates of it that came back too are a branch now that it is
-                    // cancelled (a lost chain of several updates).
-                    let below = store
-                        .read(move |s| super::returned::returned_updates_of(s, &update))
-                        .await
-                        .unwrap_or_default();
-                    for id in below {
-                        super::returned::check(&store, &inbound, id).await;
-                    }
                 }
                 Ok(Err(e)) => {
                     warn!(update = %update.fmt_short(), error = %e, "one of this node's updates came back from a peer after its alert had been cancelled or updated again here, and its cancel could not be issued; cancel it with `tocsin cancel`");
@@ -203,6 +204,7 @@ impl NetActor {
         };
         tokio::spawn(async move {
             let kind = signed.body().kind;
+            let replaces = signed.body().replaces;
             match store.insert(signed, receipt).await {
                 Ok(insert) => {
                     match insert {
@@ -215,6 +217,17 @@ impl NetActor {
                         }
                     }
                     let _ = reply.send(Ok(Issued { id, insert }));
+                    // An update of ours that came back for the same alert, checked
+                    // while it was still the current version, is a branch now.
+                    if let Some(target) = replaces {
+                        let others = store
+                            .read(move |s| super::returned::returned_updates_of(s, &target))
+                            .await
+                            .unwrap_or_default();
+                        for other in others.into_iter().filter(|o| *o != id) {
+                            super::returned::check(&store, &inbound, other).await;
+                        }
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, alert = %id.fmt_short(), "commit of a local alert failed; not gossiped further");

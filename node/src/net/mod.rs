@@ -61,6 +61,10 @@ pub const PEER_WRITE_QUEUE: usize = 4096;
 /// Messages queued from the actor's helper tasks (store commits, signing, the state
 /// writer) back into its loop.
 pub const INBOUND_QUEUE: usize = 4096;
+/// Our own returned updates remembered as withdrawn this run, at most (then forgotten:
+/// a repeat only issues a second cancel).
+const MAX_WITHDRAWN: usize = 1024;
+
 /// Frames of stored alerts read for a peer handed to the actor at once
 /// ([`Inbound::LoadedAsked`]).
 pub const LOAD_CHUNK: usize = 64;
@@ -448,6 +452,9 @@ pub struct NetActor {
     revocation_changes: HashMap<PublicKey, u32>,
     /// Revocations that verified but could not be kept yet (see [`pending`]).
     pending: pending::Pending,
+    /// Our own updates given back by a peer whose cancel this run issued already
+    /// (`returned`), at most [`MAX_WITHDRAWN`].
+    withdrawn: HashSet<AlertId>,
     /// Peers whose first frame of this connection (their `identity`) has been read.
     identified: HashSet<PeerId>,
     /// Peers refused on their certificate whose refusal was logged at info.
@@ -642,6 +649,7 @@ impl NetActor {
             shown,
             revocation_changes: HashMap::new(),
             pending: pending::Pending::default(),
+            withdrawn: HashSet::new(),
             identified: HashSet::new(),
             refused_certs: HashSet::new(),
             org_dials: HashMap::new(),

@@ -11,9 +11,11 @@
 //! So once such an update is stored, and its target was cancelled here or is
 //! superseded by a different version, this node cancels the returned update too, with
 //! a signed cancel of its own that reaches every node holding it. An update that comes
-//! back while its target is still current (a lost disk, say) is kept as it is. The
-//! start-up check of the store looks at every returned update again, so a node stopped
-//! between storing one and cancelling it does so at its next start.
+//! back while its target is still current (a lost disk, say) is kept as it is. Each
+//! update or cancel of ours that commits checks the returned updates of the alert it
+//! replaces again (one kept while current is a branch once a newer version commits),
+//! and the start-up check of the store looks at the recent returned updates again, so
+//! a node stopped between storing one and cancelling it does so at its next start.
 
 use tocsin_proto::{AlertBody, AlertId, Kind};
 use tokio::sync::mpsc;
