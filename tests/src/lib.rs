@@ -171,7 +171,14 @@ impl Fed {
 
     /// Stops node `i` gracefully (SIGTERM), starts it again and waits until it serves.
     pub async fn restart(&mut self, i: usize) {
+        self.restart_with_database(i, |_| {}).await;
+    }
+
+    /// Stops node `i`, hands `f` the path of its database (to copy it, or to put a
+    /// copy back), starts it again and waits until it serves.
+    pub async fn restart_with_database(&mut self, i: usize, f: impl FnOnce(&std::path::Path)) {
         self.cluster.stop(i, Duration::from_secs(10)).unwrap();
+        f(&self.cluster.nodes[i].data_dir.join("tocsin.redb"));
         self.cluster.start(i).unwrap();
         self.cluster.wait_ready(i, START_TIMEOUT).await.unwrap();
     }

@@ -892,27 +892,20 @@ async fn an_update_lost_at_its_origin_that_comes_back_after_a_cancel_is_cancelle
     let mut fed = Fed::start(2, vec![link(0, 1, Member)]).await;
     let original = fed.issue(0, alert("GREEN", "first version")).await;
     fed.wait_for(1, &original).await;
-    let db = fed.cluster.nodes[0].data_dir.join("tocsin.redb");
     let copy = fed.cluster.nodes[0].data_dir.join("before-update.redb");
-    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
-    std::fs::copy(&db, &copy).unwrap();
-    fed.cluster.start(0).unwrap();
-    fed.cluster
-        .wait_ready(0, Duration::from_secs(20))
-        .await
-        .unwrap();
+    fed.restart_with_database(0, |db| {
+        std::fs::copy(db, &copy).unwrap();
+    })
+    .await;
     let lost = update(&fed, &original, "second version, lost at the origin").await;
     fed.wait_for(1, &lost).await;
 
     // Node 2 goes away holding the update; node 1 loses it.
     fed.cluster.stop(1, Duration::from_secs(10)).unwrap();
-    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
-    std::fs::copy(&copy, &db).unwrap();
-    fed.cluster.start(0).unwrap();
-    fed.cluster
-        .wait_ready(0, Duration::from_secs(20))
-        .await
-        .unwrap();
+    fed.restart_with_database(0, |db| {
+        std::fs::copy(&copy, db).unwrap();
+    })
+    .await;
     assert!(fed.get(0, &lost).await.is_none(), "node 1 lost the update");
     // The operator updates the original again, then cancels that version.
     let again = update(&fed, &original, "second version, again").await;
@@ -973,27 +966,20 @@ async fn an_update_lost_at_its_origin_that_comes_back_after_a_cancel_is_cancelle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_misses_nothing_issued_after_a_database_is_restored_from_a_backup() {
     let mut fed = Fed::start(2, vec![link(0, 1, Member)]).await;
-    let db = fed.cluster.nodes[0].data_dir.join("tocsin.redb");
     let backup = fed.cluster.nodes[0].data_dir.join("backup.redb");
-    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
-    std::fs::copy(&db, &backup).unwrap();
-    fed.cluster.start(0).unwrap();
-    fed.cluster
-        .wait_ready(0, Duration::from_secs(20))
-        .await
-        .unwrap();
+    fed.restart_with_database(0, |db| {
+        std::fs::copy(db, &backup).unwrap();
+    })
+    .await;
     for i in 0..3 {
         let id = fed.issue(0, alert("GREEN", &format!("before {i}"))).await;
         fed.wait_for(1, &id).await;
     }
     fed.cluster.stop(1, Duration::from_secs(10)).unwrap();
-    fed.cluster.stop(0, Duration::from_secs(10)).unwrap();
-    std::fs::copy(&backup, &db).unwrap();
-    fed.cluster.start(0).unwrap();
-    fed.cluster
-        .wait_ready(0, Duration::from_secs(20))
-        .await
-        .unwrap();
+    fed.restart_with_database(0, |db| {
+        std::fs::copy(&backup, db).unwrap();
+    })
+    .await;
     // More alerts than node 2 had read: the log is past its cursor again.
     let mut after = HashSet::new();
     for i in 0..5 {
